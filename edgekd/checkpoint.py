@@ -1,0 +1,74 @@
+"""The model file edgekd writes: weights in safetensors, and in its header the contract needed to
+rebuild and feed the model (timm arch, classes, input size, mean/std). No pickle, so loading a
+checkpoint cannot run code.
+
+Example:
+    >>> # save_model(run / "student.safetensors", model, ModelInfo("resnet10t", ("0", "1"), 32, mean, std))
+    >>> # model, info = load_model(run / "student.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from edgekd._io import write_with
+from edgekd.errors import TeacherError
+
+FORMAT = "edgekd-model/1"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    arch: str
+    classes: tuple[str, ...]
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "info": json.dumps(asdict(info))}
+    return write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_info(path: Path) -> ModelInfo | None:
+    """The contract stored in an edgekd checkpoint, or None for any other file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception:
+        return None
+    if metadata.get("format") != FORMAT:
+        return None
+    raw = json.loads(metadata["info"])
+    raw["classes"], raw["mean"], raw["std"] = tuple(raw["classes"]), tuple(raw["mean"]), tuple(raw["std"])
+    return ModelInfo(**raw)
+
+
+def load_model(path: Path) -> tuple[nn.Module, ModelInfo]:
+    from safetensors.torch import load_file
+
+    from edgekd.catalog import build_model
+
+    info = read_info(path)
+    if info is None:
+        raise TeacherError(f"{path}: not a checkpoint written by edgekd (no '{FORMAT}' header).")
+    model = build_model(info.arch, info.num_classes, **info.kwargs)
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), info

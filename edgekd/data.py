@@ -1,0 +1,225 @@
+"""Datasets: the embedded digits default and ImageFolder directories, split and normalised.
+
+Example:
+    >>> from edgekd.data import load_digits_splits
+    >>> splits = load_digits_splits(input_size=32)
+    >>> splits.num_classes, splits.train[0][0].shape
+    (10, torch.Size([3, 32, 32]))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from edgekd.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+# timm's ImageNet defaults (timm.data.IMAGENET_DEFAULT_MEAN/STD): what pretrained teachers expect.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLIT_SEED = 0
+VAL_NAMES = ("val", "valid", "validation")
+
+
+@dataclass(frozen=True)
+class DataSplits:
+    """Train/val/test datasets of (CHW float tensor, label) and the contract they share."""
+
+    name: str
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    classes: tuple[str, ...]
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    fingerprint: str  # changes when the images, the split or the preprocessing change
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    return (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+
+
+def _stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):
+    """Indices for train/val/test: per class, shuffle with `seed`, cut val and test fractions off."""
+    rng = np.random.default_rng(seed)
+    parts: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val, n_test = round(len(idx) * fractions[0]), round(len(idx) * fractions[1])
+        parts[1].extend(idx[:n_val])
+        parts[2].extend(idx[n_val : n_val + n_test])
+        parts[0].extend(idx[n_val + n_test :])
+    return tuple(np.sort(np.array(p, dtype=np.int64)) for p in parts)
+
+
+def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSplits:
+    """scikit-learn's bundled 8×8 digits, resized to `input_size`², grey replicated to 3 channels,
+    split 70/15/15 per class with a fixed seed."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    pixels = torch.nn.functional.interpolate(
+        pixels, size=(input_size, input_size), mode="bilinear", align_corners=False
+    ).clamp(0, 1)
+    images = _normalise(pixels.expand(-1, 3, -1, -1), IMAGENET_MEAN, IMAGENET_STD).contiguous()
+    labels = digits.target.astype(np.int64)
+    train, val, test = _stratified_split(labels, (0.15, 0.15), seed)
+    y = torch.from_numpy(labels)
+    digest = hashlib.sha256(digits.images.tobytes() + labels.tobytes())
+    digest.update(json.dumps(["digits", input_size, seed, IMAGENET_MEAN, IMAGENET_STD]).encode())
+    return DataSplits(
+        name="digits",
+        train=TensorDataset(images[train], y[train]),
+        val=TensorDataset(images[val], y[val]),
+        test=TensorDataset(images[test], y[test]),
+        classes=tuple(str(c) for c in digits.target_names),
+        input_size=input_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        fingerprint=digest.hexdigest(),
+    )
+
+
+class ImageFileDataset(Dataset):
+    """Images decoded from files on each access; a file that fails to decode is named in the error."""
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], input_size: int, mean, std) -> None:
+        self.samples = list(samples)
+        self.input_size = input_size
+        self.mean, self.std = mean, std
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, label = self.samples[index]
+        return decode_image(path, self.input_size, self.mean, self.std), label
+
+
+def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR)
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except Exception as e:  # PIL raises many types for a bad file
+        raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    return _normalise(tensor.unsqueeze(0), mean, std)[0]
+
+
+def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
+    classes = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{split_dir}: no class subfolders; expected {split_dir}/<class>/<image>.")
+    found = {}
+    for class_dir in classes:
+        images = sorted(
+            p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not images:
+            raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        found[class_dir.name] = images
+    return found
+
+
+def _check_image(path: Path) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as e:
+        raise DataError(f"{path}: not a readable image ({e}). Remove or replace it.") from e
+
+
+def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> DataSplits:
+    """`root/train/<class>/*.jpg` with optional `val/` (or `valid/`) and `test/`. Missing val or test
+    splits are cut from train (15 % each, per class, fixed seed). Every file is checked up front."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data directory does not exist.")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"{root}: expected a train/ folder with one subfolder per class.")
+    splits = {"train": _scan_split(train_dir)}
+    for name, options in (("val", VAL_NAMES), ("test", ("test",))):
+        present = [root / o for o in options if (root / o).is_dir()]
+        if present:
+            splits[name] = _scan_split(present[0])
+    classes = tuple(splits["train"])
+    for name, found in splits.items():
+        if tuple(found) != classes:
+            missing = sorted(set(classes) - set(found))
+            extra = sorted(set(found) - set(classes))
+            raise DataError(
+                f"{root / name}: class folders differ from train/ (missing {missing}, extra {extra})."
+            )
+        for images in found.values():
+            for path in images:
+                _check_image(path)
+
+    def samples(found: dict[str, list[Path]]) -> list[tuple[Path, int]]:
+        return [(p, i) for i, c in enumerate(classes) for p in found[c]]
+
+    train_samples = samples(splits["train"])
+    carve = (0.15 if "val" not in splits else 0.0, 0.15 if "test" not in splits else 0.0)
+    labels = np.array([label for _, label in train_samples])
+    train_idx, val_idx, test_idx = _stratified_split(labels, carve, seed)
+    chosen = {
+        "train": [train_samples[i] for i in train_idx],
+        "val": samples(splits["val"]) if "val" in splits else [train_samples[i] for i in val_idx],
+        "test": samples(splits["test"]) if "test" in splits else [train_samples[i] for i in test_idx],
+    }
+    digest = hashlib.sha256(json.dumps([input_size, seed, IMAGENET_MEAN, IMAGENET_STD]).encode())
+    for name in ("train", "val", "test"):
+        for path, label in chosen[name]:
+            stat = path.stat()
+            digest.update(f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+
+    def dataset(name: str) -> ImageFileDataset:
+        return ImageFileDataset(chosen[name], input_size, IMAGENET_MEAN, IMAGENET_STD)
+
+    return DataSplits(
+        name=root.name,
+        train=dataset("train"),
+        val=dataset("val"),
+        test=dataset("test"),
+        classes=classes,
+        input_size=input_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        fingerprint=digest.hexdigest(),
+    )
+
+
+def load_data(data: Path | None, input_size: int | None) -> DataSplits:
+    """The embedded digits when `data` is None, else an ImageFolder directory."""
+    if data is None:
+        return load_digits_splits(input_size or 32)
+    return load_image_folder(data, input_size or 224)
+
+
+def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (or the first `limit`) samples of a dataset as one image batch and one label vector."""
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    if isinstance(dataset, TensorDataset):
+        images, labels = dataset.tensors
+        return images[:n], labels[:n]
+    items = [dataset[i] for i in range(n)]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])

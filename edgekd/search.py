@@ -1,0 +1,76 @@
+"""Which student to distil: every candidate is costed against the target, and the choice is one function.
+
+This first rule keeps the candidates whose predicted latency and model size fit the target's budgets
+and picks the one with the most MACs (the most capacity the device can afford). The search issue
+replaces `choose_student` with a ranking by distillation evidence.
+
+Example:
+    >>> # chosen = choose_student(assess(load_students(), get_target("pi5"), 32, 10))
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgekd._io import atomic_path
+from edgekd.analysis import analyze
+from edgekd.catalog import Candidate, build_model
+from edgekd.errors import NoFeasibleStudentError
+from edgekd.latency import predict_latency_ms
+from edgekd.targets import Target
+
+
+@dataclass(frozen=True)
+class Assessment:
+    candidate: Candidate
+    input_size: int
+    params: int
+    macs: int
+    predicted_latency_ms: float
+    model_mb: float
+    reasons: tuple[str, ...]  # empty when feasible
+
+    @property
+    def feasible(self) -> bool:
+        return not self.reasons
+
+
+def assess_one(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Assessment:
+    cost = analyze(build_model(candidate.arch, num_classes, **candidate.kwargs), input_size)
+    latency = predict_latency_ms(cost, target)
+    model_mb = cost.weight_bytes(target.default_precision) / 2**20
+    reasons = []
+    if latency > target.budgets.latency_ms:
+        reasons.append(f"predicted {latency:.1f} ms > budget {target.budgets.latency_ms:g} ms")
+    if target.budgets.model_mb is not None and model_mb > target.budgets.model_mb:
+        reasons.append(f"{model_mb:.1f} MB of weights > budget {target.budgets.model_mb:g} MB")
+    return Assessment(candidate, input_size, cost.params, cost.macs, latency, model_mb, tuple(reasons))
+
+
+def assess(candidates: list[Candidate], target: Target, input_size: int, num_classes: int) -> list[Assessment]:
+    return [assess_one(c, target, input_size, num_classes) for c in candidates]
+
+
+def choose_student(assessments: list[Assessment]) -> Assessment:
+    """The feasible candidate with the most MACs (ties: more params)."""
+    feasible = [a for a in assessments if a.feasible]
+    if not feasible:
+        details = "; ".join(f"{a.candidate.name}: {', '.join(a.reasons)}" for a in assessments)
+        raise NoFeasibleStudentError(f"no candidate fits the target's budgets ({details}).")
+    return max(feasible, key=lambda a: (a.macs, a.params))
+
+
+def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessment) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            ["arch", "input_size", "params", "macs", "predicted_latency_ms", "model_mb", "feasible",
+             "reasons", "chosen"]
+        )
+        for a in assessments:
+            writer.writerow(
+                [a.candidate.arch, a.input_size, a.params, a.macs, f"{a.predicted_latency_ms:.4f}",
+                 f"{a.model_mb:.4f}", a.feasible, "; ".join(a.reasons), a is chosen]
+            )

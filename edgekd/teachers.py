@@ -1,0 +1,188 @@
+"""Where the teacher comes from: a checkpoint edgekd wrote, a timm model (local weights or the hub),
+or, with no teacher given, one trained here from `models/teachers.yaml` and cached.
+
+Example:
+    >>> # teacher = resolve_teacher(None, None, splits, cache_dir=default_cache_dir())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from edgekd import __version__
+from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe
+from edgekd.checkpoint import ModelInfo, load_model, read_info, save_model
+from edgekd.data import DataSplits
+from edgekd.distill.losses import make_loss
+from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
+from edgekd.errors import TeacherError
+from edgekd.progress import Observer, SilentObserver
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    info: ModelInfo
+    source: str  # what a person reads in the report: where the teacher came from
+    cached: bool = False
+
+
+def default_cache_dir() -> Path:
+    """`$EDGEKD_CACHE_DIR`, else the platform's user cache dir (`~/.cache/edgekd` on Linux)."""
+    import os
+
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or user_cache_dir("edgekd"))
+
+
+def teacher_cache_key(data: DataSplits, recipe: TeacherRecipe, seed: int, start_id: str | None = None) -> str:
+    """Same data, recipe, seed and starting weights give the same key, hence the same cached teacher."""
+    payload = json.dumps(
+        {"data": data.fingerprint, "recipe": asdict(recipe), "seed": seed, "start": start_id,
+         "torch": torch.__version__},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def _info(arch: str, data: DataSplits, **provenance) -> ModelInfo:
+    return ModelInfo(arch, data.classes, data.input_size, data.mean, data.std, provenance=provenance)
+
+
+def _fit_teacher(
+    model: nn.Module, data: DataSplits, recipe: TeacherRecipe, seed: int, work_dir: Path, observer: Observer
+) -> None:
+    config = TrainConfig(recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, seed)
+    train(
+        model,
+        data,
+        config,
+        loss=make_loss("ce", label_smoothing=recipe.label_smoothing),
+        checkpoint_dir=work_dir,
+        observer=observer,
+        description=f"teacher {recipe.arch}",
+    )
+
+
+def train_cached_teacher(
+    data: DataSplits,
+    recipe: TeacherRecipe,
+    cache_dir: Path,
+    *,
+    seed: int = 0,
+    start: nn.Module | None = None,
+    start_id: str | None = None,
+    observer: Observer | None = None,
+) -> Teacher:
+    """Train `recipe` on `data` once; later calls with the same data, recipe and seed load the cache.
+    `start` fine-tunes a given model (e.g. pretrained weights with a new head) instead of a fresh one;
+    `start_id` names those weights in the cache key."""
+    observer = observer or SilentObserver()
+    key = teacher_cache_key(data, recipe, seed, start_id)
+    path = cache_dir / "teachers" / f"{recipe.arch}-{key}.safetensors"
+    if path.exists():
+        model, info = load_model(path)
+        log.info("reusing cached teacher %s", path)
+        return Teacher(model, info, f"cached {recipe.arch} trained by edgekd ({path})", cached=True)
+    torch.manual_seed(seed)
+    model = start if start is not None else build_model(recipe.arch, data.num_classes)
+    # Epoch checkpoints beside the cache entry make an interrupted teacher run resume.
+    partial = path.with_suffix(".partial")
+    _fit_teacher(model, data, recipe, seed, partial, observer)
+    val = accuracy(*predict(model, data.val))
+    info = _info(recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__)
+    save_model(path, model, info)
+    shutil.rmtree(partial, ignore_errors=True)
+    log.info("trained teacher %s (val accuracy %.4f), cached at %s", recipe.arch, val, path)
+    return Teacher(model.eval(), info, f"{recipe.arch} trained by edgekd, cached at {path}")
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _classifier_size(weights_file: Path, arch: str) -> int | None:
+    """Rows of the classifier weight stored in a timm weights file, or None if it has none."""
+    import timm
+
+    head = timm.create_model(arch, pretrained=False).default_cfg.get("classifier", "fc")
+    if weights_file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights_file), framework="pt") as f:
+            name = f"{head}.weight"
+            return f.get_slice(name).get_shape()[0] if name in f.keys() else None
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    weight = state.get(f"{head}.weight")
+    return None if weight is None else int(weight.shape[0])
+
+
+def resolve_teacher(
+    teacher: str | None,
+    weights: Path | None,
+    data: DataSplits,
+    *,
+    cache_dir: Path,
+    recipe: TeacherRecipe | None = None,
+    seed: int = 0,
+    observer: Observer | None = None,
+) -> Teacher:
+    """Turn the user's `--teacher` / `--teacher-weights` into a ready teacher.
+
+    - nothing: train `models/teachers.yaml`'s default recipe (cached);
+    - a path to an edgekd checkpoint: use it as is;
+    - a timm name with `weights` whose classifier has one row per class: use it as is;
+    - a timm name with other weights (or none: timm's hub weights): fine-tune on `data` (cached).
+    """
+    recipe = recipe or load_teacher_recipe()
+    if teacher is None:
+        if weights is not None:
+            raise TeacherError("--teacher-weights needs --teacher naming the timm architecture of the weights.")
+        return train_cached_teacher(data, recipe, cache_dir, seed=seed, observer=observer)
+    as_path = Path(teacher)
+    if as_path.suffix in (".safetensors", ".pt", ".pth") or as_path.exists():
+        if not as_path.exists():
+            raise TeacherError(f"{as_path}: teacher checkpoint does not exist.")
+        info = read_info(as_path)
+        if info is None:
+            raise TeacherError(
+                f"{as_path}: not an edgekd checkpoint. For timm weights, pass the architecture "
+                f"as --teacher and the file as --teacher-weights."
+            )
+        if info.classes != data.classes:
+            raise TeacherError(
+                f"{as_path}: teacher classes {list(info.classes)} differ from the data's {list(data.classes)}."
+            )
+        model, info = load_model(as_path)
+        return Teacher(model, info, f"edgekd checkpoint {as_path}")
+    if weights is not None and not weights.exists():
+        raise TeacherError(f"{weights}: teacher weights file does not exist.")
+    model = build_model(teacher, data.num_classes, pretrained=weights is None, weights_file=weights)
+    if weights is not None and _classifier_size(weights, teacher) == data.num_classes:
+        log.info("teacher %s: %s has a %d-class head, used without fine-tuning", teacher, weights, data.num_classes)
+        return Teacher(model.eval(), _info(teacher, data, weights=str(weights)), f"timm {teacher} from {weights}")
+    fine_tune = TeacherRecipe(teacher, recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.label_smoothing)
+    origin = str(weights) if weights is not None else "timm hub weights"
+    log.info("teacher %s: fine-tuning %s on %d classes", teacher, origin, data.num_classes)
+    start_id = _file_digest(weights) if weights is not None else f"timm-hub:{teacher}"
+    result = train_cached_teacher(
+        data, fine_tune, cache_dir, seed=seed, start=model, start_id=start_id, observer=observer
+    )
+    result.source = f"timm {teacher} ({origin}) fine-tuned by edgekd"
+    return result
