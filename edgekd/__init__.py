@@ -17,8 +17,12 @@ __all__ = ["EdgeKDError", "__version__", "fit", "get_target", "list_targets"]
 
 from edgekd.errors import EdgeKDError
 
-_LAZY = {"fit": "edgekd.pipeline", "FitConfig": "edgekd.pipeline", "get_target": "edgekd.targets",
-         "list_targets": "edgekd.targets"}
+_LAZY = {
+    "fit": "edgekd.pipeline",
+    "FitConfig": "edgekd.pipeline",
+    "get_target": "edgekd.targets",
+    "list_targets": "edgekd.targets",
+}
 
 
 def __getattr__(name: str) -> Any:

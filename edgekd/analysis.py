@@ -64,15 +64,15 @@ def analyze(model: nn.Module, input_size: int, in_chans: int = 3) -> ModelCost:
                 return
             params = sum(p.numel() for p in module.parameters(recurse=False))
             layers.append(
-                LayerCost(name, type(module).__name__, layer_macs(module, output), params, tuple(output.shape))
+                LayerCost(
+                    name, type(module).__name__, layer_macs(module, output), params, tuple(output.shape)
+                )
             )
 
         return hook
 
     handles = [
-        m.register_forward_hook(record(name))
-        for name, m in model.named_modules()
-        if not list(m.children())
+        m.register_forward_hook(record(name)) for name, m in model.named_modules() if not list(m.children())
     ]
     was_training = model.training
     try:

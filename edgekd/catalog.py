@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd._config import from_mapping, load_yaml
-from edgekd._registry import Registry
+from edgekd._registry import Registry, did_you_mean
 from edgekd._resources import shipped_dir
 from edgekd.errors import ConfigError, TeacherError
 
@@ -77,19 +77,53 @@ def load_teacher_recipe(name: str = "default", path: Path | None = None) -> Teac
     return from_mapping(TeacherRecipe, registry.get(name), str(path), f"{name}.")
 
 
-def build_model(
-    arch: str, num_classes: int, *, pretrained: bool = False, weights_file: Path | None = None, **kwargs: Any
-) -> nn.Module:
-    """A timm model with `num_classes` outputs. `weights_file` loads a local .pth/.safetensors through
-    timm's own pretrained path (which drops a classifier of another size); `pretrained=True` alone
-    downloads from the hub."""
+def build_model(arch: str, num_classes: int, *, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """A timm model with `num_classes` outputs; `pretrained=True` downloads timm's hub weights."""
     import timm
 
     if not timm.is_model(arch):
-        from edgekd._registry import did_you_mean
-
         raise TeacherError(f"{arch!r} is not a timm model.{did_you_mean(arch, timm.list_models())}")
-    if weights_file is not None:
-        kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
-        pretrained = True
     return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+def read_state_dict(path: Path) -> dict[str, Any]:
+    """Tensors from a .safetensors file or a torch .pth/.pt (plain, or under 'state_dict'/'model')."""
+    import torch
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TeacherError(f"{path}: cannot be read as model weights ({e}).") from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise TeacherError(f"{path}: holds a {type(state).__name__}, not a state dict of tensors.")
+    return state
+
+
+def load_weights(model: nn.Module, path: Path) -> bool:
+    """Load a local weights file into a timm model. A classifier of another size is left freshly
+    initialised (the backbone is still loaded); returns whether the classifier was loaded too."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    head = model.default_cfg.get("classifier", "fc")
+    head_keys = {k for k in own if k.startswith(f"{head}.")}
+    head_loaded = all(k in state and state[k].shape == own[k].shape for k in head_keys)
+    if not head_loaded:
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    misshapen = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state and k not in head_keys]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected or misshapen:
+        raise TeacherError(
+            f"{path}: does not fit {model.default_cfg.get('architecture', type(model).__name__)}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}, other shapes {misshapen[:3]}. "
+            f"Is --teacher the right architecture?"
+        )
+    model.load_state_dict(state, strict=False)
+    return head_loaded

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -47,48 +47,46 @@ def main_options(
 
 @app.command()
 def fit(
-    target: Annotated[Optional[str], typer.Option(help="Target name (see `edgekd targets list`).")] = None,
+    target: Annotated[str | None, typer.Option(help="Target name (see `edgekd targets list`).")] = None,
     teacher: Annotated[
-        Optional[str], typer.Option(help="timm model name or an edgekd checkpoint; default: train one.")
+        str | None, typer.Option(help="timm model name or an edgekd checkpoint; default: train one.")
     ] = None,
     teacher_weights: Annotated[
-        Optional[Path], typer.Option(help="Local .pth/.safetensors weights for a timm --teacher.")
+        Path | None, typer.Option(help="Local .pth/.safetensors weights for a timm --teacher.")
     ] = None,
     data: Annotated[
-        Optional[Path], typer.Option(help="ImageFolder directory (train/[val/][test/]); default: digits.")
+        Path | None, typer.Option(help="ImageFolder directory (train/[val/][test/]); default: digits.")
     ] = None,
-    input_size: Annotated[Optional[int], typer.Option(help="Square input size in pixels.")] = None,
-    student: Annotated[Optional[str], typer.Option(help="Consider only this student architecture.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Batch size.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="KD temperature T.")] = None,
-    alpha: Annotated[Optional[float], typer.Option(help="Weight of the KD term (1-alpha on labels).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
+    student: Annotated[str | None, typer.Option(help="Consider only this student architecture.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="KD temperature T.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the KD term (1-alpha on labels).")] = None,
     teacher_epochs: Annotated[
-        Optional[int], typer.Option(help="Epochs when edgekd trains or fine-tunes the teacher.")
+        int | None, typer.Option(help="Epochs when edgekd trains or fine-tunes the teacher.")
     ] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Threads for host parity and latency.")] = None,
-    runs_dir: Annotated[Optional[Path], typer.Option(help="Where run directories are created.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Teacher cache (default: user cache dir).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Threads for host parity and latency.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
     config: Annotated[
-        Optional[Path], typer.Option(help="YAML with any of these options (keys = option names).")
+        Path | None, typer.Option(help="YAML with any of these options (keys = option names).")
     ] = None,
-    resume: Annotated[
-        Optional[Path], typer.Option(help="Continue an interrupted run directory.")
-    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
 ) -> None:
     """Choose, distil, export and measure a student for a target."""
     options = dict(locals())
     from edgekd._console import RichObserver, console
-    from edgekd.pipeline import FitConfig, fit as run_fit
+    from edgekd.pipeline import FitConfig
+    from edgekd.pipeline import fit as run_fit
 
-    overrides = {k: v for k, v in locals().items() if k not in ("config", "resume") and v is not None}
-    overrides.pop("RichObserver", None), overrides.pop("console", None), overrides.pop("FitConfig", None)
-    overrides.pop("run_fit", None)
     overrides = {k: v for k, v in options.items() if k not in ("config", "resume") and v is not None}
     try:
         fit_config = FitConfig.from_yaml(config, **overrides) if config else FitConfig(**overrides)
+    except EdgeKDError:
+        raise
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     with RichObserver() as observer:
@@ -111,7 +109,10 @@ def _print_summary(console, result) -> None:
         f"{e['file']}: {e['size_bytes'] / 1e6:.2f} MB, top-1 agreement "
         f"{100 * e['parity']['top1_agreement']:.2f} %, max |Δlogit| {e['parity']['max_abs_diff']:.1e}",
     )
-    table.add_row("host latency", f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)")
+    table.add_row(
+        "host latency",
+        f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+    )
     table.add_row("report", f"{result['run']}/report.md")
     console.print(table)
 
@@ -130,9 +131,13 @@ def targets_list() -> None:
     for name in list_targets():
         t = get_target(name)
         table.add_row(
-            t.name, f"{t.compute.cores}× {t.compute.cpu} @ {t.compute.clock_ghz:g} GHz",
-            f"{t.compute.peak_gflops.get('fp32', float('nan')):g}", f"{t.memory.ram_mb:g} MB",
-            t.runtime + (f"/{t.delegate}" if t.delegate else ""), t.format, ", ".join(t.precisions),
+            t.name,
+            f"{t.compute.cores}× {t.compute.cpu} @ {t.compute.clock_ghz:g} GHz",
+            f"{t.compute.peak_gflops.get('fp32', float('nan')):g}",
+            f"{t.memory.ram_mb:g} MB",
+            t.runtime + (f"/{t.delegate}" if t.delegate else ""),
+            t.format,
+            ", ".join(t.precisions),
             f"{t.budgets.latency_ms:g} ms",
         )
     Console().print(table)
@@ -192,20 +197,18 @@ def models_list() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, print `EdgeKDError`s as one line, and return the exit code."""
-    import click
-
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     try:
         command.main(args=args, prog_name="edgekd", standalone_mode=False)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("Aborted.", err=True)
         return 130
+    except typer.TyperException as e:  # usage errors: bad option values, unknown options
+        e.show()
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         typer.echo("Interrupted; `edgekd fit --resume RUN_DIR` continues a run.", err=True)
         return 130

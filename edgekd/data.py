@@ -129,9 +129,7 @@ def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
         raise DataError(f"{split_dir}: no class subfolders; expected {split_dir}/<class>/<image>.")
     found = {}
     for class_dir in classes:
-        images = sorted(
-            p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+        images = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
             raise DataError(f"{class_dir}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}).")
         found[class_dir.name] = images
@@ -190,7 +188,9 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
     for name in ("train", "val", "test"):
         for path, label in chosen[name]:
             stat = path.stat()
-            digest.update(f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            digest.update(
+                f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+            )
 
     def dataset(name: str) -> ImageFileDataset:
         return ImageFileDataset(chosen[name], input_size, IMAGENET_MEAN, IMAGENET_STD)

@@ -133,7 +133,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     write_search_csv(run / "search.csv", assessments, chosen)
     feasible = sum(a.feasible for a in assessments)
     reason = (
-        f"{chosen.candidate.arch} has the most MACs ({chosen.macs:,}) of the {feasible} of {len(assessments)} "
+        f"{chosen.candidate.arch} has the most MACs ({chosen.macs:,}) of the {feasible} of "
+        f"{len(assessments)} "
         f"candidates predicted to fit {target.name}'s {target.budgets.latency_ms:g} ms budget "
         f"({chosen.predicted_latency_ms:.2f} ms predicted at {data.input_size} px)."
     )
@@ -161,8 +162,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         )
         history = [asdict(m) for m in epochs]
         info = ModelInfo(
-            chosen.candidate.arch, data.classes, data.input_size, data.mean, data.std,
-            kwargs=dict(chosen.candidate.kwargs), provenance={"teacher": teacher.source},
+            chosen.candidate.arch,
+            data.classes,
+            data.input_size,
+            data.mean,
+            data.std,
+            kwargs=dict(chosen.candidate.kwargs),
+            provenance={"teacher": teacher.source},
         )
         save_model(student_path, student, info)
         write_json_atomic(history_path, history)
@@ -200,18 +206,46 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     result = {
         "run": str(run),
         "config": to_mapping(config),
-        "target": {"name": target.name, "description": target.description,
-                   "default_precision": target.default_precision, "budget_ms": target.budgets.latency_ms},
-        "data": {"name": data.name, "num_classes": data.num_classes, "input_size": data.input_size,
-                 "train": len(data.train), "val": len(data.val), "test": len(data.test)},
-        "teacher": {"arch": teacher.info.arch, "source": teacher.source, "cached": teacher.cached,
-                    "params": teacher_cost.params, "macs": teacher_cost.macs, "test_accuracy": teacher_test},
-        "student": {"arch": chosen.candidate.arch, "params": chosen.params, "macs": chosen.macs,
-                    "test_accuracy": student_test, "predicted_latency_ms": chosen.predicted_latency_ms,
-                    "predicted_for": target.name, "reason": reason, "checkpoint": student_path.name},
-        "export": {"file": str(artifact.path.relative_to(run)), "format": artifact.format,
-                   "precision": artifact.contract.precision, "layout": artifact.contract.layout,
-                   "size_bytes": artifact.size_bytes, "parity": asdict(parity)},
+        "target": {
+            "name": target.name,
+            "description": target.description,
+            "default_precision": target.default_precision,
+            "budget_ms": target.budgets.latency_ms,
+        },
+        "data": {
+            "name": data.name,
+            "num_classes": data.num_classes,
+            "input_size": data.input_size,
+            "train": len(data.train),
+            "val": len(data.val),
+            "test": len(data.test),
+        },
+        "teacher": {
+            "arch": teacher.info.arch,
+            "source": teacher.source,
+            "cached": teacher.cached,
+            "params": teacher_cost.params,
+            "macs": teacher_cost.macs,
+            "test_accuracy": teacher_test,
+        },
+        "student": {
+            "arch": chosen.candidate.arch,
+            "params": chosen.params,
+            "macs": chosen.macs,
+            "test_accuracy": student_test,
+            "predicted_latency_ms": chosen.predicted_latency_ms,
+            "predicted_for": target.name,
+            "reason": reason,
+            "checkpoint": student_path.name,
+        },
+        "export": {
+            "file": str(artifact.path.relative_to(run)),
+            "format": artifact.format,
+            "precision": artifact.contract.precision,
+            "layout": artifact.contract.layout,
+            "size_bytes": artifact.size_bytes,
+            "parity": asdict(parity),
+        },
         "host_latency": asdict(latency),
         "history": history,
     }

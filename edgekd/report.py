@@ -68,7 +68,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     ]
     for m in result["history"]:
         lines.append(
-            f"| {m['epoch']} | {m['train_loss']:.4f} | {_pct(m['val_accuracy'])} | {_pct(m['val_teacher_agreement'])} |"
+            f"| {m['epoch']} | {m['train_loss']:.4f} | {_pct(m['val_accuracy'])} "
+            f"| {_pct(m['val_teacher_agreement'])} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -49,7 +49,9 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
     return Assessment(candidate, input_size, cost.params, cost.macs, latency, model_mb, tuple(reasons))
 
 
-def assess(candidates: list[Candidate], target: Target, input_size: int, num_classes: int) -> list[Assessment]:
+def assess(
+    candidates: list[Candidate], target: Target, input_size: int, num_classes: int
+) -> list[Assessment]:
     return [assess_one(c, target, input_size, num_classes) for c in candidates]
 
 
@@ -66,11 +68,29 @@ def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessme
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
-            ["arch", "input_size", "params", "macs", "predicted_latency_ms", "model_mb", "feasible",
-             "reasons", "chosen"]
+            [
+                "arch",
+                "input_size",
+                "params",
+                "macs",
+                "predicted_latency_ms",
+                "model_mb",
+                "feasible",
+                "reasons",
+                "chosen",
+            ]
         )
         for a in assessments:
             writer.writerow(
-                [a.candidate.arch, a.input_size, a.params, a.macs, f"{a.predicted_latency_ms:.4f}",
-                 f"{a.model_mb:.4f}", a.feasible, "; ".join(a.reasons), a is chosen]
+                [
+                    a.candidate.arch,
+                    a.input_size,
+                    a.params,
+                    a.macs,
+                    f"{a.predicted_latency_ms:.4f}",
+                    f"{a.model_mb:.4f}",
+                    a.feasible,
+                    "; ".join(a.reasons),
+                    a is chosen,
+                ]
             )

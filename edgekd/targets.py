@@ -86,7 +86,8 @@ class Target:
             raise ValueError(f"precisions: unknown {unknown}; use {list(PRECISIONS)}.")
         if self.default_precision not in self.precisions:
             raise ValueError(
-                f"default_precision {self.default_precision!r} is not among precisions {list(self.precisions)}."
+                f"default_precision {self.default_precision!r} is not among "
+                f"precisions {list(self.precisions)}."
             )
         if self.default_precision not in self.compute.peak_gflops:
             raise ValueError(f"compute.peak_gflops has no entry for {self.default_precision!r}.")
@@ -130,7 +131,7 @@ def load_target(path: Path) -> Target:
     return target
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def target_registry(directory: Path | None = None) -> Registry[Path]:
     """Target names to their YAML files (loaded on demand so one bad file does not hide the rest)."""
     registry: Registry[Path] = Registry("target")

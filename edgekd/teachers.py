@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from edgekd import __version__
-from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe
+from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe, load_weights
 from edgekd.checkpoint import ModelInfo, load_model, read_info, save_model
 from edgekd.data import DataSplits
 from edgekd.distill.losses import make_loss
@@ -49,8 +49,13 @@ def default_cache_dir() -> Path:
 def teacher_cache_key(data: DataSplits, recipe: TeacherRecipe, seed: int, start_id: str | None = None) -> str:
     """Same data, recipe, seed and starting weights give the same key, hence the same cached teacher."""
     payload = json.dumps(
-        {"data": data.fingerprint, "recipe": asdict(recipe), "seed": seed, "start": start_id,
-         "torch": torch.__version__},
+        {
+            "data": data.fingerprint,
+            "recipe": asdict(recipe),
+            "seed": seed,
+            "start": start_id,
+            "torch": torch.__version__,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -101,7 +106,9 @@ def train_cached_teacher(
     partial = path.with_suffix(".partial")
     _fit_teacher(model, data, recipe, seed, partial, observer)
     val = accuracy(*predict(model, data.val))
-    info = _info(recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__)
+    info = _info(
+        recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__
+    )
     save_model(path, model, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("trained teacher %s (val accuracy %.4f), cached at %s", recipe.arch, val, path)
@@ -114,23 +121,6 @@ def _file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _classifier_size(weights_file: Path, arch: str) -> int | None:
-    """Rows of the classifier weight stored in a timm weights file, or None if it has none."""
-    import timm
-
-    head = timm.create_model(arch, pretrained=False).default_cfg.get("classifier", "fc")
-    if weights_file.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(weights_file), framework="pt") as f:
-            name = f"{head}.weight"
-            return f.get_slice(name).get_shape()[0] if name in f.keys() else None
-    state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    weight = state.get(f"{head}.weight")
-    return None if weight is None else int(weight.shape[0])
 
 
 def resolve_teacher(
@@ -153,7 +143,9 @@ def resolve_teacher(
     recipe = recipe or load_teacher_recipe()
     if teacher is None:
         if weights is not None:
-            raise TeacherError("--teacher-weights needs --teacher naming the timm architecture of the weights.")
+            raise TeacherError(
+                "--teacher-weights needs --teacher naming the timm architecture of the weights."
+            )
         return train_cached_teacher(data, recipe, cache_dir, seed=seed, observer=observer)
     as_path = Path(teacher)
     if as_path.suffix in (".safetensors", ".pt", ".pth") or as_path.exists():
@@ -167,17 +159,24 @@ def resolve_teacher(
             )
         if info.classes != data.classes:
             raise TeacherError(
-                f"{as_path}: teacher classes {list(info.classes)} differ from the data's {list(data.classes)}."
+                f"{as_path}: teacher classes {list(info.classes)} differ from "
+                f"the data's {list(data.classes)}."
             )
         model, info = load_model(as_path)
         return Teacher(model, info, f"edgekd checkpoint {as_path}")
     if weights is not None and not weights.exists():
         raise TeacherError(f"{weights}: teacher weights file does not exist.")
-    model = build_model(teacher, data.num_classes, pretrained=weights is None, weights_file=weights)
-    if weights is not None and _classifier_size(weights, teacher) == data.num_classes:
-        log.info("teacher %s: %s has a %d-class head, used without fine-tuning", teacher, weights, data.num_classes)
-        return Teacher(model.eval(), _info(teacher, data, weights=str(weights)), f"timm {teacher} from {weights}")
-    fine_tune = TeacherRecipe(teacher, recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.label_smoothing)
+    model = build_model(teacher, data.num_classes, pretrained=weights is None)
+    if weights is not None and load_weights(model, weights):
+        log.info(
+            "teacher %s: %s has a %d-class head, used without fine-tuning", teacher, weights, data.num_classes
+        )
+        return Teacher(
+            model.eval(), _info(teacher, data, weights=str(weights)), f"timm {teacher} from {weights}"
+        )
+    fine_tune = TeacherRecipe(
+        teacher, recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.label_smoothing
+    )
     origin = str(weights) if weights is not None else "timm hub weights"
     log.info("teacher %s: fine-tuning %s on %d classes", teacher, origin, data.num_classes)
     start_id = _file_digest(weights) if weights is not None else f"timm-hub:{teacher}"

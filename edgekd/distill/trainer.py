@@ -140,7 +140,11 @@ def train(
         )
         history.append(metrics)
         log.info(
-            "%s epoch %d: loss %.4f, val accuracy %.4f", description, epoch, metrics.train_loss, metrics.val_accuracy
+            "%s epoch %d: loss %.4f, val accuracy %.4f",
+            description,
+            epoch,
+            metrics.train_loss,
+            metrics.val_accuracy,
         )
         if checkpoint is not None:
             state = {

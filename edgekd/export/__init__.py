@@ -121,4 +121,3 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
     from edgekd import __version__
 
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
-

@@ -1,0 +1,23 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's real cache."""
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edgekd-cache"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgekd.data import load_digits_splits
+
+    return load_digits_splits(32)
+
+
+def pytest_configure(config):
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")

@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgekd.cli import main
+from tests.conftest import REPO
+
+EDGEKD = [sys.executable, "-m", "edgekd.cli"]
+
+
+def test_import_and_help_load_no_torch():
+    code = (
+        "import sys, edgekd, edgekd.cli\n"
+        "from edgekd.cli import main\n"
+        "rc = main(['--help'])\n"
+        "heavy = [m for m in ('torch', 'timm', 'litert_torch') if m in sys.modules]\n"
+        "print('HEAVY', heavy, rc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY [] 0" in out and "fit" in out
+
+
+def test_targets_list_and_show(capsys):
+    assert main(["targets", "list"]) == 0
+    assert "pi5" in capsys.readouterr().out
+    assert main(["targets", "show", "pi5"]) == 0
+    out = capsys.readouterr().out
+    assert "compute.clock_ghz" in out and "Cortex-A76" in out
+
+
+def test_unknown_target_is_one_line_and_exit_2():
+    result = subprocess.run([*EDGEKD, "fit", "--target", "pi55"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 2
+    assert "error: Unknown target 'pi55'. Did you mean 'pi5'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_value_is_a_usage_error(capsys):
+    assert main(["fit", "--epochs", "0"]) == 2
+    assert "epochs must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
+    args = [
+        "fit",
+        "--target",
+        "pi5",
+        "--student",
+        "mobilenetv3_small_050",
+        "--epochs",
+        "2",
+        "--teacher-epochs",
+        "2",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    first = subprocess.run(EDGEKD + args, capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    for name in (
+        "config.yaml",
+        "search.csv",
+        "student.safetensors",
+        "metrics.csv",
+        "profile.json",
+        "result.json",
+        "report.md",
+        "exports/student-fp32.tflite",
+        "exports/student-fp32.tflite.json",
+    ):
+        assert (run / name).exists(), name
+    result = json.loads((run / "result.json").read_text())
+    assert result["student"]["arch"] == "mobilenetv3_small_050"
+    assert result["teacher"]["arch"] == "resnet18" and result["teacher"]["test_accuracy"] > 0.5
+    assert result["export"]["parity"]["top1_agreement"] >= 0.995
+    assert result["export"]["parity"]["samples"] == result["data"]["test"] == 269
+    assert result["host_latency"]["median_ms"] > 0 and result["host_latency"]["runs"] >= 50
+    assert result["student"]["predicted_latency_ms"] > 0
+    assert len(result["history"]) == 2
+    assert "| test accuracy |" in (run / "report.md").read_text()
+
+    resumed = subprocess.run([*EDGEKD, "fit", "--resume", str(run)], capture_output=True, text=True, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "done in an earlier attempt" in resumed.stderr and "reusing cached teacher" in resumed.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -1,0 +1,42 @@
+import dataclasses
+
+import pytest
+
+from edgekd.analysis import analyze
+from edgekd.catalog import Candidate, build_model, load_students
+from edgekd.errors import NoFeasibleStudentError
+from edgekd.latency import predict_latency_ms
+from edgekd.search import assess, choose_student
+from edgekd.targets import get_target
+
+
+def test_latency_estimate_is_roofline_plus_dispatch():
+    target = get_target("pi5")
+    cost = analyze(build_model("resnet10t", 10), 64)
+    expected = 2 * cost.macs / (target.peak_gflops * 1e9 * target.latency_model.efficiency) * 1e3
+    expected += len(cost.layers) * target.latency_model.per_layer_overhead_us / 1e3
+    assert predict_latency_ms(cost, target) == pytest.approx(expected)
+
+
+def test_choice_is_the_largest_feasible_candidate():
+    target = get_target("pi5")
+    candidates = load_students()
+    assert len(candidates) >= 6
+    assessments = assess(candidates, target, 224, 10)
+    # At 224 px resnet10t (~1.1 GMAC) is predicted over pi5's 33 ms budget; the rest fit.
+    by_name = {a.candidate.arch: a for a in assessments}
+    assert not by_name["resnet10t"].feasible and "budget" in by_name["resnet10t"].reasons[0]
+    chosen = choose_student(assessments)
+    assert chosen.feasible
+    assert chosen.macs == max(a.macs for a in assessments if a.feasible)
+
+
+def test_no_feasible_candidate_names_every_reason():
+    tight = dataclasses.replace(
+        get_target("pi5"), budgets=dataclasses.replace(get_target("pi5").budgets, latency_ms=0.01)
+    )
+    assessments = assess([Candidate("lcnet_050"), Candidate("mobilenetv2_050")], tight, 32, 10)
+    with pytest.raises(
+        NoFeasibleStudentError, match=r"lcnet_050: predicted .* ms > budget 0.01 ms; mobilenetv2_050"
+    ):
+        choose_student(assessments)
