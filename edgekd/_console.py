@@ -20,17 +20,19 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def _edgekd_info_or_any_warning(record: logging.LogRecord) -> bool:
+    return record.name.startswith("edgekd") or record.levelno >= logging.WARNING
+
+
 def setup_logging(debug: bool) -> None:
+    """edgekd's own INFO lines (DEBUG with --debug); third-party libraries only from WARNING up,
+    including loggers they create later."""
+    handler = RichHandler(console=console, show_path=debug, show_time=False, markup=False)
+    if not debug:
+        handler.addFilter(_edgekd_info_or_any_warning)
     logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=debug, show_time=False, markup=False)],
-        force=True,
+        level=logging.DEBUG if debug else logging.INFO, format="%(message)s", handlers=[handler], force=True
     )
-    # Only edgekd's own INFO lines; third-party libraries stay at WARNING.
-    for name in list(logging.root.manager.loggerDict):
-        if not name.startswith("edgekd"):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class _RichTask:
