@@ -150,7 +150,7 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name.")]) -> N
     from rich.table import Table
 
     from edgekd._config import to_mapping
-    from edgekd.targets import get_target
+    from edgekd.targets import citation_for, get_target
 
     target = get_target(name)
     table = Table(title=f"target {target.name}")
@@ -162,18 +162,10 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name.")]) -> N
             for k, v in value.items():
                 rows(f"{prefix}.{k}" if prefix else k, v)
         else:
-            table.add_row(prefix, str(value), _source_for(prefix, target.sources))
+            table.add_row(prefix, str(value), citation_for(prefix, target.sources) or "")
 
     rows("", {k: v for k, v in to_mapping(target).items() if k != "sources"})
     Console().print(table)
-
-
-def _source_for(field: str, sources: dict[str, str]) -> str:
-    parts = field.split(".")
-    for i in range(len(parts), 0, -1):
-        if ".".join(parts[:i]) in sources:
-            return sources[".".join(parts[:i])]
-    return ""
 
 
 @models_app.command("list")

@@ -80,6 +80,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     """
     import torch
 
+    from edgekd.analysis import analyze
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.data import load_data, stack
@@ -173,7 +174,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         save_model(student_path, student, info)
         write_json_atomic(history_path, history)
     write_metrics_csv(run / "metrics.csv", history)
-    student_test = accuracy(*predict(student, data.test))
 
     observer.stage("export")
     contract = Contract(
@@ -195,12 +195,11 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     observer.stage("parity")
     test_images, test_labels = stack(data.test)
     parity = check_parity(artifact, student, test_images, test_labels, threads=config.threads)
+    student_test = parity.torch_accuracy  # the PyTorch student on the whole test split
 
     observer.stage("latency")
     latency = measure_latency(artifact, threads=config.threads, observer=observer)
     write_json_atomic(run / "profile.json", asdict(latency))
-
-    from edgekd.analysis import analyze
 
     teacher_cost = analyze(teacher.model, data.input_size)
     result = {

@@ -91,7 +91,7 @@ class Target:
             )
         if self.default_precision not in self.compute.peak_gflops:
             raise ValueError(f"compute.peak_gflops has no entry for {self.default_precision!r}.")
-        uncited = [f for f in numeric_fields(self) if not _is_cited(f, self.sources)]
+        uncited = [f for f in numeric_fields(self) if citation_for(f, self.sources) is None]
         if uncited:
             raise ValueError(f"every number needs a citation in sources:, missing for {', '.join(uncited)}.")
 
@@ -117,10 +117,14 @@ def numeric_fields(obj: object, prefix: str = "") -> list[str]:
     return names
 
 
-def _is_cited(field_path: str, sources: dict[str, str]) -> bool:
-    # A citation on a parent ("compute.peak_gflops") covers its children.
+def citation_for(field_path: str, sources: dict[str, str]) -> str | None:
+    """The most specific citation of a dotted field; one on a parent ("compute.peak_gflops")
+    covers its children."""
     parts = field_path.split(".")
-    return any(".".join(parts[:i]) in sources for i in range(1, len(parts) + 1))
+    for i in range(len(parts), 0, -1):
+        if ".".join(parts[:i]) in sources:
+            return sources[".".join(parts[:i])]
+    return None
 
 
 def load_target(path: Path) -> Target:

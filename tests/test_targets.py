@@ -33,8 +33,6 @@ def test_unknown_target_lists_valid_names_and_closest():
 
 
 def _write(tmp_path, mutate):
-    source = get_target("pi5")
-    del source
     from edgekd._resources import shipped_dir
 
     data = yaml.safe_load((shipped_dir("targets") / "pi5.yaml").read_text())
