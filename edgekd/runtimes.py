@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edgekd._registry import Registry
+from edgekd.errors import ExportError
 
 if TYPE_CHECKING:
     from edgekd.export import Artifact
@@ -36,7 +37,9 @@ RUNTIMES: Registry[type] = Registry("runtime")
 
 @RUNTIMES.register("litert")
 class LiteRTSession:
-    """ai-edge-litert's Interpreter (XNNPACK on CPU)."""
+    """ai-edge-litert's Interpreter (XNNPACK on CPU). A quantized (int8) input is fed float samples
+    and quantizes them with the tensor's own scale and zero point; a quantized output is returned
+    dequantized, so callers see the same float interface for fp32 and int8 artifacts."""
 
     runtime = "litert"
 
@@ -53,13 +56,37 @@ class LiteRTSession:
         self._output = self._interpreter.get_output_details()[0]
 
     def set_input(self, sample: np.ndarray) -> None:
-        self._interpreter.set_tensor(self._input["index"], sample.astype(self._input["dtype"], copy=False))
+        dtype = np.dtype(self._input["dtype"])
+        if dtype.kind in "iu" and np.issubdtype(sample.dtype, np.floating):
+            sample = quantize(sample, *self._input["quantization"], dtype)
+        self._interpreter.set_tensor(self._input["index"], sample.astype(dtype, copy=False))
 
     def invoke(self) -> None:
         self._interpreter.invoke()
 
     def output(self) -> np.ndarray:
-        return self._interpreter.get_tensor(self._output["index"]).copy()
+        value = self._interpreter.get_tensor(self._output["index"])
+        if np.dtype(self._output["dtype"]).kind in "iu":
+            return dequantize(value, *self._output["quantization"])
+        return value.copy()
+
+
+def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    """Affine quantization as TFLite defines it: clip(round(x / scale) + zero_point)."""
+    if scale == 0:
+        raise ExportError(
+            "the artifact's integer input has no quantization parameters (scale 0), so a float sample "
+            "cannot be quantized; feed it integer samples or re-export with a quantized input."
+        )
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """(q - zero_point) * scale as float32; an integer tensor without parameters is returned as is."""
+    if scale == 0:
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * np.float32(scale)).astype(np.float32)
 
 
 def open_session(artifact: Artifact, threads: int = 1) -> Session:

@@ -1,10 +1,17 @@
 """Export a PyTorch model to a deployable file. One table of formats drives validation, suggestions
 and the benchmark loop; each format is one module (`export/<name>.py`) with an `export_model` function.
 
+int8 artifacts are quantized statically and need representative images (`calibration`): draw a few
+hundred from the training data, normalised exactly like the model's input. A format that lists
+int8 receives them as `export_model(..., calibration=images)` (float32 NCHW tensor, checked here).
+
 Example:
     >>> # artifact = export(model, "tflite", run / "exports", contract=contract)
     >>> # artifact.path.suffix
     >>> # '.tflite'
+    >>> # int8 = export(model, "tflite", run / "exports",
+    >>> #               contract=replace(contract, precision="int8"), calibration=train_images[:256])
+    >>> # int8.contract.io_dtype, int8.contract.input_quant   # ('int8', (scale, zero_point))
 """
 
 from __future__ import annotations
@@ -13,14 +20,22 @@ import importlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd._io import write_json_atomic
 from edgekd._registry import Registry
 from edgekd.errors import DependencyError, ExportError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
     import torch.nn as nn
+
+# Static int8 quantization needs this many representative images by default; fewer give activation
+# ranges that miss the tails of the real input distribution. `export(min_calibration=...)` lowers it.
+MIN_CALIBRATION_IMAGES = 200
+# Precisions whose converter observes activation ranges on calibration images.
+CALIBRATED_PRECISIONS = ("int8",)
 
 
 @dataclass(frozen=True)
@@ -36,7 +51,9 @@ class FormatSpec:
 FORMATS: Registry[FormatSpec] = Registry("export format")
 FORMATS.add(
     "tflite",
-    FormatSpec("tflite", ".tflite", ("fp32",), "litert", "core", "TFLite/LiteRT flatbuffer via litert-torch"),
+    FormatSpec(
+        "tflite", ".tflite", ("fp32", "int8"), "litert", "core", "TFLite/LiteRT flatbuffer via litert-torch"
+    ),
 )
 
 
@@ -53,6 +70,12 @@ class Contract:
     labels: tuple[str, ...]
     precision: str = "fp32"
     versions: dict[str, str] = field(default_factory=dict)
+    # The dtype of the artifact's input and output tensors. For "int8" a consumer quantizes the
+    # normalised input as round(x / scale) + zero_point and dequantizes the output as
+    # (q - zero_point) * scale, with (scale, zero_point) from `input_quant` / `output_quant`.
+    io_dtype: str = "float32"
+    input_quant: tuple[float, int] | None = None
+    output_quant: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +106,9 @@ def load_artifact(path: Path) -> Artifact:
     contract = meta["contract"]
     for key in ("input_shape", "mean", "std", "labels"):
         contract[key] = tuple(contract[key])
+    for key in ("input_quant", "output_quant"):
+        if contract.get(key) is not None:
+            contract[key] = tuple(contract[key])
     return Artifact(path, meta["format"], Contract(**contract))
 
 
@@ -93,15 +119,28 @@ def export(
     *,
     contract: Contract,
     stem: str = "model",
+    calibration: np.ndarray | torch.Tensor | None = None,
+    min_calibration: int = MIN_CALIBRATION_IMAGES,
 ) -> Artifact:
     """Convert `model` (NCHW, float) to `fmt` at `contract.precision`; write the file and its sidecar
     atomically into `out_dir` and return the artifact. The artifact's parity is checked separately
-    (`edgekd.export.parity`)."""
+    (`edgekd.export.parity`).
+
+    `calibration` (float32, NCHW, normalised like the model's input; at least `min_calibration`
+    images) is required for int8 and refused for the other precisions."""
     spec = FORMATS.get(fmt)
     if contract.precision not in spec.precisions:
         raise ExportError(
             f"format {fmt!r} does not support precision {contract.precision!r} yet; supported: "
             f"{', '.join(spec.precisions)}."
+        )
+    options: dict[str, Any] = {}
+    if contract.precision in CALIBRATED_PRECISIONS:
+        options["calibration"] = _calibration_images(calibration, contract, min_calibration)
+    elif calibration is not None:
+        raise ExportError(
+            f"calibration images were given but precision {contract.precision!r} does not use them; "
+            f"pass calibration only with precision {' or '.join(map(repr, CALIBRATED_PRECISIONS))}."
         )
     try:
         module = importlib.import_module(f"edgekd.export.{fmt}")
@@ -111,7 +150,7 @@ def export(
             f"install it with: pip install 'edgekd[{spec.extra}]'"
         ) from e
     path = Path(out_dir) / f"{stem}-{contract.precision}{spec.suffix}"
-    written: Contract = module.export_model(model.eval(), path, contract)
+    written: Contract = module.export_model(model.eval(), path, contract, **options)
     artifact = Artifact(path, fmt, written)
     write_json_atomic(artifact.sidecar, {"format": fmt, "file": path.name, "contract": asdict(written)})
     return artifact
@@ -121,3 +160,46 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
     from edgekd import __version__
 
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
+
+
+def _calibration_images(images: Any, contract: Contract, minimum: int) -> torch.Tensor:
+    """Check the caller's calibration set: enough images, NCHW, the contract's size, float."""
+    import numpy as np
+    import torch
+
+    needed = f"at least {minimum} representative images (float32, NCHW, normalised like the input)"
+    if images is None:
+        raise ExportError(
+            f"precision {contract.precision!r} quantizes activations statically and needs "
+            f"calibration images: pass calibration= with {needed}, drawn from the training data."
+        )
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise ExportError(f"calibration must be a numpy array or torch tensor, not {type(images).__name__}.")
+    if not images.is_floating_point():
+        raise ExportError(
+            f"calibration images have dtype {images.dtype}; pass float images normalised like the "
+            f"model's input (mean {contract.mean}, std {contract.std}), not raw pixels."
+        )
+    height, width, channels = _spatial(contract)
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, height, width):
+        raise ExportError(
+            f"calibration images have shape {tuple(images.shape)}; expected (N, {channels}, {height}, "
+            f"{width}) (NCHW, the contract's input size)."
+        )
+    if len(images) < max(minimum, 1):
+        raise ExportError(
+            f"{len(images)} calibration images are too few for {contract.precision}: pass {needed}, "
+            f"or lower the minimum explicitly with min_calibration= (e.g. in tests)."
+        )
+    return images.detach().to(torch.float32).contiguous()
+
+
+def _spatial(contract: Contract) -> tuple[int, int, int]:
+    """(height, width, channels) of the contract's input."""
+    if contract.layout == "NHWC":
+        _, height, width, channels = contract.input_shape
+    else:
+        _, channels, height, width = contract.input_shape
+    return height, width, channels
