@@ -127,3 +127,41 @@ def load_weights(model: nn.Module, path: Path) -> bool:
         )
     model.load_state_dict(state, strict=False)
     return head_loaded
+
+
+def randomize_norm_layers(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial affine weights and running statistics, in place.
+
+    timm zero-initialises the last BatchNorm of each residual block, so an untrained ResNet's
+    residual branches are exact zeros and converters fold them away: such a model converts to a
+    fraction of its real size and times far too fast. Profiling untrained models needs this first.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+
+    def uniform(t: torch.Tensor, low: float, high: float) -> None:
+        t.copy_(torch.rand(t.shape, generator=generator) * (high - low) + low)
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and module.affine:
+                uniform(module.weight, 0.5, 1.5)
+                uniform(module.bias, -0.1, 0.1)
+                if module.track_running_stats:
+                    uniform(module.running_mean, -0.1, 0.1)
+                    uniform(module.running_var, 0.5, 1.5)
+    return model
+
+
+def folded_weight_count(model: nn.Module) -> int:
+    """Parameters left after BatchNorm folds into the preceding convolution (its scale disappears,
+    its shift becomes the convolution's bias): what a converted file should hold."""
+    import torch
+
+    norm_scales = sum(
+        m.weight.numel()
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m.affine
+    )
+    return sum(p.numel() for p in model.parameters()) - norm_scales

@@ -20,8 +20,18 @@ app = typer.Typer(
 )
 targets_app = typer.Typer(help="Hardware targets (targets/*.yaml).", no_args_is_help=True)
 models_app = typer.Typer(help="The student and teacher catalog (models/*.yaml).", no_args_is_help=True)
+latency_app = typer.Typer(help="The latency predictor and its error (profiles/*.csv).", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")
 app.add_typer(models_app, name="models")
+app.add_typer(latency_app, name="latency")
+
+TargetsDirOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--targets-dir",
+        help="A directory of your own target YAML files (repeatable; also EDGEKD_TARGETS_PATH).",
+    ),
+]
 
 _state = {"debug": False}
 
@@ -75,9 +85,11 @@ def fit(
         Path | None, typer.Option(help="YAML with any of these options (keys = option names).")
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    targets_dir: TargetsDirOption = None,
 ) -> None:
     """Choose, distil, export and measure a student for a target."""
     options = dict(locals())
+    options["targets_dir"] = tuple(targets_dir) if targets_dir else None
     from edgekd._console import RichObserver, console
     from edgekd.pipeline import FitConfig
     from edgekd.pipeline import fit as run_fit
@@ -118,7 +130,7 @@ def _print_summary(console, result) -> None:
 
 
 @targets_app.command("list")
-def targets_list() -> None:
+def targets_list(targets_dir: TargetsDirOption = None) -> None:
     """Every known target, one row each."""
     from rich.console import Console
     from rich.table import Table
@@ -126,25 +138,28 @@ def targets_list() -> None:
     from edgekd.targets import get_target, list_targets
 
     table = Table(title="edgekd targets")
-    for column in ("name", "compute", "fp32 GFLOP/s", "RAM", "runtime", "format", "precisions", "budget"):
+    for column in ("name", "runs on", "peak GFLOP/s", "RAM MB", "runtime", "precisions", "budget"):
         table.add_column(column)
-    for name in list_targets():
-        t = get_target(name)
+    dirs = tuple(targets_dir or ())
+    for name in list_targets(dirs):
+        t = get_target(name, dirs)
+        device = t.compute.accelerator or f"{t.compute.cores}× {t.compute.cpu}"
         table.add_row(
             t.name,
-            f"{t.compute.cores}× {t.compute.cpu} @ {t.compute.clock_ghz:g} GHz",
-            f"{t.compute.peak_gflops.get('fp32', float('nan')):g}",
-            f"{t.memory.ram_mb:g} MB",
+            device.split(" (")[0],
+            f"{t.peak_gflops:g} {t.default_precision}",
+            f"{t.memory.ram_mb:g}",
             t.runtime + (f"/{t.delegate}" if t.delegate else ""),
-            t.format,
-            ", ".join(t.precisions),
+            ",".join(t.precisions),
             f"{t.budgets.latency_ms:g} ms",
         )
     Console().print(table)
 
 
 @targets_app.command("show")
-def targets_show(name: Annotated[str, typer.Argument(help="Target name.")]) -> None:
+def targets_show(
+    name: Annotated[str, typer.Argument(help="Target name.")], targets_dir: TargetsDirOption = None
+) -> None:
     """One target's every field, with the source of each number."""
     from rich.console import Console
     from rich.table import Table
@@ -152,7 +167,7 @@ def targets_show(name: Annotated[str, typer.Argument(help="Target name.")]) -> N
     from edgekd._config import to_mapping
     from edgekd.targets import citation_for, get_target
 
-    target = get_target(name)
+    target = get_target(name, tuple(targets_dir or ()))
     table = Table(title=f"target {target.name}")
     for column in ("field", "value", "source"):
         table.add_column(column, overflow="fold")
@@ -185,6 +200,97 @@ def models_list() -> None:
     console.print(table)
     recipe = load_teacher_recipe()
     console.print(f"default teacher (models/teachers.yaml): {recipe}")
+
+
+@latency_app.command("predict")
+def latency_predict(
+    model: Annotated[str, typer.Argument(help="timm architecture, e.g. mobilenetv3_small_100.")],
+    target: Annotated[str, typer.Option(help="Target name.")],
+    input_size: Annotated[int | None, typer.Option(help="Square input size (default: the target's).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32, fp16 or int8 (default: the target's).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: the target's).")] = None,
+    targets_dir: TargetsDirOption = None,
+) -> None:
+    """Predicted latency of one model on a target, with its per-op-class breakdown."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.latency import predict_model
+    from edgekd.targets import get_target
+
+    t = get_target(target, tuple(targets_dir or ()))
+    p = predict_model(model, t, input_size=input_size, precision=precision, threads=threads)
+    c = p.coefficients
+    table = Table(
+        title=f"{p.model} @ {p.input_size} px on {t.name} ({c.runtime}, {c.precision}, {c.threads} threads)"
+    )
+    table.add_column("op class")
+    table.add_column("ms", justify="right")
+    table.add_column("efficiency", justify="right")
+    table.add_column("µs per op", justify="right")
+    for name, ms in sorted(p.per_class_ms.items(), key=lambda kv: -kv[1]):
+        if name == "invoke":
+            table.add_row("per inference", f"{ms:.3f}", "", "")
+        else:
+            table.add_row(name, f"{ms:.3f}", f"{c.efficiency[name]:.3f}", f"{c.overhead_us[name]:.1f}")
+    table.add_row("[bold]total", f"[bold]{p.latency_ms:.3f}", "", "")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"{p.macs / 1e6:.1f} M MACs, {p.params / 1e6:.2f} M params, "
+        f"peak memory {p.peak_memory_bytes / 2**20:.2f} MB (weights + activation arena)"
+    )
+    console.print(f"calibration: {c.provenance}")
+
+
+@latency_app.command("validate")
+def latency_validate(
+    target: Annotated[str, typer.Option(help="Target name.")],
+    out: Annotated[
+        Path | None, typer.Option(help="JSON output (default: benchmarks/results/latency-TARGET.json).")
+    ] = None,
+    targets_dir: TargetsDirOption = None,
+) -> None:
+    """Leave-one-out error of the predictor over each group of the target's profile rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.latency import leave_one_out, write_validation
+    from edgekd.targets import get_target
+
+    t = get_target(target, tuple(targets_dir or ()))
+    results = leave_one_out(t)
+    if not results:
+        raise EdgeKDError(f"profiles/{t.name}.csv has no group of 3 or more rows to validate on.")
+    table = Table(title=f"latency predictor, leave-one-out on profiles/{t.name}.csv")
+    for column in (
+        "runtime",
+        "precision",
+        "threads",
+        "rows",
+        "MAPE %",
+        "±10 %",
+        "±20 %",
+        "Spearman",
+        "rows from",
+    ):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            r.runtime,
+            r.precision,
+            str(r.threads),
+            str(r.rows),
+            f"{r.mape:.1f}",
+            f"{r.within_10:.0f} %",
+            f"{r.within_20:.0f} %",
+            "n/a" if r.spearman is None else f"{r.spearman:.3f}",
+            "publications" if r.published_only else "measurements",
+        )
+    console = Console()
+    console.print(table)
+    path = write_validation(results, out or Path("benchmarks") / "results" / f"latency-{t.name}.json")
+    console.print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class FitConfig:
     threads: int = 1
     runs_dir: Path = Path("runs")
     cache_dir: Path | None = None
+    targets_dir: tuple[Path, ...] = ()  # directories of the user's own target YAML files
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "threads"):
@@ -99,7 +100,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         if not (resume / "config.yaml").exists():
             raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
         config = FitConfig.from_yaml(resume / "config.yaml")
-    target = get_target(config.target)  # a bad name fails before anything is created
+    target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
     if resume is not None:
         run = resume
     else:

@@ -30,7 +30,9 @@ class Assessment:
     macs: int
     predicted_latency_ms: float
     model_mb: float
+    peak_memory_mb: float  # weights + activation arena at the target's precision
     reasons: tuple[str, ...]  # empty when feasible
+    fallback_ops: tuple[str, ...] = ()  # op kinds that run off the target's fast path
 
     @property
     def feasible(self) -> bool:
@@ -39,14 +41,25 @@ class Assessment:
 
 def assess_one(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Assessment:
     cost = analyze(build_model(candidate.arch, num_classes, **candidate.kwargs), input_size)
+    precision = target.default_precision
     latency = predict_latency_ms(cost, target)
-    model_mb = cost.weight_bytes(target.default_precision) / 2**20
+    model_mb = cost.weight_bytes(precision) / 2**20
+    peak_mb = cost.peak_memory_bytes(precision) / 2**20
     reasons = []
     if latency > target.budgets.latency_ms:
         reasons.append(f"predicted {latency:.1f} ms > budget {target.budgets.latency_ms:g} ms")
     if target.budgets.model_mb is not None and model_mb > target.budgets.model_mb:
         reasons.append(f"{model_mb:.1f} MB of weights > budget {target.budgets.model_mb:g} MB")
-    return Assessment(candidate, input_size, cost.params, cost.macs, latency, model_mb, tuple(reasons))
+    if target.budgets.peak_ram_mb is not None and peak_mb > target.budgets.peak_ram_mb:
+        reasons.append(f"{peak_mb:.1f} MB peak memory > budget {target.budgets.peak_ram_mb:g} MB")
+    inventory = cost.op_inventory
+    unsupported = [kind for kind in target.ops.unsupported if kind in inventory]
+    if unsupported:
+        reasons.append(f"ops {', '.join(unsupported)} are not supported on {target.name}")
+    fallback = tuple(kind for kind in target.ops.fallback if kind in inventory)
+    return Assessment(
+        candidate, input_size, cost.params, cost.macs, latency, model_mb, peak_mb, tuple(reasons), fallback
+    )
 
 
 def assess(
@@ -75,6 +88,8 @@ def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessme
                 "macs",
                 "predicted_latency_ms",
                 "model_mb",
+                "peak_memory_mb",
+                "fallback_ops",
                 "feasible",
                 "reasons",
                 "chosen",
@@ -89,6 +104,8 @@ def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessme
                     a.macs,
                     f"{a.predicted_latency_ms:.4f}",
                     f"{a.model_mb:.4f}",
+                    f"{a.peak_memory_mb:.4f}",
+                    " ".join(a.fallback_ops),
                     a.feasible,
                     "; ".join(a.reasons),
                     a is chosen,

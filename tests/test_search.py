@@ -2,20 +2,10 @@ import dataclasses
 
 import pytest
 
-from edgekd.analysis import analyze
-from edgekd.catalog import Candidate, build_model, load_students
+from edgekd.catalog import Candidate, load_students
 from edgekd.errors import NoFeasibleStudentError
-from edgekd.latency import predict_latency_ms
 from edgekd.search import assess, choose_student
 from edgekd.targets import get_target
-
-
-def test_latency_estimate_is_roofline_plus_dispatch():
-    target = get_target("pi5")
-    cost = analyze(build_model("resnet10t", 10), 64)
-    expected = 2 * cost.macs / (target.peak_gflops * 1e9 * target.latency_model.efficiency) * 1e3
-    expected += len(cost.layers) * target.latency_model.per_layer_overhead_us / 1e3
-    assert predict_latency_ms(cost, target) == pytest.approx(expected)
 
 
 def test_choice_is_the_largest_feasible_candidate():

@@ -91,3 +91,65 @@ def measure_latency(
         runtime_version=session.version,
         device=host_description(),
     )
+
+
+@dataclass(frozen=True)
+class TFLiteMemory:
+    live_peak_bytes: int  # the most activation bytes live at once, from the file's real op order
+    arena_span_bytes: int  # the addresses TFLite's planner spread those activations over
+
+
+def measure_tflite_memory(path: str) -> TFLiteMemory:
+    """Activation memory of a .tflite as TFLite lays it out (built-in kernels, no delegate, so no
+    tensor hides inside a delegate's buffers). After `allocate_tensors` every op output and the graph
+    input has an address in the arena. A tensor lives from the op that writes it to the last op that
+    reads it (the graph input and outputs: the whole run); an op whose output sits at the address of
+    one of its own inputs runs in place and extends that input's buffer. Weights live in the model
+    buffer, outside the arena; kernel scratch (im2col) is not counted."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interpreter = Interpreter(
+        model_path=str(path),
+        num_threads=1,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    interpreter.allocate_tensors()
+    ops = interpreter._get_ops_details()
+    end = len(ops)
+
+    def place(index: int) -> tuple[int, int]:
+        view = interpreter.tensor(index)()
+        return view.__array_interface__["data"][0], view.nbytes
+
+    buffer_of: dict[int, int] = {}  # tensor index -> the tensor index owning its buffer
+    lifetime: dict[int, list[int]] = {}  # owner -> [first step, last step]
+    for d in interpreter.get_input_details():
+        buffer_of[d["index"]] = d["index"]
+        lifetime[d["index"]] = [0, end]
+    for step, op in enumerate(ops):
+        inputs = [i for i in op["inputs"] if i in buffer_of]
+        for index in inputs:
+            owner = buffer_of[index]
+            lifetime[owner][1] = max(lifetime[owner][1], step)
+        for index in op["outputs"]:
+            shared = next((i for i in inputs if place(i) == place(index)), None)
+            if shared is not None:
+                buffer_of[index] = buffer_of[shared]
+            else:
+                buffer_of[index] = index
+                lifetime[index] = [step, step]
+    for d in interpreter.get_output_details():
+        if d["index"] in buffer_of:
+            lifetime[buffer_of[d["index"]]][1] = end
+    events: dict[int, int] = {}
+    for owner, (first, last) in lifetime.items():
+        nbytes = place(owner)[1]
+        events[first] = events.get(first, 0) + nbytes
+        events[last + 1] = events.get(last + 1, 0) - nbytes
+    live = peak = 0
+    for step in sorted(events):
+        live += events[step]
+        peak = max(peak, live)
+    addresses = [place(i) for i in buffer_of]
+    span = max(a + n for a, n in addresses) - min(a for a, _ in addresses)
+    return TFLiteMemory(live_peak_bytes=peak, arena_span_bytes=span)
