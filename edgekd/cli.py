@@ -221,6 +221,18 @@ def latency_predict(
     t = get_target(target, tuple(targets_dir or ()))
     p = predict_model(model, t, input_size=input_size, precision=precision, threads=threads)
     c = p.coefficients
+    console = Console()
+    if p.npu is not None:
+        npu = p.npu
+        console.print(
+            f"{p.model} @ {p.input_size} px on {t.name}: {p.latency_ms:.3f} ms, "
+            f"{npu.npu_ops}/{npu.npu_ops + npu.cpu_ops} ops on the NPU ({100 * npu.npu_op_share:.0f} %), "
+            f"SRAM {npu.sram_bytes / 2**10:.0f} KiB, flash {npu.flash_bytes / 2**10:.0f} KiB"
+        )
+        for fallback in npu.cpu_fallbacks:
+            console.print(f"  on the CPU: {fallback}")
+        console.print(f"estimate: {c.provenance}")
+        return
     table = Table(
         title=f"{p.model} @ {p.input_size} px on {t.name} ({c.runtime}, {c.precision}, {c.threads} threads)"
     )
@@ -234,7 +246,6 @@ def latency_predict(
         else:
             table.add_row(name, f"{ms:.3f}", f"{c.efficiency[name]:.3f}", f"{c.overhead_us[name]:.1f}")
     table.add_row("[bold]total", f"[bold]{p.latency_ms:.3f}", "", "")
-    console = Console()
     console.print(table)
     console.print(
         f"{p.macs / 1e6:.1f} M MACs, {p.params / 1e6:.2f} M params, "

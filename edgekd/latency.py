@@ -107,6 +107,23 @@ class Coefficients:
 
 
 @dataclass(frozen=True)
+class NpuEstimate:
+    """Vela's estimate for an Ethos-U target, from the int8 file edgekd would ship."""
+
+    latency_ms: float
+    sram_bytes: int
+    flash_bytes: int
+    npu_ops: int
+    cpu_ops: int
+    cpu_fallbacks: tuple[str, ...]  # "OP_TYPE name: Vela's reason"
+    provenance: str
+
+    @property
+    def npu_op_share(self) -> float:
+        return self.npu_ops / max(self.npu_ops + self.cpu_ops, 1)
+
+
+@dataclass(frozen=True)
 class Prediction:
     model: str
     input_size: int
@@ -116,6 +133,7 @@ class Prediction:
     macs: int
     params: int
     peak_memory_bytes: int
+    npu: NpuEstimate | None = None  # an Ethos-U target: Vela's figures instead of the roofline
 
 
 def op_times_s(table: OpTable, target: Target, precision: str, threads: int, theta: np.ndarray) -> np.ndarray:
@@ -338,12 +356,21 @@ def predict_model(
             f"target {target.name} does not run {precision}; "
             f"its precisions are {', '.join(target.precisions)}."
         )
-    if target.latency_model.estimator != "roofline":
-        raise EdgeKDError(
-            f"target {target.name} is estimated by {target.latency_model.estimator}, "
-            f"not by the roofline model: use edgekd.vela for it."
+    model = build_model(arch, num_classes)
+    cost = analyze(model, input_size)
+    if target.latency_model.estimator == "vela":
+        npu = estimate_on_npu(model, target, input_size)
+        return Prediction(
+            model=arch,
+            input_size=input_size,
+            latency_ms=npu.latency_ms,
+            per_class_ms={},
+            coefficients=prior_coefficients(target, precision, target.threads, npu.provenance),
+            macs=cost.macs,
+            params=cost.params,
+            peak_memory_bytes=npu.sram_bytes + npu.flash_bytes,
+            npu=npu,
         )
-    cost = analyze(build_model(arch, num_classes), input_size)
     coefficients = calibrate(target, precision, threads)
     table = OpTable.from_cost(cost)
     theta = coefficients.vector()
@@ -429,3 +456,64 @@ def write_validation(results: list[GroupValidation], path: Path) -> Path:
     from edgekd._io import write_json_atomic
 
     return write_json_atomic(path, {"groups": [asdict(r) for r in results]})
+
+
+def estimate_on_npu(
+    model, target: Target, input_size: int, *, work_dir: Path | None = None, calibration_images: int = 64
+) -> NpuEstimate:
+    """Export `model` to int8 TFLite the way edgekd ships it and let Vela estimate it for `target`.
+
+    The weights are re-initialised so no branch folds away (`catalog.randomize_norm_layers`), and the
+    quantizer is calibrated on random images: Vela's timing depends on shapes and on how well the
+    weights compress, not on accuracy, so a model's latency can be estimated before it is trained."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from edgekd.catalog import randomize_norm_layers
+    from edgekd.export import Contract, export
+    from edgekd.vela import compile_for_ethos_u
+
+    if target.vela is None:
+        raise EdgeKDError(f"target {target.name} has no vela: section; Vela cannot estimate it.")
+    model = randomize_norm_layers(copy.deepcopy(model)).eval()
+    images = torch.randn(
+        calibration_images, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)
+    )
+    contract = Contract(
+        arch=getattr(model, "default_cfg", {}).get("architecture", type(model).__name__),
+        input_name="input",
+        input_shape=(1, input_size, input_size, 3),
+        layout="NHWC",
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        labels=(),
+        precision="int8",
+    )
+    with tempfile.TemporaryDirectory(prefix="edgekd-vela-") as scratch:
+        out = Path(work_dir) if work_dir is not None else Path(scratch)
+        artifact = export(
+            model, "tflite", out, contract=contract, calibration=images, min_calibration=calibration_images
+        )
+        report = compile_for_ethos_u(
+            artifact.path,
+            out / "vela",
+            accelerator=target.vela.accelerator,
+            system_config=target.vela.system_config,
+            memory_mode=target.vela.memory_mode,
+        )
+    fallbacks = tuple(f"{op.op_type} {op.name}: {op.reason}" for op in report.cpu_fallbacks)
+    return NpuEstimate(
+        latency_ms=report.inference_ms,
+        sram_bytes=report.sram_bytes,
+        flash_bytes=report.flash_bytes,
+        npu_ops=report.npu_ops,
+        cpu_ops=report.cpu_ops,
+        cpu_fallbacks=fallbacks,
+        provenance=(
+            f"Vela {report.vela_version} estimate for {target.vela.accelerator} "
+            f"({target.vela.system_config}, {target.vela.memory_mode}) of the int8 TFLite file; "
+            f"CPU-side ops are not timed"
+        ),
+    )

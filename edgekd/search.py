@@ -18,7 +18,7 @@ from edgekd._io import atomic_path
 from edgekd.analysis import analyze
 from edgekd.catalog import Candidate, build_model
 from edgekd.errors import NoFeasibleStudentError
-from edgekd.latency import predict_latency_ms
+from edgekd.latency import estimate_on_npu, predict_latency_ms
 from edgekd.targets import Target
 
 
@@ -40,12 +40,24 @@ class Assessment:
 
 
 def assess_one(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Assessment:
-    cost = analyze(build_model(candidate.arch, num_classes, **candidate.kwargs), input_size)
+    """Cost one candidate on `target`: predicted latency, weights, peak memory and op support, with
+    every budget it breaks as a reason. An Ethos-U target is estimated by Vela on the int8 file, and
+    any op Vela leaves on the CPU is a reason too."""
+    model = build_model(candidate.arch, num_classes, **candidate.kwargs)
+    cost = analyze(model, input_size)
     precision = target.default_precision
-    latency = predict_latency_ms(cost, target)
     model_mb = cost.weight_bytes(precision) / 2**20
-    peak_mb = cost.peak_memory_bytes(precision) / 2**20
     reasons = []
+    if target.latency_model.estimator == "vela":
+        npu = estimate_on_npu(model, target, input_size)
+        latency, peak_mb = npu.latency_ms, npu.sram_bytes / 2**20
+        if npu.cpu_ops:
+            reasons.append(f"{npu.cpu_ops} ops fall back to the CPU ({'; '.join(npu.cpu_fallbacks)})")
+        if target.memory.flash_mb is not None and npu.flash_bytes / 2**20 > target.memory.flash_mb:
+            reasons.append(f"{npu.flash_bytes / 2**20:.1f} MB in flash > {target.memory.flash_mb:g} MB")
+    else:
+        latency = predict_latency_ms(cost, target)
+        peak_mb = cost.peak_memory_bytes(precision) / 2**20
     if latency > target.budgets.latency_ms:
         reasons.append(f"predicted {latency:.1f} ms > budget {target.budgets.latency_ms:g} ms")
     if target.budgets.model_mb is not None and model_mb > target.budgets.model_mb:

@@ -83,6 +83,15 @@ class LatencyModel:
 
 
 @dataclass(frozen=True)
+class VelaConfig:
+    """How Arm's Vela compiles for this NPU: names from Vela's own vela.ini and accelerator list."""
+
+    accelerator: str = "ethos-u55-256"
+    system_config: str = "Ethos_U55_High_End_Embedded"
+    memory_mode: str = "Shared_Sram"
+
+
+@dataclass(frozen=True)
 class Budgets:
     latency_ms: float
     peak_ram_mb: float | None = None
@@ -110,6 +119,7 @@ class Target:
     deployment_target: str | None = None  # e.g. Core ML's minimum_deployment_target "iOS16"
     sources: dict[str, str] = field(default_factory=dict)  # dotted field -> citation
     delegate: str | None = None
+    vela: VelaConfig | None = None  # an Ethos-U target: how its latency is estimated
     extends: str | None = None
     detect: bool = False  # compute and memory detected on this machine (the `host` target)
 
@@ -133,6 +143,8 @@ class Target:
             raise ValueError(
                 f"threads must be between 0 and compute.cores ({self.compute.cores}), got {self.threads}."
             )
+        if self.latency_model.estimator == "vela" and self.vela is None:
+            raise ValueError("latency_model.estimator is vela but the target has no vela: section.")
         uncited = [f for f in numeric_fields(self) if citation_for(f, self.sources) is None]
         if uncited:
             raise ValueError(f"every number needs a citation in sources:, missing for {', '.join(uncited)}.")

@@ -132,7 +132,7 @@ def compile_for_ethos_u(
     log_path = out / f"{source.stem}_vela.log"
     with tempfile.TemporaryDirectory(prefix=f".{source.stem}-vela-", dir=out) as tmp:
         command += ["--output-dir", tmp]
-        log.info("running %s", " ".join(command))
+        log.debug("running %s", " ".join(command))
         try:
             done = subprocess.run(command, capture_output=True, text=True, cwd=tmp, timeout=timeout_s)
         except subprocess.TimeoutExpired as e:

@@ -208,3 +208,16 @@ def test_predict_command_prints_breakdown_and_provenance(capsys):
     assert main(["latency", "predict", "lcnet_050", "--target", "pi5", "--input-size", "96"]) == 0
     out = capsys.readouterr().out
     assert "lcnet_050 @ 96 px on pi5" in out and "total" in out and "uncalibrated" in out
+
+
+def test_ethos_u55_latency_comes_from_vela_on_the_int8_file():
+    from edgekd.latency import predict_model
+
+    prediction = predict_model("lcnet_050", get_target("ethos-u55"), input_size=64, num_classes=10)
+    npu = prediction.npu
+    assert npu is not None and prediction.latency_ms == npu.latency_ms > 0
+    assert npu.npu_op_share == 1.0 and npu.cpu_fallbacks == ()
+    assert 0 < npu.sram_bytes < get_target("ethos-u55").memory.sram_kb * 1024
+    assert (
+        "Vela" in prediction.coefficients.provenance and "ethos-u55-256" in prediction.coefficients.provenance
+    )

@@ -30,3 +30,20 @@ def test_no_feasible_candidate_names_every_reason():
         NoFeasibleStudentError, match=r"lcnet_050: predicted .* ms > budget 0.01 ms; mobilenetv2_050"
     ):
         choose_student(assessments)
+
+
+def test_peak_memory_and_unsupported_ops_are_reasons():
+    from edgekd.targets import OpConstraints
+
+    pi5 = get_target("pi5")
+    tight = dataclasses.replace(
+        pi5,
+        budgets=dataclasses.replace(pi5.budgets, peak_ram_mb=0.5),
+        ops=OpConstraints(unsupported=("hardswish",), fallback=("pad",)),
+    )
+    (lcnet,) = assess([Candidate("lcnet_050")], tight, 128, 10)
+    assert not lcnet.feasible
+    assert any("MB peak memory > budget 0.5 MB" in r for r in lcnet.reasons)
+    assert any(r == "ops hardswish are not supported on pi5" for r in lcnet.reasons)
+    assert lcnet.fallback_ops == ("pad",)  # reported, not a reason to reject
+    assert lcnet.peak_memory_mb > 0.5
