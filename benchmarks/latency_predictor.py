@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     names = args.targets or sorted(p.stem for p in profile_dirs()[0].glob("*.csv"))
     header = (
         f"{'target':12s} {'runtime':14s} {'prec':5s} {'thr':>3s} {'rows':>4s} {'MAPE%':>6s} {'±10%':>5s} "
-        f"{'±20%':>5s} {'rho':>6s}  rows from"
+        f"{'±20%':>5s} {'rho':>6s} {'prior MAPE%':>11s}  rows from"
     )
     print(header)
     print("-" * len(header))
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             rho = "n/a" if g.spearman is None else f"{g.spearman:.3f}"
             print(
                 f"{g.target:12s} {g.runtime:14s} {g.precision:5s} {g.threads:3d} {g.rows:4d} {g.mape:6.1f} "
-                f"{g.within_10:5.0f} {g.within_20:5.0f} {rho:>6s}  "
+                f"{g.within_10:5.0f} {g.within_20:5.0f} {rho:>6s} {g.prior_mape:11.1f}  "
                 f"{'publications' if g.published_only else 'measured here'}"
             )
             groups.append(asdict(g))

@@ -10,6 +10,7 @@ every cached artifact that has no row in profiles/host.csv yet. Run `measure` on
 
     python benchmarks/profile_host.py convert
     python benchmarks/profile_host.py measure --threads 1
+    python benchmarks/profile_host.py recheck     # time 12 of them again: the noise floor
 """
 
 from __future__ import annotations
@@ -169,11 +170,45 @@ def measure(cache: Path, results: dict, threads: int, min_seconds: float):
         yield rows
 
 
+def recheck(cache: Path, count: int, threads: int, min_seconds: float) -> dict:
+    """Time `count` already-profiled artifacts again: the ratio of medians is the noise floor that
+    any predictor error should be read against."""
+    import numpy as np
+
+    from edgekd.devices.local import measure_latency
+    from edgekd.export import load_artifact
+    from edgekd.profiles import read_profile_file
+
+    rows = [r for r in read_profile_file(ROOT / "profiles" / "host.csv") if r.threads == threads]
+    picked = [
+        rows[i] for i in np.random.default_rng(0).choice(len(rows), size=min(count, len(rows)), replace=False)
+    ]
+    ratios = []
+    for row in picked:
+        artifact = load_artifact(artifact_dir(cache, row.model, row.input_size) / "model-fp32.tflite")
+        stats = measure_latency(artifact, threads=threads, min_seconds=min_seconds, min_runs=30)
+        ratios.append(float(stats.median_ms / row.latency_ms_median))
+        print(
+            f"{row.model}@{row.input_size:<4d} then {row.latency_ms_median:8.3f} ms  "
+            f"now {stats.median_ms:8.3f} ms  ratio {ratios[-1]:.3f}"
+        )
+    deviation = np.abs(np.array(ratios) - 1)
+    summary = {
+        "artifacts": len(ratios),
+        "median_abs_change_pct": round(float(np.median(deviation) * 100), 2),
+        "max_abs_change_pct": round(float(deviation.max() * 100), 2),
+        "ratios": [round(r, 4) for r in ratios],
+    }
+    print(summary)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("phase", choices=["convert", "measure", "all"])
+    parser.add_argument("phase", choices=["convert", "measure", "all", "recheck"])
+    parser.add_argument("--recheck-count", type=int, default=12)
     parser.add_argument("--models", nargs="*", default=MODELS)
     parser.add_argument("--sizes", nargs="*", type=int, default=list(RESOLUTIONS))
     parser.add_argument("--threads", type=int, default=1)
@@ -193,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         ok = sum(1 for v in results.values() if v.get("status") == "ok")
         write_json_atomic(results_path, {"artifacts": results, "ok": ok, "total": len(results)})
 
+    if args.phase == "recheck":
+        write_json_atomic(
+            ROOT / "benchmarks" / "results" / "profile_host_recheck.json",
+            recheck(cache, args.recheck_count, args.threads, args.min_seconds),
+        )
+        return 0
     if args.phase in ("convert", "all"):
         for _ in convert(args.models, tuple(args.sizes), cache, results):
             save()

@@ -270,6 +270,11 @@ def latency_validate(
     from edgekd.targets import get_target
 
     t = get_target(target, tuple(targets_dir or ()))
+    if t.latency_model.estimator == "vela":
+        raise EdgeKDError(
+            f"{t.name} is estimated by Arm's Vela compiler, not fitted to profile rows, so there is nothing "
+            f"to leave out; benchmarks/vela_reference.py compares Vela with the published Ethos-U55 figure."
+        )
     results = leave_one_out(t)
     if not results:
         raise EdgeKDError(f"profiles/{t.name}.csv has no group of 3 or more rows to validate on.")
@@ -296,6 +301,7 @@ def latency_validate(
             f"{r.within_10:.0f} %",
             f"{r.within_20:.0f} %",
             "n/a" if r.spearman is None else f"{r.spearman:.3f}",
+            f"{r.prior_mape:.1f} %",
             "publications" if r.published_only else "measurements",
         )
     console = Console()

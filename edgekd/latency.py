@@ -403,6 +403,7 @@ class GroupValidation:
     within_20: float
     spearman: float | None
     published_only: bool
+    prior_mape: float  # the target file's priors alone, nothing fitted: how far off an uncalibrated group is
     predictions: list[dict] = field(default_factory=list)
 
 
@@ -424,6 +425,8 @@ def leave_one_out(target: Target, min_rows: int = 3) -> list[GroupValidation]:
             )
             predicted[i] = model_time_s(tables[i], target, precision, threads, theta) * 1e3
         errors = (predicted - measured) / measured
+        priors = prior_coefficients(target, precision, threads).vector()
+        from_priors = np.array([model_time_s(t, target, precision, threads, priors) * 1e3 for t in tables])
         rho = spearmanr(predicted, measured).statistic if len(rows) >= 3 else None
         results.append(
             GroupValidation(
@@ -437,6 +440,7 @@ def leave_one_out(target: Target, min_rows: int = 3) -> list[GroupValidation]:
                 within_20=float(np.mean(np.abs(errors) <= 0.20) * 100),
                 spearman=None if rho is None or math.isnan(rho) else float(rho),
                 published_only=all(not r.source.startswith("measured") for r in rows),
+                prior_mape=float(np.mean(np.abs(from_priors / measured - 1)) * 100),
                 predictions=[
                     {
                         "model": r.model,
