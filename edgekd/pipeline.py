@@ -62,6 +62,16 @@ class FitConfig:
         return dataclasses.replace(config, **overrides)
 
 
+def _prediction_basis(target) -> str:
+    """How the target's latency was predicted, in words: which profile rows calibrated it, or that
+    none did (the report shows it beside the figure)."""
+    from edgekd.latency import calibrate
+
+    if target.latency_model.estimator == "vela":
+        return "Vela's estimate on the int8 TFLite file"
+    return calibrate(target).provenance
+
+
 def _new_run_dir(config: FitConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run = config.runs_dir / f"{stamp}-{config.target}"
@@ -235,6 +245,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "test_accuracy": student_test,
             "predicted_latency_ms": chosen.predicted_latency_ms,
             "predicted_for": target.name,
+            "predicted_by": _prediction_basis(target),
+            "peak_memory_mb": chosen.peak_memory_mb,
             "reason": reason,
             "checkpoint": student_path.name,
         },

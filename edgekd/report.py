@@ -54,8 +54,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "| where | how | median ms | p90 ms |",
         "| --- | --- | --- | --- |",
-        f"| {target['name']} | predicted (analytic roofline, {target['default_precision']}) "
-        f"| {s['predicted_latency_ms']:.2f} | |",
+        f"| {target['name']} | predicted ({target['default_precision']}): "
+        f"{s.get('predicted_by', 'roofline')} | {s['predicted_latency_ms']:.2f} | |",
         f"| this host: {lat['device']} | measured, {lat['runtime']} {lat['runtime_version']}, "
         f"{lat['threads']} threads, {lat['runs']} runs | {lat['median_ms']:.3f} | {lat['p90_ms']:.3f} |",
         "",

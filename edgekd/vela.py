@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import configparser
 import csv
-import difflib
 import importlib.util
 import logging
 import os
@@ -45,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekd._io import write_json_atomic, write_text_atomic
+from edgekd._registry import did_you_mean
 from edgekd.errors import ConfigError, DependencyError, ExportError
 
 log = logging.getLogger(__name__)
@@ -225,11 +225,9 @@ def _check_ini_sections(ini: Path, system_config: str, memory_mode: str) -> None
     ):
         names = [s.split(".", 1)[1] for s in parser.sections() if s.startswith(f"{kind}.")]
         if value not in names:
-            close = difflib.get_close_matches(value, names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(
-                f"{option} {value!r} is not defined in {ini} (no [{kind}.{value}] section).{hint} "
-                f"Defined: {', '.join(names)}."
+                f"{option} {value!r} is not defined in {ini} (no [{kind}.{value}] section)."
+                f"{did_you_mean(value, names)}"
             )
 
 
