@@ -266,6 +266,7 @@ def latency_validate(
     from rich.console import Console
     from rich.table import Table
 
+    from edgekd._console import RichObserver
     from edgekd.latency import leave_one_out, write_validation
     from edgekd.targets import get_target
 
@@ -275,7 +276,8 @@ def latency_validate(
             f"{t.name} is estimated by Arm's Vela compiler, not fitted to profile rows, so there is nothing "
             f"to leave out; benchmarks/vela_reference.py compares Vela with the published Ethos-U55 figure."
         )
-    results = leave_one_out(t)
+    with RichObserver() as observer:
+        results = leave_one_out(t, observer=observer)
     if not results:
         raise EdgeKDError(f"profiles/{t.name}.csv has no group of 3 or more rows to validate on.")
     table = Table(title=f"latency predictor, leave-one-out on profiles/{t.name}.csv")
@@ -288,6 +290,7 @@ def latency_validate(
         "±10 %",
         "±20 %",
         "Spearman",
+        "priors only",
         "rows from",
     ):
         table.add_column(column, justify="right")

@@ -36,6 +36,7 @@ import numpy as np
 from edgekd.analysis import BYTES_PER_VALUE, COST_CLASSES, ModelCost
 from edgekd.errors import EdgeKDError
 from edgekd.profiles import ProfileRow, read_profile
+from edgekd.progress import Observer, SilentObserver
 from edgekd.targets import Target
 
 log = logging.getLogger(__name__)
@@ -275,6 +276,16 @@ def op_table(arch: str, input_size: int) -> OpTable:
     return table
 
 
+def _op_tables(rows: list[ProfileRow], observer: Observer, description: str) -> list[OpTable]:
+    task = observer.task(description, total=len(rows))
+    tables = []
+    for row in rows:
+        tables.append(op_table(row.model, row.input_size))
+        task.advance(1)
+    task.close()
+    return tables
+
+
 def calibration_rows(target: Target, precision: str, threads: int) -> list[ProfileRow]:
     rows = read_profile(target.name)
     return group_rows(rows).get((target.profile_runtime, precision, threads), [])
@@ -407,23 +418,29 @@ class GroupValidation:
     predictions: list[dict] = field(default_factory=list)
 
 
-def leave_one_out(target: Target, min_rows: int = 3) -> list[GroupValidation]:
+def leave_one_out(
+    target: Target, min_rows: int = 3, observer: Observer | None = None
+) -> list[GroupValidation]:
     """For every group with at least `min_rows` rows: fit on all rows but one, predict that one."""
     from scipy.stats import spearmanr
 
+    observer = observer or SilentObserver()
     results = []
     for (runtime, precision, threads), rows in sorted(group_rows(read_profile(target.name)).items()):
         if len(rows) < min_rows or precision not in target.compute.peak_gflops:
             continue
-        tables = [op_table(r.model, r.input_size) for r in rows]
+        tables = _op_tables(rows, observer, f"tracing {runtime} {precision} {threads}-thread models")
         measured = np.array([r.latency_ms_median for r in rows])
         predicted = np.empty(len(rows))
+        task = observer.task(f"leave-one-out {runtime} {precision} {threads} threads", total=len(rows))
         for i in range(len(rows)):
             keep = [j for j in range(len(rows)) if j != i]
             theta = fit_coefficients(
                 [tables[j] for j in keep], list(measured[keep]), target, precision, threads
             )
             predicted[i] = model_time_s(tables[i], target, precision, threads, theta) * 1e3
+            task.advance(1)
+        task.close()
         errors = (predicted - measured) / measured
         priors = prior_coefficients(target, precision, threads).vector()
         from_priors = np.array([model_time_s(t, target, precision, threads, priors) * 1e3 for t in tables])
