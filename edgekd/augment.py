@@ -1,0 +1,83 @@
+"""Training augmentation that can be replayed: every (sample, draw) pair always gives the same view.
+
+A sample's augmentation parameters come from a counter-based hash of (seed, sample index, draw), not
+from a stateful random generator, so the teacher's outputs for a view can be computed once, cached
+(`edgekd.distill.cache`) and looked up later, by any process, in any order, and match what a live
+teacher would have seen. Epoch `e` uses draw `(e - 1) % draws`: with 4 draws, the student sees four
+distinct views of every image, cycled.
+
+Example:
+    >>> import torch
+    >>> from edgekd.augment import Augmentation
+    >>> aug = Augmentation(draws=2, max_shift=2)
+    >>> x = torch.randn(3, 3, 8, 8)
+    >>> bool((aug.apply(x, torch.arange(3), draw=1) == aug.apply(x, torch.arange(3), draw=1)).all())
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser (Steele, Lea & Flood, OOPSLA 2014): a well-mixed 64-bit hash of a
+    counter, vectorised over numpy uint64."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random translation (zero-padded shift of up to `max_shift` pixels, zero = the mean after
+    normalisation) and horizontal flip, drawn per (sample, draw)."""
+
+    draws: int = 4
+    max_shift: int = 4
+    hflip: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.draws < 1 or self.max_shift < 0:
+            raise ValueError(f"draws must be >= 1 and max_shift >= 0: {self}")
+
+    def draw_for_epoch(self, epoch: int) -> int:
+        return (epoch - 1) % self.draws
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:16]
+
+    def params(self, indices: torch.Tensor, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dx, dy, flip) for each sample index at `draw`."""
+        counter = (
+            np.asarray(indices, dtype=np.uint64) * np.uint64(self.draws) + np.uint64(draw)
+        ) ^ np.uint64(self.seed * 0x632BE59BD9B4E019 & 0xFFFFFFFFFFFFFFFF)
+        bits = _splitmix64(counter)
+        span = np.uint64(2 * self.max_shift + 1)
+        dx = (bits % span).astype(np.int64) - self.max_shift
+        dy = ((bits >> np.uint64(16)) % span).astype(np.int64) - self.max_shift
+        flip = ((bits >> np.uint64(40)) & np.uint64(1)).astype(bool) & self.hflip
+        return dx, dy, flip
+
+    def apply(self, images: torch.Tensor, indices: torch.Tensor, draw: int) -> torch.Tensor:
+        """The views of `images` (N, C, H, W) whose dataset indices are `indices`, at `draw`."""
+        dx, dy, flip = self.params(indices, draw)
+        s = self.max_shift
+        padded = F.pad(images, (s, s, s, s)) if s else images
+        height, width = images.shape[-2:]
+        views = []
+        for image, x_shift, y_shift, mirrored in zip(padded, dx, dy, flip, strict=True):
+            view = image[:, s + y_shift : s + y_shift + height, s + x_shift : s + x_shift + width]
+            views.append(view.flip(-1) if mirrored else view)
+        return torch.stack(views)
