@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -206,6 +207,69 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
         std=IMAGENET_STD,
         fingerprint=digest.hexdigest(),
     )
+
+
+class DecodedDataset(Dataset):
+    """Images decoded once into a uint8 array (N, H, W, 3), normalised on access."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std) -> None:
+        self.images, self.labels = images, labels
+        self._mean = torch.tensor(mean).view(3, 1, 1)
+        self._std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1).float() / 255.0
+        return (image - self._mean) / self._std, int(self.labels[index])
+
+
+def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSplits:
+    """The same splits with every image decoded once into `cache_root/decoded/<fingerprint>/` (uint8,
+    memory-mapped on later runs): an epoch then costs no JPEG decoding. Only ImageFolder splits are
+    decoded; others are returned as they are."""
+    from edgekd._io import write_with
+    from edgekd.progress import SilentObserver
+
+    if not isinstance(splits.train, ImageFileDataset):
+        return splits
+    observer = observer or SilentObserver()
+    directory = Path(cache_root) / "decoded" / splits.fingerprint[:24]
+    decoded = {}
+    for name in ("train", "val", "test"):
+        dataset: ImageFileDataset = getattr(splits, name)
+        images_path, labels_path = directory / f"{name}-images.npy", directory / f"{name}-labels.npy"
+        if not (images_path.exists() and labels_path.exists()):
+            size = splits.input_size
+            images = np.empty((len(dataset), size, size, 3), dtype=np.uint8)
+            task = observer.task(f"decoding {name} images", total=len(dataset))
+            for i, (path, _) in enumerate(dataset.samples):
+                images[i] = _decode_uint8(path, size)
+                task.advance(1)
+            task.close()
+            labels = np.array([label for _, label in dataset.samples], dtype=np.int64)
+            write_with(labels_path, lambda tmp, labels=labels: _save_npy(tmp, labels))
+            write_with(images_path, lambda tmp, images=images: _save_npy(tmp, images))
+        decoded[name] = DecodedDataset(
+            np.load(images_path, mmap_mode="r"), np.load(labels_path), splits.mean, splits.std
+        )
+    return dataclasses.replace(splits, **decoded)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # through a handle: np.save would append ".npy" to the temporary name
+        np.save(f, array)
+
+
+def _decode_uint8(path: Path, input_size: int) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR))
+    except Exception as e:  # PIL raises many types for a bad file
+        raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
 
 
 def load_data(data: Path | None, input_size: int | None) -> DataSplits:

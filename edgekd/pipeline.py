@@ -94,7 +94,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.analysis import analyze
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
-    from edgekd.data import load_data, stack
+    from edgekd.data import decode_once, load_data, stack
     from edgekd.devices.local import measure_latency
     from edgekd.distill.losses import make_loss
     from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
@@ -119,7 +119,10 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     log.info("run directory %s", run)
 
     observer.stage("data")
-    data = load_data(config.data, config.input_size)
+    # Images are decoded once into the cache, so every epoch after the first reads plain arrays.
+    data = decode_once(
+        load_data(config.data, config.input_size), config.cache_dir or default_cache_dir(), observer
+    )
 
     observer.stage("teacher")
     recipe = load_teacher_recipe()

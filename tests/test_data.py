@@ -69,3 +69,22 @@ def test_mismatched_class_sets_are_named(tmp_path):
         DataError, match=r"d/test: class folders differ from train/ \(missing \['dog'\], extra \['bird'\]\)"
     ):
         load_image_folder(root, 16)
+
+
+def test_decode_once_matches_per_file_decoding_and_is_reused(tmp_path):
+    from edgekd.data import DecodedDataset, decode_once, load_image_folder
+
+    _make_folder(tmp_path / "imgs", splits=("train", "test"), per_class=6)
+    splits = load_image_folder(tmp_path / "imgs", 16)
+    decoded = decode_once(splits, tmp_path / "cache")
+    assert isinstance(decoded.train, DecodedDataset) and decoded.fingerprint == splits.fingerprint
+    for name in ("train", "val", "test"):
+        original, fast = getattr(splits, name), getattr(decoded, name)
+        assert len(original) == len(fast)
+        for i in range(len(original)):
+            (x, y), (x2, y2) = original[i], fast[i]
+            assert y == y2 and torch.allclose(x, x2, atol=1e-6)
+    written = sorted(p.name for p in (tmp_path / "cache" / "decoded").rglob("*.npy"))
+    assert written == sorted(f"{n}-{k}.npy" for n in ("train", "val", "test") for k in ("images", "labels"))
+    again = decode_once(splits, tmp_path / "cache")  # read back, not decoded again
+    assert isinstance(again.train.images, np.memmap)
