@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgekd._io import write_with
 from edgekd.data import DataSplits
-from edgekd.distill.losses import LossFn
+from edgekd.distill.features import DistillForward
+from edgekd.distill.losses import DistillLoss
 from edgekd.progress import Observer, SilentObserver
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def train(
     data: DataSplits,
     config: TrainConfig,
     *,
-    loss: LossFn,
+    loss: DistillLoss,
     teacher: nn.Module | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
@@ -82,7 +83,12 @@ def train(
     """
     observer = observer or SilentObserver()
     torch.manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # Built before the optimiser: it sizes the loss's own parameters (FitNets adapters), which are
+    # trained with the model and checkpointed with it.
+    forward = DistillForward(model, teacher, loss, data.input_size)
+    optimizer = torch.optim.AdamW(
+        [*model.parameters(), *loss.parameters()], lr=config.lr, weight_decay=config.weight_decay
+    )
     steps_per_epoch = -(-len(data.train) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
@@ -95,6 +101,7 @@ def train(
             log.warning("ignoring %s: it was written with another training config", checkpoint)
         else:
             model.load_state_dict(state["model"])
+            loss.load_state_dict(state.get("loss", {}))  # checkpoints from before losses had state
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             torch.set_rng_state(state["rng"])
@@ -114,11 +121,7 @@ def train(
         total_loss, seen = 0.0, 0
         for x, y in loader:
             y = torch.as_tensor(y)
-            teacher_logits = None
-            if teacher is not None:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-            value = loss(model(x), teacher_logits, y)
+            value = loss(forward(x, y))
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             optimizer.step()
@@ -150,6 +153,7 @@ def train(
             state = {
                 "config": asdict(config),
                 "model": model.state_dict(),
+                "loss": loss.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "rng": torch.get_rng_state(),
