@@ -72,6 +72,13 @@ def fit(
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,
+    loss: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Distillation loss term NAME[:WEIGHT], repeatable: kd, logit_mse, dkd, fitnet, at, rkd, "
+            "sp, ce (default: kd)."
+        ),
+    ] = None,
     temperature: Annotated[float | None, typer.Option(help="KD temperature T.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Weight of the KD term (1-alpha on labels).")] = None,
     teacher_epochs: Annotated[
@@ -90,6 +97,7 @@ def fit(
     """Choose, distil, export and measure a student for a target."""
     options = dict(locals())
     options["targets_dir"] = tuple(targets_dir) if targets_dir else None
+    options["loss"] = tuple(loss) if loss else None
     from edgekd._console import RichObserver, console
     from edgekd.pipeline import FitConfig
     from edgekd.pipeline import fit as run_fit

@@ -40,6 +40,7 @@ class FitConfig:
     batch_size: int = 64
     lr: float = 0.003
     weight_decay: float = 0.0001
+    loss: tuple[str, ...] = ("kd",)  # "name[:weight]" terms of a weighted sum (edgekd.distill.losses)
     temperature: float = 4.0
     alpha: float = 0.9
     teacher_epochs: int | None = None
@@ -96,7 +97,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.data import decode_once, load_data, stack
     from edgekd.devices.local import measure_latency
-    from edgekd.distill.losses import make_loss
+    from edgekd.distill.losses import parse_loss_specs
     from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
     from edgekd.export import FORMATS, Contract, export, load_artifact, sidecar_path
     from edgekd.export.parity import check_parity
@@ -111,6 +112,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
         config = FitConfig.from_yaml(resume / "config.yaml")
     target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
+    parse_loss_specs(config.loss, temperature=config.temperature, alpha=config.alpha)  # so does a bad loss
     if resume is not None:
         run = resume
     else:
@@ -169,7 +171,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             student,
             data,
             TrainConfig(config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed),
-            loss=make_loss("kd", temperature=config.temperature, alpha=config.alpha),
+            loss=parse_loss_specs(config.loss, temperature=config.temperature, alpha=config.alpha),
             teacher=teacher.model,
             checkpoint_dir=run / "checkpoints",
             observer=observer,

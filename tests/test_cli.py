@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from edgekd.cli import main
 from tests.conftest import REPO
@@ -54,6 +55,10 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "2",
         "--teacher-epochs",
         "2",
+        "--loss",  # a feature loss end to end: taps, 1x1 adapters, and their checkpoint on resume
+        "kd",
+        "--loss",
+        "fitnet:0.5",
         "--runs-dir",
         str(tmp_path / "runs"),
         "--cache-dir",
@@ -85,6 +90,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert result["student"]["predicted_by"].startswith("uncalibrated: profiles/pi5.csv has no litert")
     assert result["student"]["peak_memory_mb"] > 0
     assert len(result["history"]) == 2
+    assert yaml.safe_load((run / "config.yaml").read_text())["loss"] == ["kd", "fitnet:0.5"]
     report = (run / "report.md").read_text()
     assert "| test accuracy |" in report and "uncalibrated" in report
 

@@ -4,6 +4,8 @@ and the benchmark loop; each format is one module (`export/<name>.py`) with an `
 int8 artifacts are quantized statically and need representative images (`calibration`): draw a few
 hundred from the training data, normalised exactly like the model's input. A format that lists
 int8 receives them as `export_model(..., calibration=images)` (float32 NCHW tensor, checked here).
+A model trained quantization-aware (`edgekd.quantize.prepare_qat`) needs none: it learned its ranges
+in training, and its format receives `export_model(..., qat=True)`.
 
 Example:
     >>> # artifact = export(model, "tflite", run / "exports", contract=contract)
@@ -12,12 +14,15 @@ Example:
     >>> # int8 = export(model, "tflite", run / "exports",
     >>> #               contract=replace(contract, precision="int8"), calibration=train_images[:256])
     >>> # int8.contract.io_dtype, int8.contract.input_quant   # ('int8', (scale, zero_point))
+    >>> # qat = export(prepare_qat(model, images[:2]), "tflite", run / "exports",   # after training it
+    >>> #              contract=replace(contract, precision="int8"))
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +132,8 @@ def export(
     (`edgekd.export.parity`).
 
     `calibration` (float32, NCHW, normalised like the model's input; at least `min_calibration`
-    images) is required for int8 and refused for the other precisions."""
+    images) is required for int8 and refused for the other precisions, and for a QAT model
+    (`edgekd.quantize.QATModel`), which exports only int8 and brings its own activation ranges."""
     spec = FORMATS.get(fmt)
     if contract.precision not in spec.precisions:
         raise ExportError(
@@ -135,7 +141,10 @@ def export(
             f"{', '.join(spec.precisions)}."
         )
     options: dict[str, Any] = {}
-    if contract.precision in CALIBRATED_PRECISIONS:
+    if _is_qat_model(model):
+        _check_qat_export(model, fmt, contract, calibration)
+        options["qat"] = True
+    elif contract.precision in CALIBRATED_PRECISIONS:
         options["calibration"] = _calibration_images(calibration, contract, min_calibration)
     elif calibration is not None:
         raise ExportError(
@@ -160,6 +169,33 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
     from edgekd import __version__
 
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
+
+
+def _is_qat_model(model: Any) -> bool:
+    # Only edgekd.quantize makes QAT models: if it was never imported, `model` cannot be one, and a
+    # plain export does not pay for importing it.
+    quantize = sys.modules.get("edgekd.quantize")
+    return quantize is not None and isinstance(model, quantize.QATModel)
+
+
+def _check_qat_export(model: Any, fmt: str, contract: Contract, calibration: Any) -> None:
+    """A QAT model ships as the int8 file of the format whose quantizer it was trained with."""
+    if fmt != model.format or contract.precision != "int8":
+        raise ExportError(
+            f"{contract.arch} was trained quantization-aware for {model.format} int8, so it exports only "
+            f"as format {model.format!r} with precision 'int8' (asked: {fmt!r}, {contract.precision!r}); "
+            "export the float model for anything else."
+        )
+    if calibration is not None:
+        raise ExportError(
+            f"{contract.arch} was trained quantization-aware and learned its activation ranges in "
+            "training; drop calibration=, which only post-training int8 uses."
+        )
+    if _spatial(contract) != model.input_hwc:
+        raise ExportError(
+            f"the contract's input is (height, width, channels) {_spatial(contract)}, but the QAT model "
+            f"was prepared for {model.input_hwc}; export with the size it was prepared and trained at."
+        )
 
 
 def _calibration_images(images: Any, contract: Contract, minimum: int) -> torch.Tensor:

@@ -1,10 +1,12 @@
 """TFLite/LiteRT export through litert-torch, with NHWC input as mobile, Pi and microcontroller
-pipelines feed it. The only module that imports litert_torch and torchao.
+pipelines feed it. The only module that imports litert_torch and torchao, with one exception:
+`edgekd.quantize` (quantization-aware training) prepares its graph with this module's quantizer.
 
 fp32 converts the model as it is. int8 is PT2E static quantization (symmetric per-channel int8
 weights, per-tensor int8 activations observed on the caller's calibration images): the converter
 then writes an int8-in/int8-out flatbuffer whose every op is integer, which is what Arm Ethos-U
-(`edgekd.vela`) and other integer NPUs need.
+(`edgekd.vela`) and other integer NPUs need. A model trained quantization-aware
+(`edgekd.quantize.prepare_qat`) skips calibration: its fake-quantized graph is converted as trained.
 
 Example:
     >>> # from edgekd.export import export
@@ -36,7 +38,12 @@ CALIBRATION_BATCH = 32
 
 
 def export_model(
-    model: nn.Module, path: Path, contract: Contract, *, calibration: torch.Tensor | None = None
+    model: nn.Module,
+    path: Path,
+    contract: Contract,
+    *,
+    calibration: torch.Tensor | None = None,
+    qat: bool = False,
 ) -> Contract:
     # litert-torch draws its own progress on stdout unless told not to; the caller shows ours.
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
@@ -46,14 +53,16 @@ def export_model(
         raise ExportError(f"the tflite exporter writes NHWC input; the contract asks for {contract.layout}.")
     _, height, width, channels = contract.input_shape
     example = torch.zeros(1, height, width, channels)
-    # The wrapper's NCHW<->NHWC transposes meet the converter's own layout pass and cancel out, so
-    # the flatbuffer has no TRANSPOSE at its input (checked by tests/test_vela.py).
-    channels_last = litert_torch.to_channel_last_io(model, args=[0]).eval()
-    quant_config = None
-    if contract.precision == "int8":
-        if calibration is None:
-            raise ExportError("int8 export needs calibration images; pass calibration= to export().")
-        channels_last, quant_config = _quantize_int8(channels_last, calibration, contract.arch)
+    if qat:  # an edgekd.quantize.QATModel, whose trained graph was captured channel-last already
+        channels_last, quant_config = _convert_qat(model, contract.arch)
+    else:
+        # The wrapper's NCHW<->NHWC transposes meet the converter's own layout pass and cancel out,
+        # so the flatbuffer has no TRANSPOSE at its input (checked by tests/test_vela.py).
+        channels_last, quant_config = litert_torch.to_channel_last_io(model, args=[0]).eval(), None
+        if contract.precision == "int8":
+            if calibration is None:
+                raise ExportError("int8 export needs calibration images; pass calibration= to export().")
+            channels_last, quant_config = _quantize_int8(channels_last, calibration, contract.arch)
     try:
         edge_model = litert_torch.convert(channels_last, (example,), quant_config=quant_config)
     except Exception as e:
@@ -75,15 +84,12 @@ def _quantize_int8(model: nn.Module, calibration_nchw: torch.Tensor, arch: str):
     """PT2E post-training static quantization, the recipe litert-torch documents: capture, insert
     observers, run the calibration images, replace observers by quantize/dequantize pairs (kept
     unfolded so the converter fuses them into integer ops)."""
-    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     images = calibration_nchw.permute(0, 2, 3, 1).contiguous()  # the wrapper takes NHWC
-    quantizer = _integer_quantizer().set_global(
-        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False)
-    )
+    quantizer = int8_quantizer()
     graph, batch = _capture(model, images, arch)
     try:
         prepared = prepare_pt2e(graph, quantizer)
@@ -99,6 +105,39 @@ def _quantize_int8(model: nn.Module, calibration_nchw: torch.Tensor, arch: str):
     nn.Module.train(quantized, False)
     log.info("calibrated %s on %d images", arch, len(images))
     return quantized, QuantConfig(pt2e_quantizer=quantizer)
+
+
+def int8_quantizer(*, qat: bool = False):
+    """The quantizer of every int8 export: symmetric per-channel int8 weights, per-tensor int8
+    activations, with `_integer_quantizer`'s all-integer annotations. `qat=True` gives the same
+    annotations and int8 ranges with fake-quantize modules in place of observers, so a model trained
+    quantization-aware (`edgekd.quantize`) trains exactly the arithmetic the converter ships."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+
+    return _integer_quantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False, is_qat=qat)
+    )
+
+
+def _convert_qat(qat_model: nn.Module, arch: str):
+    """A trained `edgekd.quantize.QATModel` -> its quantized NHWC graph and the converter config.
+
+    The prepared graph is copied first, so converting leaves the caller's model trainable."""
+    import copy
+
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    try:
+        quantized = convert_pt2e(copy.deepcopy(qat_model.graph), fold_quantize=False)
+    except Exception as e:
+        raise ExportError(
+            f"converting the QAT model of {arch} to int8 failed: {type(e).__name__}: {e}"
+        ) from e
+    move_exported_model_to_eval(quantized)
+    nn.Module.train(quantized, False)  # as in _quantize_int8: the exported graph refuses train()
+    return quantized, QuantConfig(pt2e_quantizer=qat_model.quantizer)
 
 
 def _integer_quantizer():
@@ -197,19 +236,26 @@ def _decompose_for_int8(model: torch.fx.GraphModule) -> None:
         model.recompile()
 
 
-def _capture(model: nn.Module, images: torch.Tensor, arch: str) -> tuple[torch.fx.GraphModule, int]:
+def _capture(
+    model: nn.Module,
+    images: torch.Tensor,
+    arch: str,
+    *,
+    max_batch: int | None = CALIBRATION_BATCH,
+    allow_batch_one: bool = True,
+) -> tuple[torch.fx.GraphModule, int]:
     """The aten graph PT2E annotates, and the batch size it accepts.
 
     Strict (TorchDynamo) capture comes first: it records each node's `source_fn_stack`, which the
     stock litert annotators use to find `+`, `*`, `cat` and pooling (non-strict capture left
     mobilenetv2_050's residual adds in float: 25 % CPU ops under Vela; strict: 0 %). A dynamic
-    batch dimension lets calibration run in batches; one image at a time is the last resort."""
-    batch = torch.export.Dim("batch", min=1, max=max(CALIBRATION_BATCH, 2))
+    batch dimension (up to `max_batch`; None: unbounded) lets calibration run in batches; one image
+    at a time is the last resort, unless `allow_batch_one` is False (QAT trains in batches)."""
+    batch = torch.export.Dim("batch", min=1, max=None if max_batch is None else max(max_batch, 2))
     attempts = [
         (True, CALIBRATION_BATCH),
         (False, CALIBRATION_BATCH),
-        (True, 1),
-        (False, 1),
+        *([(True, 1), (False, 1)] if allow_batch_one else []),
     ]
     errors = []
     for strict, size in attempts:
