@@ -1,12 +1,22 @@
 import dataclasses
 
+import numpy as np
 import pytest
 import timm
 import torch
 from torch.utils.data import TensorDataset
 
+from edgekd.augment import Augmentation
+from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.losses import make_loss
-from edgekd.distill.trainer import CHECKPOINT, TrainConfig, accuracy, predict, train
+from edgekd.distill.trainer import (
+    CHECKPOINT,
+    TrainConfig,
+    accuracy,
+    expected_calibration_error,
+    predict,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +50,24 @@ class _InterruptAtEpoch:
         return SilentObserver().task(description, total)
 
 
-def test_resume_after_interruption_reaches_identical_weights(small, tmp_path):
-    config = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=7)
+RESUMABLE = {
+    "adamw, one-cycle": TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=7),
+    "sgd, cosine, ema, clipping, augmentation": TrainConfig(
+        epochs=3,
+        batch_size=32,
+        lr=1e-2,
+        seed=7,
+        optimizer="sgd",
+        schedule="cosine",
+        ema_decay=0.9,
+        clip_grad_norm=1.0,
+        augmentation=Augmentation(draws=2, max_shift=2),
+    ),
+}
+
+
+@pytest.mark.parametrize("config", RESUMABLE.values(), ids=RESUMABLE.keys())
+def test_resume_after_interruption_reaches_identical_weights(small, tmp_path, config):
     loss = make_loss("ce")
     reference = _model()
     full_history = train(reference, small, config, loss=loss)
@@ -85,3 +111,90 @@ def test_distillation_learns_and_tracks_teacher_agreement(digits):
     assert history[-1].val_teacher_agreement == pytest.approx(agreement)
     assert history[-1].train_loss < history[0].train_loss
     assert accuracy(*predict(student, small.val)) > 0.8  # chance is 0.1
+
+
+def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_path):
+    """torchrun with 2 ranks (gloo) at batch 16 each takes the same steps as one process at batch 32."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+    from tests.ddp_train import main as single_process
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(REPO / "tests" / "ddp_train.py"), str(tmp_path / "ddp.pt"), "16",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single_process(str(tmp_path / "one.pt"), 32)
+    ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5)
+    import json
+
+    ddp_history = json.loads((tmp_path / "ddp.pt.json").read_text())
+    one_history = json.loads((tmp_path / "one.pt.json").read_text())
+    assert ddp_history[-1]["val_accuracy"] == pytest.approx(one_history[-1]["val_accuracy"], abs=1 / 64)
+    assert ddp_history[-1]["train_loss"] == pytest.approx(one_history[-1]["train_loss"], rel=1e-3)
+
+
+def test_offline_cache_gives_the_live_teachers_targets(small, tmp_path):
+    """Distilling from the cache and from the live teacher, on the same replayed augmentation, lands on
+    the same student up to the cache's fp16 rounding of the teacher's logits."""
+    teacher = _cnn(16, seed=1)
+    train(teacher, small, TrainConfig(epochs=2, batch_size=32, lr=1e-2), loss=make_loss("ce"))
+    config = TrainConfig(epochs=2, batch_size=32, lr=3e-3, augmentation=Augmentation(draws=2))
+    live, offline = _cnn(8, seed=2), _cnn(8, seed=2)
+    live_history = train(live, small, config, loss=make_loss("kd"), teacher=teacher)
+    cache = TeacherOutputCache.open(
+        tmp_path, teacher, small.fingerprint, config.augmentation, len(small.train), 10
+    )
+    offline_history = train(
+        offline, small, config, loss=make_loss("kd"), teacher=teacher, teacher_cache=cache
+    )
+    assert cache.complete
+    for (name, a), b in zip(live.state_dict().items(), offline.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=2e-3, msg=name)
+    assert offline_history[-1].train_loss == pytest.approx(live_history[-1].train_loss, rel=1e-2)
+
+
+def test_epoch_metrics_match_an_independent_computation(small):
+    teacher = _cnn(16, seed=1)
+    train(teacher, small, TrainConfig(epochs=1, batch_size=32, lr=1e-2), loss=make_loss("ce"))
+    student = _cnn(8, seed=2)
+    history = train(
+        student, small, TrainConfig(epochs=1, batch_size=32, lr=1e-2), loss=make_loss("kd"), teacher=teacher
+    )
+    s_logits, labels = (t.double().numpy() for t in predict(student, small.val))
+    t_logits = predict(teacher, small.val)[0].double().numpy()
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    p_s, p_t = softmax(s_logits), softmax(t_logits)
+    kl = np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1))
+    assert history[-1].val_teacher_kl == pytest.approx(kl, rel=1e-4, abs=1e-6)
+    confidence, predicted = p_s.max(1), p_s.argmax(1)
+    ece = 0.0
+    for b in range(15):
+        inside = (confidence > b / 15) & (confidence <= (b + 1) / 15)
+        if inside.any():
+            ece += inside.mean() * abs(
+                (predicted[inside] == labels[inside]).mean() - confidence[inside].mean()
+            )
+    assert history[-1].val_ece == pytest.approx(ece, abs=1e-5)
+
+
+def test_ece_of_a_perfectly_calibrated_and_an_overconfident_model():
+    labels = torch.tensor([0, 0, 0, 0])
+    # confidence 0.75 on class 0 for all four, three right: calibrated, ECE 0
+    calibrated = torch.log(torch.tensor([[0.75, 0.25]] * 4))
+    assert expected_calibration_error(calibrated, torch.tensor([0, 0, 0, 1])) == pytest.approx(0, abs=1e-6)
+    # confidence 0.9, half right: |0.5 - 0.9| = 0.4
+    overconfident = torch.log(torch.tensor([[0.9, 0.1]] * 4))
+    assert expected_calibration_error(overconfident, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.4)
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.1)

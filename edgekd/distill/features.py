@@ -187,11 +187,22 @@ class DistillForward:
             self.teacher = FeatureTaps(teacher, teacher_taps, embedding=loss.needs_embedding)
         if loss.needs_features:
             loss.prepare(self.student.channels(input_size), self.teacher.channels(input_size))
+        self.loss_needs_maps_or_embedding = loss.needs_features or loss.needs_embedding
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> DistillOutputs:
+    @property
+    def needs_live_teacher(self) -> bool:
+        """Whether the teacher must run on each batch: it must for maps and embeddings; for logits
+        alone a cache can stand in (`teacher_logits=`)."""
+        return self.teacher is not None and (self.loss_needs_maps_or_embedding)
+
+    def __call__(
+        self, x: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    ) -> DistillOutputs:
         student = self.student(x)
         if self.teacher is None:
             return DistillOutputs(student.logits, labels, student_embedding=student.embedding)
+        if teacher_logits is not None and not self.needs_live_teacher:
+            return DistillOutputs(student.logits, labels, teacher_logits, student_embedding=student.embedding)
         with torch.no_grad():
             teacher = self.teacher(x)
         return DistillOutputs(

@@ -8,17 +8,32 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from edgekd._io import write_with
+from edgekd.augment import Augmentation
 from edgekd.data import DataSplits
+from edgekd.distill.cache import TeacherOutputCache
+from edgekd.distill.distributed import (
+    average,
+    average_buffers,
+    average_gradients,
+    barrier,
+    current_world,
+    shard,
+)
 from edgekd.distill.features import DistillForward
 from edgekd.distill.losses import DistillLoss
 from edgekd.progress import Observer, SilentObserver
@@ -27,17 +42,34 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("onecycle", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int
-    batch_size: int
+    batch_size: int  # per process; under torchrun each of N ranks takes this many
     lr: float
     weight_decay: float = 0.0
     seed: int = 0
+    optimizer: str = "adamw"  # "sgd": momentum 0.9, Nesterov
+    schedule: str = "onecycle"  # "cosine": linear warm-up, then cosine to zero
+    warmup_fraction: float = 0.15
+    ema_decay: float | None = None  # e.g. 0.999: evaluate and return an exponential moving average
+    clip_grad_norm: float | None = None
+    bf16: bool = False  # bfloat16 autocast on the CPU (faster where the CPU has bf16 instructions)
+    augmentation: Augmentation | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError(f"epochs, batch_size and lr must be positive: {self}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
 
 
 @dataclass(frozen=True)
@@ -45,8 +77,49 @@ class EpochMetrics:
     epoch: int
     train_loss: float
     val_accuracy: float
-    val_teacher_agreement: float | None
+    val_teacher_agreement: float | None  # top-1 agreement with the teacher
     seconds: float
+    val_teacher_kl: float | None = None  # KL(teacher ‖ student) at T = 1, mean over images
+    val_ece: float = 0.0  # expected calibration error, 15 equal-width confidence bins
+    lr: float = 0.0  # at the end of the epoch
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """Guo et al., "On Calibration of Modern Neural Networks" (2017): ECE = Σ_b |B_b|/n · |acc(B_b) −
+    conf(B_b)| over equal-width bins of the top-1 confidence."""
+    confidence, predicted = torch.softmax(logits.float(), 1).max(1)
+    correct = (predicted == labels).float()
+    edges = torch.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for low, high in itertools.pairwise(edges):
+        inside = (confidence > low) & (confidence <= high)
+        if inside.any():
+            ece += float(inside.float().mean() * (correct[inside].mean() - confidence[inside].mean()).abs())
+    return ece
+
+
+def _optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    if config.schedule == "cosine":
+        warmup = max(1, int(config.warmup_fraction * total_steps))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=config.warmup_fraction
+    )
 
 
 @torch.no_grad()
@@ -71,94 +144,155 @@ def train(
     *,
     loss: DistillLoss,
     teacher: nn.Module | None = None,
+    teacher_cache: TeacherOutputCache | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
     description: str = "train",
 ) -> list[EpochMetrics]:
     """Fit `model` to `data.train`, evaluating on `data.val` after each epoch.
 
-    With `checkpoint_dir`, the full state (model, optimiser, schedule, RNG, history) is written there
-    atomically after every epoch, and a later call with the same arguments resumes after the last
-    complete epoch, reaching the same weights as an uninterrupted run.
+    With `checkpoint_dir`, the full state (model, loss, optimiser, schedule, EMA, RNG, history) is
+    written there atomically after every epoch, and a later call with the same arguments resumes after
+    the last complete epoch, reaching the same weights as an uninterrupted run.
+
+    With `teacher_cache` (offline distillation), the teacher's logits for every augmented view are
+    computed once up front (each rank its own shard) and read from the cache; a loss that also reads
+    the teacher's feature maps still runs the teacher live. Under `torchrun` every rank trains on its
+    shard of each batch with gradients averaged over the ranks (`edgekd.distill.distributed`); rank 0
+    writes checkpoints and logs.
     """
     observer = observer or SilentObserver()
+    world = current_world()
     torch.manual_seed(config.seed)
     # Built before the optimiser: it sizes the loss's own parameters (FitNets adapters), which are
     # trained with the model and checkpointed with it.
     forward = DistillForward(model, teacher, loss, data.input_size)
-    optimizer = torch.optim.AdamW(
-        [*model.parameters(), *loss.parameters()], lr=config.lr, weight_decay=config.weight_decay
-    )
-    steps_per_epoch = -(-len(data.train) // config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
+    optimizer = _optimizer(config, [*model.parameters(), *loss.parameters()])
+    shard_length = len(shard(torch.arange(len(data.train)), world, config.batch_size))
+    steps_per_epoch = -(-shard_length // config.batch_size)
+    schedule = _schedule(config, optimizer, config.epochs * steps_per_epoch)
+    ema = (
+        torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay)
+        )
+        if config.ema_decay
+        else None
     )
     history: list[EpochMetrics] = []
     checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
+    fingerprint = {"config": asdict(config), "loss_name": loss.name, "world": world.size}
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=True)
-        if state["config"] != asdict(config):
-            log.warning("ignoring %s: it was written with another training config", checkpoint)
+        state = torch.load(checkpoint, weights_only=False)
+        if {k: state.get(k) for k in fingerprint} != fingerprint:
+            log.warning("ignoring %s: it was written with another training config or loss", checkpoint)
         else:
             model.load_state_dict(state["model"])
-            loss.load_state_dict(state.get("loss", {}))  # checkpoints from before losses had state
+            loss.load_state_dict(state["loss"])
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
-            torch.set_rng_state(state["rng"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            torch.set_rng_state(state["rng"]["torch"])
+            np.random.set_state(state["rng"]["numpy"])
+            random.setstate(state["rng"]["python"])
             history = [EpochMetrics(**m) for m in state["history"]]
             log.info("%s: resuming after epoch %d from %s", description, len(history), checkpoint)
+    augmentation = config.augmentation
     if teacher is not None:
         teacher.eval()
-        val_teacher_top1 = predict(teacher, data.val, config.batch_size)[0].argmax(1)
+        val_teacher_logits = predict(teacher, data.val, config.batch_size)[0]
+    if teacher_cache is not None:
+        if augmentation is None or teacher_cache.key.draws != augmentation.draws:
+            raise ValueError("a teacher cache needs the augmentation it was keyed with (same draws)")
+        mine = shard(torch.arange(len(data.train)), world, config.batch_size).unique().numpy()
+        teacher_cache.fill(teacher, data.train, augmentation, indices=mine, observer=observer)
+        barrier(world)
+    parameters = [*model.parameters(), *loss.parameters()]
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
         model.train()
+        draw = augmentation.draw_for_epoch(epoch) if augmentation else 0
         # The shuffle order depends only on (seed, epoch), so a resumed run sees the same batches.
-        order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        loader = DataLoader(data.train, batch_size=config.batch_size, shuffle=True, generator=order)
+        order = torch.randperm(
+            len(data.train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        )
+        mine = shard(order, world, config.batch_size)
         task = observer.task(f"{description} epoch {epoch}/{config.epochs}", total=steps_per_epoch)
         total_loss, seen = 0.0, 0
-        for x, y in loader:
-            y = torch.as_tensor(y)
-            value = loss(forward(x, y))
+        for indices in mine.split(config.batch_size):
+            samples = [data.train[int(i)] for i in indices]
+            x = torch.stack([sample[0] for sample in samples])
+            y = torch.as_tensor([sample[1] for sample in samples])
+            if augmentation is not None:
+                x = augmentation.apply(x, indices, draw)
+            cached = teacher_cache.lookup(indices, draw) if teacher_cache is not None else None
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+                value = loss(forward(x, y, cached))
             optimizer.zero_grad(set_to_none=True)
             value.backward()
+            average_gradients(parameters, world)
+            if config.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
             total_loss += float(value.detach()) * len(y)
             seen += len(y)
             task.advance(1, loss=total_loss / seen)
         task.close()
-        val_logits, val_labels = predict(model, data.val, config.batch_size)
-        agreement = None
+        average_buffers(model, world)
+        evaluated = ema.module if ema is not None else model
+        val_logits, val_labels = predict(evaluated, data.val, config.batch_size)
+        agreement = kl = None
         if teacher is not None:
-            agreement = float((val_logits.argmax(1) == val_teacher_top1).float().mean())
+            agreement = float((val_logits.argmax(1) == val_teacher_logits.argmax(1)).float().mean())
+            kl = float(
+                F.kl_div(
+                    F.log_softmax(val_logits, 1),
+                    F.log_softmax(val_teacher_logits, 1),
+                    reduction="batchmean",
+                    log_target=True,
+                )
+            )
         metrics = EpochMetrics(
             epoch,
-            total_loss / seen,
+            average(total_loss / seen, world),
             accuracy(val_logits, val_labels),
             agreement,
             time.perf_counter() - started,
+            kl,
+            expected_calibration_error(val_logits, val_labels),
+            schedule.get_last_lr()[0],
         )
         history.append(metrics)
-        log.info(
-            "%s epoch %d: loss %.4f, val accuracy %.4f",
-            description,
-            epoch,
-            metrics.train_loss,
-            metrics.val_accuracy,
-        )
-        if checkpoint is not None:
+        if world.is_main:
+            log.info(
+                "%s epoch %d: loss %.4f, val accuracy %.4f",
+                description,
+                epoch,
+                metrics.train_loss,
+                metrics.val_accuracy,
+            )
+        if checkpoint is not None and world.is_main:
             state = {
-                "config": asdict(config),
+                **fingerprint,
                 "model": model.state_dict(),
                 "loss": loss.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
-                "rng": torch.get_rng_state(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "rng": {
+                    "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(),
+                    "python": random.getstate(),
+                },
                 "history": [asdict(m) for m in history],
             }
             write_with(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+        barrier(world)
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     model.eval()
     return history
