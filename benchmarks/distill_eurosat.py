@@ -1,0 +1,279 @@
+"""Distillation on EuroSAT (real satellite images, 10 classes, 64 px): every loss and scheme on the same
+teacher/student pair, with the same recipe and epochs, plus quantization-aware distillation.
+
+The teacher (resnet18, trained here once and cached, since no pretrained teacher can be downloaded) and
+the student (mobilenetv3_small_100, under 1/10 of the teacher's MACs) stay fixed; each row changes one
+thing: the loss, whether the teacher's logits come from the live model or the teacher-output cache,
+or the scheme (born-again self-distillation, a teacher-assistant chain). Rows are written to
+benchmarks/results/distill_eurosat.json as they finish, and a re-run skips finished rows, so the
+benchmark can be stopped and continued.
+
+    python benchmarks/distill_eurosat.py                  # every row
+    python benchmarks/distill_eurosat.py --rows scratch kd-live kd-cached
+    python benchmarks/distill_eurosat.py --epochs 2 --limit 2000   # a quick smoke run (other JSON)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared" / "datasets" / "eurosat-rgb.tar.gz"
+ARCHIVE_SHA256 = "ab0be06997063ed898c9c4a3b00c0a7f6a34cb9303fe4c02a3e5e2555fe8d879"
+INPUT_SIZE = 64
+TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH = "resnet18", "mobilenetv3_small_100", "resnet10t"
+
+# Each row: loss terms for the student, and how the teacher is used.
+ROWS = {
+    "scratch": {"loss": ["ce"]},
+    "kd-live": {"loss": ["kd"]},
+    "kd-cached": {"loss": ["kd"], "cached": True},
+    "logit_mse": {"loss": ["logit_mse", "ce"], "cached": True},
+    "dkd": {"loss": ["dkd", "ce"], "cached": True},
+    "fitnet": {"loss": ["kd", "fitnet:0.5"]},
+    "at": {"loss": ["kd", "at"]},
+    "rkd": {"loss": ["kd", "rkd"]},
+    "sp": {"loss": ["kd", "sp"]},
+    "born-again": {"loss": ["kd"], "scheme": "born-again"},
+    "teacher-assistant": {"loss": ["kd"], "cached": True, "scheme": "teacher-assistant"},
+    "int8": {"scheme": "quantization"},
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or ROOT / "benchmarks" / ".cache")
+
+
+def eurosat(limit: int | None = None):
+    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once."""
+    from edgekd.data import decode_once, load_image_folder
+
+    target = cache_root() / "datasets"
+    root = target / "eurosat-rgb"
+    if not (root / "train").is_dir():
+        digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()
+        if digest != ARCHIVE_SHA256:
+            raise SystemExit(f"{ARCHIVE}: sha256 {digest} is not the published {ARCHIVE_SHA256}")
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(ARCHIVE) as archive:
+            archive.extractall(target, filter="data")
+    data = decode_once(load_image_folder(root, INPUT_SIZE), cache_root())
+    if limit:
+        from torch.utils.data import Subset
+
+        import numpy as np
+
+        # a seeded random subset: the files are sorted by class, so the first N would be one class
+        chosen = np.random.default_rng(0).permutation(len(data.train))[:limit]
+        subset = Subset(data.train, chosen.tolist())
+        fingerprint = hashlib.sha256(f"{data.fingerprint}|{limit} random train images".encode()).hexdigest()
+        data = dataclasses.replace(data, train=subset, fingerprint=fingerprint)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", nargs="*", default=list(ROWS))
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--limit", type=int, default=None, help="use only this many training images")
+    args = parser.parse_args(argv)
+    unknown = set(args.rows) - set(ROWS)
+    if unknown:
+        raise SystemExit(f"unknown rows {sorted(unknown)}; valid: {', '.join(ROWS)}")
+
+    import logging
+
+    import torch
+
+    from edgekd._io import write_json_atomic
+    from edgekd.analysis import analyze
+    from edgekd.augment import Augmentation
+    from edgekd.catalog import TeacherRecipe, build_model
+    from edgekd.distill.cache import TeacherOutputCache
+    from edgekd.distill.losses import parse_loss_specs
+    from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
+    from edgekd.teachers import train_cached_teacher
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(os.cpu_count() or 1)
+    quick = args.epochs != 12 or args.limit is not None
+    out = (
+        ROOT / "benchmarks" / "results" / ("distill_eurosat_smoke.json" if quick else "distill_eurosat.json")
+    )
+    results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
+
+    data = eurosat(args.limit)
+    recipe = TeacherRecipe(
+        TEACHER_ARCH, epochs=10, batch_size=64, lr=3e-3, weight_decay=5e-4, label_smoothing=0.1
+    )
+    teacher = train_cached_teacher(data, recipe, cache_root(), seed=0).model.eval()
+    test_logits_teacher, test_labels = predict(teacher, data.test)
+    archs = (TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH)
+    macs = {a: analyze(build_model(a, data.num_classes), INPUT_SIZE).macs for a in archs}
+    results["teacher"] = {
+        "arch": TEACHER_ARCH,
+        "test_accuracy": accuracy(test_logits_teacher, test_labels),
+        "macs": macs[TEACHER_ARCH],
+        "recipe": dataclasses.asdict(recipe),
+    }
+    results["student"] = {
+        "arch": STUDENT_ARCH,
+        "macs": macs[STUDENT_ARCH],
+        "mac_ratio": macs[STUDENT_ARCH] / macs[TEACHER_ARCH],
+    }
+    augmentation = Augmentation(draws=4, max_shift=4)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=0, augmentation=augmentation
+    )
+    results["recipe"] = dataclasses.asdict(config)
+
+    def evaluate(model) -> dict:
+        logits, labels = predict(model, data.test)
+        return {
+            "test_accuracy": accuracy(logits, labels),
+            "teacher_agreement": float((logits.argmax(1) == test_logits_teacher.argmax(1)).float().mean()),
+        }
+
+    def distil(arch: str, loss_specs: list[str], teacher_model, cached: bool, seed: int = 0):
+        torch.manual_seed(seed)
+        student = build_model(arch, data.num_classes)
+        cache = None
+        if cached and teacher_model is not None:
+            cache = TeacherOutputCache.open(
+                cache_root(), teacher_model, data.fingerprint, augmentation, len(data.train), data.num_classes
+            )
+        started = time.perf_counter()
+        fill_seconds = 0.0
+        if cache is not None and not cache.complete:
+            cache.fill(teacher_model, data.train, augmentation)
+            fill_seconds = time.perf_counter() - started
+        history = train(
+            student,
+            data,
+            dataclasses.replace(config, seed=seed),
+            loss=parse_loss_specs(loss_specs),
+            teacher=teacher_model,  # run only when the loss reads it; always used for agreement and KL
+            teacher_cache=cache,
+            description=f"{arch} {'+'.join(loss_specs)}",
+        )
+        return student, {
+            "epoch_seconds": sum(m.seconds for m in history) / len(history),
+            "cache_fill_seconds": round(fill_seconds, 1),
+            "history": [dataclasses.asdict(m) for m in history],
+        }
+
+    for name in args.rows:
+        if name in results["rows"]:
+            print(f"{name}: done earlier, skipped")
+            continue
+        row = ROWS[name]
+        started = time.perf_counter()
+        scheme = row.get("scheme")
+        if scheme == "born-again":
+            first, _ = distil(STUDENT_ARCH, ["kd"], teacher, cached=False)
+            student, info = distil(STUDENT_ARCH, ["kd"], first.eval(), cached=False, seed=1)
+            info["scheme"] = (
+                "born-again: the kd student teaches a fresh copy of itself (Furlanello et al. 2018)"
+            )
+        elif scheme == "teacher-assistant":
+            assistant, _ = distil(ASSISTANT_ARCH, ["kd"], teacher, cached=True)
+            student, info = distil(STUDENT_ARCH, ["kd"], assistant.eval(), cached=True)
+            info["scheme"] = f"{TEACHER_ARCH} -> {ASSISTANT_ARCH} -> {STUDENT_ARCH} (Mirzadeh et al. 2020)"
+            info["assistant"] = evaluate(assistant)
+        elif scheme == "quantization":
+            info = quantization_row(data, teacher, config, distil, evaluate)
+            student = None
+        else:
+            student, info = distil(STUDENT_ARCH, row["loss"], teacher, row.get("cached", False))
+        if student is not None:
+            info.update(evaluate(student))
+        info["loss"] = row.get("loss")
+        info["wall_seconds"] = round(time.perf_counter() - started, 1)
+        results["rows"][name] = info
+        write_json_atomic(out, results)
+        print(f"{name}: {json.dumps({k: v for k, v in info.items() if k != 'history'})}")
+    print_table(results)
+    return 0
+
+
+def quantization_row(data, teacher, config, distil, evaluate) -> dict:
+    """int8 TFLite of the kd student: post-training quantization alone, and quantization-aware
+    distillation from the fp32 teacher, both measured in the LiteRT interpreter on the test split."""
+    import tempfile
+
+    import torch
+
+    from edgekd.data import stack
+    from edgekd.distill.losses import make_loss
+    from edgekd.distill.trainer import accuracy, train
+    from edgekd.export import Contract, export
+    from edgekd.quantize import prepare_qat
+    from edgekd.runtimes import open_session, to_layout
+    from edgekd.runtimes import predict as run_artifact
+
+    student, _ = distil(STUDENT_ARCH, ["kd"], teacher, cached=True)
+    fp32 = evaluate(student)
+    images, labels = stack(data.test)
+    calibration = stack(data.train, limit=256)[0]
+    contract = Contract(
+        STUDENT_ARCH, "input", (1, INPUT_SIZE, INPUT_SIZE, 3), "NHWC", data.mean, data.std, data.classes
+    )
+    int8 = dataclasses.replace(contract, precision="int8")
+
+    def artifact_accuracy(artifact) -> float:
+        logits = run_artifact(open_session(artifact), to_layout(images.numpy(), "NHWC"))
+        return accuracy(torch.from_numpy(logits), labels)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        ptq = export(student, "tflite", Path(scratch) / "ptq", contract=int8, calibration=calibration)
+        ptq_accuracy = artifact_accuracy(ptq)
+        started = time.perf_counter()
+        qat = prepare_qat(student, calibration[:2], arch=STUDENT_ARCH)
+        qat_config = dataclasses.replace(config, epochs=2, lr=config.lr / 10)
+        train(qat, data, qat_config, loss=make_loss("kd"), teacher=teacher, description="qat")
+        qat_seconds = time.perf_counter() - started
+        qat_artifact = export(qat, "tflite", Path(scratch) / "qat", contract=int8)
+        qat_accuracy = artifact_accuracy(qat_artifact)
+    return {
+        "fp32_test_accuracy": fp32["test_accuracy"],
+        "ptq_int8_test_accuracy": ptq_accuracy,
+        "qat_int8_test_accuracy": qat_accuracy,
+        "qat_epochs": 2,
+        "qat_seconds": round(qat_seconds, 1),
+    }
+
+
+def print_table(results: dict) -> None:
+    teacher = results["teacher"]
+    print(
+        f"\nteacher {teacher['arch']}: {100 * teacher['test_accuracy']:.2f} % test; student "
+        f"{results['student']['arch']} at {results['student']['mac_ratio']:.3f} of its MACs"
+    )
+    print(f"{'row':20s} {'test acc %':>10s} {'agree %':>8s} {'epoch s':>8s}")
+    for name, row in results["rows"].items():
+        if "test_accuracy" not in row:
+            continue
+        print(
+            f"{name:20s} {100 * row['test_accuracy']:10.2f} {100 * row['teacher_agreement']:8.2f} "
+            f"{row['epoch_seconds']:8.1f}"
+        )
+    q = results["rows"].get("int8")
+    if q:
+        print(
+            f"int8: fp32 {100 * q['fp32_test_accuracy']:.2f} %, "
+            f"PTQ {100 * q['ptq_int8_test_accuracy']:.2f} %, QAT {100 * q['qat_int8_test_accuracy']:.2f} %"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
