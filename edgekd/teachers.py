@@ -1,5 +1,6 @@
 """Where the teacher comes from: a checkpoint edgekd wrote, a timm model (local weights or the hub),
-or, with no teacher given, one trained here from `models/teachers.yaml` and cached.
+an ONNX file run by ONNX Runtime, or, with no teacher given, one trained here from
+`models/teachers.yaml` and cached.
 
 Example:
     >>> # teacher = resolve_teacher(None, None, splits, cache_dir=default_cache_dir())
@@ -24,6 +25,7 @@ from edgekd.data import DataSplits
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
 from edgekd.errors import TeacherError
+from edgekd.onnx_teacher import load_onnx_teacher
 from edgekd.progress import Observer, SilentObserver
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,8 @@ def resolve_teacher(
 
     - nothing: train `models/teachers.yaml`'s default recipe (cached);
     - a path to an edgekd checkpoint: use it as is;
+    - a path ending in `.onnx`: run it with ONNX Runtime as is (needs `edgekd[onnx]`; logits only, so
+      losses on feature maps or embeddings need a timm teacher);
     - a timm name with `weights` whose classifier has one row per class: use it as is;
     - a timm name with other weights (or none: timm's hub weights): fine-tune on `data` (cached).
     """
@@ -148,6 +152,14 @@ def resolve_teacher(
             )
         return train_cached_teacher(data, recipe, cache_dir, seed=seed, observer=observer)
     as_path = Path(teacher)
+    if as_path.suffix.lower() == ".onnx":
+        if weights is not None:
+            raise TeacherError(
+                f"{as_path}: an ONNX teacher carries its own weights; --teacher-weights is for a timm "
+                "architecture given as --teacher."
+            )
+        model, info = load_onnx_teacher(as_path, data)
+        return Teacher(model, info, f"ONNX model {as_path} run by ONNX Runtime {model.runtime_version}")
     if as_path.suffix in (".safetensors", ".pt", ".pth") or as_path.exists():
         if not as_path.exists():
             raise TeacherError(f"{as_path}: teacher checkpoint does not exist.")
