@@ -1,15 +1,65 @@
-"""The run's human-readable report (`report.md`) and metrics table, from `result.json`'s content."""
+"""The run's reports, `report.md` and a self-contained `report.html`, and its `metrics.csv`, from
+`result.json`'s content.
+
+Both reports render one document model (sections of paragraphs, tables and figures), so they carry the
+same information and differ only in markup. A new figure is one drawing function in `edgekd.plots` and
+one line in `make_plots`.
+
+Example:
+    >>> # write_reports(run, result)  # training-curves.png, report.md, report.html
+"""
 
 from __future__ import annotations
 
+import base64
 import csv
+import html
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgekd._io import atomic_path, write_text_atomic
+from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
+from edgekd.plots import training_curves
+
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One figure of the report.
+
+    Attributes:
+        title: the caption, in both reports.
+        filename: the PNG's name in the run directory, which `report.md` links to.
+        png: the image; `report.html` inlines it so the file stands alone.
+    """
+
+    title: str
+    filename: str
+    png: bytes
+
+
+class Code(str):
+    """Text that the reports set as code, such as a file name."""
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    blocks: tuple[str | Table | Plot, ...]  # a str is a paragraph
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
+    """Write the per-epoch metrics as CSV, one row per epoch; nothing when there are no epochs."""
     if not history:
         return
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
@@ -18,61 +68,276 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
+def make_plots(result: dict[str, Any]) -> list[Plot]:
+    """Draw the report's figures; one that has no data to show is left out.
+
+    Args:
+        result: the content of `result.json`.
+
+    Returns:
+        The figures in the order the reports show them.
+    """
+    plots = []
+    curves = training_curves(result["history"])
+    if curves is not None:
+        plots.append(Plot("Training curves", "training-curves.png", curves))
+    return plots
+
+
+def write_reports(run_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
+    """Write the figures as PNG files, `report.md` and `report.html` into a run directory.
+
+    Every file is written atomically. The figures go first, so a report never links to an image that is
+    not there yet.
+
+    Args:
+        run_dir: the run directory.
+        result: the content of `result.json`.
+
+    Returns:
+        The paths written: the figures, then `report.md`, then `report.html`.
+
+    Example:
+        >>> # write_reports(Path("runs/20250101-120000-pi5"), result)
+    """
+    run_dir = Path(run_dir)
+    plots = make_plots(result)
+    written = [write_bytes_atomic(run_dir / plot.filename, plot.png) for plot in plots]
+    written.append(write_text_atomic(run_dir / REPORT_MD, render_markdown(result, plots)))
+    written.append(write_text_atomic(run_dir / REPORT_HTML, render_html(result, plots)))
+    return written
+
+
+def render_markdown(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
+    """The report as Markdown; figures are links to their PNG files beside `report.md`.
+
+    Args:
+        result: the content of `result.json`.
+        plots: the figures, as `make_plots` draws them.
+    """
+    lines: list[str] = []
+    for index, section in enumerate(_document(result, plots)):
+        lines += [f"{'#' if index == 0 else '##'} {section.heading}", ""]
+        for block in section.blocks:
+            if isinstance(block, Table):
+                lines.append(_md_row(block.header))
+                lines.append(_md_row(("---",) * len(block.header)))
+                lines += [_md_row(row) for row in block.rows]
+            elif isinstance(block, Plot):
+                lines.append(f"![{block.title}]({block.filename})")
+            else:
+                lines.append(block)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
+    """The report as one self-contained HTML file: inline CSS, figures as data URIs, no scripts.
+
+    Every piece of text from `result` is HTML-escaped.
+
+    Args:
+        result: the content of `result.json`.
+        plots: the figures, as `make_plots` draws them.
+    """
+    sections = _document(result, plots)
+    body: list[str] = []
+    for index, section in enumerate(sections):
+        tag = "h1" if index == 0 else "h2"
+        body.append(f"<{tag}>{_esc(section.heading)}</{tag}>")
+        for block in section.blocks:
+            if isinstance(block, Table):
+                body.append(_html_table(block))
+            elif isinstance(block, Plot):
+                data = base64.b64encode(block.png).decode("ascii")
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(block.title)}">'
+                    f"<figcaption>{_esc(block.title)}</figcaption></figure>"
+                )
+            else:
+                body.append(f"<p>{_esc(block)}</p>")
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_esc(sections[0].heading)}</title>\n<style>\n{_CSS}</style>\n</head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
+    """What the reports say, independent of markup."""
+    t, s, e = result["teacher"], result["student"], result["export"]
+    lat, target, data = result["host_latency"], result["target"], result["data"]
+    parity = e["parity"]
+    sections = [
+        Section(
+            f"edgekd fit: {s['arch']} for {target['name']}",
+            (
+                f"{target['description']}. Data: {data['name']} "
+                f"({data['train']}/{data['val']}/{data['test']} train/val/test images, "
+                f"{data['num_classes']} classes, {data['input_size']} px).",
+                Table(
+                    ("", "teacher", "student"),
+                    (
+                        ("model", t["arch"], s["arch"]),
+                        ("params", f"{t['params']:,}", f"{s['params']:,}"),
+                        ("MACs", _num(t["macs"], ","), f"{s['macs']:,}"),
+                        ("test accuracy", _pct(t["test_accuracy"]), _pct(s["test_accuracy"])),
+                    ),
+                ),
+                f"Teacher: {t['source']}.",
+                f"Student choice: {s['reason']}",
+                *([f"Distillation: {s['distillation']}."] if s.get("distillation") else []),
+            ),
+        ),
+        Section(
+            "Export",
+            (
+                Table(
+                    (
+                        "artifact",
+                        "format",
+                        "size",
+                        "top-1 agreement",
+                        "max abs logit diff",
+                        "artifact accuracy",
+                    ),
+                    (
+                        (
+                            Code(e["file"]),
+                            f"{e['format']}, {e['precision']}"
+                            + (" quantization-aware" if e.get("quantization_aware") else "")
+                            + f", {e['layout']}",
+                            f"{e['size_bytes'] / 1e6:.2f} MB",
+                            _pct(parity["top1_agreement"]),
+                            f"{parity['max_abs_diff']:.2e}",
+                            _pct(parity["artifact_accuracy"]),
+                        ),
+                        *_post_training_row(e),
+                    ),
+                ),
+            ),
+        ),
+        Section(
+            "Latency",
+            (
+                Table(
+                    ("where", "how", "median ms", "p90 ms"),
+                    (
+                        (
+                            target["name"],
+                            f"predicted ({target['default_precision']}): {s.get('predicted_by', 'roofline')}",
+                            f"{s['predicted_latency_ms']:.2f}",
+                            "",
+                        ),
+                        (
+                            f"this host: {lat['device']}",
+                            f"measured, {lat['runtime']} {lat['runtime_version']}, {lat['threads']} threads, "
+                            f"{lat['runs']} runs",
+                            f"{lat['median_ms']:.3f}",
+                            f"{lat['p90_ms']:.3f}",
+                        ),
+                    ),
+                ),
+                f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms.",
+            ),
+        ),
+        Section("Distillation", (_epoch_table(result["history"]),)),
+    ]
+    if plots:
+        sections.append(Section("Figures", tuple(plots)))
+    return sections
+
+
+def _post_training_row(export: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """Beside a quantization-aware artifact, the same student quantized after training, for comparison
+    (its agreement is with the float student)."""
+    ptq = export.get("post_training_int8")
+    if not ptq:
+        return ()
+    p = ptq["parity"]
+    return (
+        (
+            Code(ptq["file"]),
+            f"{export['format']}, {export['precision']} post-training (comparison), {export['layout']}",
+            "",
+            _pct(p["top1_agreement"]),
+            f"{p['max_abs_diff']:.2e}",
+            _pct(p["artifact_accuracy"]),
+        ),
+    )
+
+
+def _epoch_table(history: list[dict[str, Any]]) -> Table:
+    # .get: a history.json from before a metric existed lacks its key, and resuming such a run must work.
+    return Table(
+        (
+            "epoch",
+            "train loss",
+            "val accuracy",
+            "val agreement with teacher",
+            "val KL to teacher",
+            "val ECE",
+            "lr",
+            "seconds",
+        ),
+        tuple(
+            (
+                str(m["epoch"]),
+                f"{m['train_loss']:.4f}",
+                _pct(m["val_accuracy"]),
+                _pct(m.get("val_teacher_agreement")),
+                _num(m.get("val_teacher_kl"), ".4f"),
+                _num(m.get("val_ece"), ".4f"),
+                _num(m.get("lr"), ".2e"),
+                _num(m.get("seconds"), ".1f"),
+            )
+            for m in history
+        ),
+    )
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
-def render_markdown(result: dict[str, Any]) -> str:
-    t, s, e = result["teacher"], result["student"], result["export"]
-    lat, target = result["host_latency"], result["target"]
-    lines = [
-        f"# edgekd fit: {s['arch']} for {target['name']}",
-        "",
-        f"{target['description']}. Data: {result['data']['name']} "
-        f"({result['data']['train']}/{result['data']['val']}/{result['data']['test']} train/val/test images, "
-        f"{result['data']['num_classes']} classes, {result['data']['input_size']} px).",
-        "",
-        "| | teacher | student |",
-        "| --- | --- | --- |",
-        f"| model | {t['arch']} | {s['arch']} |",
-        f"| params | {t['params']:,} | {s['params']:,} |",
-        f"| MACs | {t['macs']:,} | {s['macs']:,} |",
-        f"| test accuracy | {_pct(t['test_accuracy'])} | {_pct(s['test_accuracy'])} |",
-        "",
-        f"Teacher: {t['source']}.",
-        f"Student choice: {s['reason']}",
-        "",
-        "## Export",
-        "",
-        "| artifact | size | top-1 agreement | max abs logit diff | artifact accuracy |",
-        "| --- | --- | --- | --- | --- |",
-        f"| `{e['file']}` ({e['format']}, {e['precision']}, {e['layout']}) | {e['size_bytes'] / 1e6:.2f} MB "
-        f"| {_pct(e['parity']['top1_agreement'])} | {e['parity']['max_abs_diff']:.2e} "
-        f"| {_pct(e['parity']['artifact_accuracy'])} |",
-        "",
-        "## Latency",
-        "",
-        "| where | how | median ms | p90 ms |",
-        "| --- | --- | --- | --- |",
-        f"| {target['name']} | predicted ({target['default_precision']}): "
-        f"{s.get('predicted_by', 'roofline')} | {s['predicted_latency_ms']:.2f} | |",
-        f"| this host: {lat['device']} | measured, {lat['runtime']} {lat['runtime_version']}, "
-        f"{lat['threads']} threads, {lat['runs']} runs | {lat['median_ms']:.3f} | {lat['p90_ms']:.3f} |",
-        "",
-        f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms.",
-        "",
-        "## Distillation",
-        "",
-        "| epoch | train loss | val accuracy | val agreement with teacher |",
-        "| --- | --- | --- | --- |",
-    ]
-    for m in result["history"]:
-        lines.append(
-            f"| {m['epoch']} | {m['train_loss']:.4f} | {_pct(m['val_accuracy'])} "
-            f"| {_pct(m['val_teacher_agreement'])} |"
-        )
-    return "\n".join(lines) + "\n"
+def _num(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
-def write_report(path: Path, result: dict[str, Any]) -> None:
-    write_text_atomic(path, render_markdown(result))
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_md_cell(cell) for cell in cells) + " |"
+
+
+def _md_cell(cell: str) -> str:
+    # A bare "|" would end the cell and a newline the row.
+    text = str(cell).replace("|", "\\|").replace("\n", " ")
+    return f"`{text}`" if isinstance(cell, Code) else text
+
+
+def _esc(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html_table(table: Table) -> str:
+    def cell(tag: str, value: str) -> str:
+        inner = f"<code>{_esc(value)}</code>" if isinstance(value, Code) else _esc(value)
+        return f"<{tag}>{inner}</{tag}>"
+
+    head = "".join(cell("th", h) for h in table.header)
+    rows = "\n".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in table.rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
+
+
+_CSS = """\
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem; margin: 2rem auto;
+       padding: 0 1rem; color: #1b1f24; line-height: 1.45; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
+table { border-collapse: collapse; margin: 0.75rem 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
+thead th { background: #f6f8fa; }
+code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 0.9em; }
+figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
+figcaption { color: #57606a; font-size: 0.9rem; }
+"""

@@ -1,0 +1,133 @@
+"""The report's figures, each rendered to PNG bytes.
+
+matplotlib is imported inside the functions that draw, so `import edgekd` and `edgekd --help` stay light.
+Each figure is a plain `matplotlib.figure.Figure` on its own Agg canvas rather than a pyplot figure: that
+needs no display, leaves the user's chosen backend alone and keeps no global figure registry alive.
+
+Example:
+    >>> # png = training_curves(result["history"])
+    >>> # Path("training-curves.png").write_bytes(png)
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_COLUMNS = 3  # panels per row; five panels stay readable at a report's width
+
+
+@dataclass(frozen=True)
+class Series:
+    """One curve: a label and one value per epoch (`None` where that epoch did not record it)."""
+
+    label: str
+    values: tuple[float | None, ...]
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One set of axes of the training-curves figure."""
+
+    title: str
+    series: tuple[Series, ...]
+
+
+# (panel title, ((history key, curve label, scale), ...)). Fractions are drawn as percentages.
+_CURVES = (
+    ("train loss", (("train_loss", "train loss", 1.0),)),
+    (
+        "val accuracy (%)",
+        (("val_accuracy", "accuracy", 100.0), ("val_teacher_agreement", "agreement with teacher", 100.0)),
+    ),
+    ("val KL to the teacher", (("val_teacher_kl", "KL(teacher, student)", 1.0),)),
+    ("val ECE", (("val_ece", "expected calibration error", 1.0),)),
+    ("learning rate", (("lr", "learning rate", 1.0),)),
+)
+
+
+def curve_panels(history: Sequence[dict[str, Any]]) -> list[Panel]:
+    """Which curves the training-curves figure shows.
+
+    A series that no epoch recorded (no teacher, hence no agreement or KL) is left out, and so is a panel
+    left with no series. Keys missing from an older `history.json` count as not recorded.
+
+    Args:
+        history: one dict per epoch, as `dataclasses.asdict(EpochMetrics)` writes it.
+
+    Returns:
+        The panels in drawing order; empty when there is nothing to draw.
+
+    Example:
+        >>> [p.title for p in curve_panels([{"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.9}])]
+        ['train loss', 'val accuracy (%)']
+    """
+    panels = []
+    for title, curves in _CURVES:
+        series = tuple(
+            Series(label, tuple(None if m.get(key) is None else scale * m[key] for m in history))
+            for key, label, scale in curves
+            if any(m.get(key) is not None for m in history)
+        )
+        if series:
+            panels.append(Panel(title, series))
+    return panels
+
+
+def training_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
+    """Draw the per-epoch training curves, one panel per quantity, epoch on the x axis.
+
+    Args:
+        history: one dict per epoch, as `dataclasses.asdict(EpochMetrics)` writes it.
+
+    Returns:
+        The figure as PNG bytes, or `None` when the history is empty.
+
+    Example:
+        >>> png = training_curves([{"epoch": 1, "train_loss": 0.5}, {"epoch": 2, "train_loss": 0.3}])
+        >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
+    panels = curve_panels(history)
+    if not history or not panels:
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [m["epoch"] for m in history]
+    columns = min(_COLUMNS, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(4.2 * columns, 3.2 * rows), dpi=100, layout="constrained")
+    for index, panel in enumerate(panels, start=1):
+        axes = figure.add_subplot(rows, columns, index)
+        for series in panel.series:
+            # NaN leaves a gap where one epoch did not record the value, instead of joining its neighbours.
+            values = [math.nan if v is None else v for v in series.values]
+            axes.plot(epochs, values, marker="o", markersize=3, label=series.label)
+        axes.set_title(panel.title)
+        axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        axes.grid(alpha=0.3)
+        if len(panel.series) > 1:
+            axes.legend()
+    return to_png(figure)
+
+
+def to_png(figure: Any) -> bytes:
+    """Render a `matplotlib.figure.Figure` to PNG bytes on an Agg canvas.
+
+    Args:
+        figure: the figure to render; it is attached to a fresh Agg canvas.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)  # binds itself to the figure; an explicit canvas needs no global backend
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

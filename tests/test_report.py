@@ -1,0 +1,238 @@
+import base64
+import copy
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from edgekd import report
+from edgekd.plots import curve_panels, training_curves
+from tests.conftest import REPO
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _epoch(epoch, loss, accuracy, agreement, kl, lr):
+    return {
+        "epoch": epoch,
+        "train_loss": loss,
+        "val_accuracy": accuracy,
+        "val_teacher_agreement": agreement,
+        "seconds": 3.25,
+        "val_teacher_kl": kl,
+        "val_ece": 0.05 / epoch,
+        "lr": lr,
+    }
+
+
+def make_result(**changes):
+    """A result.json as pipeline.fit writes it, with made-up numbers."""
+    result = {
+        "run": "runs/20250101-120000-pi5",
+        "config": {"target": "pi5", "epochs": 3},
+        "target": {
+            "name": "pi5",
+            "description": "Raspberry Pi 5, 4x Cortex-A76",
+            "default_precision": "int8",
+            "budget_ms": 20.0,
+        },
+        "data": {
+            "name": "digits",
+            "num_classes": 10,
+            "input_size": 32,
+            "train": 1257,
+            "val": 271,
+            "test": 269,
+        },
+        "teacher": {
+            "arch": "resnet18",
+            "source": "trained here for 2 epochs",
+            "cached": True,
+            "params": 11_181_642,
+            "macs": 148_000_000,
+            "test_accuracy": 0.9591,
+        },
+        "student": {
+            "arch": "mobilenetv3_small_050",
+            "params": 577_000,
+            "macs": 3_100_000,
+            "test_accuracy": 0.8736,
+            "predicted_latency_ms": 1.234,
+            "predicted_for": "pi5",
+            "predicted_by": "uncalibrated: profiles/pi5.csv has no litert rows",
+            "peak_memory_mb": 0.8,
+            "reason": "mobilenetv3_small_050 has the most MACs.",
+            "checkpoint": "student.safetensors",
+        },
+        "export": {
+            "file": "exports/student-fp32.tflite",
+            "format": "tflite",
+            "precision": "fp32",
+            "layout": "NHWC",
+            "size_bytes": 2_345_678,
+            "parity": {
+                "samples": 269,
+                "top1_agreement": 1.0,
+                "max_abs_diff": 3.1e-6,
+                "torch_accuracy": 0.8736,
+                "artifact_accuracy": 0.8736,
+            },
+        },
+        "host_latency": {
+            "device": "x86_64 test host",
+            "runtime": "litert",
+            "runtime_version": "2.0.1",
+            "threads": 1,
+            "runs": 200,
+            "median_ms": 0.4567,
+            "p90_ms": 0.5123,
+            "cold_start_ms": 12.34,
+        },
+        "history": [
+            _epoch(1, 1.9, 0.41, None, 0.9, 3e-4),  # agreement missing in one epoch only
+            _epoch(2, 1.1, 0.72, 0.75, 0.5, 3e-3),
+            _epoch(3, 0.6, 0.86, 0.88, 0.2, 1e-6),
+        ],
+    }
+    result.update(changes)
+    return result
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """One run directory with the reports written, shared because drawing is the slow part."""
+    run = tmp_path_factory.mktemp("run")
+    paths = report.write_reports(run, make_result())
+    return run, paths
+
+
+def test_writes_markdown_html_and_the_training_curves(written):
+    run, paths = written
+    assert paths == [run / "training-curves.png", run / "report.md", run / "report.html"]
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+
+
+def test_leaves_no_temporary_files(written):
+    run, paths = written
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in paths)
+
+
+def test_training_curves_png_is_a_sane_image(written):
+    run, _ = written
+    with Image.open(run / "training-curves.png") as image:
+        image.verify()
+    with Image.open(run / "training-curves.png") as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert 600 <= width <= 3000 and 300 <= height <= 2000 and width > height
+
+
+def test_html_is_self_contained_and_inlines_the_same_png(written):
+    run, _ = written
+    page = (run / "report.html").read_text()
+    (data,) = re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    png = base64.b64decode(data, validate=True)
+    assert png.startswith(PNG_SIGNATURE) and png == (run / "training-curves.png").read_bytes()
+    Image.open(io.BytesIO(png)).verify()
+    assert "<script" not in page and "<link" not in page and "http" not in page
+    assert "<style>" in page
+
+
+def test_markdown_links_the_png_beside_it(written):
+    run, _ = written
+    assert "![Training curves](training-curves.png)" in (run / "report.md").read_text()
+
+
+def test_both_reports_carry_the_results_numbers(written):
+    run, _ = written
+    md, page = (run / "report.md").read_text(), (run / "report.html").read_text()
+    for text in (
+        "edgekd fit: mobilenetv3_small_050 for pi5",
+        "87.36 %",  # student test accuracy
+        "95.91 %",  # teacher test accuracy
+        "exports/student-fp32.tflite",
+        "2.35 MB",
+        "3.10e-06",  # max abs logit diff
+        "0.457",  # host median latency
+        "1.23",  # predicted latency
+        "11,181,642",  # teacher params
+        "uncalibrated: profiles/pi5.csv has no litert rows",
+        "0.6000",  # last epoch's train loss
+        "88.00 %",  # last epoch's agreement with the teacher
+    ):
+        assert text in md, text
+        assert text in page, text
+    assert "<title>edgekd fit: mobilenetv3_small_050 for pi5</title>" in page
+    assert "| test accuracy | 95.91 % | 87.36 % |" in md
+
+
+def test_an_epoch_without_agreement_reads_not_available(written):
+    run, _ = written
+    page = (run / "report.html").read_text()
+    (first_epoch,) = re.findall(r"<tr><td>1</td>.*?</tr>", page)
+    assert "<td>41.00 %</td><td>n/a</td>" in first_epoch
+
+
+def test_text_from_the_result_is_escaped_in_html(tmp_path):
+    target = dict(make_result()["target"], description="<script>alert('pwned')</script> & co")
+    report.write_reports(tmp_path, make_result(target=target, history=[]))
+    page = (tmp_path / "report.html").read_text()
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; co" in page
+
+
+def test_an_empty_history_gives_reports_without_figures(tmp_path):
+    paths = report.write_reports(tmp_path, make_result(history=[]))
+    assert [p.name for p in paths] == ["report.md", "report.html"]
+    assert "<img" not in (tmp_path / "report.html").read_text()
+    assert "![" not in (tmp_path / "report.md").read_text()
+    assert training_curves([]) is None
+
+
+def test_a_series_no_epoch_recorded_is_left_out():
+    history = copy.deepcopy(make_result()["history"])
+    for m in history:
+        m["val_teacher_agreement"] = m["val_teacher_kl"] = None  # trained without a teacher
+    panels = {p.title: [s.label for s in p.series] for p in curve_panels(history)}
+    assert panels == {
+        "train loss": ["train loss"],
+        "val accuracy (%)": ["accuracy"],
+        "val ECE": ["expected calibration error"],
+        "learning rate": ["learning rate"],
+    }
+    assert training_curves(history).startswith(PNG_SIGNATURE)
+
+
+def test_curves_keep_a_gap_for_a_partly_missing_series_and_show_fractions_as_percent():
+    (accuracy,) = (p for p in curve_panels(make_result()["history"]) if p.title == "val accuracy (%)")
+    assert [s.values for s in accuracy.series] == [(41.0, 72.0, 86.0), (None, 75.0, 88.0)]
+
+
+def test_a_failed_write_keeps_the_old_report_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    report.write_reports(tmp_path, make_result(history=[]))
+    before = (tmp_path / "report.html").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("renderer failed")
+
+    monkeypatch.setattr(report, "render_html", broken)
+    with pytest.raises(RuntimeError):
+        report.write_reports(tmp_path, make_result())
+    assert (tmp_path / "report.html").read_text() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+
+
+def test_importing_edgekd_and_its_help_load_no_matplotlib():
+    code = (
+        "import sys, edgekd, edgekd.report, edgekd.plots\n"
+        "from edgekd.cli import main\n"
+        "rc = main(['--help'])\n"
+        "print('LOADED', [m for m in sys.modules if m.split('.')[0] == 'matplotlib'], rc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    ).stdout
+    assert "LOADED [] 0" in out
