@@ -81,6 +81,47 @@ def fit(
     ] = None,
     temperature: Annotated[float | None, typer.Option(help="KD temperature T.")] = None,
     alpha: Annotated[float | None, typer.Option(help="Weight of the KD term (1-alpha on labels).")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing of the label term.")] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(
+            help="offline (frozen teacher; default), online (co-trained with a copy of the teacher), "
+            "born-again (the student teaches a fresh copy of itself) or assistant (teacher → TA → student)."
+        ),
+    ] = None,
+    assistant: Annotated[
+        str | None, typer.Option(help="Teacher assistant architecture for --scheme assistant.")
+    ] = None,
+    teacher_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--teacher-cache/--no-teacher-cache",
+            help="Compute the frozen teacher's outputs once per augmented view (default: on).",
+        ),
+    ] = None,
+    augment_draws: Annotated[
+        int | None, typer.Option(help="Augmented views per image, cycled over epochs (0: none; default 4).")
+    ] = None,
+    augment_shift: Annotated[
+        int | None, typer.Option(help="Random translation in pixels (default: input size / 8).")
+    ] = None,
+    hflip: Annotated[
+        bool | None,
+        typer.Option("--hflip/--no-hflip", help="Random horizontal flips (if classes survive mirroring)."),
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw (default) or sgd.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="onecycle (default) or cosine.")] = None,
+    ema_decay: Annotated[
+        float | None, typer.Option(help="Keep and ship an exponential moving average of the weights.")
+    ] = None,
+    clip_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
+    bf16: Annotated[
+        bool | None, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on the CPU.")
+    ] = None,
+    qat_epochs: Annotated[
+        int | None,
+        typer.Option(help="Quantization-aware epochs for an int8 target (default 2; 0: post-training only)."),
+    ] = None,
     teacher_epochs: Annotated[
         int | None, typer.Option(help="Epochs when edgekd trains or fine-tunes the teacher.")
     ] = None,
@@ -133,7 +174,7 @@ def _print_summary(console, result) -> None:
         "host latency",
         f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
     )
-    table.add_row("report", f"{result['run']}/report.md")
+    table.add_row("report", f"{result['run']}/report.html")
     console.print(table)
 
 

@@ -287,3 +287,10 @@ def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, tor
         return images[:n], labels[:n]
     items = [dataset[i] for i in range(n)]
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.Tensor:
+    """`count` images drawn at random (seeded) from `dataset`, stacked, for int8 calibration. Random,
+    not the first `count`: an image folder is ordered by class, so a prefix would be one class."""
+    chosen = np.random.default_rng(seed).permutation(len(dataset))[: min(count, len(dataset))]
+    return torch.stack([dataset[int(i)][0] for i in np.sort(chosen)])

@@ -14,7 +14,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -22,6 +22,9 @@ from edgekd._config import from_mapping, load_yaml, to_mapping
 from edgekd._io import write_json_atomic, write_text_atomic
 from edgekd.errors import ConfigError
 from edgekd.progress import Observer, SilentObserver
+
+if TYPE_CHECKING:
+    from edgekd.distill.stage import DistillPlan
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,19 @@ class FitConfig:
     loss: tuple[str, ...] = ("kd",)  # "name[:weight]" terms of a weighted sum (edgekd.distill.losses)
     temperature: float = 4.0
     alpha: float = 0.9
+    label_smoothing: float = 0.0
+    scheme: str = "offline"  # offline, online, born-again, assistant (edgekd.distill.stage)
+    assistant: str | None = None  # the teacher assistant's architecture; default: picked from the catalog
+    teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
+    augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
+    augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
+    hflip: bool = False  # random horizontal flips: only for classes that survive mirroring (not digits)
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    ema_decay: float | None = None
+    clip_grad_norm: float | None = None
+    bf16: bool = False
+    qat_epochs: int | None = None  # int8 targets: quantization-aware epochs (default 2); others: none
     teacher_epochs: int | None = None
     seed: int = 0
     threads: int = 1
@@ -54,6 +70,8 @@ class FitConfig:
         for name in ("epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.augment_draws < 0 or (self.augment_shift or 0) < 0:
+            raise ValueError("augment_draws and augment_shift must be 0 or more")
         if self.teacher_weights is not None and self.teacher is None:
             raise ValueError("teacher_weights needs teacher (the timm architecture those weights are for)")
 
@@ -84,6 +102,115 @@ def _new_run_dir(config: FitConfig) -> Path:
     return run
 
 
+def _distill_plan(config: FitConfig, target) -> DistillPlan:
+    """The distillation plan for `target`: an int8 target trains quantization-aware by default."""
+    from edgekd.distill.stage import DistillPlan
+
+    int8 = target.default_precision == "int8"
+    if config.qat_epochs and not int8:
+        raise ConfigError(
+            f"--qat-epochs {config.qat_epochs}: quantization-aware training is for int8 targets, and "
+            f"{target.name} ships {target.default_precision}; drop --qat-epochs or pick an int8 target."
+        )
+    qat_epochs = config.qat_epochs if config.qat_epochs is not None else (2 if int8 else 0)
+    return DistillPlan(
+        scheme=config.scheme,
+        loss=tuple(config.loss),
+        temperature=config.temperature,
+        alpha=config.alpha,
+        teacher_cache=config.teacher_cache,
+        qat_epochs=qat_epochs,
+    )
+
+
+def _train_config(config: FitConfig, input_size: int):
+    from edgekd.augment import Augmentation
+    from edgekd.distill.trainer import TrainConfig
+
+    augmentation = None
+    if config.augment_draws:
+        shift = config.augment_shift if config.augment_shift is not None else max(1, input_size // 8)
+        augmentation = Augmentation(
+            draws=config.augment_draws, max_shift=shift, hflip=config.hflip, seed=config.seed
+        )
+    return TrainConfig(
+        config.epochs,
+        config.batch_size,
+        config.lr,
+        config.weight_decay,
+        config.seed,
+        optimizer=config.optimizer,
+        schedule=config.schedule,
+        ema_decay=config.ema_decay,
+        clip_grad_norm=config.clip_grad_norm,
+        bf16=config.bf16,
+        augmentation=augmentation,
+    )
+
+
+def _is_onnx(teacher: str | None) -> bool:
+    return teacher is not None and teacher.lower().endswith(".onnx")
+
+
+def _check_teacher_fits_plan(config: FitConfig, plan: DistillPlan) -> None:
+    """An ONNX teacher gives logits only and cannot be trained: refuse, before anything runs, the
+    losses and schemes that need more of it."""
+    loss = plan.losses()
+    if not _is_onnx(config.teacher):
+        return
+    if loss.needs_features or loss.needs_embedding:
+        needing = [t.name for t in loss.terms if t.needs_features or t.needs_embedding]
+        raise ConfigError(
+            f"--loss {', '.join(needing)} reads the teacher's feature maps or embeddings, but the ONNX "
+            f"teacher {config.teacher} gives logits only; use a loss on logits (kd, dkd, logit_mse, ce) "
+            "or a timm teacher."
+        )
+    if plan.scheme == "online":
+        raise ConfigError(
+            f"--scheme online trains the teacher too, but the ONNX teacher {config.teacher} is frozen; "
+            "use --scheme offline, born-again or assistant."
+        )
+
+
+def _teacher_cost(model, input_size: int) -> tuple[int, int | None]:
+    """(params, MACs) of the teacher; an ONNX teacher cannot be traced, so its MACs are unknown."""
+    from edgekd.analysis import analyze
+
+    if hasattr(model, "parameter_count"):  # edgekd.onnx_teacher.OnnxTeacher
+        return model.parameter_count, None
+    cost = analyze(model, input_size)
+    return cost.params, cost.macs
+
+
+def _assistant(config: FitConfig, plan, assessments, chosen, teacher_macs: int | None, num_classes: int):
+    """A factory for the teacher assistant, or None when the scheme needs none; without --assistant,
+    `edgekd.search.choose_assistant` picks one from the catalog."""
+    if plan.scheme != "assistant":
+        if config.assistant is not None:
+            raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
+        return None
+    from edgekd.catalog import build_model
+
+    if config.assistant is not None:
+        arch, kwargs = config.assistant, {}
+    else:
+        if teacher_macs is None:
+            raise ConfigError("an ONNX teacher has no known MACs: name the assistant with --assistant ARCH.")
+        from edgekd.search import choose_assistant
+
+        pick = choose_assistant(assessments, chosen, teacher_macs)
+        arch, kwargs = pick.candidate.arch, dict(pick.candidate.kwargs)
+        log.info("teacher assistant: %s (%s MACs)", arch, f"{pick.macs:,}")
+
+    def make_assistant():
+        import torch
+
+        torch.manual_seed(config.seed + 1)
+        return build_model(arch, num_classes, **kwargs)
+
+    return make_assistant
+
+
 def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None) -> dict[str, Any]:
     """Distil a student for `config.target` and write everything into a run directory.
 
@@ -92,16 +219,23 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     """
     import torch
 
-    from edgekd.analysis import analyze
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
-    from edgekd.data import decode_once, load_data, stack
+    from edgekd.data import decode_once, load_data, representative_images, stack
     from edgekd.devices.local import measure_latency
-    from edgekd.distill.losses import parse_loss_specs
-    from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
-    from edgekd.export import FORMATS, Contract, export, load_artifact, sidecar_path
+    from edgekd.distill.stage import distil_student, quantization_aware
+    from edgekd.distill.trainer import accuracy, predict
+    from edgekd.export import (
+        CALIBRATED_PRECISIONS,
+        FORMATS,
+        MIN_CALIBRATION_IMAGES,
+        Contract,
+        export,
+        load_artifact,
+        sidecar_path,
+    )
     from edgekd.export.parity import check_parity
-    from edgekd.report import write_metrics_csv, write_report
+    from edgekd.report import write_metrics_csv, write_reports
     from edgekd.search import assess, choose_student, write_search_csv
     from edgekd.targets import get_target
     from edgekd.teachers import default_cache_dir, resolve_teacher
@@ -112,7 +246,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
         config = FitConfig.from_yaml(resume / "config.yaml")
     target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
-    parse_loss_specs(config.loss, temperature=config.temperature, alpha=config.alpha)  # so does a bad loss
+    _check_teacher_fits_plan(config, _distill_plan(config, target))  # so do a bad loss and scheme
     if resume is not None:
         run = resume
     else:
@@ -140,6 +274,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         observer=observer,
     )
     teacher_test = accuracy(*predict(teacher.model, data.test))
+    teacher_params, teacher_macs = _teacher_cost(teacher.model, data.input_size)
 
     observer.stage("choice")
     candidates = load_students()
@@ -157,27 +292,39 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     )
     log.info("student: %s", reason)
 
+    plan = _distill_plan(config, target)
+    train_config = _train_config(config, data.input_size)
+    cache_dir = config.cache_dir or default_cache_dir()
+    checkpoints = run / "checkpoints"
+
+    def make_student():
+        torch.manual_seed(config.seed)
+        return build_model(chosen.candidate.arch, data.num_classes, **chosen.candidate.kwargs)
+
     student_path = run / "student.safetensors"
     history_path = run / "history.json"
+    quantized = None
     if student_path.exists() and history_path.exists():
         observer.stage("distill", "done in an earlier attempt")
         student, _ = load_model(student_path)
-        history = json.loads(history_path.read_text())
+        recorded = json.loads(history_path.read_text())
+        history, distillation = recorded["student"], recorded["description"]
     else:
         observer.stage("distill")
-        torch.manual_seed(config.seed)
-        student = build_model(chosen.candidate.arch, data.num_classes, **chosen.candidate.kwargs)
-        epochs = train(
-            student,
+        assistant = _assistant(config, plan, assessments, chosen, teacher_macs, data.num_classes)
+        distilled = distil_student(
+            make_student,
+            teacher.model,
             data,
-            TrainConfig(config.epochs, config.batch_size, config.lr, config.weight_decay, config.seed),
-            loss=parse_loss_specs(config.loss, temperature=config.temperature, alpha=config.alpha),
-            teacher=teacher.model,
-            checkpoint_dir=run / "checkpoints",
+            train_config,
+            plan,
+            make_assistant=assistant,
+            cache_dir=cache_dir,
+            checkpoint_dir=checkpoints,
             observer=observer,
-            description=f"distil {chosen.candidate.arch}",
         )
-        history = [asdict(m) for m in epochs]
+        student, quantized, distillation = distilled.student, distilled.quantized, distilled.description
+        history = [asdict(m) for m in distilled.history]
         info = ModelInfo(
             chosen.candidate.arch,
             data.classes,
@@ -185,13 +332,15 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             data.mean,
             data.std,
             kwargs=dict(chosen.candidate.kwargs),
-            provenance={"teacher": teacher.source},
+            provenance={"teacher": teacher.source, "distillation": distillation},
         )
         save_model(student_path, student, info)
-        write_json_atomic(history_path, history)
+        steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
+        write_json_atomic(history_path, {"student": history, "steps": steps, "description": distillation})
     write_metrics_csv(run / "metrics.csv", history)
 
     observer.stage("export")
+    precision = target.default_precision
     contract = Contract(
         arch=chosen.candidate.arch,
         input_name="input",
@@ -200,24 +349,59 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         mean=data.mean,
         std=data.std,
         labels=data.classes,
-        precision="fp32",
+        precision=precision,
     )
-    artifact_path = run / "exports" / f"student-{contract.precision}{FORMATS.get(target.format).suffix}"
+    spec = FORMATS.get(target.format)
+    artifact_path = run / "exports" / f"student-{precision}{spec.suffix}"
+    # The shipped model: the QAT graph for an int8 target trained quantization-aware, else the student.
+    if plan.qat_epochs and quantized is None:
+        quantized = quantization_aware(
+            student, teacher.model, data, train_config, plan, checkpoint_dir=checkpoints / "qat"
+        ).model
+    shipped = quantized if quantized is not None else student
+    calibration = None
+    if precision in CALIBRATED_PRECISIONS and quantized is None:
+        calibration = representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed)
     if artifact_path.exists() and sidecar_path(artifact_path).exists():
         artifact = load_artifact(artifact_path)
     else:
-        artifact = export(student, target.format, run / "exports", contract=contract, stem="student")
+        exports = run / "exports"
+        artifact = export(
+            shipped, target.format, exports, contract=contract, stem="student", calibration=calibration
+        )
 
     observer.stage("parity")
     test_images, test_labels = stack(data.test)
-    parity = check_parity(artifact, student, test_images, test_labels, threads=config.threads)
-    student_test = parity.torch_accuracy  # the PyTorch student on the whole test split
+    parity = check_parity(artifact, shipped, test_images, test_labels, threads=config.threads)
+    student_test = accuracy(*predict(student, data.test))  # the float PyTorch student
+    ptq = None
+    if quantized is not None:
+        # What quantization-aware training bought: the same student quantized after training alone.
+        ptq_path = run / "exports" / f"student-ptq-{precision}{spec.suffix}"
+        if ptq_path.exists() and sidecar_path(ptq_path).exists():
+            ptq_artifact = load_artifact(ptq_path)
+        else:
+            ptq_artifact = export(
+                student,
+                target.format,
+                run / "exports",
+                contract=contract,
+                stem="student-ptq",
+                calibration=representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed),
+            )
+        ptq = {
+            "file": str(ptq_artifact.path.relative_to(run)),
+            "parity": asdict(
+                check_parity(
+                    ptq_artifact, student, test_images, test_labels, threads=config.threads, gate=False
+                )
+            ),
+        }
 
     observer.stage("latency")
     latency = measure_latency(artifact, threads=config.threads, observer=observer)
     write_json_atomic(run / "profile.json", asdict(latency))
 
-    teacher_cost = analyze(teacher.model, data.input_size)
     result = {
         "run": str(run),
         "config": to_mapping(config),
@@ -239,8 +423,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "arch": teacher.info.arch,
             "source": teacher.source,
             "cached": teacher.cached,
-            "params": teacher_cost.params,
-            "macs": teacher_cost.macs,
+            "params": teacher_params,
+            "macs": teacher_macs,
             "test_accuracy": teacher_test,
         },
         "student": {
@@ -254,6 +438,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "peak_memory_mb": chosen.peak_memory_mb,
             "reason": reason,
             "checkpoint": student_path.name,
+            "distillation": distillation,
+            "scheme": plan.scheme,
+            "loss": list(plan.loss),
         },
         "export": {
             "file": str(artifact.path.relative_to(run)),
@@ -262,11 +449,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "layout": artifact.contract.layout,
             "size_bytes": artifact.size_bytes,
             "parity": asdict(parity),
+            "quantization_aware": quantized is not None,
+            "post_training_int8": ptq,  # beside a QAT artifact: the same student quantized after training
         },
         "host_latency": asdict(latency),
         "history": history,
     }
     write_json_atomic(run / "result.json", result)
     observer.stage("report")
-    write_report(run / "report.md", result)
+    write_reports(run, result)
     return result

@@ -11,13 +11,14 @@ Example:
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd._io import atomic_path
 from edgekd.analysis import analyze
 from edgekd.catalog import Candidate, build_model
-from edgekd.errors import NoFeasibleStudentError
+from edgekd.errors import ConfigError, NoFeasibleStudentError
 from edgekd.latency import estimate_on_npu, predict_latency_ms
 from edgekd.targets import Target
 
@@ -87,6 +88,20 @@ def choose_student(assessments: list[Assessment]) -> Assessment:
         details = "; ".join(f"{a.candidate.name}: {', '.join(a.reasons)}" for a in assessments)
         raise NoFeasibleStudentError(f"no candidate fits the target's budgets ({details}).")
     return max(feasible, key=lambda a: (a.macs, a.params))
+
+
+def choose_assistant(assessments: list[Assessment], student: Assessment, teacher_macs: int) -> Assessment:
+    """The teacher assistant for `student`: the candidate whose MACs lie closest (in log scale) to the
+    geometric mean of the student's and the teacher's. Mirzadeh et al. (AAAI 2020) find an assistant
+    of intermediate size best; it only teaches, so it need not fit the target."""
+    between = [a for a in assessments if student.macs < a.macs < teacher_macs]
+    if not between:
+        raise ConfigError(
+            f"no catalog model lies between the student ({student.macs:,} MACs) and the teacher "
+            f"({teacher_macs:,} MACs); name a teacher assistant with --assistant ARCH."
+        )
+    middle = math.sqrt(student.macs * teacher_macs)
+    return min(between, key=lambda a: abs(math.log(a.macs / middle)))
 
 
 def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessment) -> None:

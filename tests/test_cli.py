@@ -16,7 +16,7 @@ def test_import_and_help_load_no_torch():
         "import sys, edgekd, edgekd.cli\n"
         "from edgekd.cli import main\n"
         "rc = main(['--help'])\n"
-        "heavy = [m for m in ('torch', 'timm', 'litert_torch') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'timm', 'litert_torch', 'matplotlib') if m in sys.modules]\n"
         "print('HEAVY', heavy, rc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

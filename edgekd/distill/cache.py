@@ -180,12 +180,3 @@ class TeacherOutputCache:
         task.close()
         log.info("cached the teacher's outputs for %d views in %s", total, self.directory)
         return total
-
-
-def iterate_indexed(dataset: Dataset, batch_size: int, generator: torch.Generator):
-    """Shuffled batches of (images, labels, dataset indices): the indices are what the augmentation
-    and the cache are keyed on."""
-    order = torch.randperm(len(dataset), generator=generator)
-    for batch in order.split(batch_size):
-        samples = [dataset[int(i)] for i in batch]
-        yield torch.stack([s[0] for s in samples]), torch.as_tensor([s[1] for s in samples]), batch

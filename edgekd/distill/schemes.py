@@ -18,9 +18,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgekd.data import DataSplits
+from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.losses import DistillLoss, DistillOutputs, parse_loss_specs
 from edgekd.distill.trainer import EpochMetrics, TrainConfig, train
 from edgekd.progress import Observer
+
+# Offline schemes take an optional `cache_for(teacher)` that opens the teacher-output cache for one
+# teacher of the chain (or returns None to run it live): each link's teacher is frozen while it teaches.
+CacheFactory = Callable[[nn.Module], TeacherOutputCache | None]
 
 
 class MutualPair(nn.Module):
@@ -114,6 +119,7 @@ def born_again(
     *,
     generations: int = 2,
     loss_specs: Sequence[str] = ("kd",),
+    cache_for: CacheFactory | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> tuple[nn.Module, list[list[EpochMetrics]]]:
@@ -132,6 +138,7 @@ def born_again(
                 config,
                 loss=parse_loss_specs(loss_specs),
                 teacher=current_teacher,
+                teacher_cache=cache_for(current_teacher) if cache_for else None,
                 checkpoint_dir=checkpoint_dir / f"generation-{generation}" if checkpoint_dir else None,
                 observer=observer,
                 description=f"born-again generation {generation}",
@@ -147,6 +154,7 @@ def teacher_assistant_chain(
     config: TrainConfig,
     *,
     loss_specs: Sequence[str] = ("kd",),
+    cache_for: CacheFactory | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> list[list[EpochMetrics]]:
@@ -165,6 +173,7 @@ def teacher_assistant_chain(
                 config,
                 loss=loss,
                 teacher=teacher.eval(),
+                teacher_cache=cache_for(teacher) if cache_for else None,
                 checkpoint_dir=checkpoint_dir / f"step-{step}" if checkpoint_dir else None,
                 observer=observer,
                 description=f"assistant chain step {step}/{len(chain) - 1}",
