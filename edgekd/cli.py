@@ -3,6 +3,7 @@ and owns the exit codes; the logic lives in the library."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -150,6 +151,9 @@ def fit(
         raise
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone draws progress and sums up
+        run_fit(fit_config, resume=resume)
+        return
     with RichObserver() as observer:
         result = run_fit(fit_config, resume=resume, observer=observer)
     _print_summary(console, result)

@@ -215,7 +215,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     """Distil a student for `config.target` and write everything into a run directory.
 
     With `resume`, the run directory's own `config.yaml` is used and finished stages are skipped.
-    Returns the content of `result.json`.
+    Returns the content of `result.json`; under `torchrun`, ranks other than 0 return only the run
+    directory and their rank once the student is trained.
     """
     import torch
 
@@ -223,6 +224,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.data import decode_once, load_data, representative_images, stack
     from edgekd.devices.local import measure_latency
+    from edgekd.distill.distributed import barrier, current_world, share_from_main
     from edgekd.distill.stage import distil_student, quantization_aware
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.export import (
@@ -247,11 +249,15 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         config = FitConfig.from_yaml(resume / "config.yaml")
     target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
     _check_teacher_fits_plan(config, _distill_plan(config, target))  # so do a bad loss and scheme
+    # Under torchrun every rank runs fit: rank 0 owns the run directory and, after training, the
+    # stages that write files (export, parity, latency, report); the others train and return.
+    world = current_world()
     if resume is not None:
         run = resume
-    else:
+    elif world.is_main:
         run = _new_run_dir(config)
         write_text_atomic(run / "config.yaml", yaml.safe_dump(to_mapping(config), sort_keys=False))
+    run = share_from_main(run if world.is_main or resume is not None else None, world)
     log.info("run directory %s", run)
 
     observer.stage("data")
@@ -319,6 +325,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             train_config,
             plan,
             make_assistant=assistant,
+            arch=chosen.candidate.arch,
             cache_dir=cache_dir,
             checkpoint_dir=checkpoints,
             observer=observer,
@@ -334,9 +341,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             kwargs=dict(chosen.candidate.kwargs),
             provenance={"teacher": teacher.source, "distillation": distillation},
         )
-        save_model(student_path, student, info)
-        steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
-        write_json_atomic(history_path, {"student": history, "steps": steps, "description": distillation})
+        if world.is_main:
+            save_model(student_path, student, info)
+            steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
+            write_json_atomic(history_path, {"student": history, "steps": steps, "description": distillation})
+    barrier(world)
+    if not world.is_main:
+        return {"run": str(run), "rank": world.rank}
     write_metrics_csv(run / "metrics.csv", history)
 
     observer.stage("export")
@@ -356,7 +367,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     # The shipped model: the QAT graph for an int8 target trained quantization-aware, else the student.
     if plan.qat_epochs and quantized is None:
         quantized = quantization_aware(
-            student, teacher.model, data, train_config, plan, checkpoint_dir=checkpoints / "qat"
+            student,
+            teacher.model,
+            data,
+            train_config,
+            plan,
+            arch=chosen.candidate.arch,
+            checkpoint_dir=checkpoints / "qat",
         ).model
     shipped = quantized if quantized is not None else student
     calibration = None
@@ -391,6 +408,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             )
         ptq = {
             "file": str(ptq_artifact.path.relative_to(run)),
+            "size_bytes": ptq_artifact.size_bytes,
             "parity": asdict(
                 check_parity(
                     ptq_artifact, student, test_images, test_labels, threads=config.threads, gate=False

@@ -261,7 +261,7 @@ def _post_training_row(export: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
         (
             Code(ptq["file"]),
             f"{export['format']}, {export['precision']} post-training (comparison), {export['layout']}",
-            "",
+            f"{ptq['size_bytes'] / 1e6:.2f} MB",
             _pct(p["top1_agreement"]),
             f"{p['max_abs_diff']:.2e}",
             _pct(p["artifact_accuracy"]),

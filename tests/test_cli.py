@@ -75,6 +75,8 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "profile.json",
         "result.json",
         "report.md",
+        "report.html",
+        "training-curves.png",
         "exports/student-fp32.tflite",
         "exports/student-fp32.tflite.json",
     ):
@@ -93,8 +95,33 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["loss"] == ["kd", "fitnet:0.5"]
     report = (run / "report.md").read_text()
     assert "| test accuracy |" in report and "uncalibrated" in report
+    assert "data:image/png;base64," in (run / "report.html").read_text()
+    # offline by default: the teacher's outputs were computed once per augmented view, then read
+    assert result["student"]["scheme"] == "offline"
+    assert any((tmp_path / "cache" / "teacher-outputs").iterdir())
 
     resumed = subprocess.run([*EDGEKD, "fit", "--resume", str(run)], capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "done in an earlier attempt" in resumed.stderr and "reusing cached teacher" in resumed.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_fit_under_torchrun_with_two_ranks_writes_one_run(tmp_path):
+    """`torchrun -m edgekd fit`: both ranks train (gloo), rank 0 alone exports, measures and reports."""
+    import os
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "edgekd", "fit", "--target", "pi5", "--student", "mobilenetv3_small_050",
+        "--epochs", "1", "--teacher-epochs", "1", "--batch-size", "32",
+        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    result = json.loads((run / "result.json").read_text())
+    assert result["export"]["parity"]["top1_agreement"] >= 0.995 and len(result["history"]) == 1
+    assert "rank 1 of 2 joined the gloo process group" in done.stderr
+    assert done.stderr.count("host latency") == 1  # one summary, from rank 0

@@ -236,3 +236,23 @@ def test_importing_edgekd_and_its_help_load_no_matplotlib():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     ).stdout
     assert "LOADED [] 0" in out
+
+
+def test_a_quantization_aware_artifact_is_shown_beside_post_training_int8(tmp_path):
+    result = make_result(history=[])
+    parity = result["export"]["parity"]
+    result["export"].update(precision="int8", quantization_aware=True)
+    result["export"]["post_training_int8"] = {
+        "file": "exports/student-ptq-int8.tflite",
+        "size_bytes": 1_500_000,
+        "parity": {**parity, "top1_agreement": 0.9665, "artifact_accuracy": 0.6208},
+    }
+    result["student"]["distillation"] = "distilled offline, then fine-tuned int8 quantization-aware"
+    markdown = report.render_markdown(result)
+    assert "| `exports/student-fp32.tflite` | tflite, int8 quantization-aware, NHWC |" in markdown
+    assert (
+        "| `exports/student-ptq-int8.tflite` | tflite, int8 post-training (comparison), NHWC | 1.50 MB"
+        in markdown
+    )
+    assert "62.08 %" in markdown and "Distillation: distilled offline, then fine-tuned" in markdown
+    assert "int8 post-training (comparison)" in report.render_html(result)

@@ -110,6 +110,17 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def share_from_main(value, world: World):
+    """Rank 0's `value` on every rank (any picklable object, e.g. the run directory rank 0 created)."""
+    if not world.distributed:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def average(value: float, world: World) -> float:
     """The mean of a per-rank scalar over all ranks (for logging the epoch's loss)."""
     if not world.distributed:

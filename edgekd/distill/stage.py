@@ -95,14 +95,16 @@ def distil_student(
     plan: DistillPlan,
     *,
     make_assistant: Callable[[], nn.Module] | None = None,
+    arch: str | None = None,
     cache_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> DistillResult:
     """Train a student from `make_student()` by `plan.scheme`; see `DistillPlan`.
 
-    `cache_dir` holds the teacher-output caches (one per frozen teacher, keyed by its weights, the
-    data and the augmentation, so a later run or search trial with the same teacher reuses it).
+    `arch` names the student in messages. `cache_dir` holds the teacher-output caches (one per frozen
+    teacher, keyed by its weights, the data and the augmentation, so a later run or search trial with
+    the same teacher reuses it).
     """
     observer = observer or SilentObserver()
     teacher.eval()
@@ -196,6 +198,7 @@ def distil_student(
             data,
             config,
             plan,
+            arch=arch,
             cache=cache_for(teacher),
             checkpoint_dir=at("qat"),
             observer=observer,
@@ -219,6 +222,7 @@ def quantization_aware(
     config: TrainConfig,
     plan: DistillPlan,
     *,
+    arch: str | None = None,
     cache: TeacherOutputCache | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
@@ -232,7 +236,7 @@ def quantization_aware(
     from edgekd.quantize import prepare_qat
 
     example = torch.stack([data.train[i][0] for i in range(min(2, len(data.train)))])
-    qat = prepare_qat(student, example, arch=type(student).__name__)
+    qat = prepare_qat(student, example, arch=arch or type(student).__name__)
     qat_config = dataclasses.replace(config, epochs=plan.qat_epochs, lr=config.lr / 10, ema_decay=None)
     history = train(
         qat,
