@@ -10,7 +10,8 @@ benchmark can be stopped and continued.
 
     python benchmarks/distill_eurosat.py                  # every row
     python benchmarks/distill_eurosat.py --rows scratch kd-live kd-cached
-    python benchmarks/distill_eurosat.py --epochs 1 --limit 500    # a quick smoke run (other JSON)
+    python benchmarks/distill_eurosat.py --epochs 1 --limit 500    # a smoke run (its own JSON)
+    python benchmarks/distill_eurosat.py --epochs 16 --rows scratch kd-cached   # a longer recipe
 
 The recipe trains on a fixed, seeded random subset of the training split (6,000 of 18,900 images; every
 row the same subset) for 8 epochs and tests on the whole 4,050-image test split: on this machine's two
@@ -51,7 +52,9 @@ ROWS = {
     "born-again": {"loss": ["kd"], "scheme": "born-again"},
     "teacher-assistant": {"loss": ["kd"], "scheme": "teacher-assistant"},
     "int8": {"scheme": "quantization"},
+    "epoch-cost": {"scheme": "epoch-cost"},
 }
+EPOCH_COST_REPEATS = 5
 
 
 def cache_root() -> Path:
@@ -112,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)
-    quick = args.epochs != EPOCHS or args.limit != TRAIN_IMAGES
-    out = (
-        ROOT / "benchmarks" / "results" / ("distill_eurosat_smoke.json" if quick else "distill_eurosat.json")
-    )
+    # Another recipe is another table: its rows go to their own JSON, named by the recipe.
+    default = args.epochs == EPOCHS and args.limit == TRAIN_IMAGES
+    name = "distill_eurosat" if default else f"distill_eurosat-{args.epochs}ep-{args.limit}img"
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
 
     data = eurosat(args.limit)
@@ -213,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         elif scheme == "quantization":
             info = quantization_row(data, teacher, config, distil, evaluate)
             student = None
+        elif scheme == "epoch-cost":
+            info = epoch_cost(data, teacher, config, fresh)
+            student = None
         else:
             student, info = distil(STUDENT_ARCH, row["loss"], teacher, row.get("cached", False))
         if student is not None:
@@ -273,6 +279,44 @@ def quantization_row(data, teacher, config, distil, evaluate) -> dict:
     }
 
 
+def epoch_cost(data, teacher, config, fresh) -> dict:
+    """Seconds per training epoch without a teacher, with the live teacher and with the teacher-output
+    cache, interleaved (scratch, live, cached, scratch, ...) so that load from elsewhere on the machine
+    falls on all three alike; the median of the repeats, and the ratios to scratch."""
+    import statistics
+
+    from edgekd.distill.cache import TeacherOutputCache
+    from edgekd.distill.losses import parse_loss_specs
+    from edgekd.distill.trainer import train
+
+    cache = TeacherOutputCache.open(
+        cache_root(), teacher, data.fingerprint, config.augmentation, len(data.train), data.num_classes
+    )
+    cache.fill(teacher, data.train, config.augmentation)
+    modes = {"scratch": (["ce"], None), "kd-live": (["kd"], None), "kd-cached": (["kd"], cache)}
+    seconds: dict[str, list[float]] = {mode: [] for mode in modes}
+    one_epoch = dataclasses.replace(config, epochs=1)
+    for _ in range(EPOCH_COST_REPEATS):
+        for mode, (loss, teacher_cache) in modes.items():
+            history = train(
+                fresh(STUDENT_ARCH),
+                data,
+                one_epoch,
+                loss=parse_loss_specs(loss),
+                teacher=teacher,
+                teacher_cache=teacher_cache,
+                description=f"epoch cost {mode}",
+            )
+            seconds[mode].append(history[0].seconds)
+    median = {mode: statistics.median(values) for mode, values in seconds.items()}
+    return {
+        "seconds": seconds,
+        "median_seconds": median,
+        "kd_live_over_scratch": median["kd-live"] / median["scratch"],
+        "kd_cached_over_scratch": median["kd-cached"] / median["scratch"],
+    }
+
+
 def print_table(results: dict) -> None:
     teacher = results["teacher"]
     print(
@@ -286,6 +330,14 @@ def print_table(results: dict) -> None:
         print(
             f"{name:20s} {100 * row['test_accuracy']:10.2f} {100 * row['teacher_agreement']:8.2f} "
             f"{row['epoch_seconds']:8.1f}"
+        )
+    cost = results["rows"].get("epoch-cost")
+    if cost:
+        m = cost["median_seconds"]
+        print(
+            f"epoch cost (median of {EPOCH_COST_REPEATS}, interleaved): scratch {m['scratch']:.1f} s, "
+            f"kd live {m['kd-live']:.1f} s ({cost['kd_live_over_scratch']:.2f}x), kd cached "
+            f"{m['kd-cached']:.1f} s ({cost['kd_cached_over_scratch']:.2f}x)"
         )
     q = results["rows"].get("int8")
     if q:

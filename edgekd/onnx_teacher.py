@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgekd._io import file_sha256
 from edgekd.checkpoint import ModelInfo
 from edgekd.data import DataSplits
 from edgekd.errors import TeacherError
@@ -47,14 +48,6 @@ def _onnx():
     except ImportError as e:
         raise TeacherError(f"Reading an ONNX teacher needs the onnx package, not installed: {EXTRA}") from e
     return onnx
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tensors(graph) -> list:
@@ -178,8 +171,8 @@ class OnnxTeacher(nn.Module):
         )
         self._dtype = _INPUT_TYPES[spec.type]
         self.external_data, self.parameter_count = _weights(path)
-        self.sha256 = _sha256(path)
-        self.external_sha256 = {name: _sha256(path.parent / name) for name in self.external_data}
+        self.sha256 = file_sha256(path)
+        self.external_sha256 = {name: file_sha256(path.parent / name) for name in self.external_data}
         digest = hashlib.sha256(self.sha256.encode())
         for name, sha in self.external_sha256.items():
             digest.update(f"{name}:{sha}".encode())

@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from edgekd import __version__
+from edgekd._io import file_sha256
 from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe, load_weights
 from edgekd.checkpoint import ModelInfo, load_model, read_info, save_model
 from edgekd.data import DataSplits
@@ -117,14 +118,6 @@ def train_cached_teacher(
     return Teacher(model.eval(), info, f"{recipe.arch} trained by edgekd, cached at {path}")
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_teacher(
     teacher: str | None,
     weights: Path | None,
@@ -191,7 +184,7 @@ def resolve_teacher(
     )
     origin = str(weights) if weights is not None else "timm hub weights"
     log.info("teacher %s: fine-tuning %s on %d classes", teacher, origin, data.num_classes)
-    start_id = _file_digest(weights) if weights is not None else f"timm-hub:{teacher}"
+    start_id = file_sha256(weights) if weights is not None else f"timm-hub:{teacher}"
     result = train_cached_teacher(
         data, fine_tune, cache_dir, seed=seed, start=model, start_id=start_id, observer=observer
     )

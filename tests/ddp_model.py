@@ -3,7 +3,6 @@ steps (BatchNorm would see different batch statistics per rank)."""
 
 import torch
 import torch.nn as nn
-from torch.utils.data import TensorDataset
 
 
 def tiny_digits_model() -> nn.Module:
@@ -11,8 +10,3 @@ def tiny_digits_model() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, 10)
     )
-
-
-def subset(dataset: TensorDataset, n: int) -> TensorDataset:
-    images, labels = dataset.tensors
-    return TensorDataset(images[:n], labels[:n])

@@ -10,7 +10,8 @@ import torch
 from edgekd.data import load_digits_splits
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, train
-from tests.ddp_model import subset, tiny_digits_model
+from tests.ddp_model import tiny_digits_model
+from tests.helpers import subset
 
 
 def main(out: str, batch_size: int) -> None:

@@ -1,5 +1,4 @@
 import json
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +12,7 @@ from edgekd.errors import ExportError
 from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, Contract, export, load_artifact
 from edgekd.export.parity import check_parity
 from edgekd.runtimes import open_session, predict, to_layout
+from tests.helpers import one_torch_thread
 
 
 def _contract(size, precision="fp32"):
@@ -92,17 +92,6 @@ def test_unknown_format_suggests():
 # --- int8 -------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _one_torch_thread():
-    """Training a tiny net on 2 busy cores is ~30x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _digits_cnn() -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
@@ -119,7 +108,7 @@ def trained_cnn(digits):
     model = _digits_cnn()
     images, labels = stack(digits.train)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with _one_torch_thread():
+    with one_torch_thread():
         for _ in range(5):
             for idx in torch.randperm(len(images)).split(32):
                 loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])

@@ -3,7 +3,6 @@ post-training int8 on the digits test split."""
 
 import importlib
 import json
-from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -17,17 +16,7 @@ from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, Contract, export, load_artifact
 from edgekd.runtimes import open_session, predict, to_layout
-
-
-@contextmanager
-def _one_torch_thread():
-    """Training a tiny net on 2 busy cores is ~30x faster on one thread than on two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from tests.helpers import one_torch_thread
 
 
 def _digits_cnn() -> nn.Module:
@@ -92,7 +81,7 @@ def fp32_cnn(digits):
     model = _digits_cnn()
     images, labels = stack(digits.train)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with _one_torch_thread():
+    with one_torch_thread():
         for _ in range(5):
             for idx in torch.randperm(len(images)).split(32):
                 loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
@@ -109,7 +98,7 @@ def ptq_artifact(fp32_cnn, digits, tmp_path_factory):
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
     calibration = images[order[:MIN_CALIBRATION_IMAGES]]
     out = tmp_path_factory.mktemp("ptq")
-    with _one_torch_thread():
+    with one_torch_thread():
         return export(
             fp32_cnn, "tflite", out, contract=_int8_contract(digits), stem="ptq", calibration=calibration
         )
@@ -122,7 +111,7 @@ def qat_run(fp32_cnn, digits, tmp_path_factory):
 
     teacher_before = {k: v.clone() for k, v in fp32_cnn.state_dict().items()}
     images, _ = stack(digits.train, limit=2)
-    with _one_torch_thread():
+    with one_torch_thread():
         qat = prepare_qat(fp32_cnn, images, arch="digits_cnn")
         history = train(
             qat,

@@ -3,7 +3,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
 from edgekd.distill.losses import DistillOutputs, make_loss
 from edgekd.distill.schemes import (
@@ -14,14 +13,11 @@ from edgekd.distill.schemes import (
     teacher_assistant_chain,
 )
 from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
+from tests.helpers import subset
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    def subset(ds, n):
-        images, labels = ds.tensors
-        return TensorDataset(images[:n], labels[:n])
-
     return dataclasses.replace(digits, train=subset(digits.train, 640), val=subset(digits.val, 128))
 
 

@@ -2,14 +2,12 @@
 quantization-aware fine-tuning, and the plan checks fit runs before anything else."""
 
 import dataclasses
-from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils.data import TensorDataset
 
 from edgekd.augment import Augmentation
 from edgekd.distill.losses import make_loss
@@ -19,25 +17,11 @@ from edgekd.errors import ConfigError
 from edgekd.pipeline import FitConfig, _assistant, _check_teacher_fits_plan, _distill_plan
 from edgekd.search import choose_assistant
 from edgekd.targets import get_target
-
-
-@contextmanager
-def _one_torch_thread():
-    """Tiny nets on 2 busy cores train far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+from tests.helpers import one_torch_thread, subset
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    def subset(ds, n):
-        images, labels = ds.tensors
-        return TensorDataset(images[:n], labels[:n])
-
     return dataclasses.replace(digits, train=subset(digits.train, 640), val=subset(digits.val, 128))
 
 
@@ -56,7 +40,7 @@ CONFIG = TrainConfig(epochs=4, batch_size=32, lr=2e-2, augmentation=Augmentation
 @pytest.fixture(scope="module")
 def teacher(small):
     model = _cnn(24, 0)
-    with _one_torch_thread():
+    with one_torch_thread():
         train(model, small, dataclasses.replace(CONFIG, epochs=5), loss=make_loss("ce"))
     return model.eval()
 
@@ -78,7 +62,7 @@ def test_every_scheme_trains_a_student_and_caches_each_frozen_teacher(
     scheme, steps, caches, small, teacher, tmp_path
 ):
     before = [p.clone() for p in teacher.parameters()]
-    with _one_torch_thread():
+    with one_torch_thread():
         result = distil_student(
             lambda: _cnn(8, 1),
             teacher,
@@ -99,7 +83,7 @@ def test_every_scheme_trains_a_student_and_caches_each_frozen_teacher(
 
 
 def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, teacher, tmp_path):
-    with _one_torch_thread():
+    with one_torch_thread():
         result = distil_student(
             lambda: _cnn(8, 1),
             teacher,
@@ -113,7 +97,7 @@ def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, te
 
 def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
     def run(epochs):
-        with _one_torch_thread():
+        with one_torch_thread():
             return distil_student(
                 lambda: _cnn(8, 1),
                 teacher,
@@ -134,7 +118,7 @@ def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
 def test_quantization_aware_fine_tuning_returns_a_trained_qat_model(small, teacher, tmp_path):
     from edgekd.quantize import QATModel
 
-    with _one_torch_thread():
+    with one_torch_thread():
         result = distil_student(
             lambda: _cnn(8, 1), teacher, small, CONFIG, DistillPlan(qat_epochs=1), cache_dir=tmp_path
         )

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from torch.utils.data import TensorDataset
 
 from edgekd.augment import Augmentation
 from edgekd.distill.cache import TeacherOutputCache
@@ -17,14 +16,11 @@ from edgekd.distill.trainer import (
     predict,
     train,
 )
+from tests.helpers import subset
 
 
 @pytest.fixture(scope="module")
 def small(digits):
-    def subset(ds, n):
-        images, labels = ds.tensors
-        return TensorDataset(images[:n], labels[:n])
-
     return dataclasses.replace(digits, train=subset(digits.train, 192), val=subset(digits.val, 64))
 
 
