@@ -345,6 +345,18 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             save_model(student_path, student, info)
             steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
             write_json_atomic(history_path, {"student": history, "steps": steps, "description": distillation})
+    if plan.qat_epochs and quantized is None:
+        # A resumed run rebuilds the QAT graph from its finished checkpoint (every rank, since
+        # training is collective under torchrun).
+        quantized = quantization_aware(
+            student,
+            teacher.model,
+            data,
+            train_config,
+            plan,
+            arch=chosen.candidate.arch,
+            checkpoint_dir=checkpoints / "qat",
+        ).model
     barrier(world)
     if not world.is_main:
         return {"run": str(run), "rank": world.rank}
@@ -365,16 +377,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     spec = FORMATS.get(target.format)
     artifact_path = run / "exports" / f"student-{precision}{spec.suffix}"
     # The shipped model: the QAT graph for an int8 target trained quantization-aware, else the student.
-    if plan.qat_epochs and quantized is None:
-        quantized = quantization_aware(
-            student,
-            teacher.model,
-            data,
-            train_config,
-            plan,
-            arch=chosen.candidate.arch,
-            checkpoint_dir=checkpoints / "qat",
-        ).model
     shipped = quantized if quantized is not None else student
     calibration = None
     if precision in CALIBRATED_PRECISIONS and quantized is None:
