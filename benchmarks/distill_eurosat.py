@@ -55,6 +55,7 @@ ROWS = {
     "epoch-cost": {"scheme": "epoch-cost"},
 }
 EPOCH_COST_REPEATS = 5
+QAT_EPOCHS = 2
 
 
 def cache_root() -> Path:
@@ -240,10 +241,9 @@ def quantization_row(data, teacher, config, distil, evaluate) -> dict:
     import torch
 
     from edgekd.data import stack
-    from edgekd.distill.losses import make_loss
-    from edgekd.distill.trainer import accuracy, train
+    from edgekd.distill.stage import DistillPlan, quantization_aware
+    from edgekd.distill.trainer import accuracy
     from edgekd.export import Contract, export
-    from edgekd.quantize import prepare_qat
     from edgekd.runtimes import open_session, to_layout
     from edgekd.runtimes import predict as run_artifact
 
@@ -264,9 +264,10 @@ def quantization_row(data, teacher, config, distil, evaluate) -> dict:
         ptq = export(student, "tflite", Path(scratch) / "ptq", contract=int8, calibration=calibration)
         ptq_accuracy = artifact_accuracy(ptq)
         started = time.perf_counter()
-        qat = prepare_qat(student, calibration[:2], arch=STUDENT_ARCH)
-        qat_config = dataclasses.replace(config, epochs=2, lr=config.lr / 10)
-        train(qat, data, qat_config, loss=make_loss("kd"), teacher=teacher, description="qat")
+        # fit's own step: PT2E fake-quantization, then KD from the fp32 teacher at lr / 10
+        qat = quantization_aware(
+            student, teacher, data, config, DistillPlan(qat_epochs=QAT_EPOCHS), arch=STUDENT_ARCH
+        ).model
         qat_seconds = time.perf_counter() - started
         qat_artifact = export(qat, "tflite", Path(scratch) / "qat", contract=int8)
         qat_accuracy = artifact_accuracy(qat_artifact)
@@ -274,7 +275,7 @@ def quantization_row(data, teacher, config, distil, evaluate) -> dict:
         "fp32_test_accuracy": fp32["test_accuracy"],
         "ptq_int8_test_accuracy": ptq_accuracy,
         "qat_int8_test_accuracy": qat_accuracy,
-        "qat_epochs": 2,
+        "qat_epochs": QAT_EPOCHS,
         "qat_seconds": round(qat_seconds, 1),
     }
 

@@ -248,7 +248,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
         config = FitConfig.from_yaml(resume / "config.yaml")
     target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
-    _check_teacher_fits_plan(config, _distill_plan(config, target))  # so do a bad loss and scheme
+    plan = _distill_plan(config, target)
+    _check_teacher_fits_plan(config, plan)  # so do a bad loss and scheme
     # Under torchrun every rank runs fit: rank 0 owns the run directory and, after training, the
     # stages that write files (export, parity, latency, report); the others train and return.
     world = current_world()
@@ -298,7 +299,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     )
     log.info("student: %s", reason)
 
-    plan = _distill_plan(config, target)
     train_config = _train_config(config, data.input_size)
     cache_dir = config.cache_dir or default_cache_dir()
     checkpoints = run / "checkpoints"
@@ -392,7 +392,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     observer.stage("parity")
     test_images, test_labels = stack(data.test)
     parity = check_parity(artifact, shipped, test_images, test_labels, threads=config.threads)
-    student_test = accuracy(*predict(student, data.test))  # the float PyTorch student
     ptq = None
     if quantized is not None:
         # What quantization-aware training bought: the same student quantized after training alone.
@@ -408,15 +407,16 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
                 stem="student-ptq",
                 calibration=representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed),
             )
+        ptq_parity = check_parity(
+            ptq_artifact, student, test_images, test_labels, threads=config.threads, gate=False
+        )
         ptq = {
             "file": str(ptq_artifact.path.relative_to(run)),
             "size_bytes": ptq_artifact.size_bytes,
-            "parity": asdict(
-                check_parity(
-                    ptq_artifact, student, test_images, test_labels, threads=config.threads, gate=False
-                )
-            ),
+            "parity": asdict(ptq_parity),
         }
+    # The float PyTorch student on the whole test split, from whichever parity run had it as reference.
+    student_test = (parity if quantized is None else ptq_parity).torch_accuracy
 
     observer.stage("latency")
     latency = measure_latency(artifact, threads=config.threads, observer=observer)

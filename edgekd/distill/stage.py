@@ -109,20 +109,15 @@ def distil_student(
     observer = observer or SilentObserver()
     teacher.eval()
 
+    # The cache is keyed on the augmentation the trainer replays; with none, the identity view.
+    config = config if config.augmentation else dataclasses.replace(config, augmentation=IDENTITY_VIEW)
+
     def cache_for(frozen: nn.Module) -> TeacherOutputCache | None:
         if not plan.teacher_cache or cache_dir is None:
             return None
         return TeacherOutputCache.open(
-            cache_dir,
-            frozen,
-            data.fingerprint,
-            config.augmentation or IDENTITY_VIEW,
-            len(data.train),
-            data.num_classes,
+            cache_dir, frozen, data.fingerprint, config.augmentation, len(data.train), data.num_classes
         )
-
-    # The cache is keyed on the augmentation the trainer replays; with none, the identity view.
-    config = config if config.augmentation else dataclasses.replace(config, augmentation=IDENTITY_VIEW)
 
     def at(name: str) -> Path | None:
         return checkpoint_dir / name if checkpoint_dir else None
@@ -192,7 +187,7 @@ def distil_student(
 
     quantized = None
     if plan.qat_epochs:
-        quantized = quantization_aware(
+        qat = quantization_aware(
             student,
             teacher,
             data,
@@ -203,8 +198,7 @@ def distil_student(
             checkpoint_dir=at("qat"),
             observer=observer,
         )
-        steps["qat"] = quantized.history
-        quantized = quantized.model
+        steps["qat"], quantized = qat.history, qat.model
         description += f", then fine-tuned int8 quantization-aware for {plan.qat_epochs} epochs"
     return DistillResult(student, history, steps, description, quantized)
 
