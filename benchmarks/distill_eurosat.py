@@ -55,6 +55,9 @@ ROWS = {
     "epoch-cost": {"scheme": "epoch-cost"},
 }
 EPOCH_COST_REPEATS = 5
+TEACHER_RECIPE_FIELDS = dict(
+    epochs=20, batch_size=64, lr=3e-3, weight_decay=5e-4, label_smoothing=0.1, augment_draws=8, hflip=True
+)
 QAT_EPOCHS = 2
 
 
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.analysis import analyze
     from edgekd.augment import Augmentation
     from edgekd.catalog import TeacherRecipe, build_model
+
+    recipe = TeacherRecipe(TEACHER_ARCH, **TEACHER_RECIPE_FIELDS)
     from edgekd.distill.cache import TeacherOutputCache
     from edgekd.distill.losses import parse_loss_specs
     from edgekd.distill.schemes import born_again, mutual_learning, teacher_assistant_chain
@@ -123,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
 
     data = eurosat(args.limit)
-    recipe = TeacherRecipe(
-        TEACHER_ARCH, epochs=10, batch_size=64, lr=3e-3, weight_decay=5e-4, label_smoothing=0.1
-    )
     teacher = train_cached_teacher(data, recipe, cache_root(), seed=0).model.eval()
     test_logits_teacher, test_labels = predict(teacher, data.test)
     archs = (TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH)

@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,28 @@ class TeacherRecipe:
     lr: float
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
+    # Replayed shift/flip views (edgekd.augment); 0 draws trains on the plain images. A teacher that
+    # only saw plain images is sure of them and unsure of the shifted views a student is distilled on.
+    augment_draws: int = 0
+    augment_shift: int = 4
+    hflip: bool = False
+
+    @property
+    def augmentation(self):
+        from edgekd.augment import Augmentation
+
+        if not self.augment_draws:
+            return None
+        return Augmentation(draws=self.augment_draws, max_shift=self.augment_shift, hflip=self.hflip)
+
+    def key_fields(self) -> dict[str, Any]:
+        """The fields that change the trained weights: augmentation settings only when it is on, so
+        that adding them did not change the cache key of a teacher trained without."""
+        fields = asdict(self)
+        if not self.augment_draws:
+            for name in ("augment_draws", "augment_shift", "hflip"):
+                del fields[name]
+        return fields
 
 
 @dataclass(frozen=True)

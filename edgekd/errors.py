@@ -36,3 +36,7 @@ class DependencyError(EdgeKDError, ImportError):
 
 class NoFeasibleStudentError(EdgeKDError):
     """Every candidate breaks one of the target's constraints."""
+
+
+class RuntimeUnavailableError(EdgeKDError):
+    """The runtime that executes an artifact cannot exist on this machine (Core ML off macOS)."""

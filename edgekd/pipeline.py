@@ -228,12 +228,11 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.distill.stage import distil_student, quantization_aware
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.export import (
-        CALIBRATED_PRECISIONS,
         FORMATS,
         MIN_CALIBRATION_IMAGES,
-        Contract,
         export,
         load_artifact,
+        make_contract,
         sidecar_path,
     )
     from edgekd.export.parity import check_parity
@@ -364,22 +363,15 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
 
     observer.stage("export")
     precision = target.default_precision
-    contract = Contract(
-        arch=chosen.candidate.arch,
-        input_name="input",
-        input_shape=(1, data.input_size, data.input_size, 3),
-        layout="NHWC",
-        mean=data.mean,
-        std=data.std,
-        labels=data.classes,
-        precision=precision,
+    contract = make_contract(
+        chosen.candidate.arch, target.format, data.input_size, data.mean, data.std, data.classes, precision
     )
     spec = FORMATS.get(target.format)
     artifact_path = run / "exports" / f"student-{precision}{spec.suffix}"
     # The shipped model: the QAT graph for an int8 target trained quantization-aware, else the student.
     shipped = quantized if quantized is not None else student
     calibration = None
-    if precision in CALIBRATED_PRECISIONS and quantized is None:
+    if precision in spec.calibrated and quantized is None:
         calibration = representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed)
     if artifact_path.exists() and sidecar_path(artifact_path).exists():
         artifact = load_artifact(artifact_path)

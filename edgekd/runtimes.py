@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edgekd._registry import Registry
-from edgekd.errors import ExportError
+from edgekd.errors import ExportError, RuntimeUnavailableError
 
 if TYPE_CHECKING:
     from edgekd.export import Artifact
@@ -71,6 +71,126 @@ class LiteRTSession:
         return value.copy()
 
 
+@RUNTIMES.register("openvino")
+class OpenVINOSession:
+    """OpenVINO's CPU plugin with a model compiled once. `INFERENCE_PRECISION_HINT` f32 makes the
+    plugin compute in fp32 on every CPU (it would pick bf16 on CPUs with AMX), so what is measured
+    is the IR's own precision: FP16 IR weights are decompressed to fp32, INT8 IR runs integer kernels."""
+
+    runtime = "openvino"
+
+    def __init__(self, path: str, threads: int) -> None:
+        import openvino as ov
+
+        self.threads = threads
+        self.version = ov.get_version()
+        core = ov.Core()
+        compiled = core.compile_model(
+            str(path),
+            "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1},
+        )
+        self._request = compiled.create_infer_request()
+        self._tensor = ov.Tensor
+
+    def set_input(self, sample: np.ndarray) -> None:
+        self._request.set_input_tensor(self._tensor(np.ascontiguousarray(sample, dtype=np.float32)))
+
+    def invoke(self) -> None:
+        self._request.infer()
+
+    def output(self) -> np.ndarray:
+        return self._request.get_output_tensor(0).data.copy()
+
+
+@RUNTIMES.register("onnxruntime")
+class OnnxRuntimeSession:
+    """ONNX Runtime's CPU execution provider, one session with `threads` intra-op threads and all
+    graph optimisations on (the default a deployed ORT app gets)."""
+
+    runtime = "onnxruntime"
+
+    def __init__(self, path: str, threads: int) -> None:
+        import onnxruntime as ort
+
+        self.threads = threads
+        self.version = ort.__version__
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input_name = self._session.get_inputs()[0].name
+        self._feed: dict[str, np.ndarray] = {}
+        self._result: np.ndarray | None = None
+
+    def set_input(self, sample: np.ndarray) -> None:
+        self._feed = {self._input_name: np.ascontiguousarray(sample, dtype=np.float32)}
+
+    def invoke(self) -> None:
+        self._result = self._session.run(None, self._feed)[0]
+
+    def output(self) -> np.ndarray:
+        if self._result is None:
+            raise ExportError("output() was called before invoke().")
+        return self._result
+
+
+@RUNTIMES.register("coreml")
+class CoreMLSession:
+    """Core ML's own runtime, which exists only on macOS: coremltools loads the .mlpackage and
+    predicts with the requested compute units. On Linux this raises RuntimeUnavailableError, and
+    callers validate the package's spec instead (edgekd.export.coreml.validate_package)."""
+
+    runtime = "coreml"
+
+    def __init__(self, path: str, threads: int, compute_units: str = "ALL") -> None:
+        import platform
+
+        if platform.system() != "Darwin":
+            raise RuntimeUnavailableError(
+                f"{path}: Core ML models run only on macOS (this is {platform.system()}); validate the "
+                "package's spec here, or profile it on a Mac (edgekd profile --device ssh://mac)."
+            )
+        import coremltools as ct
+
+        self.threads = threads
+        self.version = ct.__version__
+        self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+        spec = self._model.get_spec()
+        first = spec.description.input[0]
+        self._input_name, self._image_input = first.name, first.type.WhichOneof("Type") == "imageType"
+        self._output_name = spec.description.output[0].name
+        self._feed: dict = {}
+        self._result: np.ndarray | None = None
+
+    def set_input(self, sample: np.ndarray) -> None:
+        """`sample`: (1, 3, H, W); for an image input, RGB pixels in [0, 255] (see `prepare_input`)."""
+        if self._image_input:
+            from PIL import Image
+
+            pixels = np.clip(np.round(sample[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            self._feed = {self._input_name: Image.fromarray(pixels, "RGB")}
+        else:
+            self._feed = {self._input_name: sample.astype(np.float32)}
+
+    def invoke(self) -> None:
+        self._result = np.asarray(self._model.predict(self._feed)[self._output_name])
+
+    def output(self) -> np.ndarray:
+        if self._result is None:
+            raise ExportError("output() was called before invoke().")
+        return self._result
+
+
+def can_run_here(fmt: str) -> bool:
+    """Whether this machine has the runtime that executes `fmt` (Core ML needs macOS)."""
+    import platform
+
+    from edgekd.export import FORMATS
+
+    return FORMATS.get(fmt).runtime != "coreml" or platform.system() == "Darwin"
+
+
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """Affine quantization as TFLite defines it: clip(round(x / scale) + zero_point)."""
     if scale == 0:
@@ -103,6 +223,16 @@ def predict(session: Session, samples: np.ndarray) -> np.ndarray:
         session.invoke()
         outputs.append(session.output()[0])
     return np.stack(outputs)
+
+
+def prepare_input(images_nchw: np.ndarray, contract) -> np.ndarray:
+    """Normalised NCHW images as the artifact takes them: its layout, and for an image input
+    (`contract.input_kind == "image"`) de-normalised back to RGB pixels in [0, 255]."""
+    if contract.input_kind == "image":
+        mean = np.asarray(contract.mean, np.float32)[None, :, None, None]
+        std = np.asarray(contract.std, np.float32)[None, :, None, None]
+        images_nchw = (images_nchw * std + mean) * np.float32(255)
+    return to_layout(images_nchw, contract.layout)
 
 
 def to_layout(images_nchw: np.ndarray, layout: str) -> np.ndarray:

@@ -54,7 +54,7 @@ def teacher_cache_key(data: DataSplits, recipe: TeacherRecipe, seed: int, start_
     payload = json.dumps(
         {
             "data": data.fingerprint,
-            "recipe": asdict(recipe),
+            "recipe": recipe.key_fields(),
             "seed": seed,
             "start": start_id,
             "torch": torch.__version__,
@@ -71,7 +71,14 @@ def _info(arch: str, data: DataSplits, **provenance) -> ModelInfo:
 def _fit_teacher(
     model: nn.Module, data: DataSplits, recipe: TeacherRecipe, seed: int, work_dir: Path, observer: Observer
 ) -> None:
-    config = TrainConfig(recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, seed)
+    config = TrainConfig(
+        recipe.epochs,
+        recipe.batch_size,
+        recipe.lr,
+        recipe.weight_decay,
+        seed,
+        augmentation=recipe.augmentation,
+    )
     train(
         model,
         data,

@@ -39,27 +39,53 @@ if TYPE_CHECKING:
 # Static int8 quantization needs this many representative images by default; fewer give activation
 # ranges that miss the tails of the real input distribution. `export(min_calibration=...)` lowers it.
 MIN_CALIBRATION_IMAGES = 200
-# Precisions whose converter observes activation ranges on calibration images.
-CALIBRATED_PRECISIONS = ("int8",)
 
 
 @dataclass(frozen=True)
 class FormatSpec:
     name: str
-    suffix: str
+    suffix: str  # of the file (or bundle directory) a consumer opens
     precisions: tuple[str, ...]
-    runtime: str  # key in edgekd.runtimes.RUNTIMES that runs it here
+    runtime: str  # key in edgekd.runtimes.RUNTIMES that runs it
     extra: str  # the pip extra that installs its converter
     description: str
+    layout: str = "NCHW"  # of the artifact's input tensor
+    # Precisions whose converter observes activation ranges on calibration images (static int8);
+    # Core ML's int8 quantizes weights only, so it needs none.
+    calibrated: tuple[str, ...] = ("int8",)
 
 
 FORMATS: Registry[FormatSpec] = Registry("export format")
-FORMATS.add(
-    "tflite",
+for _spec in (
     FormatSpec(
-        "tflite", ".tflite", ("fp32", "int8"), "litert", "core", "TFLite/LiteRT flatbuffer via litert-torch"
+        "tflite",
+        ".tflite",
+        ("fp32", "fp16", "int8"),
+        "litert",
+        "core",
+        "TFLite/LiteRT flatbuffer via litert-torch",
+        layout="NHWC",
     ),
-)
+    FormatSpec(
+        "coreml",
+        ".mlpackage",
+        ("fp32", "fp16", "int8"),
+        "coreml",
+        "coreml",
+        "Core ML mlprogram via coremltools (int8: weights only)",
+        calibrated=(),
+    ),
+    FormatSpec(
+        "openvino",
+        ".xml",
+        ("fp32", "fp16", "int8"),
+        "openvino",
+        "openvino",
+        "OpenVINO IR (.xml + .bin); int8 via NNCF post-training quantization",
+    ),
+    FormatSpec("onnx", ".onnx", ("fp32",), "onnxruntime", "onnx", "ONNX via the torch.onnx dynamo exporter"),
+):
+    FORMATS.add(_spec.name, _spec)
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,24 @@ class Contract:
     io_dtype: str = "float32"
     input_quant: tuple[float, int] | None = None
     output_quant: tuple[float, int] | None = None
+    # "tensor": float input normalised with mean/std. "image": RGB pixels in [0, 255], the
+    # normalisation baked into the artifact (Core ML's image input).
+    input_kind: str = "tensor"
+
+
+def make_contract(
+    arch: str,
+    fmt: str,
+    input_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    labels: tuple[str, ...],
+    precision: str = "fp32",
+) -> Contract:
+    """The contract to export `arch` as `fmt`: the format's input layout at `input_size`, 3 channels."""
+    layout = FORMATS.get(fmt).layout
+    shape = (1, input_size, input_size, 3) if layout == "NHWC" else (1, 3, input_size, input_size)
+    return Contract(arch, "input", shape, layout, tuple(mean), tuple(std), tuple(labels), precision)
 
 
 @dataclass(frozen=True)
@@ -140,16 +184,22 @@ def export(
             f"format {fmt!r} does not support precision {contract.precision!r} yet; supported: "
             f"{', '.join(spec.precisions)}."
         )
+    if contract.layout != spec.layout:
+        raise ExportError(
+            f"format {fmt!r} takes {spec.layout} input, but the contract says {contract.layout}; "
+            "build it with edgekd.export.make_contract."
+        )
     options: dict[str, Any] = {}
     if _is_qat_model(model):
         _check_qat_export(model, fmt, contract, calibration)
         options["qat"] = True
-    elif contract.precision in CALIBRATED_PRECISIONS:
+    elif contract.precision in spec.calibrated:
         options["calibration"] = _calibration_images(calibration, contract, min_calibration)
     elif calibration is not None:
         raise ExportError(
             f"calibration images were given but precision {contract.precision!r} does not use them; "
-            f"pass calibration only with precision {' or '.join(map(repr, CALIBRATED_PRECISIONS))}."
+            f"pass calibration only with precision {' or '.join(map(repr, spec.calibrated)) or '(none)'} "
+            f"for format {fmt!r}."
         )
     try:
         module = importlib.import_module(f"edgekd.export.{fmt}")

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from edgekd.errors import ExportError
 from edgekd.export import Artifact
-from edgekd.runtimes import open_session, predict, to_layout
+from edgekd.runtimes import open_session, predict, prepare_input
 
 # Minimum top-1 agreement per precision before an artifact is accepted.
 MIN_AGREEMENT = {"fp32": 0.995, "fp16": 0.995, "int8": 0.97}
@@ -63,7 +63,7 @@ def check_parity(
     with torch.no_grad():
         reference = model.eval()(images).numpy()
     session = open_session(artifact, threads)
-    candidate = predict(session, to_layout(images.numpy(), artifact.contract.layout))
+    candidate = predict(session, prepare_input(images.numpy(), artifact.contract))
     report = compare(reference, candidate, labels.numpy())
     threshold = MIN_AGREEMENT[artifact.contract.precision]
     if gate and report.top1_agreement < threshold:
