@@ -8,7 +8,8 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def shipped_dir(name: str) -> Path:
-    """`targets` or `models`: the wheel copies them to `edgekd/_data/`; an editable install reads the repo."""
+    """`targets`, `models`, `profiles` or `config`: the wheel copies them to `edgekd/_data/`; an
+    editable install reads the repo."""
     for candidate in (_PACKAGE / "_data" / name, _PACKAGE.parent / name):
         if candidate.is_dir():
             return candidate

@@ -169,17 +169,122 @@ def _print_summary(console, result) -> None:
         "student", f"{s['arch']}: test accuracy {100 * s['test_accuracy']:.2f} %, {s['params']:,} params"
     )
     table.add_row("predicted latency", f"{s['predicted_latency_ms']:.2f} ms on {s['predicted_for']}")
-    table.add_row(
-        "export",
-        f"{e['file']}: {e['size_bytes'] / 1e6:.2f} MB, top-1 agreement "
-        f"{100 * e['parity']['top1_agreement']:.2f} %, max |Δlogit| {e['parity']['max_abs_diff']:.1e}",
+    parity = e["parity"]
+    checked = (
+        f"top-1 agreement {100 * parity['top1_agreement']:.2f} %, max |Δlogit| {parity['max_abs_diff']:.1e}"
+        if parity
+        else e["parity_note"]
     )
-    table.add_row(
-        "host latency",
-        f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
-    )
+    table.add_row("export", f"{e['file']}: {e['size_bytes'] / 1e6:.2f} MB, {checked}")
+    if lat:
+        table.add_row(
+            "host latency",
+            f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+        )
     table.add_row("report", f"{result['run']}/report.html")
     console.print(table)
+
+
+@app.command("export")
+def export_command(
+    source: Annotated[
+        Path, typer.Argument(help="A `fit` run directory or an edgekd .safetensors checkpoint.")
+    ],
+    format_names: Annotated[
+        str | None, typer.Option("--format", help="Comma-separated formats (tflite,coreml,openvino,onnx).")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated precisions (fp32,fp16,int8); default: all a format has."),
+    ] = None,
+    all_formats: Annotated[
+        bool, typer.Option("--all", help="Every format at every precision it supports.")
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="ImageFolder for parity and calibration (default: the run's data).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/exports).")] = None,
+    parity_images: Annotated[int, typer.Option(help="Validation images for the parity check.")] = 256,
+    calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8.")] = 256,
+    parity_config: Annotated[
+        Path | None, typer.Option(help="YAML of parity gates per precision (default: config/parity.yaml).")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Threads for parity and host latency.")] = 1,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time each artifact here.")] = True,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Decoded-image cache (default: user cache dir).")
+    ] = None,
+) -> None:
+    """Export a student to deployable formats, check each against PyTorch, and print the table."""
+    from edgekd._console import RichObserver, console
+    from edgekd._io import write_json_atomic
+    from edgekd.export import FORMATS
+    from edgekd.export.parity import load_gates
+    from edgekd.export.source import export_inputs, load_export_source
+    from edgekd.export.suite import export_matrix, requested_pairs, rows_as_dicts
+
+    if all_formats and format_names:
+        raise typer.BadParameter("--all exports every format; drop --format, or drop --all.")
+    formats = (
+        FORMATS.names() if all_formats or not format_names else [f.strip() for f in format_names.split(",")]
+    )
+    precisions = [p.strip() for p in precision.split(",")] if precision else None
+    pairs = requested_pairs(formats, precisions)
+    gates = load_gates(parity_config)
+    loaded = load_export_source(source, data, cache_dir)
+    inputs = export_inputs(loaded, parity_images, calibration_images)
+    out_dir = out or loaded.out_dir
+    with RichObserver() as observer:
+        rows = export_matrix(
+            loaded.model,
+            loaded.arch,
+            inputs,
+            out_dir=out_dir,
+            pairs=pairs,
+            gates=gates,
+            threads=threads,
+            latency=latency,
+            format_options=loaded.format_options,
+            observer=observer,
+        )
+    summary = write_json_atomic(out_dir / "exports.json", {"arch": loaded.arch, "rows": rows_as_dicts(rows)})
+    console.print(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"))
+    for row in rows:
+        if row.detail and row.status != "ok":
+            console.print(f"[bold]{row.format} {row.precision}[/bold] ({row.status}): {row.detail}")
+    console.print(f"wrote {summary}")
+    failed = [r for r in rows if r.failed]
+    if failed:
+        raise EdgeKDError(
+            f"{len(failed)} of {len(rows) - 1} exports failed: "
+            + ", ".join(f"{r.format} {r.precision} ({r.status})" for r in failed)
+        )
+
+
+def _export_table(rows, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("format", "precision", "status", "size MB", "accuracy %", "top-1 agree %", "host ms"):
+        table.add_column(column, justify="left" if column in ("format", "precision", "status") else "right")
+
+    def number(value, scale=1.0, digits=2):
+        return "—" if value is None else f"{value * scale:.{digits}f}"
+
+    for r in rows:
+        latency = number(r.latency_ms, digits=3)
+        if r.latency_ms is not None and r.latency_ratio is not None and r.format != "pytorch":
+            latency += f" ({r.latency_ratio:.2f}×)"
+        table.add_row(
+            r.format,
+            r.precision,
+            r.status,
+            number(r.size_mb),
+            number(r.accuracy, 100),
+            number(r.top1_agreement, 100),
+            latency,
+        )
+    return table
 
 
 @targets_app.command("list")

@@ -290,7 +290,13 @@ def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, tor
 
 
 def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.Tensor:
-    """`count` images drawn at random (seeded) from `dataset`, stacked, for int8 calibration. Random,
-    not the first `count`: an image folder is ordered by class, so a prefix would be one class."""
-    chosen = np.random.default_rng(seed).permutation(len(dataset))[: min(count, len(dataset))]
-    return torch.stack([dataset[int(i)][0] for i in np.sort(chosen)])
+    """`count` images drawn at random (seeded) from `dataset`, stacked, for int8 calibration."""
+    return stack_sample(dataset, count, seed)[0]
+
+
+def stack_sample(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` samples drawn at random (seeded) from `dataset` as an image batch and a label vector.
+    Random, not the first `count`: an image folder is ordered by class, so a prefix would be one class."""
+    chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset))[: min(count, len(dataset))])
+    items = [dataset[int(i)] for i in chosen]
+    return torch.stack([image for image, _ in items]), torch.tensor([int(label) for _, label in items])

@@ -236,7 +236,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         sidecar_path,
     )
     from edgekd.export.parity import check_parity
+    from edgekd.export.source import target_format_options
     from edgekd.report import write_metrics_csv, write_reports
+    from edgekd.runtimes import can_run_here
     from edgekd.search import assess, choose_student, write_search_csv
     from edgekd.targets import get_target
     from edgekd.teachers import default_cache_dir, resolve_teacher
@@ -378,12 +380,24 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     else:
         exports = run / "exports"
         artifact = export(
-            shipped, target.format, exports, contract=contract, stem="student", calibration=calibration
+            shipped,
+            target.format,
+            exports,
+            contract=contract,
+            stem="student",
+            calibration=calibration,
+            options=target_format_options(target).get(target.format),
         )
 
     observer.stage("parity")
     test_images, test_labels = stack(data.test)
-    parity = check_parity(artifact, shipped, test_images, test_labels, threads=config.threads)
+    runs_here = can_run_here(target.format)
+    # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
+    parity = (
+        check_parity(artifact, shipped, test_images, test_labels, threads=config.threads)
+        if runs_here
+        else None
+    )
     ptq = None
     if quantized is not None:
         # What quantization-aware training bought: the same student quantized after training alone.
@@ -408,11 +422,18 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "parity": asdict(ptq_parity),
         }
     # The float PyTorch student on the whole test split, from whichever parity run had it as reference.
-    student_test = (parity if quantized is None else ptq_parity).torch_accuracy
+    if quantized is not None:
+        student_test = ptq_parity.torch_accuracy
+    elif parity is not None:
+        student_test = parity.torch_accuracy
+    else:
+        student_test = accuracy(*predict(student, data.test))
 
     observer.stage("latency")
-    latency = measure_latency(artifact, threads=config.threads, observer=observer)
-    write_json_atomic(run / "profile.json", asdict(latency))
+    latency = None
+    if runs_here:
+        latency = measure_latency(artifact, threads=config.threads, observer=observer)
+        write_json_atomic(run / "profile.json", asdict(latency))
 
     result = {
         "run": str(run),
@@ -460,11 +481,14 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "precision": artifact.contract.precision,
             "layout": artifact.contract.layout,
             "size_bytes": artifact.size_bytes,
-            "parity": asdict(parity),
+            "parity": asdict(parity) if parity is not None else None,
+            "parity_note": None
+            if runs_here
+            else f"{target.format} cannot run on this host: spec validated only",
             "quantization_aware": quantized is not None,
             "post_training_int8": ptq,  # beside a QAT artifact: the same student quantized after training
         },
-        "host_latency": asdict(latency),
+        "host_latency": asdict(latency) if latency is not None else None,
         "history": history,
     }
     write_json_atomic(run / "result.json", result)

@@ -210,9 +210,15 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                             + (" quantization-aware" if e.get("quantization_aware") else "")
                             + f", {e['layout']}",
                             f"{e['size_bytes'] / 1e6:.2f} MB",
-                            _pct(parity["top1_agreement"]),
-                            f"{parity['max_abs_diff']:.2e}",
-                            _pct(parity["artifact_accuracy"]),
+                            *(
+                                (
+                                    _pct(parity["top1_agreement"]),
+                                    f"{parity['max_abs_diff']:.2e}",
+                                    _pct(parity["artifact_accuracy"]),
+                                )
+                                if parity
+                                else (e.get("parity_note") or "not run", "", "")
+                            ),
                         ),
                         *_post_training_row(e),
                     ),
@@ -231,16 +237,12 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                             f"{s['predicted_latency_ms']:.2f}",
                             "",
                         ),
-                        (
-                            f"this host: {lat['device']}",
-                            f"measured, {lat['runtime']} {lat['runtime_version']}, {lat['threads']} threads, "
-                            f"{lat['runs']} runs",
-                            f"{lat['median_ms']:.3f}",
-                            f"{lat['p90_ms']:.3f}",
-                        ),
+                        *_host_latency_rows(lat),
                     ),
                 ),
-                f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms.",
+                f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms."
+                if lat
+                else "Not measured on this host: its runtime cannot run here.",
             ),
         ),
         Section("Distillation", (_epoch_table(result["history"]),)),
@@ -248,6 +250,20 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
+
+
+def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:
+    if not lat:
+        return ()
+    return (
+        (
+            f"this host: {lat['device']}",
+            f"measured, {lat['runtime']} {lat['runtime_version']}, {lat['threads']} threads, "
+            f"{lat['runs']} runs",
+            f"{lat['median_ms']:.3f}",
+            f"{lat['p90_ms']:.3f}",
+        ),
+    )
 
 
 def _post_training_row(export: dict[str, Any]) -> tuple[tuple[str, ...], ...]:

@@ -29,3 +29,4 @@ def test_wheel_ships_targets_and_models(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "edgekd/_data/targets/pi5.yaml" in names
     assert {"edgekd/_data/models/students.yaml", "edgekd/_data/models/teachers.yaml"} <= set(names)
+    assert "edgekd/_data/config/parity.yaml" in names

@@ -14,12 +14,16 @@ import os
 import platform
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekd.export import Artifact
 from edgekd.progress import Observer, SilentObserver
-from edgekd.runtimes import open_session
+from edgekd.runtimes import Session, open_session
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -63,17 +67,63 @@ def measure_latency(
     max_runs: int = 10_000,
     observer: Observer | None = None,
 ) -> LatencyStats:
-    observer = observer or SilentObserver()
-    rng = np.random.default_rng(0)
-    sample = rng.standard_normal(artifact.contract.input_shape).astype(np.float32)
+    """Batch-1 latency of `artifact` in its runtime on this host."""
+    sample = _sample(artifact.contract.input_shape)
     started = time.perf_counter_ns()
     session = open_session(artifact, threads)
     session.set_input(sample)
     session.invoke()
     cold_ns = time.perf_counter_ns() - started
+    return time_session(
+        session, cold_ns, artifact.path.name, warmup, min_runs, min_seconds, max_runs, observer
+    )
+
+
+def measure_torch_latency(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int = 1,
+    warmup: int = 10,
+    min_runs: int = 50,
+    min_seconds: float = 1.0,
+    max_runs: int = 10_000,
+    observer: Observer | None = None,
+) -> LatencyStats:
+    """Batch-1 latency of `model` in PyTorch eager mode (NCHW `input_shape`), the baseline that
+    exported artifacts are compared with; `threads` intra-op threads for the duration only."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        started = time.perf_counter_ns()
+        session = TorchEagerSession(model, threads)
+        session.set_input(_sample(input_shape))
+        session.invoke()
+        cold_ns = time.perf_counter_ns() - started
+        return time_session(
+            session, cold_ns, "pytorch eager", warmup, min_runs, min_seconds, max_runs, observer
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def time_session(
+    session: Session,
+    cold_ns: int,
+    name: str,
+    warmup: int = 10,
+    min_runs: int = 50,
+    min_seconds: float = 1.0,
+    max_runs: int = 10_000,
+    observer: Observer | None = None,
+) -> LatencyStats:
+    """The protocol on a session that is built and has its input set: warm up, then invoke until
+    both `min_runs` and `min_seconds` are reached (at most `max_runs`)."""
+    observer = observer or SilentObserver()
     for _ in range(warmup):
         session.invoke()
-    task = observer.task(f"timing {artifact.path.name}", total=min_runs)
+    task = observer.task(f"timing {name}", total=min_runs)
     samples = []
     deadline = time.perf_counter_ns() + int(min_seconds * 1e9)
     while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter_ns() < deadline):
@@ -86,11 +136,44 @@ def measure_latency(
         **summarize(np.array(samples, dtype=np.float64)),
         runs=len(samples),
         cold_start_ms=cold_ns / 1e6,
-        threads=threads,
+        threads=session.threads,
         runtime=session.runtime,
         runtime_version=session.version,
         device=host_description(),
     )
+
+
+class TorchEagerSession:
+    """A PyTorch model behind the runtime `Session` interface, in eval mode under `inference_mode`."""
+
+    runtime = "pytorch"
+
+    def __init__(self, model: nn.Module, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.threads, self.version = threads, torch.__version__
+        self._model = model.eval()
+        self._input = None
+        self._output = None
+
+    def set_input(self, sample: np.ndarray) -> None:
+        import torch
+
+        self._input = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
+
+    def invoke(self) -> None:
+        import torch
+
+        with torch.inference_mode():
+            self._output = self._model(self._input)
+
+    def output(self) -> np.ndarray:
+        return self._output.numpy().copy()
+
+
+def _sample(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 @dataclass(frozen=True)

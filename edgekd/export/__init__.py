@@ -53,6 +53,8 @@ class FormatSpec:
     # Precisions whose converter observes activation ranges on calibration images (static int8);
     # Core ML's int8 quantizes weights only, so it needs none.
     calibrated: tuple[str, ...] = ("int8",)
+    # Files beside the artifact that belong to it (OpenVINO's weights in <stem>.bin).
+    companions: tuple[str, ...] = ()
 
 
 FORMATS: Registry[FormatSpec] = Registry("export format")
@@ -82,6 +84,7 @@ for _spec in (
         "openvino",
         "openvino",
         "OpenVINO IR (.xml + .bin); int8 via NNCF post-training quantization",
+        companions=(".bin",),
     ),
     FormatSpec("onnx", ".onnx", ("fp32",), "onnxruntime", "onnx", "ONNX via the torch.onnx dynamo exporter"),
 ):
@@ -138,8 +141,17 @@ class Artifact:
         return sidecar_path(self.path)
 
     @property
+    def files(self) -> list[Path]:
+        """Every file a consumer needs: the artifact (all files of a bundle directory such as an
+        .mlpackage) and its companions (OpenVINO's .bin)."""
+        paths = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
+        for suffix in FORMATS.get(self.format).companions:
+            paths.append(self.path.with_suffix(suffix))
+        return paths
+
+    @property
     def size_bytes(self) -> int:
-        return self.path.stat().st_size
+        return sum(p.stat().st_size for p in self.files)
 
 
 def sidecar_path(path: Path) -> Path:
@@ -170,14 +182,17 @@ def export(
     stem: str = "model",
     calibration: np.ndarray | torch.Tensor | None = None,
     min_calibration: int = MIN_CALIBRATION_IMAGES,
+    options: dict[str, Any] | None = None,
 ) -> Artifact:
     """Convert `model` (NCHW, float) to `fmt` at `contract.precision`; write the file and its sidecar
     atomically into `out_dir` and return the artifact. The artifact's parity is checked separately
     (`edgekd.export.parity`).
 
     `calibration` (float32, NCHW, normalised like the model's input; at least `min_calibration`
-    images) is required for int8 and refused for the other precisions, and for a QAT model
-    (`edgekd.quantize.QATModel`), which exports only int8 and brings its own activation ranges."""
+    images) is required for the precisions the format calibrates (`FormatSpec.calibrated`) and refused
+    otherwise, and for a QAT model (`edgekd.quantize.QATModel`), which exports only int8 and brings its
+    own activation ranges. `options` are the format's own keywords (e.g. Core ML's
+    `deployment_target`, ONNX's `opset`)."""
     spec = FORMATS.get(fmt)
     if contract.precision not in spec.precisions:
         raise ExportError(
@@ -189,7 +204,7 @@ def export(
             f"format {fmt!r} takes {spec.layout} input, but the contract says {contract.layout}; "
             "build it with edgekd.export.make_contract."
         )
-    options: dict[str, Any] = {}
+    options = dict(options or {})
     if _is_qat_model(model):
         _check_qat_export(model, fmt, contract, calibration)
         options["qat"] = True
@@ -209,6 +224,7 @@ def export(
             f"install it with: pip install 'edgekd[{spec.extra}]'"
         ) from e
     path = Path(out_dir) / f"{stem}-{contract.precision}{spec.suffix}"
+    _check_options(fmt, module.export_model, options)
     written: Contract = module.export_model(model.eval(), path, contract, **options)
     artifact = Artifact(path, fmt, written)
     write_json_atomic(artifact.sidecar, {"format": fmt, "file": path.name, "contract": asdict(written)})
@@ -219,6 +235,21 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
     from edgekd import __version__
 
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
+
+
+def _check_options(fmt: str, export_model: Any, options: dict[str, Any]) -> None:
+    import inspect
+
+    accepted = [
+        name
+        for name, p in inspect.signature(export_model).parameters.items()
+        if p.kind == p.KEYWORD_ONLY and name not in ("calibration", "qat")
+    ]
+    unknown = sorted(set(options) - set(accepted) - {"calibration", "qat"})
+    if unknown:
+        raise ExportError(
+            f"format {fmt!r} has no option(s) {unknown}; its options: {', '.join(accepted) or '(none)'}."
+        )
 
 
 def _is_qat_model(model: Any) -> bool:

@@ -1,0 +1,119 @@
+"""What `edgekd export` exports: the student of a `fit` run directory, or an edgekd checkpoint, with the
+real images its parity is checked on and its int8 calibrated with.
+
+A run directory brings everything: its student (`student.safetensors`), the data it was fitted on
+(`config.yaml`) and its target (for format options such as Core ML's deployment target). A bare
+checkpoint carries its architecture, classes, input size and normalisation; its images come from
+`data` (an ImageFolder directory; without one, the embedded digits, which fit only a checkpoint
+trained on them).
+
+Example:
+    >>> # source = load_export_source(Path("runs/20261201-094415-pi5"))
+    >>> # source.arch, source.out_dir
+    >>> # ('mobilenetv3_small_100', PosixPath('runs/20261201-094415-pi5/exports'))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from edgekd.data import DataSplits
+    from edgekd.export.suite import ExportInputs
+
+CHECKPOINT_SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    model: nn.Module
+    arch: str
+    data: DataSplits
+    out_dir: Path
+    format_options: dict[str, dict[str, Any]]  # per format, from the run's target
+
+
+def load_export_source(
+    source: Path, data: Path | None = None, cache_dir: Path | None = None, seed: int = 0
+) -> ExportSource:
+    from edgekd.checkpoint import load_model
+    from edgekd.data import decode_once, load_data
+    from edgekd.teachers import default_cache_dir
+
+    source = Path(source)
+    options: dict[str, dict[str, Any]] = {}
+    if source.is_dir():
+        checkpoint = source / "student.safetensors"
+        if not checkpoint.exists() or not (source / "config.yaml").exists():
+            raise ConfigError(
+                f"{source}: not a finished `edgekd fit` run (no student.safetensors and config.yaml); "
+                "pass a run directory or an edgekd checkpoint (.safetensors)."
+            )
+        config = _run_config(source)
+        data = data if data is not None else config.data
+        options = _target_options(config)
+        out_dir = source / "exports"
+    elif source.suffix == CHECKPOINT_SUFFIX and source.exists():
+        checkpoint = source
+        out_dir = source.parent / f"{source.stem}-exports"
+    else:
+        raise ConfigError(f"{source}: no such run directory or .safetensors checkpoint.")
+    model, info = load_model(checkpoint)
+    splits = decode_once(load_data(data, info.input_size), Path(cache_dir or default_cache_dir()))
+    if tuple(splits.classes) != tuple(info.classes):
+        where = data or "the embedded digits"
+        raise DataError(
+            f"{where}: classes {list(splits.classes)[:10]} do not match the checkpoint's "
+            f"{list(info.classes)[:10]}; pass --data with the images {checkpoint.name} was trained on."
+        )
+    if tuple(splits.mean) != tuple(info.mean) or tuple(splits.std) != tuple(info.std):
+        raise DataError(
+            f"{checkpoint}: trained with mean {info.mean} / std {info.std}, but the data is normalised "
+            f"with {splits.mean} / {splits.std}."
+        )
+    return ExportSource(model.eval(), info.arch, splits, out_dir, options)
+
+
+def export_inputs(
+    source: ExportSource, parity_images: int, calibration_images: int, seed: int = 0
+) -> ExportInputs:
+    """Parity on (up to) `parity_images` validation images, int8 calibrated on training images."""
+    from edgekd.data import representative_images, stack_sample
+    from edgekd.export.suite import ExportInputs
+
+    data = source.data
+    images, targets = stack_sample(data.val, parity_images, seed=seed)
+    return ExportInputs(
+        input_size=data.input_size,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        labels=tuple(data.classes),
+        images=images,
+        targets=targets,
+        calibration=representative_images(data.train, calibration_images, seed=seed),
+    )
+
+
+def _run_config(run: Path):
+    from edgekd.pipeline import FitConfig
+
+    return FitConfig.from_yaml(run / "config.yaml")
+
+
+def _target_options(config) -> dict[str, dict[str, Any]]:
+    from edgekd.targets import get_target
+
+    return target_format_options(get_target(config.target, config.targets_dir or ()))
+
+
+def target_format_options(target) -> dict[str, dict[str, Any]]:
+    """Options a target sets for its own format: its minimum deployment target (Core ML's)."""
+    if target.deployment_target:
+        return {target.format: {"deployment_target": target.deployment_target}}
+    return {}

@@ -1,0 +1,182 @@
+"""Export one model to several formats and precisions, gate each artifact's parity in its own runtime,
+time it on this host, and collect one row per artifact (the table `edgekd export --all` prints).
+
+A failure never stops the rest: a format whose converter fails gives a "failed to export" row with the
+converter's error (op and layer where it can be found), an artifact below its parity gate gives
+"exported, failed parity" with the metric and its value, and an artifact whose runtime cannot exist
+here (Core ML off macOS) is validated from its spec and says so. The first row is PyTorch eager, the
+reference every other row is compared with.
+
+Example:
+    >>> # rows = export_matrix(model, "mobilenetv3_small_100", ExportInputs(...), out_dir=run / "exports")
+    >>> # [(r.format, r.precision, r.status) for r in rows]
+    >>> # [('pytorch', 'fp32', 'reference'), ('tflite', 'fp32', 'ok'), ...]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd.errors import ExportError, RuntimeUnavailableError
+from edgekd.export import FORMATS, export, make_contract
+from edgekd.progress import Observer, SilentObserver
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn as nn
+
+    from edgekd.export.parity import ParityGate
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference"
+OK = "ok"
+FAILED_PARITY = "exported, failed parity"
+FAILED_EXPORT = "failed to export"
+NOT_RUNNABLE = "exported, spec checked (cannot run here)"
+UNSUPPORTED = "unsupported precision"
+
+
+@dataclass(frozen=True)
+class ExportInputs:
+    """What every artifact is built and checked with: the model's input contract and real images."""
+
+    input_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labels: tuple[str, ...]
+    images: torch.Tensor  # validation images, NCHW, normalised: parity and accuracy
+    targets: torch.Tensor  # their class indices
+    calibration: torch.Tensor | None = None  # training images for static int8, NCHW, normalised
+
+
+@dataclass(frozen=True)
+class ExportRow:
+    format: str
+    precision: str
+    status: str
+    file: str | None = None
+    size_mb: float | None = None
+    accuracy: float | None = None
+    top1_agreement: float | None = None
+    max_abs_diff: float | None = None
+    cosine_similarity: float | None = None
+    latency_ms: float | None = None
+    latency_ratio: float | None = None  # latency / PyTorch eager latency, measured in the same run
+    detail: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in (FAILED_PARITY, FAILED_EXPORT)
+
+
+def requested_pairs(formats: list[str], precisions: list[str] | None) -> list[tuple[str, str]]:
+    """(format, precision) pairs: each format at each requested precision, or at all it supports."""
+    pairs = []
+    for fmt in formats:
+        spec = FORMATS.get(fmt)  # an unknown name raises, listing the valid ones
+        for precision in precisions or spec.precisions:
+            pairs.append((fmt, precision))
+    return pairs
+
+
+def export_matrix(
+    model: nn.Module,
+    arch: str,
+    inputs: ExportInputs,
+    *,
+    out_dir: Path,
+    pairs: list[tuple[str, str]],
+    gates: dict[str, ParityGate] | None = None,
+    threads: int = 1,
+    latency: bool = True,
+    format_options: dict[str, dict[str, Any]] | None = None,
+    observer: Observer | None = None,
+) -> list[ExportRow]:
+    """One row for PyTorch eager, then one per (format, precision) in `pairs`, in that order."""
+    from edgekd.devices.local import measure_torch_latency
+
+    observer = observer or SilentObserver()
+    model = model.eval()
+    reference_accuracy = _torch_accuracy(model, inputs)
+    eager_ms = None
+    if latency:
+        shape = (1, 3, inputs.input_size, inputs.input_size)
+        eager_ms = measure_torch_latency(model, shape, threads=threads).median_ms
+    rows = [
+        ExportRow(
+            "pytorch",
+            "fp32",
+            REFERENCE,
+            accuracy=reference_accuracy,
+            latency_ms=eager_ms,
+            latency_ratio=1.0 if eager_ms else None,
+        )
+    ]
+    task = observer.task("exporting", total=len(pairs))
+    for fmt, precision in pairs:
+        row = _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, format_options)
+        if eager_ms and row.latency_ms:
+            row = replace(row, latency_ratio=row.latency_ms / eager_ms)
+        log.info("%s %s: %s %s", fmt, precision, row.status, row.detail)
+        rows.append(row)
+        task.advance(1)
+    task.close()
+    return rows
+
+
+def _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, format_options) -> ExportRow:
+    from edgekd.devices.local import measure_latency
+    from edgekd.export.parity import check_parity
+
+    spec = FORMATS.get(fmt)
+    if precision not in spec.precisions:
+        return ExportRow(fmt, precision, UNSUPPORTED, detail=f"{fmt} supports {', '.join(spec.precisions)}")
+    contract = make_contract(arch, fmt, inputs.input_size, inputs.mean, inputs.std, inputs.labels, precision)
+    calibration = inputs.calibration if precision in spec.calibrated else None
+    try:
+        artifact = export(
+            model,
+            fmt,
+            out_dir,
+            contract=contract,
+            calibration=calibration,
+            options=(format_options or {}).get(fmt),
+        )
+    except ExportError as e:
+        return ExportRow(fmt, precision, FAILED_EXPORT, detail=str(e))
+    row = ExportRow(fmt, precision, OK, file=str(artifact.path), size_mb=artifact.size_bytes / 1e6)
+    try:
+        report = check_parity(artifact, model, inputs.images, inputs.targets, threads=threads, gate=False)
+    except RuntimeUnavailableError as e:
+        return replace(row, status=NOT_RUNNABLE, detail=str(e))
+    from edgekd.export.parity import gate_failures
+
+    row = replace(
+        row,
+        accuracy=report.artifact_accuracy,
+        top1_agreement=report.top1_agreement,
+        max_abs_diff=report.max_abs_diff,
+        cosine_similarity=report.cosine_similarity,
+    )
+    failures = gate_failures(report, precision, gates)
+    if latency:
+        row = replace(row, latency_ms=measure_latency(artifact, threads=threads).median_ms)
+    if failures:
+        return replace(row, status=FAILED_PARITY, detail=f"{artifact.path}: " + "; ".join(failures))
+    return row
+
+
+def _torch_accuracy(model: nn.Module, inputs: ExportInputs) -> float:
+    import torch
+
+    with torch.no_grad():
+        logits = torch.cat([model(chunk) for chunk in inputs.images.split(256)])
+    return float((logits.argmax(1) == inputs.targets).float().mean())
+
+
+def rows_as_dicts(rows: list[ExportRow]) -> list[dict[str, Any]]:
+    return [asdict(row) for row in rows]
