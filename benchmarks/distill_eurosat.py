@@ -41,7 +41,7 @@ TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH = "resnet18", "mobilenetv3_small_100"
 ROWS = {
     "scratch": {"loss": ["ce"]},
     "kd-live": {"loss": ["kd"]},
-    "kd-cached": {"loss": ["kd"], "cached": True},
+    "kd-cached": {"loss": ["kd"], "cached": True, "keep": True},  # kept: see kd_student
     "logit_mse": {"loss": ["logit_mse", "ce"], "cached": True},
     "dkd": {"loss": ["dkd", "ce"], "cached": True},
     "fitnet": {"loss": ["kd", "fitnet:0.5"]},
@@ -91,6 +91,102 @@ def eurosat(limit: int | None = None):
     return data
 
 
+def teacher_recipe():
+    from edgekd.catalog import TeacherRecipe
+
+    return TeacherRecipe(TEACHER_ARCH, **TEACHER_RECIPE_FIELDS)
+
+
+def student_recipe(epochs: int = EPOCHS):
+    """The recipe of every row: AdamW, one-cycle, 4 replayed shift/flip views."""
+    from edgekd.augment import Augmentation
+    from edgekd.distill.trainer import TrainConfig
+
+    augmentation = Augmentation(draws=4, max_shift=4)
+    return TrainConfig(
+        epochs=epochs, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=0, augmentation=augmentation
+    )
+
+
+def cached_teacher(data):
+    from edgekd.teachers import train_cached_teacher
+
+    return train_cached_teacher(data, teacher_recipe(), cache_root(), seed=0).model.eval()
+
+
+def summarize(history) -> dict:
+    return {
+        "epoch_seconds": sum(m.seconds for m in history) / len(history),
+        "history": [dataclasses.asdict(m) for m in history],
+    }
+
+
+def distil(arch: str, loss_specs: list[str], teacher, data, config, cached: bool, seed: int = 0):
+    """A fresh `arch` (seeded) distilled from `teacher` with `loss_specs`; with `cached`, the teacher's
+    outputs come from the teacher-output cache (filled first if needed, its cost reported apart)."""
+    import torch
+
+    from edgekd.catalog import build_model
+    from edgekd.distill.cache import TeacherOutputCache
+    from edgekd.distill.losses import parse_loss_specs
+    from edgekd.distill.trainer import train
+
+    torch.manual_seed(seed)
+    student = build_model(arch, data.num_classes)
+    augmentation = config.augmentation
+    cache = None
+    if cached and teacher is not None:
+        cache = TeacherOutputCache.open(
+            cache_root(), teacher, data.fingerprint, augmentation, len(data.train), data.num_classes
+        )
+    started = time.perf_counter()
+    fill_seconds = 0.0
+    if cache is not None and not cache.complete:
+        cache.fill(teacher, data.train, augmentation)
+        fill_seconds = time.perf_counter() - started
+    history = train(
+        student,
+        data,
+        dataclasses.replace(config, seed=seed),
+        loss=parse_loss_specs(loss_specs),
+        teacher=teacher,  # run only when the loss reads it; always used for agreement and KL
+        teacher_cache=cache,
+        description=f"{arch} {'+'.join(loss_specs)}",
+    )
+    return student, {**summarize(history), "cache_fill_seconds": round(fill_seconds, 1)}
+
+
+def kd_student(data, teacher, config):
+    """The kd-cached row's student, distilled once and kept in the cache (the int8 row and
+    benchmarks/export_eurosat.py start from it)."""
+    from edgekd.checkpoint import ModelInfo, load_model, save_model
+    from edgekd.teachers import teacher_cache_key
+
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "teacher": teacher_cache_key(data, teacher_recipe(), 0),
+                "recipe": dataclasses.asdict(config),
+                "student": STUDENT_ARCH,
+                "loss": ["kd"],
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:20]
+    path = cache_root() / "students" / f"{STUDENT_ARCH}-kd-{key}.safetensors"
+    if path.exists():
+        return load_model(path)[0], json.loads(path.with_suffix(".json").read_text())
+    student, info = distil(STUDENT_ARCH, ["kd"], teacher, data, config, cached=True)
+    model_info = ModelInfo(
+        STUDENT_ARCH, tuple(data.classes), data.input_size, tuple(data.mean), tuple(data.std)
+    )
+    save_model(path, student, model_info)
+    from edgekd._io import write_json_atomic
+
+    write_json_atomic(path.with_suffix(".json"), info)
+    return student.eval(), info
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,15 +205,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgekd._io import write_json_atomic
     from edgekd.analysis import analyze
-    from edgekd.augment import Augmentation
-    from edgekd.catalog import TeacherRecipe, build_model
-
-    recipe = TeacherRecipe(TEACHER_ARCH, **TEACHER_RECIPE_FIELDS)
-    from edgekd.distill.cache import TeacherOutputCache
-    from edgekd.distill.losses import parse_loss_specs
+    from edgekd.catalog import build_model
     from edgekd.distill.schemes import born_again, mutual_learning, teacher_assistant_chain
-    from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
-    from edgekd.teachers import train_cached_teacher
+    from edgekd.distill.trainer import accuracy, predict
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)
@@ -128,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
 
     data = eurosat(args.limit)
-    teacher = train_cached_teacher(data, recipe, cache_root(), seed=0).model.eval()
+    recipe = teacher_recipe()
+    teacher = cached_teacher(data)
     test_logits_teacher, test_labels = predict(teacher, data.test)
     archs = (TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH)
     macs = {a: analyze(build_model(a, data.num_classes), INPUT_SIZE).macs for a in archs}
@@ -143,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "macs": macs[STUDENT_ARCH],
         "mac_ratio": macs[STUDENT_ARCH] / macs[TEACHER_ARCH],
     }
-    augmentation = Augmentation(draws=4, max_shift=4)
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=64, lr=3e-3, weight_decay=1e-4, seed=0, augmentation=augmentation
-    )
+    config = student_recipe(args.epochs)
     results["recipe"] = dataclasses.asdict(config)
 
     def evaluate(model) -> dict:
@@ -159,36 +247,6 @@ def main(argv: list[str] | None = None) -> int:
     def fresh(arch: str, seed: int = 0):
         torch.manual_seed(seed)
         return build_model(arch, data.num_classes)
-
-    def summarize(history) -> dict:
-        return {
-            "epoch_seconds": sum(m.seconds for m in history) / len(history),
-            "history": [dataclasses.asdict(m) for m in history],
-        }
-
-    def distil(arch: str, loss_specs: list[str], teacher_model, cached: bool, seed: int = 0):
-        torch.manual_seed(seed)
-        student = build_model(arch, data.num_classes)
-        cache = None
-        if cached and teacher_model is not None:
-            cache = TeacherOutputCache.open(
-                cache_root(), teacher_model, data.fingerprint, augmentation, len(data.train), data.num_classes
-            )
-        started = time.perf_counter()
-        fill_seconds = 0.0
-        if cache is not None and not cache.complete:
-            cache.fill(teacher_model, data.train, augmentation)
-            fill_seconds = time.perf_counter() - started
-        history = train(
-            student,
-            data,
-            dataclasses.replace(config, seed=seed),
-            loss=parse_loss_specs(loss_specs),
-            teacher=teacher_model,  # run only when the loss reads it; always used for agreement and KL
-            teacher_cache=cache,
-            description=f"{arch} {'+'.join(loss_specs)}",
-        )
-        return student, {**summarize(history), "cache_fill_seconds": round(fill_seconds, 1)}
 
     for name in args.rows:
         if name in results["rows"]:
@@ -217,13 +275,15 @@ def main(argv: list[str] | None = None) -> int:
             info["scheme"] = f"online (Zhang et al. 2018): {STUDENT_ARCH} with a fresh {TEACHER_ARCH}"
             info["peer"] = evaluate(peer)
         elif scheme == "quantization":
-            info = quantization_row(data, teacher, config, distil, evaluate)
+            info = quantization_row(data, teacher, config, evaluate)
             student = None
         elif scheme == "epoch-cost":
             info = epoch_cost(data, teacher, config, fresh)
             student = None
+        elif row.get("keep"):
+            student, info = kd_student(data, teacher, config)
         else:
-            student, info = distil(STUDENT_ARCH, row["loss"], teacher, row.get("cached", False))
+            student, info = distil(STUDENT_ARCH, row["loss"], teacher, data, config, row.get("cached", False))
         if student is not None:
             info.update(evaluate(student))
         info["loss"] = row.get("loss")
@@ -235,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def quantization_row(data, teacher, config, distil, evaluate) -> dict:
+def quantization_row(data, teacher, config, evaluate) -> dict:
     """int8 TFLite of the kd student: post-training quantization alone, and quantization-aware
     distillation from the fp32 teacher, both measured in the LiteRT interpreter on the test split."""
     import tempfile
@@ -249,7 +309,7 @@ def quantization_row(data, teacher, config, distil, evaluate) -> dict:
     from edgekd.runtimes import open_session, to_layout
     from edgekd.runtimes import predict as run_artifact
 
-    student, _ = distil(STUDENT_ARCH, ["kd"], teacher, cached=True)
+    student, _ = kd_student(data, teacher, config)
     fp32 = evaluate(student)
     images, labels = stack(data.test)
     calibration = stack(data.train, limit=256)[0]

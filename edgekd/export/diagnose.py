@@ -90,9 +90,10 @@ def _named_in(op: str, message: str) -> bool:
     parts = op.split(".")
     bare = parts[1] if len(parts) >= 2 else op
     spellings = {op, ".".join(parts[:2]), f"aten::{bare}"}
-    if len(bare) >= 5:
-        spellings.add(bare)
-    return any(re.search(rf"(?<![\w.:]){re.escape(s)}(?![\w])", message) for s in spellings)
+    qualified = [s for s in spellings if "." in s or "::" in s]  # may follow "torch.ops."
+    return any(re.search(rf"(?<![\w]){re.escape(s)}(?![\w])", message) for s in qualified) or (
+        len(bare) >= 5 and re.search(rf"(?<![\w.:]){re.escape(bare)}(?![\w])", message) is not None
+    )
 
 
 def _layer_of(node: torch.fx.Node) -> tuple[str, str]:

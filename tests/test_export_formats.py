@@ -1,0 +1,138 @@
+"""Every format in the registry at every precision it lists: export → reload from disk → run in the
+real runtime → parity with PyTorch on real images (digits), through the gates in config/parity.yaml.
+Core ML cannot execute on Linux: there the package's spec is validated instead, and the parity case
+is skipped with that reason (it runs on macOS)."""
+
+import json
+import platform
+
+import pytest
+import timm
+import torch
+
+from edgekd.data import representative_images, stack
+from edgekd.errors import ExportError
+from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, export, load_artifact, make_contract
+from edgekd.export.parity import check_parity, load_gates
+from edgekd.runtimes import can_run_here
+
+ARCH = "mobilenetv3_small_050"
+CASES = [(fmt, precision) for fmt in FORMATS.names() for precision in FORMATS.get(fmt).precisions]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=10).eval()
+    # Non-trivial BatchNorm statistics, so no converter can fold a branch to zero.
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, digits):
+    """Artifacts by (format, precision), exported once for the module."""
+    model = tiny_model()
+    out = tmp_path_factory.mktemp("formats")
+    calibration = representative_images(digits.train, MIN_CALIBRATION_IMAGES)
+    artifacts = {}
+    for fmt, precision in CASES:
+        spec = FORMATS.get(fmt)
+        contract = make_contract(ARCH, fmt, 32, digits.mean, digits.std, digits.classes, precision)
+        artifacts[fmt, precision] = export(
+            model,
+            fmt,
+            out / fmt,
+            contract=contract,
+            calibration=calibration if precision in spec.calibrated else None,
+        )
+    return model, artifacts
+
+
+def test_the_registry_has_every_format_and_precision():
+    assert set(FORMATS.names()) == {"tflite", "coreml", "openvino", "onnx"}
+    assert ("tflite", "fp16") in CASES and ("openvino", "int8") in CASES and ("coreml", "int8") in CASES
+    assert set(load_gates()) == {"fp32", "fp16", "int8"}
+
+
+@pytest.mark.parametrize(("fmt", "precision"), CASES, ids=[f"{f}-{p}" for f, p in CASES])
+def test_export_reload_run_parity(exported, digits, fmt, precision):
+    model, artifacts = exported
+    artifact = load_artifact(artifacts[fmt, precision].path)  # reloaded from the file and its sidecar
+    assert artifact.contract.precision == precision and artifact.format == fmt
+    assert artifact.contract.layout == FORMATS.get(fmt).layout
+    assert all(path.exists() for path in artifact.files) and artifact.size_bytes > 10_000
+    sidecar = json.loads(artifact.sidecar.read_text())
+    assert sidecar["contract"]["labels"] == list(digits.classes)
+    assert {"edgekd", "torch"} <= set(sidecar["contract"]["versions"])
+    if not can_run_here(fmt):
+        pytest.skip(f"{fmt} runs only on macOS; its spec was validated when it was exported")
+    images, labels = stack(digits.test, limit=128)
+    report = check_parity(artifact, model, images, labels)  # raises below the precision's gate
+    assert report.samples == 128
+    if precision in ("fp32", "fp16"):
+        assert report.top1_agreement >= 0.995
+        assert report.max_abs_diff < (1e-3 if precision == "fp32" else 5e-2)
+
+
+@pytest.mark.parametrize("fmt", FORMATS.names())
+def test_smaller_precisions_make_smaller_files(exported, fmt):
+    _, artifacts = exported
+    sizes = {p: artifacts[fmt, p].size_bytes for p in FORMATS.get(fmt).precisions}
+    if "fp16" in sizes:
+        assert sizes["fp16"] < 0.7 * sizes["fp32"], sizes
+    if "int8" in sizes:
+        assert sizes["int8"] < 0.45 * sizes["fp32"], sizes
+
+
+@pytest.mark.parametrize("fmt", FORMATS.names())
+def test_no_temporary_files_are_left_behind(exported, fmt):
+    _, artifacts = exported
+    directory = artifacts[fmt, "fp32"].path.parent
+    leftovers = [p.name for p in directory.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML runs on macOS")
+def test_coreml_cannot_run_here_and_says_why(exported):
+    from edgekd.errors import RuntimeUnavailableError
+    from edgekd.runtimes import open_session
+
+    _, artifacts = exported
+    with pytest.raises(RuntimeUnavailableError, match="only on macOS"):
+        open_session(artifacts["coreml", "fp32"])
+
+
+def test_an_unsupported_op_is_named_with_its_layer(tmp_path, digits):
+    class Histogram(torch.nn.Module):
+        def forward(self, x):
+            return torch.histc(x, bins=10).unsqueeze(0)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3)
+            self.head = Histogram()
+
+        def forward(self, x):
+            return self.head(self.stem(x))
+
+    contract = make_contract("histnet", "tflite", 32, digits.mean, digits.std, digits.classes)
+    with pytest.raises(ExportError, match=r"op aten\.histc\.default in layer head \(Histogram\)") as error:
+        export(Net().eval(), "tflite", tmp_path, contract=contract)
+    assert "tflite" in str(error.value) and "Traceback" not in str(error.value)
+
+
+def test_a_contract_in_the_wrong_layout_is_refused(tmp_path, digits):
+    contract = make_contract(ARCH, "onnx", 32, digits.mean, digits.std, digits.classes)
+    with pytest.raises(ExportError, match="takes NHWC input, but the contract says NCHW"):
+        export(tiny_model(), "tflite", tmp_path, contract=contract)
+
+
+def test_an_unknown_format_option_lists_the_valid_ones(tmp_path, digits):
+    contract = make_contract(ARCH, "onnx", 32, digits.mean, digits.std, digits.classes)
+    with pytest.raises(ExportError, match=r"has no option\(s\) \['deployment_target'\]; its options: opset"):
+        export(tiny_model(), "onnx", tmp_path, contract=contract, options={"deployment_target": "iOS16"})

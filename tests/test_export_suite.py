@@ -1,0 +1,109 @@
+"""`edgekd export`: the table of formats × precisions, the parity gate from config, and the command on
+a checkpoint. Real converters and runtimes, a tiny model, digits images."""
+
+import json
+
+import pytest
+import torch
+
+from edgekd.checkpoint import ModelInfo, save_model
+from edgekd.cli import main
+from edgekd.data import representative_images, stack_sample
+from edgekd.errors import ConfigError
+from edgekd.export.parity import ParityGate, load_gates
+from edgekd.export.suite import (
+    FAILED_EXPORT,
+    FAILED_PARITY,
+    OK,
+    REFERENCE,
+    UNSUPPORTED,
+    ExportInputs,
+    export_matrix,
+    requested_pairs,
+)
+from tests.test_export_formats import ARCH, tiny_model
+
+
+def _inputs(digits, calibration=None):
+    images, targets = stack_sample(digits.val, 96)
+    return ExportInputs(32, digits.mean, digits.std, digits.classes, images, targets, calibration)
+
+
+def test_requested_pairs_follow_the_registry():
+    assert requested_pairs(["onnx"], None) == [("onnx", "fp32")]
+    assert requested_pairs(["tflite"], None) == [("tflite", "fp32"), ("tflite", "fp16"), ("tflite", "int8")]
+    with pytest.raises(Exception, match="Did you mean 'tflite'"):
+        requested_pairs(["tfite"], None)
+
+
+def test_matrix_reports_ok_unsupported_failed_export_and_failed_parity(tmp_path, digits):
+    model = tiny_model()
+    # int8 calibrated on images 100x too dark: every activation range is far too narrow, so the
+    # artifact saturates on real images and must fail its gate, while still being written.
+    dark = representative_images(digits.train, 200) * 0.01
+    rows = export_matrix(
+        model,
+        ARCH,
+        _inputs(digits, calibration=dark),
+        out_dir=tmp_path,
+        pairs=[("onnx", "fp32"), ("onnx", "int8"), ("tflite", "int8")],
+        latency=True,
+    )
+    by_pair = {(r.format, r.precision): r for r in rows}
+    reference = by_pair["pytorch", "fp32"]
+    assert reference.status == REFERENCE and reference.latency_ratio == 1.0 and reference.latency_ms > 0
+    onnx = by_pair["onnx", "fp32"]
+    assert onnx.status == OK and onnx.top1_agreement >= 0.995 and onnx.accuracy == reference.accuracy
+    assert onnx.latency_ms > 0 and onnx.latency_ratio == pytest.approx(onnx.latency_ms / reference.latency_ms)
+    assert by_pair["onnx", "int8"].status == UNSUPPORTED
+    bad = by_pair["tflite", "int8"]
+    assert bad.status == FAILED_PARITY and bad.failed
+    assert "below the int8 gate of 0.97" in bad.detail and bad.file.endswith("model-int8.tflite")
+
+
+def test_a_converter_failure_is_a_row_not_a_crash(tmp_path, digits):
+    class Histogram(torch.nn.Module):
+        def forward(self, x):
+            return torch.histc(x, bins=10).unsqueeze(0)
+
+    rows = export_matrix(
+        Histogram(), "histnet", _inputs(digits), out_dir=tmp_path, pairs=[("tflite", "fp32")], latency=False
+    )
+    assert rows[1].status == FAILED_EXPORT and "aten.histc.default" in rows[1].detail
+
+
+def test_gates_come_from_config_and_bad_config_is_named(tmp_path):
+    path = tmp_path / "gates.yaml"
+    path.write_text("fp32: {min_top1_agreement: 0.5}\nint9: {}\n")
+    with pytest.raises(ConfigError, match=r"unknown precision\(s\) \['int9'\]"):
+        load_gates(path)
+    path.write_text("fp32: {min_top1_agreemnt: 0.5}\n")
+    with pytest.raises(ConfigError, match="min_top1_agreement"):
+        load_gates(path)
+    path.write_text("fp32: {min_top1_agreement: 0.5}\n")
+    assert load_gates(path) == {"fp32": ParityGate(min_top1_agreement=0.5)}
+
+
+def test_export_command_on_a_checkpoint(tmp_path, digits, capsys):
+    checkpoint = tmp_path / "student.safetensors"
+    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))
+    out = tmp_path / "exports"
+    args = ["export", str(checkpoint), "--format", "onnx,openvino", "--precision", "fp32", "--out", str(out)]
+    assert main([*args, "--parity-images", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "onnx" in printed and "openvino" in printed and "reference" in printed
+    summary = json.loads((out / "exports.json").read_text())
+    assert [(r["format"], r["status"]) for r in summary["rows"]] == [
+        ("pytorch", "reference"),
+        ("onnx", "ok"),
+        ("openvino", "ok"),
+    ]
+    assert all(r["top1_agreement"] >= 0.995 for r in summary["rows"][1:])
+    assert (out / "model-fp32.onnx").exists() and (out / "model-fp32.xml").exists()
+
+
+def test_export_command_refuses_all_with_format_and_a_missing_source(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--all", "--format", "onnx"]) == 2
+    assert "--all exports every format" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing.safetensors")]) == 2
+    assert "no such run directory or .safetensors checkpoint" in capsys.readouterr().err
