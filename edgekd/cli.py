@@ -216,7 +216,9 @@ def export_command(
     ] = None,
 ) -> None:
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
-    from edgekd._console import RichObserver, console
+    from rich.console import Console
+
+    from edgekd._console import RichObserver
     from edgekd._io import write_json_atomic
     from edgekd.export import FORMATS
     from edgekd.export.parity import load_gates
@@ -248,6 +250,7 @@ def export_command(
             observer=observer,
         )
     summary = write_json_atomic(out_dir / "exports.json", {"arch": loaded.arch, "rows": rows_as_dicts(rows)})
+    console = Console()  # the table is the command's output: stdout; progress went to stderr
     console.print(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"))
     for row in rows:
         if row.detail and row.status != "ok":

@@ -11,6 +11,7 @@ from edgekd.data import stack
 from edgekd.errors import ExportError
 from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, Contract, export, load_artifact
 from edgekd.export.parity import check_parity
+from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
 from edgekd.runtimes import open_session, predict, to_layout
 from tests.helpers import one_torch_thread
 
@@ -79,9 +80,109 @@ def test_parity_gate_fails_a_model_that_disagrees(tiny_export, digits):
 
 def test_unsupported_precision_names_the_supported_ones(tmp_path):
     model = torch.nn.Conv2d(3, 1, 1)
-    with pytest.raises(ExportError, match="does not support precision 'fp16' yet; supported: fp32, int8"):
-        export(model, "tflite", tmp_path, contract=_contract(8, "fp16"))
+    with pytest.raises(
+        ExportError, match="does not support precision 'int4' yet; supported: fp32, fp16, int8"
+    ):
+        export(model, "tflite", tmp_path, contract=_contract(8, "int4"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
+    _, artifact = tiny_export
+    metadata = read_tflite_metadata(artifact.path)
+    embedded = json.loads(metadata[CONTRACT_METADATA])
+    assert embedded == json.loads(artifact.sidecar.read_text())["contract"]
+    assert embedded["input_name"] == "args_0" and embedded["layout"] == "NHWC"
+    assert "min_runtime_version" in metadata  # the converter's own entries are kept
+
+
+def test_flatbuffer_buffers_stay_16_byte_aligned(tiny_export):
+    # TFLite Micro reads weights in place; the schema asks for force_align 16 on buffer data.
+    from ai_edge_litert import schema_py_generated as schema
+
+    _, artifact = tiny_export
+    data = artifact.path.read_bytes()
+    model = schema.Model.GetRootAs(data, 0)
+    starts = []
+    for i in range(model.BuffersLength()):
+        table = model.Buffers(i)._tab
+        if model.Buffers(i).DataLength():
+            starts.append(table.Vector(table.Offset(4)))
+    assert len(starts) > 50 and all(start % 16 == 0 for start in starts)
+
+
+def test_embedding_replaces_an_entry_of_the_same_name(tiny_export, tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    _, artifact = tiny_export
+    twice = embed_tflite_metadata(artifact.path.read_bytes(), {CONTRACT_METADATA: b"{}", "other": b"x"})
+    model = schema.Model.GetRootAs(twice, 0)
+    names = [model.Metadata(i).Name().decode() for i in range(model.MetadataLength())]
+    assert names.count(CONTRACT_METADATA) == 1 and "other" in names
+    (tmp_path / "twice.tflite").write_bytes(twice)
+    metadata = read_tflite_metadata(tmp_path / "twice.tflite")
+    assert metadata[CONTRACT_METADATA] == b"{}" and metadata["other"] == b"x"
+    session = open_session(replace(artifact, path=tmp_path / "twice.tflite"))
+    session.set_input(np.zeros((1, 32, 32, 3), np.float32))
+    session.invoke()  # the rebuilt flatbuffer still runs
+
+
+class MedianPool(nn.Module):
+    """Global median pooling: aten.median.dim, which litert-torch has no lowering for."""
+
+    def forward(self, x):
+        return x.flatten(2).median(dim=-1).values
+
+
+def test_unconvertible_op_is_named_with_its_layer(tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), MedianPool(), nn.Linear(8, 10)).eval()
+    with pytest.raises(ExportError) as raised:
+        export(model, "tflite", tmp_path, contract=replace(_contract(16), arch="median_net"))
+    message = str(raised.value)
+    assert "median_net could not be converted to tflite" in message
+    assert "op aten.median.dim in layer 1 (MedianPool)" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- fp16 -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fp16_export(tiny_export, tmp_path_factory):
+    model, _ = tiny_export
+    out = tmp_path_factory.mktemp("export-fp16")
+    return model, export(model, "tflite", out, contract=_contract(32, "fp16"), stem="tiny")
+
+
+def test_fp16_weights_are_float16_with_float32_io(fp16_export, tiny_export):
+    from ai_edge_litert.interpreter import Interpreter
+
+    model, artifact = fp16_export
+    interpreter = Interpreter(model_path=str(artifact.path))
+    (tensor_in,), (tensor_out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert tensor_in["dtype"] == np.float32 and tensor_out["dtype"] == np.float32
+    halves = [t for t in interpreter.get_tensor_details() if t["dtype"] == np.float16]
+    weights = sum(
+        m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    )  # BatchNorm folds into these
+    assert sum(int(np.prod(t["shape"])) for t in halves) >= 0.98 * weights
+    fp32_size = tiny_export[1].size_bytes
+    assert 0.45 < artifact.size_bytes / fp32_size < 0.6  # measured 0.54
+    contract = load_artifact(artifact.path).contract
+    assert contract.precision == "fp16" and contract.io_dtype == "float32"
+    assert "ai_edge_quantizer" in contract.versions
+    assert json.loads(read_tflite_metadata(artifact.path)[CONTRACT_METADATA])["precision"] == "fp16"
+    leftovers = [p for p in artifact.path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_fp16_parity_on_real_images(fp16_export, digits):
+    # Measured (seed 0, 64 images): top-1 agreement 1.0, max abs diff 3.0e-4, mean 1.0e-4.
+    model, artifact = fp16_export
+    images, labels = stack(digits.test, limit=64)
+    report = check_parity(artifact, model, images, labels)  # raises below the 0.995 fp16 gate
+    assert report.top1_agreement >= 0.995
+    assert report.cosine_similarity > 0.999
 
 
 def test_unknown_format_suggests():
@@ -164,6 +265,7 @@ def test_int8_artifact_is_integer_in_and_out_and_says_so(int8_export):
     assert "torchao" in contract.versions
     sidecar = json.loads(artifact.sidecar.read_text())["contract"]
     assert sidecar["io_dtype"] == "int8" and len(sidecar["input_quant"]) == 2
+    assert json.loads(read_tflite_metadata(artifact.path)[CONTRACT_METADATA]) == sidecar
     leftovers = [p for p in artifact.path.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
 

@@ -2,11 +2,17 @@
 pipelines feed it. The only module that imports litert_torch and torchao, with one exception:
 `edgekd.quantize` (quantization-aware training) prepares its graph with this module's quantizer.
 
-fp32 converts the model as it is. int8 is PT2E static quantization (symmetric per-channel int8
-weights, per-tensor int8 activations observed on the caller's calibration images): the converter
-then writes an int8-in/int8-out flatbuffer whose every op is integer, which is what Arm Ethos-U
-(`edgekd.vela`) and other integer NPUs need. A model trained quantization-aware
-(`edgekd.quantize.prepare_qat`) skips calibration: its fake-quantized graph is converted as trained.
+fp32 converts the model as it is. fp16 stores the weights as float16 (half the file) with float32
+input, output and arithmetic: litert-torch's `full_fp16_recipe` (ai-edge-quantizer's float casting),
+which puts a DEQUANTIZE after each weight that the runtime folds when it loads the model. int8 is
+PT2E static quantization (symmetric per-channel int8 weights, per-tensor int8 activations observed
+on the caller's calibration images): the converter then writes an int8-in/int8-out flatbuffer whose
+every op is integer, which is what Arm Ethos-U (`edgekd.vela`) and other integer NPUs need. A model
+trained quantization-aware (`edgekd.quantize.prepare_qat`) skips calibration: its fake-quantized
+graph is converted as trained.
+
+Every file carries its contract as JSON in the flatbuffer's own `metadata` list, under the name
+"edgekd.contract", so the file alone says how to feed it (`read_tflite_metadata`).
 
 Example:
     >>> # from edgekd.export import export
@@ -14,13 +20,16 @@ Example:
     >>> #                   calibration=train_images[:256])
     >>> # artifact.contract.io_dtype
     >>> # 'int8'
+    >>> # json.loads(read_tflite_metadata(artifact.path)["edgekd.contract"])["precision"]
+    >>> # 'int8'
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -29,12 +38,15 @@ import torch.nn as nn
 from edgekd._io import atomic_path
 from edgekd.errors import ExportError
 from edgekd.export import Contract, with_versions
+from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)
 
 # Calibration runs the observed graph on batches this large; one image at a time is ~100x slower
 # (HistogramObserver cost is per call, not per image).
 CALIBRATION_BATCH = 32
+# The name of the flatbuffer metadata entry that holds the contract's JSON.
+CONTRACT_METADATA = "edgekd.contract"
 
 
 def export_model(
@@ -64,20 +76,131 @@ def export_model(
                 raise ExportError("int8 export needs calibration images; pass calibration= to export().")
             channels_last, quant_config = _quantize_int8(channels_last, calibration, contract.arch)
     try:
-        edge_model = litert_torch.convert(channels_last, (example,), quant_config=quant_config)
-    except Exception as e:
-        raise ExportError(
-            f"litert-torch could not convert {contract.arch} to tflite ({contract.precision}): "
-            f"{type(e).__name__}: {e}"
+        content = litert_torch.convert(channels_last, (example,), quant_config=quant_config).model_content()
+    except Exception as e:  # the converter raises many types from its passes
+        # Diagnose on the caller's NCHW model: its layer paths are the ones the user knows.
+        raise conversion_error(
+            "tflite", contract.arch, model, example.permute(0, 3, 1, 2).contiguous(), e
         ) from e
-    with atomic_path(path) as tmp:
-        edge_model.export(str(tmp))
-        written = replace(contract, input_name="args_0", **_io_quantization(tmp, contract))
-    log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
     versions = {"torch": torch.__version__, "litert_torch": _version("litert-torch")}
     if quant_config is not None:
         versions["torchao"] = _version("torchao")
-    return with_versions(written, **versions)
+    if contract.precision == "fp16":
+        content = _fp16_weights(content, contract.arch)
+        versions["ai_edge_quantizer"] = _version("ai-edge-quantizer")
+    written = with_versions(
+        replace(contract, input_name="args_0", **_io_quantization(content, contract)), **versions
+    )
+    content = embed_tflite_metadata(content, {CONTRACT_METADATA: json.dumps(asdict(written)).encode()})
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content)
+    log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
+    return written
+
+
+def read_tflite_metadata(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """The entries of a .tflite file's `metadata` list, by name. Besides edgekd's "edgekd.contract"
+    (JSON) the converter writes its own, e.g. "min_runtime_version".
+
+    Example:
+        >>> # contract = json.loads(read_tflite_metadata("model-fp32.tflite")["edgekd.contract"])
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = Path(path).read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ExportError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier).")
+    model = schema.Model.GetRootAs(data, 0)
+    entries = {}
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        buffer = model.Buffers(entry.Buffer())
+        if buffer.Offset() > 1:  # a large model keeps buffer data after the flatbuffer
+            value = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+        else:
+            value = buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
+        entries[entry.Name().decode()] = value
+    return entries
+
+
+def embed_tflite_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
+    """`content` (a .tflite flatbuffer) with `entries` added to its `metadata` list, replacing
+    entries of the same name. The model is rebuilt with flatbuffers' object API, as ai-edge-quantizer
+    does; every buffer's data stays 16-byte aligned, so runtimes that read weights in place (TFLite
+    Micro) get aligned tensors. Flatbuffers cap this at 2 GB, far above any edge model."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    aligned = _aligned_buffer_class()
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    model.buffers = [aligned.of(b) for b in model.buffers]
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in entries]
+    for name, value in entries.items():
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers)
+        model.buffers.append(aligned.of(schema.BufferT(), value))
+        model.metadata.append(entry)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _fp16_weights(content: bytes, arch: str) -> bytes:
+    """litert-torch's fp16 recipe (float16 weights, float32 compute) applied to a float flatbuffer.
+
+    `litert_torch.convert(quant_config=full_fp16_recipe())` does the same but prints a report on
+    stdout and progress bars on stderr. Called directly, the quantizer turns the report off; the bar
+    of its model rewrite has no switch (tqdm on stderr for models of over 100 tensors), so stderr is
+    captured while it runs and passed on to the log."""
+    import contextlib
+    import io
+
+    from ai_edge_quantizer import quantizer
+    from litert_torch.generative.quantize import quant_recipes
+    from litert_torch.quantize import translate_recipe
+
+    recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            result = quantizer.Quantizer(content, recipe).quantize(
+                enable_progress_bar=False, enable_progress_report=False
+            )
+    except Exception as e:
+        raise ExportError(f"fp16 weight conversion of {arch} failed: {type(e).__name__}: {e}") from e
+    finally:
+        if captured.getvalue().strip():
+            log.debug("ai-edge-quantizer (fp16 weights of %s): %s", arch, captured.getvalue().strip())
+    return bytes(result.quantized_model)
+
+
+def _aligned_buffer_class():
+    from ai_edge_litert import schema_py_generated as schema
+
+    class AlignedBuffer(schema.BufferT):
+        """A flatbuffer `Buffer` whose data vector starts on a 16-byte boundary (the schema asks for
+        `force_align: 16`, which the generated Python `Pack` ignores)."""
+
+        @classmethod
+        def of(cls, buffer, data: bytes | None = None):
+            aligned = cls()
+            aligned.data = buffer.data if data is None else data
+            aligned.offset, aligned.size = buffer.offset, buffer.size
+            return aligned
+
+        def Pack(self, builder):  # the flatbuffers object API names it so
+            if self.data is None or not len(self.data):
+                return super().Pack(builder)
+            payload = bytes(self.data)  # uint8 array, bytes or bytearray
+            builder.StartVector(1, len(payload), 16)  # as CreateNumpyVector does, 16-aligned
+            builder.head -= len(payload)
+            builder.Bytes[builder.head : builder.head + len(payload)] = payload
+            data = builder.EndVector()
+            schema.BufferStart(builder)
+            schema.BufferAddData(builder, data)
+            schema.BufferAddOffset(builder, self.offset)
+            schema.BufferAddSize(builder, self.size)
+            return schema.BufferEnd(builder)
+
+    return AlignedBuffer
 
 
 def _quantize_int8(model: nn.Module, calibration_nchw: torch.Tensor, arch: str):
@@ -286,11 +409,11 @@ def _capture(
     )
 
 
-def _io_quantization(path: Path, contract: Contract) -> dict:
-    """io_dtype and (scale, zero_point) of the written file's input and output tensors."""
+def _io_quantization(content: bytes, contract: Contract) -> dict:
+    """io_dtype and (scale, zero_point) of the converted model's input and output tensors."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    interpreter = Interpreter(model_content=content)
     tensors = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     dtypes = {t["dtype"].__name__ for t in tensors}
     if contract.precision != "int8":
