@@ -105,6 +105,47 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert "done in an earlier attempt" in resumed.stderr and "reusing cached teacher" in resumed.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
+    # the run's student to two more formats, parity on the run's own validation images
+    export_args = ["export", str(run), "--format", "onnx,coreml", "--precision", "fp32", "--no-latency"]
+    exported = subprocess.run(
+        [*EDGEKD, *export_args, "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    rows = json.loads((run / "exports" / "exports.json").read_text())["rows"]
+    assert [(r["format"], r["status"]) for r in rows] == [
+        ("pytorch", "reference"),
+        ("onnx", "ok"),
+        ("coreml", "exported, spec checked (cannot run here)"),
+    ]
+    assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "model-fp32.mlpackage").is_dir()
+
+
+@pytest.mark.slow
+def test_fit_for_a_core_ml_target_validates_the_package_it_cannot_run(tmp_path):
+    """apple-ane ships an fp16 Core ML package; on Linux its spec is validated and parity and host
+    latency are reported as not run, instead of failing the run."""
+    args = [
+        "fit", "--target", "apple-ane", "--student", "mobilenetv3_small_050", "--epochs", "1",
+        "--teacher-epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    done = subprocess.run(EDGEKD + args, capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs").iterdir()
+    result = json.loads((run / "result.json").read_text())
+    assert result["export"]["format"] == "coreml" and result["export"]["precision"] == "fp16"
+    assert (
+        result["export"]["file"].endswith("student-fp16.mlpackage") and result["export"]["size_bytes"] > 1e5
+    )
+    assert result["export"]["parity"] is None and result["host_latency"] is None
+    assert "cannot run on this host" in result["export"]["parity_note"]
+    assert result["student"]["test_accuracy"] > 0
+    assert "cannot run on this host" in (run / "report.md").read_text()
+    contract = json.loads((run / "exports" / "student-fp16.mlpackage.json").read_text())["contract"]
+    assert contract["input_kind"] == "image" and contract["versions"]["coremltools"]
+
 
 @pytest.mark.slow
 def test_fit_under_torchrun_with_two_ranks_writes_one_run(tmp_path):
