@@ -39,25 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgekd._io import write_json_atomic
-    from edgekd.data import representative_images, stack
     from edgekd.export import FORMATS
-    from edgekd.export.suite import ExportInputs, export_matrix, requested_pairs, rows_as_dicts
+    from edgekd.export.source import export_inputs
+    from edgekd.export.suite import export_matrix, requested_pairs, rows_as_dicts
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)  # training, if the student is not cached yet
     data = eurosat_benchmark.eurosat(eurosat_benchmark.TRAIN_IMAGES)
     teacher = eurosat_benchmark.cached_teacher(data)
     student, _ = eurosat_benchmark.kd_student(data, teacher, eurosat_benchmark.student_recipe())
-    images, labels = stack(data.test)
-    inputs = ExportInputs(
-        input_size=data.input_size,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        labels=tuple(data.classes),
-        images=images,
-        targets=labels,
-        calibration=representative_images(data.train, CALIBRATION_IMAGES),
-    )
+    inputs = export_inputs(data, None, CALIBRATION_IMAGES, split="test")
     rows = export_matrix(
         student,
         eurosat_benchmark.STUDENT_ARCH,
@@ -70,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "student": eurosat_benchmark.STUDENT_ARCH,
         "input_size": data.input_size,
-        "test_images": len(labels),
+        "test_images": len(inputs.targets),
         "calibration_images": CALIBRATION_IMAGES,
         "threads": args.threads,
         "rows": rows_as_dicts(rows),

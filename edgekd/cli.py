@@ -234,7 +234,7 @@ def export_command(
     pairs = requested_pairs(formats, precisions)
     gates = load_gates(parity_config)
     loaded = load_export_source(source, data, cache_dir)
-    inputs = export_inputs(loaded, parity_images, calibration_images)
+    inputs = export_inputs(loaded.data, parity_images, calibration_images)
     out_dir = out or loaded.out_dir
     with RichObserver() as observer:
         rows = export_matrix(

@@ -6,7 +6,6 @@ import json
 import platform
 import shutil
 from dataclasses import asdict, replace
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from edgekd.errors import ExportError, RuntimeUnavailableError  # noqa: E402
 from edgekd.export import coreml, export, load_artifact, make_contract  # noqa: E402
 from edgekd.export.parity import check_parity  # noqa: E402
 from edgekd.runtimes import open_session, prepare_input  # noqa: E402
+from tests.helpers import tiny_export_model  # noqa: E402
 
 ARCH = "mobilenetv3_small_050"
 MEAN = (0.485, 0.456, 0.406)
@@ -50,14 +50,7 @@ def _spec_path(package: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    model = timm.create_model(ARCH, num_classes=10).eval()
-    # Non-trivial BatchNorm statistics, so the converter cannot fold branches to zero.
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    model = tiny_export_model(ARCH)
     return model
 
 
@@ -67,12 +60,8 @@ def packages(tiny_model, tmp_path_factory):
     artifacts = {}
     for kind, (precision, weight_quantization) in KINDS.items():
         out = tmp_path_factory.mktemp(kind)
-        with pytest.MonkeyPatch.context() as mp:
-            # export() forwards no weight_quantization= yet: choose it through the module's default.
-            mp.setattr(
-                coreml, "export_model", partial(coreml.export_model, weight_quantization=weight_quantization)
-            )
-            artifacts[kind] = export(tiny_model, "coreml", out, contract=_contract(precision))
+        options = {"weight_quantization": weight_quantization} if weight_quantization else None
+        artifacts[kind] = export(tiny_model, "coreml", out, contract=_contract(precision), options=options)
     return artifacts
 
 

@@ -7,7 +7,6 @@ import json
 import platform
 
 import pytest
-import timm
 import torch
 
 from edgekd.data import representative_images, stack
@@ -15,21 +14,14 @@ from edgekd.errors import ExportError
 from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, export, load_artifact, make_contract
 from edgekd.export.parity import check_parity, load_gates
 from edgekd.runtimes import can_run_here
+from tests.helpers import tiny_export_model
 
 ARCH = "mobilenetv3_small_050"
 CASES = [(fmt, precision) for fmt in FORMATS.names() for precision in FORMATS.get(fmt).precisions]
 
 
 def tiny_model():
-    torch.manual_seed(0)
-    model = timm.create_model(ARCH, num_classes=10).eval()
-    # Non-trivial BatchNorm statistics, so no converter can fold a branch to zero.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-    return model
+    return tiny_export_model(ARCH)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-import timm
-import torch
 import torch.nn as nn
 
 from edgekd.data import stack
@@ -13,6 +11,7 @@ from edgekd.export import export, load_artifact, make_contract
 from edgekd.export.onnx import export_model, read_onnx_metadata, supported_opsets
 from edgekd.export.parity import check_parity
 from edgekd.runtimes import open_session
+from tests.helpers import tiny_export_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LABELS = tuple(str(i) for i in range(10))
@@ -24,14 +23,7 @@ def _contract(arch="mobilenetv3_small_050", size=32):
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    model = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
-    # Non-trivial BatchNorm statistics, so the exporter's optimiser cannot fold branches to zero.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    model = tiny_export_model("mobilenetv3_small_050")
     out = tmp_path_factory.mktemp("export-onnx")
     return model, export(model, "onnx", out, contract=_contract(), stem="tiny")
 

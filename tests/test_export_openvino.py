@@ -3,7 +3,6 @@ from collections import Counter
 from dataclasses import asdict
 
 import pytest
-import timm
 import torch
 import torch.nn as nn
 
@@ -11,6 +10,7 @@ from edgekd.data import stack
 from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, Artifact, export, load_artifact, make_contract
 from edgekd.export.parity import check_parity
+from tests.helpers import tiny_export_model
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -21,14 +21,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    model = timm.create_model(ARCH, num_classes=10).eval()
-    # Non-trivial BatchNorm statistics, so the converter cannot fold branches to zero.
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    model = tiny_export_model(ARCH)
     return model
 
 

@@ -13,7 +13,7 @@ from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, Contract, export, loa
 from edgekd.export.parity import check_parity
 from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import one_torch_thread
+from tests.helpers import one_torch_thread, tiny_export_model
 
 
 def _contract(size, precision="fp32"):
@@ -31,14 +31,7 @@ def _contract(size, precision="fp32"):
 
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
-    torch.manual_seed(0)
-    model = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
-    # Non-trivial BatchNorm statistics, so the converter cannot fold branches to zero.
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
+    model = tiny_export_model("mobilenetv3_small_050")
     out = tmp_path_factory.mktemp("export")
     return model, export(model, "tflite", out, contract=_contract(32), stem="tiny")
 

@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,38 +57,20 @@ def summarize(samples_ns: np.ndarray) -> dict[str, float]:
     return {"median_ms": q50, "p90_ms": q90, "p99_ms": q99, "iqr_ms": q75 - q25, "mean_ms": float(ms.mean())}
 
 
-def measure_latency(
-    artifact: Artifact,
-    *,
-    threads: int = 1,
-    warmup: int = 10,
-    min_runs: int = 50,
-    min_seconds: float = 1.0,
-    max_runs: int = 10_000,
-    observer: Observer | None = None,
-) -> LatencyStats:
-    """Batch-1 latency of `artifact` in its runtime on this host."""
+def measure_latency(artifact: Artifact, *, threads: int = 1, **protocol: Any) -> LatencyStats:
+    """Batch-1 latency of `artifact` in its runtime on this host; `protocol`: `time_session`'s
+    warmup, min_runs, min_seconds, max_runs and observer."""
     sample = _sample(artifact.contract.input_shape)
     started = time.perf_counter_ns()
     session = open_session(artifact, threads)
     session.set_input(sample)
     session.invoke()
     cold_ns = time.perf_counter_ns() - started
-    return time_session(
-        session, cold_ns, artifact.path.name, warmup, min_runs, min_seconds, max_runs, observer
-    )
+    return time_session(session, cold_ns, artifact.path.name, **protocol)
 
 
 def measure_torch_latency(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    *,
-    threads: int = 1,
-    warmup: int = 10,
-    min_runs: int = 50,
-    min_seconds: float = 1.0,
-    max_runs: int = 10_000,
-    observer: Observer | None = None,
+    model: nn.Module, input_shape: tuple[int, ...], *, threads: int = 1, **protocol: Any
 ) -> LatencyStats:
     """Batch-1 latency of `model` in PyTorch eager mode (NCHW `input_shape`), the baseline that
     exported artifacts are compared with; `threads` intra-op threads for the duration only."""
@@ -101,9 +83,7 @@ def measure_torch_latency(
         session.set_input(_sample(input_shape))
         session.invoke()
         cold_ns = time.perf_counter_ns() - started
-        return time_session(
-            session, cold_ns, "pytorch eager", warmup, min_runs, min_seconds, max_runs, observer
-        )
+        return time_session(session, cold_ns, "pytorch eager", **protocol)
     finally:
         torch.set_num_threads(previous)
 
@@ -112,6 +92,7 @@ def time_session(
     session: Session,
     cold_ns: int,
     name: str,
+    *,
     warmup: int = 10,
     min_runs: int = 50,
     min_seconds: float = 1.0,

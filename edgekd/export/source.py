@@ -81,14 +81,23 @@ def load_export_source(
 
 
 def export_inputs(
-    source: ExportSource, parity_images: int, calibration_images: int, seed: int = 0
+    data: DataSplits,
+    parity_images: int | None,
+    calibration_images: int,
+    *,
+    split: str = "val",
+    seed: int = 0,
 ) -> ExportInputs:
-    """Parity on (up to) `parity_images` validation images, int8 calibrated on training images."""
-    from edgekd.data import representative_images, stack_sample
+    """Parity on `parity_images` images drawn (seeded) from `split` (None: all of it), int8
+    calibrated on `calibration_images` drawn from the training split."""
+    from edgekd.data import representative_images, stack, stack_sample
     from edgekd.export.suite import ExportInputs
 
-    data = source.data
-    images, targets = stack_sample(data.val, parity_images, seed=seed)
+    dataset = getattr(data, split)
+    if parity_images is None:
+        images, targets = stack(dataset)
+    else:
+        images, targets = stack_sample(dataset, parity_images, seed=seed)
     return ExportInputs(
         input_size=data.input_size,
         mean=tuple(data.mean),
