@@ -162,7 +162,7 @@ def distil(arch: str, loss_specs: list[str], teacher, data, config, cached: bool
     return student, {**summarize(history), "cache_fill_seconds": round(fill_seconds, 1)}
 
 
-def kd_student(data, teacher, config):
+def kd_student(data, teacher, config, arch: str = STUDENT_ARCH):
     """The kd-cached row's student, distilled once and kept in the cache (the int8 row and
     benchmarks/export_eurosat.py start from it)."""
     from edgekd.checkpoint import ModelInfo, load_model, save_model
@@ -173,19 +173,17 @@ def kd_student(data, teacher, config):
             {
                 "teacher": teacher_cache_key(data, teacher_recipe(), 0),
                 "recipe": dataclasses.asdict(config),
-                "student": STUDENT_ARCH,
+                "student": arch,
                 "loss": ["kd"],
             },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:20]
-    path = cache_root() / "students" / f"{STUDENT_ARCH}-kd-{key}.safetensors"
+    path = cache_root() / "students" / f"{arch}-kd-{key}.safetensors"
     if path.exists():
         return load_model(path)[0], json.loads(path.with_suffix(".json").read_text())
-    student, info = distil(STUDENT_ARCH, ["kd"], teacher, data, config, cached=True)
-    model_info = ModelInfo(
-        STUDENT_ARCH, tuple(data.classes), data.input_size, tuple(data.mean), tuple(data.std)
-    )
+    student, info = distil(arch, ["kd"], teacher, data, config, cached=True)
+    model_info = ModelInfo(arch, tuple(data.classes), data.input_size, tuple(data.mean), tuple(data.std))
     save_model(path, student, model_info)
     from edgekd._io import write_json_atomic
 
@@ -200,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", nargs="*", default=list(ROWS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--limit", type=int, default=TRAIN_IMAGES, help="use only this many training images")
+    parser.add_argument("--student", default=STUDENT_ARCH, help="the student architecture (timm name)")
     args = parser.parse_args(argv)
     unknown = set(args.rows) - set(ROWS)
     if unknown:
@@ -218,8 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)
     # Another recipe is another table: its rows go to their own JSON, named by the recipe.
+    student_arch = args.student
     default = args.epochs == EPOCHS and args.limit == TRAIN_IMAGES
     name = "distill_eurosat" if default else f"distill_eurosat-{args.epochs}ep-{args.limit}img"
+    if student_arch != STUDENT_ARCH:
+        name += f"-{student_arch}"
     out = ROOT / "benchmarks" / "results" / f"{name}.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
 
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = teacher_recipe()
     teacher = cached_teacher(data)
     test_logits_teacher, test_labels = predict(teacher, data.test)
-    archs = (TEACHER_ARCH, STUDENT_ARCH, ASSISTANT_ARCH)
+    archs = (TEACHER_ARCH, student_arch, ASSISTANT_ARCH)
     macs = {a: analyze(build_model(a, data.num_classes), INPUT_SIZE).macs for a in archs}
     results["teacher"] = {
         "arch": TEACHER_ARCH,
@@ -236,9 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": dataclasses.asdict(recipe),
     }
     results["student"] = {
-        "arch": STUDENT_ARCH,
-        "macs": macs[STUDENT_ARCH],
-        "mac_ratio": macs[STUDENT_ARCH] / macs[TEACHER_ARCH],
+        "arch": student_arch,
+        "macs": macs[student_arch],
+        "mac_ratio": macs[student_arch] / macs[TEACHER_ARCH],
     }
     config = student_recipe(args.epochs)
     results["recipe"] = dataclasses.asdict(config)
@@ -264,32 +266,32 @@ def main(argv: list[str] | None = None) -> int:
         if scheme == "born-again":
             seeds = iter(range(1, 100))
             student, histories = born_again(
-                lambda seeds=seeds: fresh(STUDENT_ARCH, next(seeds)), teacher, data, config, generations=2
+                lambda seeds=seeds: fresh(student_arch, next(seeds)), teacher, data, config, generations=2
             )
             info = summarize(histories[-1])
             info["generations"] = [summarize(h) for h in histories]
             info["scheme"] = "born-again: generation 2 learns from generation 1 (Furlanello et al. 2018)"
         elif scheme == "teacher-assistant":
-            assistant, student = fresh(ASSISTANT_ARCH), fresh(STUDENT_ARCH)
+            assistant, student = fresh(ASSISTANT_ARCH), fresh(student_arch)
             histories = teacher_assistant_chain([teacher, assistant, student], data, config)
             info = summarize(histories[-1])
-            info["scheme"] = f"{TEACHER_ARCH} -> {ASSISTANT_ARCH} -> {STUDENT_ARCH} (Mirzadeh et al. 2020)"
+            info["scheme"] = f"{TEACHER_ARCH} -> {ASSISTANT_ARCH} -> {student_arch} (Mirzadeh et al. 2020)"
             info["assistant"] = {**evaluate(assistant), **summarize(histories[0])}
         elif scheme == "mutual":
-            student, peer = fresh(STUDENT_ARCH), fresh(TEACHER_ARCH, seed=1)
+            student, peer = fresh(student_arch), fresh(TEACHER_ARCH, seed=1)
             info = summarize(mutual_learning(student, peer, data, config))
-            info["scheme"] = f"online (Zhang et al. 2018): {STUDENT_ARCH} with a fresh {TEACHER_ARCH}"
+            info["scheme"] = f"online (Zhang et al. 2018): {student_arch} with a fresh {TEACHER_ARCH}"
             info["peer"] = evaluate(peer)
         elif scheme == "quantization":
-            info = quantization_row(data, teacher, config, evaluate)
+            info = quantization_row(data, teacher, config, evaluate, student_arch)
             student = None
         elif scheme == "epoch-cost":
-            info = epoch_cost(data, teacher, config, fresh)
+            info = epoch_cost(data, teacher, config, fresh, student_arch)
             student = None
         elif row.get("keep"):
-            student, info = kd_student(data, teacher, config)
+            student, info = kd_student(data, teacher, config, student_arch)
         else:
-            student, info = distil(STUDENT_ARCH, row["loss"], teacher, data, config, row.get("cached", False))
+            student, info = distil(student_arch, row["loss"], teacher, data, config, row.get("cached", False))
         if student is not None:
             info.update(evaluate(student))
         info["loss"] = row.get("loss")
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def quantization_row(data, teacher, config, evaluate) -> dict:
+def quantization_row(data, teacher, config, evaluate, arch: str) -> dict:
     """int8 TFLite of the kd student: post-training quantization alone, and quantization-aware
     distillation from the fp32 teacher, both measured in the LiteRT interpreter on the test split."""
     import tempfile
@@ -315,12 +317,12 @@ def quantization_row(data, teacher, config, evaluate) -> dict:
     from edgekd.runtimes import open_session, to_layout
     from edgekd.runtimes import predict as run_artifact
 
-    student, _ = kd_student(data, teacher, config)
+    student, _ = kd_student(data, teacher, config, arch)
     fp32 = evaluate(student)
     images, labels = stack(data.test)
     calibration = stack(data.train, limit=256)[0]
     contract = Contract(
-        STUDENT_ARCH, "input", (1, INPUT_SIZE, INPUT_SIZE, 3), "NHWC", data.mean, data.std, data.classes
+        arch, "input", (1, INPUT_SIZE, INPUT_SIZE, 3), "NHWC", data.mean, data.std, data.classes
     )
     int8 = dataclasses.replace(contract, precision="int8")
 
@@ -334,7 +336,7 @@ def quantization_row(data, teacher, config, evaluate) -> dict:
         started = time.perf_counter()
         # fit's own step: PT2E fake-quantization, then KD from the fp32 teacher at lr / 10
         qat = quantization_aware(
-            student, teacher, data, config, DistillPlan(qat_epochs=QAT_EPOCHS), arch=STUDENT_ARCH
+            student, teacher, data, config, DistillPlan(qat_epochs=QAT_EPOCHS), arch=arch
         ).model
         qat_seconds = time.perf_counter() - started
         qat_artifact = export(qat, "tflite", Path(scratch) / "qat", contract=int8)
@@ -348,7 +350,7 @@ def quantization_row(data, teacher, config, evaluate) -> dict:
     }
 
 
-def epoch_cost(data, teacher, config, fresh) -> dict:
+def epoch_cost(data, teacher, config, fresh, arch: str) -> dict:
     """Seconds per training epoch without a teacher, with the live teacher and with the teacher-output
     cache, interleaved (scratch, live, cached, scratch, ...) so that load from elsewhere on the machine
     falls on all three alike; the median of the repeats, and the ratios to scratch."""
@@ -368,7 +370,7 @@ def epoch_cost(data, teacher, config, fresh) -> dict:
     for _ in range(EPOCH_COST_REPEATS):
         for mode, (loss, teacher_cache) in modes.items():
             history = train(
-                fresh(STUDENT_ARCH),
+                fresh(arch),
                 data,
                 one_epoch,
                 loss=parse_loss_specs(loss),

@@ -36,6 +36,8 @@ import nncf
 import openvino as ov
 import torch
 import torch.nn as nn
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
 from edgekd.errors import ExportError
 from edgekd.export import Contract, with_versions
@@ -129,7 +131,14 @@ def _convert(model: nn.Module, example: torch.Tensor, contract: Contract) -> ov.
 
 def _quantize_int8(ov_model: ov.Model, calibration: torch.Tensor, contract: Contract) -> ov.Model:
     """NNCF post-training quantization with the `performance` preset (symmetric weights and
-    activations, NNCF's preset for speed), over every calibration image."""
+    activations, NNCF's preset for speed), over every calibration image, with two changes from
+    NNCF's defaults, both measured on a distilled EuroSAT mobilenetv3_small_100 (fp32 76.17 % on
+    the validation split; benchmarks/export_eurosat.py):
+      * activation ranges are the min/max over the calibration set, not the mean of per-batch
+        extremes, which clips the tails of hard-swish and squeeze-excite outputs;
+      * no overflow fix: it drops first-layer weights to 7 bits for CPUs without VNNI, a loss
+        that VNNI CPUs (the intel-cpu target's AVX-VNNI) do not need.
+    Defaults: 74.79 % on validation (-1.38 points); these: 76.05 % (-0.12)."""
     images = calibration.detach().to(torch.float32).contiguous().numpy()
     if images.ndim != 4 or images.shape[1:] != tuple(contract.input_shape[1:]):
         expected = "(N, " + ", ".join(map(str, contract.input_shape[1:])) + ")"
@@ -146,6 +155,10 @@ def _quantize_int8(ov_model: ov.Model, calibration: torch.Tensor, contract: Cont
                 dataset,
                 preset=nncf.QuantizationPreset.PERFORMANCE,
                 subset_size=len(images),
+                advanced_parameters=AdvancedQuantizationParameters(
+                    overflow_fix=OverflowFix.DISABLE,
+                    activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+                ),
             )
     except Exception as e:
         raise ExportError(

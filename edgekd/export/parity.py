@@ -5,7 +5,7 @@ Example:
     >>> # report = check_parity(artifact, model, images, labels)   # raises ExportError below the gate
     >>> # report.top1_agreement
     >>> # load_gates()["int8"].min_top1_agreement
-    >>> # 0.97
+    >>> # 0.9
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Which student to distil: every candidate is costed against the target, and the choice is one function.
+"""The target's constraints on a student: every candidate is costed against the target, and each
+budget it breaks is kept as a reason.
 
 This first rule keeps the candidates whose predicted latency and model size fit the target's budgets
 and picks the one with the most MACs (the most capacity the device can afford). The search issue
@@ -34,6 +35,7 @@ class Assessment:
     peak_memory_mb: float  # weights + activation arena at the target's precision
     reasons: tuple[str, ...]  # empty when feasible
     fallback_ops: tuple[str, ...] = ()  # op kinds that run off the target's fast path
+    budget_ms: float = math.inf  # the target's latency budget the prediction was held against
 
     @property
     def feasible(self) -> bool:
@@ -71,7 +73,16 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
         reasons.append(f"ops {', '.join(unsupported)} are not supported on {target.name}")
     fallback = tuple(kind for kind in target.ops.fallback if kind in inventory)
     return Assessment(
-        candidate, input_size, cost.params, cost.macs, latency, model_mb, peak_mb, tuple(reasons), fallback
+        candidate,
+        input_size,
+        cost.params,
+        cost.macs,
+        latency,
+        model_mb,
+        peak_mb,
+        tuple(reasons),
+        fallback,
+        target.budgets.latency_ms,
     )
 
 
@@ -79,6 +90,40 @@ def assess(
     candidates: list[Candidate], target: Target, input_size: int, num_classes: int
 ) -> list[Assessment]:
     return [assess_one(c, target, input_size, num_classes) for c in candidates]
+
+
+@dataclass(frozen=True)
+class JointAssessment:
+    """One candidate against several targets: feasible only if it fits every one of them."""
+
+    candidate: Candidate
+    per_target: dict[str, Assessment]
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(f"{name}: {r}" for name, a in self.per_target.items() for r in a.reasons)
+
+    @property
+    def feasible(self) -> bool:
+        return all(a.feasible for a in self.per_target.values())
+
+    @property
+    def worst_latency_ratio(self) -> float:
+        """The largest predicted latency as a share of its target's budget (1.0 = at the budget)."""
+        return max(a.predicted_latency_ms / a.budget_ms for a in self.per_target.values())
+
+
+def assess_targets(
+    candidates: list[Candidate], targets: list[Target], input_size: int, num_classes: int
+) -> list[JointAssessment]:
+    """Each candidate on every target, in the candidates' order; a target named twice raises."""
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a target is named twice: {names}.")
+    by_target = {t.name: assess(candidates, t, input_size, num_classes) for t in targets}
+    return [
+        JointAssessment(c, {name: by_target[name][i] for name in names}) for i, c in enumerate(candidates)
+    ]
 
 
 def choose_student(assessments: list[Assessment]) -> Assessment:

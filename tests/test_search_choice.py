@@ -1,0 +1,134 @@
+"""The search's choosing machinery on synthetic inputs with known answers: the Pareto front,
+successive-halving bookkeeping and budgets, and the intersection of several targets."""
+
+import dataclasses
+import itertools
+import random
+
+import pytest
+
+from edgekd.catalog import Candidate
+from edgekd.errors import ConfigError
+from edgekd.search import assess_targets, pareto_front
+from edgekd.search.halving import Budget, RungPlan, parse_budget, plan_rungs, successive_halving
+from edgekd.search.pareto import dominates
+from edgekd.targets import get_target
+
+
+def test_pareto_front_of_a_known_set():
+    # (latency ms, memory MB, accuracy): minimise, minimise, maximise
+    points = [
+        (1.0, 1.0, 0.70),  # 0: fastest and smallest
+        (2.0, 2.0, 0.80),  # 1: a trade-off
+        (2.0, 2.0, 0.75),  # 2: dominated by 1
+        (3.0, 1.5, 0.85),  # 3: most accurate
+        (4.0, 3.0, 0.85),  # 4: dominated by 3
+        (1.0, 1.0, 0.70),  # 5: equal to 0: neither dominates the other, both stay
+    ]
+    assert pareto_front(points, minimize=(True, True, False)) == [0, 1, 3, 5]
+
+
+def test_pareto_front_matches_brute_force_on_random_sets():
+    rng = random.Random(0)
+    minimize = (True, True, False)
+    for _ in range(50):
+        points = [tuple(rng.choice([1, 2, 3]) for _ in range(3)) for _ in range(12)]
+        front = set(pareto_front(points, minimize))
+        # independent check: a point is off the front iff another is <= on every signed objective
+        # (accuracy negated) and differs somewhere
+        signed = [tuple(-v if not low else v for v, low in zip(q, minimize)) for q in points]
+        for i in range(len(points)):
+            beaten = any(
+                all(a <= b for a, b in zip(signed[j], signed[i])) and signed[j] != signed[i]
+                for j in range(len(points))
+            )
+            assert (i not in front) == beaten
+    with pytest.raises(ValueError, match="differ in length"):
+        dominates((1, 2), (1,), (True, True))
+
+
+def test_plan_rungs_shrinks_by_eta_and_ends_at_the_full_budget():
+    rungs = plan_rungs(10, eta=3, max_epochs=8, max_images=6000, min_images=64)
+    assert [r.candidates for r in rungs] == [10, 4, 2, 1]
+    assert (rungs[-1].epochs, rungs[-1].images) == (8, 6000)
+    assert [r.images for r in rungs] == [222, 667, 2000, 6000]
+    assert all(a.epochs <= b.epochs and a.images <= b.images for a, b in itertools.pairwise(rungs))
+    assert plan_rungs(1, max_epochs=4, max_images=100) == [RungPlan(1, 4, 100)]
+
+
+def test_successive_halving_keeps_the_best_and_accounts_for_every_trial():
+    quality = {"a": 0.5, "b": 0.9, "c": 0.7, "d": 0.6, "e": 0.8}
+    macs = {name: 1000 * (i + 1) for i, name in enumerate(quality)}
+    rungs = plan_rungs(5, eta=2, max_epochs=4, max_images=400, min_images=10)
+    calls = []
+
+    def evaluate(name, plan):
+        calls.append((name, plan.epochs, plan.images))
+        return quality[name] * plan.epochs / 4  # more budget, higher score; the order never changes
+
+    ticks = itertools.count()
+    result = successive_halving(list(quality), evaluate, rungs, macs=macs, clock=lambda: next(ticks))
+    assert result.winner == "b" and not result.stopped_early
+    assert [t.name for t in result.rung(0)] == list(quality)
+    assert [t.name for t in result.rung(1)] == ["b", "e", "c"]
+    assert [t.name for t in result.rung(2)] == ["b", "e"]
+    assert [t.name for t in result.rung(3)] == ["b"]
+    assert len(calls) == len(result.trials) == 11
+    for t in result.trials:  # training work: 3 x MACs x images x epochs
+        assert t.mac_images == 3 * macs[t.name] * t.images * t.epochs
+        assert t.seconds == 1  # the fake clock ticks once per evaluation
+    assert result.mac_images == sum(t.mac_images for t in result.trials)
+
+
+def test_a_time_budget_stops_before_a_new_rung_and_a_trial_budget_caps_the_first():
+    quality = {"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.4}
+    rungs = plan_rungs(4, eta=2, max_epochs=4, max_images=400, min_images=10)
+    ticks = itertools.count()
+    result = successive_halving(
+        list(quality),
+        lambda name, plan: quality[name],
+        rungs,
+        macs=dict.fromkeys(quality, 1),
+        budget=Budget(seconds=3),
+        clock=lambda: next(ticks),
+    )
+    assert result.stopped_early and {t.rung for t in result.trials} == {0}
+    assert result.winner == "d"  # the best of the last finished rung
+    capped = successive_halving(
+        list(quality), lambda n, p: quality[n], rungs, macs=dict.fromkeys(quality, 1), budget=Budget(trials=2)
+    )
+    assert [t.name for t in capped.rung(0)] == ["a", "b"] and capped.winner == "b"
+
+
+def test_parse_budget():
+    assert parse_budget("20m") == Budget(seconds=1200)
+    assert parse_budget("1.5h") == Budget(seconds=5400)
+    assert parse_budget("90s") == Budget(seconds=90)
+    assert parse_budget("8") == Budget(trials=8)
+    for bad in ("soon", "2.5", "0", "-3m"):
+        with pytest.raises(ConfigError, match="search budget"):
+            parse_budget(bad)
+
+
+def test_several_targets_intersect_and_keep_each_targets_reasons():
+    pi5 = get_target("pi5")
+    tight = dataclasses.replace(
+        get_target("android-cpu"),
+        budgets=dataclasses.replace(get_target("android-cpu").budgets, model_mb=3.0),
+    )
+    candidates = [Candidate("lcnet_050"), Candidate("mobilenetv2_050"), Candidate("resnet10t")]
+    joint = assess_targets(candidates, [pi5, tight], 64, 10)
+    by_name = {j.candidate.arch: j for j in joint}
+    for j in joint:  # feasible on both = feasible on each
+        assert j.feasible == all(a.feasible for a in j.per_target.values())
+        assert set(j.per_target) == {"pi5", "android-cpu"}
+    resnet = by_name["resnet10t"]
+    assert not resnet.feasible and resnet.per_target["pi5"].feasible
+    assert any(r.startswith("android-cpu: ") and "MB of weights > budget 3 MB" in r for r in resnet.reasons)
+    assert by_name["lcnet_050"].feasible
+    ratio = by_name["lcnet_050"].worst_latency_ratio
+    assert ratio == max(
+        a.predicted_latency_ms / a.budget_ms for a in by_name["lcnet_050"].per_target.values()
+    )
+    with pytest.raises(ConfigError, match="named twice"):
+        assess_targets(candidates, [pi5, pi5], 64, 10)
