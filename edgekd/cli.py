@@ -363,6 +363,66 @@ def models_list() -> None:
     console.print(f"default teacher (models/teachers.yaml): {recipe}")
 
 
+@app.command("search")
+def search_command(
+    target: Annotated[
+        list[str], typer.Option("--target", help="A target (repeatable: one student for all).")
+    ],
+    list_space: Annotated[
+        bool, typer.Option("--list", help="Print the search space and its size, then stop.")
+    ] = False,
+    num_classes: Annotated[int, typer.Option(help="Classes of the task (sizes the head).")] = 10,
+    targets_dir: TargetsDirOption = None,
+) -> None:
+    """The student search space for one or more targets, and which candidates they allow."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.catalog import load_students
+    from edgekd.search import assess_targets, pareto_front, search_space
+    from edgekd.targets import get_target
+
+    targets = [get_target(name, tuple(targets_dir or ())) for name in target]
+    space = search_space(load_students(), targets)
+    console = Console()
+    names = ", ".join(t.name for t in targets)
+    if list_space:
+        table = Table(title=f"search space for {names}: {len(space)} (candidate, input size) pairs")
+        for column in ("timm arch", "input sizes", "notes"):
+            table.add_column(column)
+        sizes = sorted({size for _, size in space})
+        for candidate in load_students():
+            table.add_row(candidate.arch, " ".join(map(str, sizes)), candidate.notes)
+        console.print(table)
+        return
+    table = Table(title=f"candidates for {names} (predicted; * = Pareto front of the feasible)")
+    for column in ("arch", "px", *(f"{t.name} ms" for t in targets), "peak MB", "status"):
+        table.add_column(column, justify="left" if column in ("arch", "status") else "right")
+    rows = []
+    for size in sorted({size for _, size in space}):
+        candidates = [c for c, s in space if s == size]
+        rows += [(size, j) for j in assess_targets(candidates, targets, size, num_classes)]
+    feasible = [(size, j) for size, j in rows if j.feasible]
+    objectives = [
+        (
+            max(a.predicted_latency_ms for a in j.per_target.values()),
+            max(a.peak_memory_mb for a in j.per_target.values()),
+        )
+        for _, j in feasible
+    ]
+    front = {id(feasible[i][1]) for i in pareto_front(objectives, minimize=(True, True))}
+    for size, j in rows:
+        status = ("feasible *" if id(j) in front else "feasible") if j.feasible else "; ".join(j.reasons)
+        table.add_row(
+            j.candidate.arch,
+            str(size),
+            *(f"{j.per_target[t.name].predicted_latency_ms:.2f}" for t in targets),
+            f"{max(a.peak_memory_mb for a in j.per_target.values()):.2f}",
+            status,
+        )
+    console.print(table)
+
+
 @latency_app.command("predict")
 def latency_predict(
     model: Annotated[str, typer.Argument(help="timm architecture, e.g. mobilenetv3_small_100.")],

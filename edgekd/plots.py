@@ -116,6 +116,72 @@ def training_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
     return to_png(figure)
 
 
+@dataclass(frozen=True)
+class CandidatePoint:
+    """One candidate of the student search as the Pareto plot draws it."""
+
+    label: str
+    latency_ms: float
+    memory_mb: float
+    accuracy: float | None  # the evidence (validation accuracy of its last rung); None: not trained
+    feasible: bool
+    on_front: bool
+    chosen: bool = False
+
+
+def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None) -> bytes | None:
+    """Predicted latency against accuracy evidence (marker area: peak memory), the Pareto front joined
+    by a line, rejected candidates hollow, the chosen one ringed; candidates without evidence sit on
+    a strip below the axis. None when there is nothing to draw.
+
+    Example:
+        >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)])
+        >>> png[:4] == b"\x89PNG"
+        True
+    """
+    if not points:
+        return None
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 4.8), dpi=100, layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    scored = [p.accuracy for p in points if p.accuracy is not None]
+    floor = (min(scored) - 0.05) if scored else 0.0
+    largest = max(p.memory_mb for p in points) or 1.0
+
+    def y(p: CandidatePoint) -> float:
+        return 100 * (p.accuracy if p.accuracy is not None else floor)
+
+    for p in points:
+        size = 30 + 270 * p.memory_mb / largest
+        face = "tab:blue" if p.feasible else "none"
+        axes.scatter([p.latency_ms], [y(p)], s=size, facecolors=face, edgecolors="tab:blue", alpha=0.7)
+        axes.annotate(p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if p.chosen:
+            axes.scatter([p.latency_ms], [y(p)], s=size * 2.2, facecolors="none", edgecolors="tab:red", lw=2)
+    front = sorted((p for p in points if p.on_front and p.accuracy is not None), key=lambda p: p.latency_ms)
+    if len(front) > 1:
+        axes.plot(
+            [p.latency_ms for p in front],
+            [y(p) for p in front],
+            color="tab:orange",
+            lw=1.2,
+            label="Pareto front",
+        )
+        axes.legend(loc="lower right")
+    if budget_ms is not None:
+        axes.axvline(budget_ms, color="grey", ls="--", lw=1)
+        axes.annotate("latency budget", (budget_ms, axes.get_ylim()[0]), fontsize=7, rotation=90, va="bottom")
+    axes.set_xscale("log")
+    axes.set_xlabel("predicted latency on the target (ms, log scale)")
+    axes.set_ylabel(
+        "validation accuracy (%)" + (", untrained at the bottom" if len(scored) < len(points) else "")
+    )
+    axes.set_title("student search: filled = feasible, area = peak memory, ringed = chosen")
+    axes.grid(alpha=0.3)
+    return to_png(figure)
+
+
 def to_png(figure: Any) -> bytes:
     """Render a `matplotlib.figure.Figure` to PNG bytes on an Agg canvas.
 

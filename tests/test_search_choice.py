@@ -132,3 +132,20 @@ def test_several_targets_intersect_and_keep_each_targets_reasons():
     )
     with pytest.raises(ConfigError, match="named twice"):
         assess_targets(candidates, [pi5, pi5], 64, 10)
+
+
+def test_the_space_is_every_candidate_at_every_size_all_targets_allow(capsys):
+    from edgekd.catalog import load_students
+    from edgekd.cli import main
+    from edgekd.search import search_space
+
+    pi5, ane = get_target("pi5"), get_target("apple-ane")
+    space = search_space(load_students(), [pi5, ane])
+    shared = sorted(set(pi5.allowed_input_sizes) & set(ane.allowed_input_sizes))
+    assert shared and {size for _, size in space} == set(shared)
+    assert len(space) == len(load_students()) * len(shared)
+    only_64 = dataclasses.replace(pi5, input_size=64, input_sizes=(64,))
+    with pytest.raises(ConfigError, match="share no input size"):
+        search_space(load_students(), [only_64, ane])
+    assert main(["search", "--target", "pi5", "--target", "apple-ane", "--list"]) == 0
+    assert f"{len(space)} (candidate, input size) pairs" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from edgekd.search.constraints import (
     assess_targets,
     choose_assistant,
     choose_student,
+    search_space,
     write_search_csv,
 )
 from edgekd.search.pareto import pareto_front
@@ -28,5 +29,6 @@ __all__ = [
     "choose_assistant",
     "choose_student",
     "pareto_front",
+    "search_space",
     "write_search_csv",
 ]

@@ -86,6 +86,17 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
     )
 
 
+def search_space(candidates: list[Candidate], targets: list[Target]) -> list[tuple[Candidate, int]]:
+    """Every (candidate, input size) the search may choose: each candidate at each resolution that
+    all `targets` allow (a resolution one target cannot take is no choice for a student meant for
+    all of them). Raises when the targets share no resolution."""
+    sizes = sorted(set.intersection(*(set(t.allowed_input_sizes) for t in targets)))
+    if not sizes:
+        allowed = "; ".join(f"{t.name}: {list(t.allowed_input_sizes)}" for t in targets)
+        raise ConfigError(f"the targets share no input size ({allowed}); search them one at a time.")
+    return [(c, size) for c in candidates for size in sizes]
+
+
 def assess(
     candidates: list[Candidate], target: Target, input_size: int, num_classes: int
 ) -> list[Assessment]:
