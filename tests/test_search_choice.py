@@ -149,3 +149,17 @@ def test_the_space_is_every_candidate_at_every_size_all_targets_allow(capsys):
         search_space(load_students(), [only_64, ane])
     assert main(["search", "--target", "pi5", "--target", "apple-ane", "--list"]) == 0
     assert f"{len(space)} (candidate, input size) pairs" in capsys.readouterr().out
+
+
+def test_pareto_plot_draws_feasible_rejected_and_untrained_candidates():
+    from edgekd.plots import CandidatePoint, pareto_plot
+
+    points = [
+        CandidatePoint("fast", 1.0, 1.0, 0.70, True, True),
+        CandidatePoint("chosen", 3.0, 2.0, 0.85, True, True, chosen=True),
+        CandidatePoint("dominated", 4.0, 3.0, 0.80, True, False),
+        CandidatePoint("too slow", 80.0, 5.0, None, False, False),
+    ]
+    png = pareto_plot(points, budget_ms=33.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert pareto_plot([]) is None
