@@ -71,7 +71,7 @@ def cache_root() -> Path:
 
 def eurosat(limit: int | None = None):
     """EuroSAT RGB extracted into the cache (checksum verified) and decoded once."""
-    from edgekd.data import decode_once, load_image_folder
+    from edgekd.data import decode_once, load_image_folder, with_train_subset
 
     target = cache_root() / "datasets"
     root = target / "eurosat-rgb"
@@ -83,16 +83,7 @@ def eurosat(limit: int | None = None):
         with tarfile.open(ARCHIVE) as archive:
             archive.extractall(target, filter="data")
     data = decode_once(load_image_folder(root, INPUT_SIZE), cache_root())
-    if limit:
-        import numpy as np
-        from torch.utils.data import Subset
-
-        # a seeded random subset: the files are sorted by class, so the first N would be one class
-        chosen = np.random.default_rng(0).permutation(len(data.train))[:limit]
-        subset = Subset(data.train, chosen.tolist())
-        fingerprint = hashlib.sha256(f"{data.fingerprint}|{limit} random train images".encode()).hexdigest()
-        data = dataclasses.replace(data, train=subset, fingerprint=fingerprint)
-    return data
+    return with_train_subset(data, limit, seed=0) if limit else data
 
 
 def teacher_recipe(augmented: bool = False):

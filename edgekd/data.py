@@ -289,6 +289,22 @@ def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, tor
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
+def with_train_subset(splits: DataSplits, count: int, seed: int = 0) -> DataSplits:
+    """The same splits with `count` training images drawn at random (seeded; random because an image
+    folder is ordered by class), and a fingerprint that says so: caches keyed on it (decoded images,
+    teacher outputs) never mix the subset with the whole."""
+    import dataclasses
+    import hashlib
+
+    from torch.utils.data import Subset
+
+    if count >= len(splits.train):
+        return splits
+    chosen = np.random.default_rng(seed).permutation(len(splits.train))[:count]
+    fingerprint = hashlib.sha256(f"{splits.fingerprint}|{count} random train images".encode()).hexdigest()
+    return dataclasses.replace(splits, train=Subset(splits.train, chosen.tolist()), fingerprint=fingerprint)
+
+
 def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.Tensor:
     """`count` images drawn at random (seeded) from `dataset`, stacked, for int8 calibration."""
     return stack_sample(dataset, count, seed)[0]

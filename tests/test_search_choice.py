@@ -163,3 +163,41 @@ def test_pareto_plot_draws_feasible_rejected_and_untrained_candidates():
     png = pareto_plot(points, budget_ms=33.0)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert pareto_plot([]) is None
+
+
+def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cache(tmp_path, digits):
+    """Successive halving over three tiny students from a briefly trained teacher on digits: every
+    trial is a real distillation run, scores are validation accuracies, and each rung's teacher
+    outputs are computed once for all its candidates."""
+    import torch
+
+    from edgekd.catalog import build_model
+    from edgekd.distill.losses import make_loss
+    from edgekd.distill.stage import DistillPlan
+    from edgekd.distill.trainer import TrainConfig, train
+    from edgekd.search.evidence import evidence
+    from tests.helpers import one_torch_thread
+
+    names = ["lcnet_050", "mobilenetv3_small_050", "mobilenetv2_050"]
+    with one_torch_thread():
+        torch.manual_seed(0)
+        teacher = build_model("resnet10t", digits.num_classes)
+        train(teacher, digits, TrainConfig(epochs=1, batch_size=64, lr=3e-3), loss=make_loss("ce"))
+        config = TrainConfig(epochs=1, batch_size=64, lr=3e-3, seed=0)
+        evaluate = evidence(
+            lambda arch: build_model(arch, digits.num_classes),
+            teacher.eval(),
+            digits,
+            config,
+            DistillPlan(),
+            cache_dir=tmp_path,
+        )
+        rungs = plan_rungs(len(names), eta=3, max_epochs=2, max_images=300, min_images=100)
+        result = successive_halving(names, evaluate, rungs, macs=dict.fromkeys(names, 1))
+    assert [len(result.rung(i)) for i in range(len(rungs))] == [3, 1]
+    assert all(0.0 <= t.score <= 1.0 and t.seconds > 0 for t in result.trials)
+    assert result.winner == max(result.rung(0), key=lambda t: t.score).name
+    assert [(t.epochs, t.images) for t in result.rung(1)] == [(2, 300)]
+    # the cache is keyed by teacher, data subset and views: one entry per rung, however many students
+    entries = {p.parent for p in (tmp_path / "teacher-outputs").rglob("*") if p.is_file()}
+    assert len(entries) == len(rungs), sorted(entries)
