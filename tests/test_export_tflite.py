@@ -36,15 +36,6 @@ def tiny_export(tmp_path_factory):
     return model, export(model, "tflite", out, contract=_contract(32), stem="tiny")
 
 
-def test_tflite_parity_on_real_images(tiny_export, digits):
-    model, artifact = tiny_export
-    images, labels = stack(digits.test, limit=64)
-    report = check_parity(artifact, model, images, labels)
-    assert report.samples == 64
-    assert report.top1_agreement >= 0.995
-    assert report.max_abs_diff < 1e-3 and report.cosine_similarity > 0.9999
-
-
 def test_artifact_is_nhwc_and_carries_its_contract(tiny_export):
     _, artifact = tiny_export
     assert artifact.path.suffix == ".tflite" and artifact.size_bytes > 10_000
