@@ -156,6 +156,7 @@ def distil(arch: str, loss_specs: list[str], teacher, data, config, cached: bool
 def kd_student(data, teacher, config, arch: str = STUDENT_ARCH):
     """The kd-cached row's student, distilled once and kept in the cache (the int8 row and
     benchmarks/export_eurosat.py start from it)."""
+    from edgekd._io import write_json_atomic
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.teachers import teacher_cache_key
 
@@ -176,8 +177,6 @@ def kd_student(data, teacher, config, arch: str = STUDENT_ARCH):
     student, info = distil(arch, ["kd"], teacher, data, config, cached=True)
     model_info = ModelInfo(arch, tuple(data.classes), data.input_size, tuple(data.mean), tuple(data.std))
     save_model(path, student, model_info)
-    from edgekd._io import write_json_atomic
-
     write_json_atomic(path.with_suffix(".json"), info)
     return student.eval(), info
 

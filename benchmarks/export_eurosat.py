@@ -13,7 +13,6 @@ least 50 runs and 1 s), 1 thread, every row in the same run, quoted as a ratio t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -88,9 +87,8 @@ def print_table(rows) -> None:
         return "-" if value is None else format(value, fmt)
 
     for r in rows:
-        row = dataclasses.asdict(r)
         print(
-            f"{r.format:9s} {r.precision:9s} {r.status:42s} {number(row['size_mb'], '6.2f')} "
+            f"{r.format:9s} {r.precision:9s} {r.status:42s} {number(r.size_mb, '6.2f')} "
             f"{number(None if r.accuracy is None else 100 * r.accuracy, '6.2f')} "
             f"{number(None if r.top1_agreement is None else 100 * r.top1_agreement, '7.2f')} "
             f"{number(r.latency_ms, '7.3f')} {number(r.latency_ratio, '7.2f')}"

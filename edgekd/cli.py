@@ -383,7 +383,8 @@ def search_command(
     from edgekd.targets import get_target
 
     targets = [get_target(name, tuple(targets_dir or ())) for name in target]
-    space = search_space(load_students(), targets)
+    candidates = load_students()
+    space = search_space(candidates, targets)
     console = Console()
     names = ", ".join(t.name for t in targets)
     if list_space:
@@ -391,7 +392,7 @@ def search_command(
         for column in ("timm arch", "input sizes", "notes"):
             table.add_column(column)
         sizes = sorted({size for _, size in space})
-        for candidate in load_students():
+        for candidate in candidates:
             table.add_row(candidate.arch, " ".join(map(str, sizes)), candidate.notes)
         console.print(table)
         return

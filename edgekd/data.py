@@ -300,9 +300,14 @@ def with_train_subset(splits: DataSplits, count: int, seed: int = 0) -> DataSpli
 
     if count >= len(splits.train):
         return splits
-    chosen = np.random.default_rng(seed).permutation(len(splits.train))[:count]
+    chosen = _seeded_choice(len(splits.train), count, seed)
     fingerprint = hashlib.sha256(f"{splits.fingerprint}|{count} random train images".encode()).hexdigest()
     return dataclasses.replace(splits, train=Subset(splits.train, chosen.tolist()), fingerprint=fingerprint)
+
+
+def _seeded_choice(population: int, count: int, seed: int) -> np.ndarray:
+    """`count` distinct indices below `population` (all of them if fewer), in a seeded random order."""
+    return np.random.default_rng(seed).permutation(population)[: min(count, population)]
 
 
 def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.Tensor:
@@ -313,6 +318,5 @@ def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.
 def stack_sample(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` samples drawn at random (seeded) from `dataset` as an image batch and a label vector.
     Random, not the first `count`: an image folder is ordered by class, so a prefix would be one class."""
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(dataset))[: min(count, len(dataset))])
-    items = [dataset[int(i)] for i in chosen]
+    items = [dataset[int(i)] for i in np.sort(_seeded_choice(len(dataset), count, seed))]
     return torch.stack([image for image, _ in items]), torch.tensor([int(label) for _, label in items])

@@ -23,6 +23,8 @@ class Session(Protocol):
     runtime: str
     version: str
     threads: int
+    # The operating system (`platform.system()`) the runtime exists on; None: any.
+    only_on: str | None
 
     def set_input(self, sample: np.ndarray) -> None:
         """One sample with a batch dimension of 1, in the artifact's layout."""
@@ -42,6 +44,7 @@ class LiteRTSession:
     dequantized, so callers see the same float interface for fp32 and int8 artifacts."""
 
     runtime = "litert"
+    only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
         from importlib.metadata import version
@@ -78,6 +81,7 @@ class OpenVINOSession:
     is the IR's own precision: FP16 IR weights are decompressed to fp32, INT8 IR runs integer kernels."""
 
     runtime = "openvino"
+    only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
         import openvino as ov
@@ -109,6 +113,7 @@ class OnnxRuntimeSession:
     graph optimisations on (the default a deployed ORT app gets)."""
 
     runtime = "onnxruntime"
+    only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
         import onnxruntime as ort
@@ -142,11 +147,12 @@ class CoreMLSession:
     callers validate the package's spec instead (edgekd.export.coreml.validate_package)."""
 
     runtime = "coreml"
+    only_on = "Darwin"
 
     def __init__(self, path: str, threads: int, compute_units: str = "ALL") -> None:
         import platform
 
-        if platform.system() != "Darwin":
+        if not available_here(type(self)):
             raise RuntimeUnavailableError(
                 f"{path}: Core ML models run only on macOS (this is {platform.system()}); validate the "
                 "package's spec here, or profile it on a Mac (edgekd profile --device ssh://mac)."
@@ -182,13 +188,18 @@ class CoreMLSession:
         return self._result
 
 
-def can_run_here(fmt: str) -> bool:
-    """Whether this machine has the runtime that executes `fmt` (Core ML needs macOS)."""
+def available_here(session_class: type) -> bool:
+    """Whether a runtime can exist on this machine's operating system (its `only_on`)."""
     import platform
 
+    return session_class.only_on in (None, platform.system())
+
+
+def can_run_here(fmt: str) -> bool:
+    """Whether this machine has the runtime that executes `fmt` (Core ML needs macOS)."""
     from edgekd.export import FORMATS
 
-    return FORMATS.get(fmt).runtime != "coreml" or platform.system() == "Darwin"
+    return available_here(RUNTIMES.get(FORMATS.get(fmt).runtime))
 
 
 def quantize(values: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:

@@ -20,8 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +38,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
     import torch.nn as nn
+
+log = logging.getLogger(__name__)
 
 # Static int8 quantization needs this many representative images by default; fewer give activation
 # ranges that miss the tails of the real input distribution. `export(min_calibration=...)` lowers it.
@@ -204,12 +209,12 @@ def export(
             f"format {fmt!r} takes {spec.layout} input, but the contract says {contract.layout}; "
             "build it with edgekd.export.make_contract."
         )
-    options = dict(options or {})
+    prepared: dict[str, Any] = {}  # export()'s own keywords, apart from the format's options
     if _is_qat_model(model):
         _check_qat_export(model, fmt, contract, calibration)
-        options["qat"] = True
+        prepared["qat"] = True
     elif contract.precision in spec.calibrated:
-        options["calibration"] = _calibration_images(calibration, contract, min_calibration)
+        prepared["calibration"] = _calibration_images(calibration, contract, min_calibration)
     elif calibration is not None:
         raise ExportError(
             f"calibration images were given but precision {contract.precision!r} does not use them; "
@@ -223,9 +228,10 @@ def export(
             f"the {fmt} exporter needs a backend that is not installed ({e.name}); "
             f"install it with: pip install 'edgekd[{spec.extra}]'"
         ) from e
-    path = Path(out_dir) / f"{stem}-{contract.precision}{spec.suffix}"
+    options = dict(options or {})
     _check_options(fmt, module.export_model, options)
-    written: Contract = module.export_model(model.eval(), path, contract, **options)
+    path = Path(out_dir) / f"{stem}-{contract.precision}{spec.suffix}"
+    written: Contract = module.export_model(model.eval(), path, contract, **prepared, **options)
     artifact = Artifact(path, fmt, written)
     write_json_atomic(artifact.sidecar, {"format": fmt, "file": path.name, "contract": asdict(written)})
     return artifact
@@ -237,7 +243,33 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
 
 
+def package_version(package: str) -> str:
+    """The installed version of `package`, for a contract's `versions` ("unknown" if not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def converter_output(what: str, stream: str = "stderr"):
+    """Hold what a converter prints on `stream` ("stdout" or "stderr": progress bars, size reports)
+    and pass it to the debug log: the core never prints, and the caller draws its own progress."""
+    captured = io.StringIO()
+    redirect = contextlib.redirect_stdout if stream == "stdout" else contextlib.redirect_stderr
+    try:
+        with redirect(captured):
+            yield
+    finally:
+        if captured.getvalue().strip():
+            log.debug("%s printed:\n%s", what, captured.getvalue().strip())
+
+
 def _check_options(fmt: str, export_model: Any, options: dict[str, Any]) -> None:
+    """The caller's `options` must be keywords of the format's `export_model` (not calibration or
+    qat, which export() itself passes)."""
     import inspect
 
     accepted = [
@@ -245,7 +277,7 @@ def _check_options(fmt: str, export_model: Any, options: dict[str, Any]) -> None
         for name, p in inspect.signature(export_model).parameters.items()
         if p.kind == p.KEYWORD_ONLY and name not in ("calibration", "qat")
     ]
-    unknown = sorted(set(options) - set(accepted) - {"calibration", "qat"})
+    unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise ExportError(
             f"format {fmt!r} has no option(s) {unknown}; its options: {', '.join(accepted) or '(none)'}."

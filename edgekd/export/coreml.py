@@ -35,9 +35,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import io
 import json
 import logging
 import os
@@ -53,7 +51,7 @@ import torch
 import torch.nn as nn
 
 from edgekd.errors import ExportError
-from edgekd.export import Contract, with_versions
+from edgekd.export import Contract, converter_output, with_versions
 from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)
@@ -135,7 +133,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         package = staging / path.name
-        with _quiet():
+        with converter_output("coremltools"):  # tqdm bars for every pass
             mlmodel.save(str(package))
         (package / _EXECUTORCH_DEBUG_FILE).unlink(missing_ok=True)
         report = validate_package(package, written)
@@ -203,7 +201,7 @@ def _convert(model: nn.Module, contract: Contract, target):
     precision = ct.precision.FLOAT32 if contract.precision == "fp32" else ct.precision.FLOAT16
     try:
         program = torch.export.export(wrapped, (pixels,), strict=False).run_decompositions({})
-        with _quiet():
+        with converter_output("coremltools"):  # tqdm bars for every pass
             return ct.convert(
                 program,
                 inputs=[
@@ -240,7 +238,7 @@ def _compress(mlmodel, weight_quantization: str, arch: str):
         op_config = cto.OpPalettizerConfig(mode="kmeans", nbits=8, weight_threshold=WEIGHT_THRESHOLD)
         compress = cto.palettize_weights
     try:
-        with _quiet():
+        with converter_output("coremltools"):  # tqdm bars for every pass
             return compress(mlmodel, cto.OptimizationConfig(global_config=op_config))
     except Exception as e:
         raise ExportError(
@@ -302,18 +300,6 @@ def _publish(package: Path, path: Path) -> None:
     except BaseException:
         os.replace(old, path)
         raise
-
-
-@contextlib.contextmanager
-def _quiet():
-    """coremltools draws tqdm bars on stderr for every pass; the caller shows progress its own way."""
-    captured = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(captured):
-            yield
-    finally:
-        if captured.getvalue():
-            log.debug("coremltools said:\n%s", captured.getvalue())
 
 
 def _tree_bytes(path: Path) -> int:

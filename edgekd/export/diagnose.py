@@ -38,7 +38,7 @@ def conversion_error(
     fmt: str, arch: str, model: nn.Module, example: torch.Tensor, error: BaseException
 ) -> ExportError:
     """An `ExportError` for `error`, raised while converting `model` (run on `example`) to `fmt`."""
-    message = _first_lines(str(error) or type(error).__name__)
+    message = brief(error)
     culprits = find_culprits(model, example, f"{type(error).__name__}: {error}")
     if not culprits:
         return ExportError(f"{arch} could not be converted to {fmt}: {type(error).__name__}: {message}")
@@ -106,6 +106,19 @@ def _layer_of(node: torch.fx.Node) -> tuple[str, str]:
     return path, type_name
 
 
-def _first_lines(text: str, lines: int = 3, chars: int = 400) -> str:
-    kept = " ".join(line.strip() for line in text.strip().splitlines()[:lines] if line.strip())
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def without_colours(text: str) -> str:
+    """`text` without terminal colour codes (some converters colour their messages)."""
+    return _ANSI.sub("", text)
+
+
+def brief(error: BaseException | str, lines: int = 3, chars: int = 400) -> str:
+    """The first `lines` non-empty lines of an error's message, without terminal colours, cut at
+    `chars`: what a converter's message says, without its stack dump."""
+    text = without_colours(str(error))
+    kept = " ".join([line.strip() for line in text.splitlines() if line.strip()][:lines])
+    if not kept and isinstance(error, BaseException):
+        kept = type(error).__name__
     return kept if len(kept) <= chars else kept[: chars - 1] + "…"

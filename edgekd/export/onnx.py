@@ -31,8 +31,8 @@ import torch.nn as nn
 
 from edgekd._io import atomic_path
 from edgekd.errors import ExportError
-from edgekd.export import Contract, with_versions
-from edgekd.export.diagnose import conversion_error
+from edgekd.export import Contract, package_version, with_versions
+from edgekd.export.diagnose import brief, conversion_error, without_colours
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +62,8 @@ def export_model(
     Called by `edgekd.export.export`, which checks the precision (fp32 only) and writes the
     sidecar; `export(..., options={"opset": 19})` chooses the opset (13 up to the installed onnx's newest)."""
     _check_opset(opset)
-    if qat or calibration is not None or contract.precision != "fp32":
-        raise ExportError(
-            f"the onnx exporter writes fp32 only (asked: precision {contract.precision!r}"
-            f"{', a QAT model' if qat else ''}{', calibration images' if calibration is not None else ''}); "
-            "export the float model with precision 'fp32', or use format 'tflite' or 'openvino' for int8."
-        )
-    if contract.layout != "NCHW":
-        raise ExportError(f"the onnx exporter writes NCHW input; the contract asks for {contract.layout}.")
-    _, channels, height, width = contract.input_shape
-    example = torch.zeros(1, channels, height, width)
+    # export() has refused other precisions, calibration images and QAT models (fp32 only here)
+    example = torch.zeros(contract.input_shape)
     try:
         program = torch.onnx.export(
             model,
@@ -92,7 +84,7 @@ def export_model(
         torch=torch.__version__,
         onnx=onnx.__version__,
         onnxruntime=ort.__version__,
-        onnxscript=_version("onnxscript"),
+        onnxscript=package_version("onnxscript"),
     )
     _embed_contract(proto, written, opset)
     with atomic_path(path) as tmp:
@@ -172,17 +164,16 @@ def _validate(written: Path, path: Path) -> None:
     try:
         onnx.checker.check_model(str(written), full_check=True)
     except Exception as e:  # ValidationError, InferenceError, or a C++ error the bindings pass on
-        raise ExportError(f"{path}: the exported model fails the ONNX checker: {_brief(e)}") from e
+        raise ExportError(f"{path}: the exported model fails the ONNX checker: {brief(e)}") from e
     try:
         ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own pybind error types
         raise ExportError(
-            f"{path}: onnxruntime {ort.__version__} cannot open the exported model: {_brief(e)}; "
+            f"{path}: onnxruntime {ort.__version__} cannot open the exported model: {brief(e)}; "
             "a lower opset (export_model(..., opset=18)) may be one it supports."
         ) from e
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TRANSLATING = re.compile(r"Error when translating node %(\w+) .*?target=torch\.ops\.([\w.]+)\]?\(", re.S)
 
 
@@ -199,25 +190,10 @@ def _focused(error: Exception) -> Exception:
         chain.append(current)
         current = current.__cause__ or current.__context__
     for link in chain:
-        match = _TRANSLATING.search(_ANSI.sub("", str(link)))
+        match = _TRANSLATING.search(without_colours(str(link)))
         if match:
             node, target = match.groups()
             root = chain[-1]
-            cause = "" if root is link else f": {type(root).__name__}: {_brief(root, lines=1)}"
+            cause = "" if root is link else f": {type(root).__name__}: {brief(root, lines=1)}"
             return OnnxTranslationError(f"node {node} ({target}) has no ONNX translation{cause}")
     return error
-
-
-def _brief(error: BaseException, lines: int = 3) -> str:
-    """The first `lines` non-empty lines of `error`'s message, without terminal colours."""
-    kept = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
-    return " ".join(kept[:lines]) or type(error).__name__
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"

@@ -87,16 +87,28 @@ def check_parity(
     """Run `images` (NCHW, normalised) through the artifact and through `model`; raise `ExportError`
     when the report fails the gate of the artifact's precision (`gates`, default `load_gates()`),
     unless `gate` is off: a comparison that is reported, not shipped."""
-    with torch.no_grad():
-        reference = model.eval()(images).numpy()
-    session = open_session(artifact, threads)
-    candidate = predict(session, prepare_input(images.numpy(), artifact.contract))
-    report = compare(reference, candidate, labels.numpy())
+    report = compare_with(artifact, reference_logits(model, images), images, labels, threads=threads)
     if gate:
         failures = gate_failures(report, artifact.contract.precision, gates)
         if failures:
             raise ExportError(f"{artifact.path}: " + "; ".join(failures) + ".")
     return report
+
+
+def reference_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:
+    """PyTorch's logits for `images`, the reference every artifact of `model` is compared with;
+    computed once when several artifacts are checked on the same images."""
+    with torch.no_grad():
+        return model.eval()(images).numpy()
+
+
+def compare_with(
+    artifact: Artifact, reference: np.ndarray, images: torch.Tensor, labels: torch.Tensor, *, threads: int = 1
+) -> ParityReport:
+    """The artifact, run in its own runtime on `images`, against precomputed `reference` logits."""
+    session = open_session(artifact, threads)
+    candidate = predict(session, prepare_input(images.numpy(), artifact.contract))
+    return compare(reference, candidate, labels.numpy())
 
 
 def gate_failures(

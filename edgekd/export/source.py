@@ -39,11 +39,11 @@ class ExportSource:
     format_options: dict[str, dict[str, Any]]  # per format, from the run's target
 
 
-def load_export_source(
-    source: Path, data: Path | None = None, cache_dir: Path | None = None, seed: int = 0
-) -> ExportSource:
+def load_export_source(source: Path, data: Path | None = None, cache_dir: Path | None = None) -> ExportSource:
     from edgekd.checkpoint import load_model
     from edgekd.data import decode_once, load_data
+    from edgekd.pipeline import FitConfig
+    from edgekd.targets import get_target
     from edgekd.teachers import default_cache_dir
 
     source = Path(source)
@@ -55,9 +55,9 @@ def load_export_source(
                 f"{source}: not a finished `edgekd fit` run (no student.safetensors and config.yaml); "
                 "pass a run directory or an edgekd checkpoint (.safetensors)."
             )
-        config = _run_config(source)
+        config = FitConfig.from_yaml(source / "config.yaml")
         data = data if data is not None else config.data
-        options = _target_options(config)
+        options = target_format_options(get_target(config.target, config.targets_dir or ()))
         out_dir = source / "exports"
     elif source.suffix == CHECKPOINT_SUFFIX and source.exists():
         checkpoint = source
@@ -107,18 +107,6 @@ def export_inputs(
         targets=targets,
         calibration=representative_images(data.train, calibration_images, seed=seed),
     )
-
-
-def _run_config(run: Path):
-    from edgekd.pipeline import FitConfig
-
-    return FitConfig.from_yaml(run / "config.yaml")
-
-
-def _target_options(config) -> dict[str, dict[str, Any]]:
-    from edgekd.targets import get_target
-
-    return target_format_options(get_target(config.target, config.targets_dir or ()))
 
 
 def target_format_options(target) -> dict[str, dict[str, Any]]:

@@ -98,10 +98,14 @@ def export_matrix(
 ) -> list[ExportRow]:
     """One row for PyTorch eager, then one per (format, precision) in `pairs`, in that order."""
     from edgekd.devices.local import measure_torch_latency
+    from edgekd.export.parity import load_gates, reference_logits
 
     observer = observer or SilentObserver()
     model = model.eval()
-    reference_accuracy = _torch_accuracy(model, inputs)
+    gates = load_gates() if gates is None else gates
+    # One PyTorch pass serves every artifact's comparison and the reference row's accuracy.
+    reference = reference_logits(model, inputs.images)
+    reference_accuracy = float((reference.argmax(1) == inputs.targets.numpy()).mean())
     eager_ms = None
     if latency:
         shape = (1, 3, inputs.input_size, inputs.input_size)
@@ -118,7 +122,9 @@ def export_matrix(
     ]
     task = observer.task("exporting", total=len(pairs))
     for fmt, precision in pairs:
-        row = _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, format_options)
+        row = _one(
+            model, arch, inputs, reference, fmt, precision, out_dir, gates, threads, latency, format_options
+        )
         if eager_ms and row.latency_ms:
             row = replace(row, latency_ratio=row.latency_ms / eager_ms)
         log.info("%s %s: %s %s", fmt, precision, row.status, row.detail)
@@ -128,9 +134,11 @@ def export_matrix(
     return rows
 
 
-def _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, format_options) -> ExportRow:
+def _one(
+    model, arch, inputs, reference, fmt, precision, out_dir, gates, threads, latency, format_options
+) -> ExportRow:
     from edgekd.devices.local import measure_latency
-    from edgekd.export.parity import check_parity
+    from edgekd.export.parity import compare_with, gate_failures
 
     spec = FORMATS.get(fmt)
     if precision not in spec.precisions:
@@ -150,11 +158,9 @@ def _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, 
         return ExportRow(fmt, precision, FAILED_EXPORT, detail=str(e))
     row = ExportRow(fmt, precision, OK, file=str(artifact.path), size_mb=artifact.size_bytes / 1e6)
     try:
-        report = check_parity(artifact, model, inputs.images, inputs.targets, threads=threads, gate=False)
+        report = compare_with(artifact, reference, inputs.images, inputs.targets, threads=threads)
     except RuntimeUnavailableError as e:
         return replace(row, status=NOT_RUNNABLE, detail=str(e))
-    from edgekd.export.parity import gate_failures
-
     row = replace(
         row,
         accuracy=report.artifact_accuracy,
@@ -168,14 +174,6 @@ def _one(model, arch, inputs, fmt, precision, out_dir, gates, threads, latency, 
     if failures:
         return replace(row, status=FAILED_PARITY, detail=f"{artifact.path}: " + "; ".join(failures))
     return row
-
-
-def _torch_accuracy(model: nn.Module, inputs: ExportInputs) -> float:
-    import torch
-
-    with torch.no_grad():
-        logits = torch.cat([model(chunk) for chunk in inputs.images.split(256)])
-    return float((logits.argmax(1) == inputs.targets).float().mean())
 
 
 def rows_as_dicts(rows: list[ExportRow]) -> list[dict[str, Any]]:

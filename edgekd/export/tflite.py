@@ -35,9 +35,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from edgekd._io import atomic_path
+from edgekd._io import write_bytes_atomic
 from edgekd.errors import ExportError
-from edgekd.export import Contract, with_versions
+from edgekd.export import Contract, converter_output, package_version, with_versions
 from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)
@@ -82,18 +82,17 @@ def export_model(
         raise conversion_error(
             "tflite", contract.arch, model, example.permute(0, 3, 1, 2).contiguous(), e
         ) from e
-    versions = {"torch": torch.__version__, "litert_torch": _version("litert-torch")}
+    versions = {"torch": torch.__version__, "litert_torch": package_version("litert-torch")}
     if quant_config is not None:
-        versions["torchao"] = _version("torchao")
+        versions["torchao"] = package_version("torchao")
     if contract.precision == "fp16":
         content = _fp16_weights(content, contract.arch)
-        versions["ai_edge_quantizer"] = _version("ai-edge-quantizer")
+        versions["ai_edge_quantizer"] = package_version("ai-edge-quantizer")
     written = with_versions(
         replace(contract, input_name="args_0", **_io_quantization(content, contract)), **versions
     )
     content = embed_tflite_metadata(content, {CONTRACT_METADATA: json.dumps(asdict(written)).encode()})
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(content)
+    write_bytes_atomic(path, content)
     log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
     return written
 
@@ -150,25 +149,18 @@ def _fp16_weights(content: bytes, arch: str) -> bytes:
     stdout and progress bars on stderr. Called directly, the quantizer turns the report off; the bar
     of its model rewrite has no switch (tqdm on stderr for models of over 100 tensors), so stderr is
     captured while it runs and passed on to the log."""
-    import contextlib
-    import io
-
     from ai_edge_quantizer import quantizer
     from litert_torch.generative.quantize import quant_recipes
     from litert_torch.quantize import translate_recipe
 
     recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
-    captured = io.StringIO()
     try:
-        with contextlib.redirect_stderr(captured):
+        with converter_output(f"ai-edge-quantizer (fp16 weights of {arch})"):
             result = quantizer.Quantizer(content, recipe).quantize(
                 enable_progress_bar=False, enable_progress_report=False
             )
     except Exception as e:
         raise ExportError(f"fp16 weight conversion of {arch} failed: {type(e).__name__}: {e}") from e
-    finally:
-        if captured.getvalue().strip():
-            log.debug("ai-edge-quantizer (fp16 weights of %s): %s", arch, captured.getvalue().strip())
     return bytes(result.quantized_model)
 
 
@@ -425,12 +417,3 @@ def _io_quantization(content: bytes, contract: Contract) -> dict:
         )
     scale_zero = [(float(t["quantization"][0]), int(t["quantization"][1])) for t in tensors]
     return {"io_dtype": "int8", "input_quant": scale_zero[0], "output_quant": scale_zero[1]}
-
-
-def _version(package: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "unknown"

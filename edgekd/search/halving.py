@@ -143,7 +143,7 @@ def successive_halving(
         if index and budget.seconds is not None and clock() - started >= budget.seconds:
             stopped_early = True
             break
-        entering = alive[: plan.candidates] if index else alive
+        entering = alive  # the previous rung kept exactly as many as this one takes
         scores: dict[str, float] = {}
         for name in entering:
             t0 = clock()
