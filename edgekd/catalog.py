@@ -28,6 +28,7 @@ class Candidate:
     arch: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    family: str = ""  # the architecture family (mobilenetv3, lcnet, ...): `edgekd search --list` groups by it
 
     @property
     def name(self) -> str:
@@ -174,6 +175,21 @@ def randomize_norm_layers(model: nn.Module, seed: int = 0) -> nn.Module:
                     uniform(module.running_mean, -0.1, 0.1)
                     uniform(module.running_var, 0.5, 1.5)
     return model
+
+
+def deploy_form(model: nn.Module) -> nn.Module:
+    """The model as it ships: a re-parameterized copy when it has train-time branches that fold
+    into one convolution at inference (RepVGG, MobileOne, FastViT's RepMixer: timm's
+    `reparameterize_model`), else `model` itself. Exporting or costing the training form would ship
+    several parallel convolutions and BatchNorms per block where the device needs one."""
+    if not any(hasattr(m, "reparameterize") or hasattr(m, "fuse") for m in model.modules()):
+        return model
+    from timm.utils.model import reparameterize_model
+
+    was_training = model.training
+    deployed = reparameterize_model(model.eval(), inplace=False)
+    model.train(was_training)
+    return deployed.eval()
 
 
 def folded_weight_count(model: nn.Module) -> int:

@@ -69,7 +69,22 @@ def fit(
         Path | None, typer.Option(help="ImageFolder directory (train/[val/][test/]); default: digits.")
     ] = None,
     input_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
-    student: Annotated[str | None, typer.Option(help="Consider only this student architecture.")] = None,
+    student: Annotated[
+        str | None, typer.Option(help="Use this student architecture instead of searching.")
+    ] = None,
+    search_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Student search: trials (candidates that enter the first rung; default 4), wall clock "
+            "(20m, 1.5h), 0 (no trials: the feasible candidate with the most MACs) or all."
+        ),
+    ] = None,
+    search_epochs: Annotated[
+        int | None, typer.Option(help="Epochs of the search's last rung (default: a fifth of --epochs).")
+    ] = None,
+    search_images: Annotated[
+        int | None, typer.Option(help="Training images of the search's last rung (default: all).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A search rung trains on at least this many images for at least this many optimizer steps: a
+# fresh network scores near chance after a few dozen steps, and a rung of chance scores ranks nothing.
+SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 60
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -49,6 +53,9 @@ class FitConfig:
     label_smoothing: float = 0.0
     scheme: str = "offline"  # offline, online, born-again, assistant (edgekd.distill.stage)
     assistant: str | None = None  # the teacher assistant's architecture; default: picked from the catalog
+    search_budget: str = "4"  # trials (first-rung candidates), wall clock (20m), 0 (no trials) or all
+    search_epochs: int | None = None  # epochs of the search's last rung; default: a fifth of `epochs`
+    search_images: int | None = None  # training images of the last rung; default: all of them
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
     augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
@@ -72,6 +79,12 @@ class FitConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.augment_draws < 0 or (self.augment_shift or 0) < 0:
             raise ValueError("augment_draws and augment_shift must be 0 or more")
+        for name in ("search_epochs", "search_images"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        from edgekd.search.halving import parse_budget
+
+        parse_budget(self.search_budget)  # a bad budget fails before a run directory is created
         if self.teacher_weights is not None and self.teacher is None:
             raise ValueError("teacher_weights needs teacher (the timm architecture those weights are for)")
 
@@ -211,6 +224,73 @@ def _assistant(config: FitConfig, plan, assessments, chosen, teacher_macs: int |
     return make_assistant
 
 
+def _search(config: FitConfig, run: Path, assessments, teacher, data, train_config, plan, cache_dir, observer):
+    """The student choice: read from the run's `search.json` when an earlier attempt finished it, else
+    successive halving over the feasible candidates (`edgekd.search.select`), saved for a resume.
+    Under torchrun every rank trains the trials together and rank 0's choice is the one kept."""
+    from edgekd.catalog import build_model
+    from edgekd.distill.distributed import current_world, share_from_main
+    from edgekd.search.evidence import evidence
+    from edgekd.search.halving import parse_budget
+    from edgekd.search.select import SearchResult, select_student
+
+    saved = run / "search.json"
+    if saved.exists():
+        observer.stage("search", "done in an earlier attempt")
+        return SearchResult.from_json(json.loads(saved.read_text()))
+    by_name = {a.candidate.name: a.candidate for a in assessments}
+
+    def build(name: str):
+        import torch
+
+        torch.manual_seed(config.seed)
+        return build_model(name, data.num_classes, **by_name[name].kwargs)
+
+    # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
+    # co-train a teacher per trial, so they are ranked as offline runs.
+    trial_plan = dataclasses.replace(plan, scheme="offline", qat_epochs=0)
+    evaluate = evidence(build, teacher, data, train_config, trial_plan, cache_dir=cache_dir, observer=observer)
+    result = select_student(
+        assessments,
+        evaluate,
+        budget=parse_budget(config.search_budget),
+        max_epochs=config.search_epochs or max(1, config.epochs // 5),
+        max_images=min(config.search_images or len(data.train), len(data.train)),
+        target_name=config.target,
+        min_images=SEARCH_MIN_IMAGES,
+        min_images_seen=SEARCH_MIN_STEPS * config.batch_size,
+    )
+    world = current_world()
+    result = share_from_main(result, world)
+    if world.is_main:
+        write_json_atomic(saved, result.to_json())
+    return result
+
+
+def _search_summary(assessments, search) -> dict[str, Any]:
+    """What result.json and the report keep of the search: its cost and every candidate's point on
+    the Pareto plot (accuracy: the first rung's, the only one every candidate ran)."""
+    return {
+        "trials": len(search.trials),
+        "rungs": max((t.rung for t in search.trials), default=-1) + 1,
+        "seconds": search.seconds,
+        "mac_images": search.mac_images,
+        "stopped_early": search.stopped_early,
+        "candidates": [
+            {
+                "name": a.candidate.name,
+                "predicted_latency_ms": a.predicted_latency_ms,
+                "peak_memory_mb": a.peak_memory_mb,
+                "first_rung_accuracy": (search.accuracies(a.candidate.name) or [None])[0],
+                "feasible": a.feasible,
+                "on_front": a.candidate.name in search.front,
+                "chosen": a.candidate.name == search.chosen,
+            }
+            for a in assessments
+        ],
+    }
+
+
 def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None) -> dict[str, Any]:
     """Distil a student for `config.target` and write everything into a run directory.
 
@@ -239,7 +319,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.export.source import target_format_options
     from edgekd.report import write_metrics_csv, write_reports
     from edgekd.runtimes import can_run_here
-    from edgekd.search import assess, choose_student, write_search_csv
+    from edgekd.search import assess, write_search_csv
     from edgekd.targets import get_target
     from edgekd.teachers import default_cache_dir, resolve_teacher
 
@@ -284,24 +364,20 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     teacher_test = accuracy(*predict(teacher.model, data.test))
     teacher_params, teacher_macs = _teacher_cost(teacher.model, data.input_size)
 
-    observer.stage("choice")
+    observer.stage("search")
     candidates = load_students()
     if config.student is not None:
         candidates = [student_registry(candidates).get(config.student)]
     assessments = assess(candidates, target, data.input_size, data.num_classes)
-    chosen = choose_student(assessments)
-    write_search_csv(run / "search.csv", assessments, chosen)
-    feasible = sum(a.feasible for a in assessments)
-    reason = (
-        f"{chosen.candidate.arch} has the most MACs ({chosen.macs:,}) of the {feasible} of "
-        f"{len(assessments)} "
-        f"candidates predicted to fit {target.name}'s {target.budgets.latency_ms:g} ms budget "
-        f"({chosen.predicted_latency_ms:.2f} ms predicted at {data.input_size} px)."
-    )
-    log.info("student: %s", reason)
-
     train_config = _train_config(config, data.input_size)
     cache_dir = config.cache_dir or default_cache_dir()
+    search = _search(config, run, assessments, teacher.model, data, train_config, plan, cache_dir, observer)
+    chosen = next(a for a in assessments if a.candidate.name == search.chosen)
+    reason = search.reason
+    if world.is_main:
+        write_search_csv(run / "search.csv", assessments, search)
+    log.info("student: %s", reason)
+
     checkpoints = run / "checkpoints"
 
     def make_student():
@@ -475,6 +551,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "scheme": plan.scheme,
             "loss": list(plan.loss),
         },
+        "search": _search_summary(assessments, search),
         "export": {
             "file": str(artifact.path.relative_to(run)),
             "format": artifact.format,

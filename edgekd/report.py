@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
-from edgekd.plots import training_curves
+from edgekd.plots import CandidatePoint, pareto_plot, training_curves
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -81,6 +81,23 @@ def make_plots(result: dict[str, Any]) -> list[Plot]:
     curves = training_curves(result["history"])
     if curves is not None:
         plots.append(Plot("Training curves", "training-curves.png", curves))
+    search = result.get("search") or {}
+    if search.get("trials"):
+        points = [
+            CandidatePoint(
+                c["name"],
+                c["predicted_latency_ms"],
+                c["peak_memory_mb"],
+                c["first_rung_accuracy"],
+                c["feasible"],
+                c["on_front"],
+                c["chosen"],
+            )
+            for c in search["candidates"]
+        ]
+        png = pareto_plot(points, budget_ms=result["target"]["budget_ms"])
+        if png is not None:
+            plots.append(Plot("Student search: Pareto front (first-rung accuracy)", "search-pareto.png", png))
     return plots
 
 

@@ -105,7 +105,8 @@ def test_parse_budget():
     assert parse_budget("1.5h") == Budget(seconds=5400)
     assert parse_budget("90s") == Budget(seconds=90)
     assert parse_budget("8") == Budget(trials=8)
-    for bad in ("soon", "2.5", "0", "-3m"):
+    assert parse_budget("0") == Budget(trials=0) and parse_budget("all") == Budget()
+    for bad in ("soon", "2.5", "-1", "-3m"):
         with pytest.raises(ConfigError, match="search budget"):
             parse_budget(bad)
 

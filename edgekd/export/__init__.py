@@ -231,6 +231,10 @@ def export(
     options = dict(options or {})
     _check_options(fmt, module.export_model, options)
     path = Path(out_dir) / f"{stem}-{contract.precision}{spec.suffix}"
+    if not prepared.get("qat"):
+        from edgekd.catalog import deploy_form
+
+        model = deploy_form(model)
     written: Contract = module.export_model(model.eval(), path, contract, **prepared, **options)
     artifact = Artifact(path, fmt, written)
     write_json_atomic(artifact.sidecar, {"format": fmt, "file": path.name, "contract": asdict(written)})

@@ -1,6 +1,7 @@
 """Which student to distil for a target (or several): the space of candidates, the target's
 constraints with a reason for every rejection (`constraints`), the Pareto front of what is left
-(`pareto`), and the ranking of feasible candidates by short distillation runs (`halving`).
+(`pareto`), the ranking of feasible candidates by short distillation runs (`halving`, `evidence`)
+and the choice with its record (`select`).
 
 Example:
     >>> # assessments = assess(load_students(), get_target("pi5"), 64, 10)
@@ -16,9 +17,9 @@ from edgekd.search.constraints import (
     choose_assistant,
     choose_student,
     search_space,
-    write_search_csv,
 )
 from edgekd.search.pareto import pareto_front
+from edgekd.search.select import SearchResult, entry_order, select_student, write_search_csv
 
 __all__ = [
     "Assessment",
@@ -28,7 +29,10 @@ __all__ = [
     "assess_targets",
     "choose_assistant",
     "choose_student",
+    "entry_order",
     "pareto_front",
+    "SearchResult",
     "search_space",
+    "select_student",
     "write_search_csv",
 ]

@@ -1,9 +1,8 @@
 """The target's constraints on a student: every candidate is costed against the target, and each
 budget it breaks is kept as a reason.
 
-This first rule keeps the candidates whose predicted latency and model size fit the target's budgets
-and picks the one with the most MACs (the most capacity the device can afford). The search issue
-replaces `choose_student` with a ranking by distillation evidence.
+`choose_student` is the rule without evidence (the feasible candidate with the most MACs) for a
+single named student; `edgekd.search.select` ranks feasible candidates by distillation evidence.
 
 Example:
     >>> # chosen = choose_student(assess(load_students(), get_target("pi5"), 32, 10))
@@ -11,14 +10,12 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgekd._io import atomic_path
 from edgekd.analysis import analyze
-from edgekd.catalog import Candidate, build_model
+from edgekd.catalog import Candidate, build_model, deploy_form
 from edgekd.errors import ConfigError, NoFeasibleStudentError
 from edgekd.latency import estimate_on_npu, predict_latency_ms
 from edgekd.targets import Target
@@ -46,12 +43,18 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
     """Cost one candidate on `target`: predicted latency, weights, peak memory and op support, with
     every budget it breaks as a reason. An Ethos-U target is estimated by Vela on the int8 file, and
     any op Vela leaves on the CPU is a reason too."""
-    model = build_model(candidate.arch, num_classes, **candidate.kwargs)
+    model = deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
     cost = analyze(model, input_size)
     precision = target.default_precision
     model_mb = cost.weight_bytes(precision) / 2**20
     reasons = []
-    if target.latency_model.estimator == "vela":
+    # Vela takes tens of seconds per candidate; one whose weights or activation arena alone break
+    # the budgets is rejected on the roofline figures without it.
+    hopeless = (target.budgets.model_mb is not None and model_mb > target.budgets.model_mb) or (
+        target.budgets.peak_ram_mb is not None
+        and cost.peak_memory_bytes(precision) / 2**20 > target.budgets.peak_ram_mb
+    )
+    if target.latency_model.estimator == "vela" and not hopeless:
         npu = estimate_on_npu(model, target, input_size)
         latency, peak_mb = npu.latency_ms, npu.sram_bytes / 2**20
         if npu.cpu_ops:
@@ -158,39 +161,3 @@ def choose_assistant(assessments: list[Assessment], student: Assessment, teacher
         )
     middle = math.sqrt(student.macs * teacher_macs)
     return min(between, key=lambda a: abs(math.log(a.macs / middle)))
-
-
-def write_search_csv(path: Path, assessments: list[Assessment], chosen: Assessment) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(
-            [
-                "arch",
-                "input_size",
-                "params",
-                "macs",
-                "predicted_latency_ms",
-                "model_mb",
-                "peak_memory_mb",
-                "fallback_ops",
-                "feasible",
-                "reasons",
-                "chosen",
-            ]
-        )
-        for a in assessments:
-            writer.writerow(
-                [
-                    a.candidate.arch,
-                    a.input_size,
-                    a.params,
-                    a.macs,
-                    f"{a.predicted_latency_ms:.4f}",
-                    f"{a.model_mb:.4f}",
-                    f"{a.peak_memory_mb:.4f}",
-                    " ".join(a.fallback_ops),
-                    a.feasible,
-                    "; ".join(a.reasons),
-                    a is chosen,
-                ]
-            )

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -48,6 +49,7 @@ class Trial:
     score: float  # validation accuracy
     seconds: float
     mac_images: float  # training work: 3 x MACs x images x epochs
+    reused: bool = False  # an identical earlier trial's score, not run again
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,17 @@ class HalvingResult:
 
 
 def parse_budget(text: str) -> Budget:
-    """`20m`, `90s`, `1.5h` (wall clock) or `8` (trials: candidates that enter the first rung)."""
+    """`20m`, `90s`, `1.5h` (wall clock), `8` (trials: candidates that enter the first rung), `0` (no
+    trials: choose without evidence) or `all` (every feasible candidate, no time limit)."""
+    if str(text).strip().lower() == "all":
+        return Budget()
+    if str(text).strip() == "0":
+        return Budget(trials=0)
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
     if not match:
         raise ConfigError(
-            f"search budget {text!r} is neither a duration (20m, 90s, 1.5h) nor a number of trials (8)."
+            f"search budget {text!r} is neither a duration (20m, 90s, 1.5h), a number of trials (8), "
+            "0 (no trials) nor all."
         )
     value, unit = float(match.group(1)), match.group(2)
     if not unit:
@@ -95,25 +103,32 @@ def parse_budget(text: str) -> Budget:
 
 
 def plan_rungs(
-    candidates: int, *, eta: int = 3, max_epochs: int, max_images: int, min_images: int = 64
+    candidates: int,
+    *,
+    eta: int = 3,
+    max_epochs: int,
+    max_images: int,
+    min_images: int = 64,
+    min_images_seen: int = 0,
 ) -> list[RungPlan]:
     """Rungs from `candidates` down to 1, each keeping ceil(n / eta): rung r (counted back from the
     last) trains for max_epochs / eta^r epochs (at least 1) on max_images / eta^r images (at least
-    `min_images`), so every rung costs about the same in total and the last one is the full budget."""
+    `min_images`), so every rung costs about the same in total and the last one is the full budget.
+    `min_images_seen` (epochs x images) raises a rung's epochs, up to `max_epochs`, so that no rung
+    is too short to learn anything: a fresh network scores at chance after a few dozen steps, and a
+    rung of chance scores ranks nothing."""
     if candidates < 1 or eta < 2 or max_epochs < 1 or max_images < 1:
         raise ValueError(f"need candidates >= 1, eta >= 2, positive budgets: {candidates}, {eta}")
     counts = [candidates]
     while counts[-1] > 1:
         counts.append(math.ceil(counts[-1] / eta))
     last = len(counts) - 1
-    return [
-        RungPlan(
-            candidates=n,
-            epochs=max(1, round(max_epochs / eta ** (last - r))),
-            images=min(max_images, max(min_images, round(max_images / eta ** (last - r)))),
-        )
-        for r, n in enumerate(counts)
-    ]
+    rungs = []
+    for r, n in enumerate(counts):
+        images = min(max_images, max(min_images, round(max_images / eta ** (last - r))))
+        epochs = max(1, round(max_epochs / eta ** (last - r)), math.ceil(min_images_seen / images))
+        rungs.append(RungPlan(candidates=n, epochs=min(epochs, max_epochs), images=images))
+    return rungs
 
 
 def successive_halving(
@@ -146,6 +161,13 @@ def successive_halving(
         entering = alive  # the previous rung kept exactly as many as this one takes
         scores: dict[str, float] = {}
         for name in entering:
+            earlier = next(
+                (t for t in trials if (t.name, t.epochs, t.images) == (name, plan.epochs, plan.images)), None
+            )
+            if earlier is not None:  # the same run again (small data: rungs of equal size): no cost
+                trials.append(dataclasses.replace(earlier, rung=index, seconds=0.0, mac_images=0.0, reused=True))
+                scores[name] = earlier.score
+                continue
             t0 = clock()
             score = evaluate(name, plan)
             seconds = clock() - t0

@@ -1,0 +1,188 @@
+"""The student search on EuroSAT against an oracle: does successive halving pick (nearly) the student
+that full training would, for a fraction of the compute?
+
+The oracle distils every candidate below fully, with issue 4's recipe (benchmarks/distill_eurosat.py:
+8 epochs of KD from the cached resnet18 teacher on the 6,000-image training subset, 64 px), and ranks
+them by test accuracy. The search ranks the same candidates by successive halving
+(`edgekd.search.select_student`): short distillation runs from the same teacher on seeded subsets,
+the best third going on, the last rung the full recipe. Its cost is compared with the oracle's in
+training MAC-images (3 x MACs x images x epochs, machine-independent) and in measured seconds.
+
+The trials do not depend on the target, so the same evidence ranks the candidates feasible for
+pi5 and for ethos-u55 (Vela on the int8 file); the two choices are printed with their constraints.
+
+    python benchmarks/search_eurosat.py                # writes benchmarks/results/search_eurosat.json
+
+Oracle students are cached (benchmarks/.cache/students), shared with distill_eurosat.py's kd rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from distill_eurosat import (  # noqa: E402  (the benchmark's shared recipe and cache)
+    EPOCHS,
+    INPUT_SIZE,
+    ROOT,
+    TRAIN_IMAGES,
+    cache_root,
+    cached_teacher,
+    eurosat,
+    kd_student,
+    student_recipe,
+)
+
+# Eight pi5-feasible candidates from seven families, all under 1/10 of the teacher's MACs at 64 px.
+ORACLE = (
+    "mobilenetv3_small_100",
+    "mobilenetv3_large_075",
+    "tf_mobilenetv3_small_minimal_100",
+    "mobilenetv2_050",
+    "mobilenetv4_conv_small_050",
+    "lcnet_100",
+    "ghostnet_100",
+    "efficientvit_m0",
+)
+TARGETS = ("pi5", "ethos-u55")
+OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from edgekd.catalog import build_model, load_students, student_registry
+    from edgekd.distill.stage import DistillPlan
+    from edgekd.distill.trainer import accuracy, predict
+    from edgekd.search import assess
+    from edgekd.search.evidence import evidence
+    from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
+    from edgekd.search.select import select_student
+    from edgekd.targets import get_target
+
+    torch.set_num_threads(2)
+    data = eurosat(TRAIN_IMAGES)
+    teacher = cached_teacher(data)
+    config = student_recipe()
+    registry = student_registry(load_students())
+    candidates = [registry.get(name) for name in ORACLE]
+
+    results: dict = {"recipe": {"epochs": EPOCHS, "train_images": len(data.train), "input_size": INPUT_SIZE}}
+    oracle = {}
+    for name in ORACLE:
+        started = time.perf_counter()
+        student, info = kd_student(data, teacher, config, name)
+        macs = assess([registry.get(name)], get_target("pi5"), INPUT_SIZE, data.num_classes)[0].macs
+        oracle[name] = {
+            "test_accuracy": accuracy(*predict(student, data.test)),
+            "val_accuracy": info["history"][-1]["val_accuracy"],
+            "seconds": sum(m["seconds"] for m in info["history"]) + info["cache_fill_seconds"],
+            "mac_images": TRAINING_MACS_PER_FORWARD_MAC * macs * len(data.train) * EPOCHS,
+            "macs": macs,
+        }
+        print(f"oracle {name}: test {100 * oracle[name]['test_accuracy']:.2f} % "
+              f"({time.perf_counter() - started:.0f} s here)", flush=True)
+    results["oracle"] = oracle
+
+    def build(name: str):
+        torch.manual_seed(config.seed)
+        return build_model(name, data.num_classes)
+
+    live = evidence(build, teacher, data, config, DistillPlan(), cache_dir=cache_root())
+    scores: dict[tuple[str, int, int], float] = {}
+
+    def evaluate(name, rung):  # the trials do not depend on the target: run each once
+        key = (name, rung.epochs, rung.images)
+        if key not in scores:
+            scores[key] = live(name, rung)
+        return scores[key]
+
+    results["targets"] = {}
+    for target_name in TARGETS:
+        target = get_target(target_name)
+        assessments = assess(candidates, target, INPUT_SIZE, data.num_classes)
+        started = time.perf_counter()
+        search = select_student(
+            assessments,
+            evaluate,
+            budget=Budget(),
+            max_epochs=EPOCHS,
+            max_images=len(data.train),
+            target_name=target_name,
+            min_images=1000,
+        )
+        chosen = next(a for a in assessments if a.candidate.name == search.chosen)
+        results["targets"][target_name] = {
+            "search": search.to_json(),
+            "wall_seconds_here": time.perf_counter() - started,  # 0 for trials already run for pi5
+            "chosen": {
+                "name": chosen.candidate.name,
+                "predicted_latency_ms": chosen.predicted_latency_ms,
+                "budget_ms": chosen.budget_ms,
+                "peak_memory_mb": chosen.peak_memory_mb,
+                "model_mb": chosen.model_mb,
+                "reasons": list(chosen.reasons),
+            },
+            "assessments": {
+                a.candidate.name: {
+                    "feasible": a.feasible,
+                    "reasons": list(a.reasons),
+                    "predicted_latency_ms": a.predicted_latency_ms,
+                    "peak_memory_mb": a.peak_memory_mb,
+                }
+                for a in assessments
+            },
+        }
+        print(f"{target_name}: {search.reason}", flush=True)
+
+    pi5 = results["targets"]["pi5"]["search"]
+    best = max(oracle, key=lambda n: oracle[n]["test_accuracy"])
+    results["summary"] = {
+        "oracle_best": best,
+        "oracle_best_test_accuracy": oracle[best]["test_accuracy"],
+        "search_choice": pi5["chosen"],
+        "search_choice_test_accuracy": oracle[pi5["chosen"]]["test_accuracy"],
+        "gap_points": 100 * (oracle[best]["test_accuracy"] - oracle[pi5["chosen"]]["test_accuracy"]),
+        "mac_image_share": pi5["mac_images"] / sum(o["mac_images"] for o in oracle.values()),
+        "seconds_share": pi5["seconds"] / sum(o["seconds"] for o in oracle.values()),
+        "choices_differ": results["targets"]["pi5"]["chosen"]["name"]
+        != results["targets"]["ethos-u55"]["chosen"]["name"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict) -> None:
+    oracle, pi5 = results["oracle"], results["targets"]["pi5"]["search"]
+    print(f"\n{'candidate':34s} {'oracle test %':>13s} {'oracle val %':>12s}  search val % by rung")
+    for name in sorted(oracle, key=lambda n: -oracle[n]["test_accuracy"]):
+        rungs = [t for t in pi5["trials"] if t["name"] == name]
+        cells = " ".join(f"{100 * t['score']:.1f}@{t['epochs']}ep/{t['images']}" for t in rungs)
+        print(f"{name:34s} {100 * oracle[name]['test_accuracy']:13.2f} "
+              f"{100 * oracle[name]['val_accuracy']:12.2f}  {cells}")
+    s = results["summary"]
+    print(
+        f"\noracle best {s['oracle_best']} {100 * s['oracle_best_test_accuracy']:.2f} %; search chose "
+        f"{s['search_choice']} {100 * s['search_choice_test_accuracy']:.2f} % (gap {s['gap_points']:.2f} "
+        f"points) for {100 * s['mac_image_share']:.1f} % of the oracle's MAC-images and "
+        f"{100 * s['seconds_share']:.1f} % of its seconds"
+    )
+    for name, t in results["targets"].items():
+        c = t["chosen"]
+        print(f"{name}: {c['name']}, predicted {c['predicted_latency_ms']:.2f} ms of {c['budget_ms']:g} ms, "
+              f"peak {c['peak_memory_mb']:.2f} MB, weights {c['model_mb']:.2f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

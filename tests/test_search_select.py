@@ -1,0 +1,169 @@
+"""The search's choice and its record: rung sizes with a floor on training, identical trials run once,
+the order candidates enter in, the winner by last-rung evidence, search.json and search.csv, and a
+fit that searches, reports the Pareto plot and does not search again on resume."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from edgekd.catalog import Candidate, load_students
+from edgekd.errors import NoFeasibleStudentError
+from edgekd.search import SearchResult, entry_order, select_student, write_search_csv
+from edgekd.search.constraints import Assessment
+from edgekd.search.halving import Budget, plan_rungs, successive_halving
+
+
+def point(name, latency, memory, macs, reasons=()):
+    return Assessment(Candidate(name), 64, macs // 10, macs, latency, 1.0, memory, tuple(reasons), (), 10.0)
+
+
+def test_a_floor_on_images_seen_lengthens_short_rungs_but_not_past_the_last():
+    rungs = plan_rungs(8, eta=3, max_epochs=8, max_images=3000, min_images=1000, min_images_seen=3200)
+    # rung 0: 3000/9 -> 1000 images (floor), 8/9 -> 1 epoch, raised to ceil(3200/1000) = 4
+    assert [(r.candidates, r.epochs, r.images) for r in rungs] == [(8, 4, 1000), (3, 4, 1000), (1, 8, 3000)]
+    tiny = plan_rungs(4, eta=3, max_epochs=3, max_images=500, min_images=1000, min_images_seen=10**6)
+    assert {(r.epochs, r.images) for r in tiny} == {(3, 500)}  # capped at the last rung's budget
+
+
+def test_an_identical_trial_is_not_run_twice_and_costs_nothing_the_second_time():
+    calls = []
+
+    def evaluate(name, rung):
+        calls.append((name, rung.epochs, rung.images))
+        return {"a": 0.5, "b": 0.7, "c": 0.6}[name]
+
+    rungs = plan_rungs(3, eta=2, max_epochs=2, max_images=100, min_images=100, min_images_seen=200)
+    assert len({(r.epochs, r.images) for r in rungs}) == 1  # small data: every rung the same size
+    result = successive_halving(["a", "b", "c"], evaluate, rungs, macs=dict.fromkeys("abc", 10))
+    assert sorted(calls) == [("a", 2, 100), ("b", 2, 100), ("c", 2, 100)]
+    reused = [t for t in result.trials if t.reused]
+    assert reused and all(t.seconds == 0 and t.mac_images == 0 for t in reused)
+    assert result.mac_images == 3 * 3 * 10 * 100 * 2 and result.winner == "b"
+
+
+def test_entry_order_takes_the_front_first_spread_over_capacity():
+    assessments = [
+        point("big", 9.0, 9.0, 10**9),
+        point("small", 1.0, 1.0, 10**6),
+        point("mid", 3.0, 3.0, 3 * 10**7),
+        point("near-big", 8.0, 8.0, 9 * 10**8),
+        point("dominated", 9.5, 9.5, 10**8),  # slower, larger and fewer MACs than big
+    ]
+    order = [a.candidate.name for a in entry_order(assessments)]
+    # front: big, small, mid, near-big; most MACs first, then the farthest in log MACs each time
+    assert order == ["big", "small", "mid", "near-big", "dominated"]
+
+
+def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_path):
+    assessments = [
+        point("a", 1.0, 1.0, 10**6),
+        point("b", 2.0, 2.0, 10**7),
+        point("c", 3.0, 3.0, 10**8),
+        point("d", 4.0, 4.0, 10**9),
+        point("too-slow", 50.0, 1.0, 10**6, ["predicted 50.0 ms > budget 10 ms"]),
+    ]
+    # c leads the first rung (100 images), b overtakes with more data: later rungs decide
+    def evaluate(name, rung):
+        base = {"a": 0.50, "b": 0.60, "c": 0.65, "d": 0.55}[name]
+        return base + (0.1 if name == "b" and rung.images >= 300 else 0.0)
+
+    result = select_student(
+        assessments, evaluate, budget=Budget(), max_epochs=4, max_images=900, target_name="pi5"
+    )
+    assert result.chosen == "b"
+    assert set(result.entered) == {"a", "b", "c", "d"}
+    assert "b had the best validation accuracy (70.0 %)" in result.reason and "4 candidates" in result.reason
+    assert result.accuracies("b")[-1] == pytest.approx(0.70)
+    assert result.accuracies("a")[1:] == [None, None]  # a left after the first rung
+    assert result.accuracies("c") == [pytest.approx(0.65), pytest.approx(0.65), None]
+    # first-rung front over (latency, memory, accuracy): a (fastest), b, c (most accurate); not d
+    assert set(result.front) == {"a", "b", "c"}
+    again = SearchResult.from_json(json.loads(json.dumps(result.to_json())))
+    assert again == result and again.seconds == result.seconds
+
+    write_search_csv(tmp_path / "search.csv", assessments, result)
+    rows = {r["arch"]: r for r in csv.DictReader(open(tmp_path / "search.csv"))}
+    assert rows["b"]["chosen"] == "True" and rows["a"]["chosen"] == "False"
+    assert float(rows["b"]["rung2_val_accuracy"]) == pytest.approx(0.70)
+    assert rows["a"]["rung1_val_accuracy"] == "" and rows["too-slow"]["rung0_val_accuracy"] == ""
+    assert rows["too-slow"]["feasible"] == "False" and "budget" in rows["too-slow"]["reasons"]
+    total = sum(float(r["search_mac_images"] or 0) for r in rows.values())
+    assert math.isclose(total, result.mac_images, rel_tol=1e-3)
+
+
+def test_no_trials_or_one_candidate_chooses_without_training():
+    assessments = [point("a", 1.0, 1.0, 10**6), point("b", 2.0, 2.0, 10**7)]
+
+    def never(name, rung):
+        raise AssertionError("no trial should run")
+
+    none = select_student(assessments, never, budget=Budget(trials=0), max_epochs=1, max_images=10, target_name="t")
+    assert none.chosen == "b" and not none.trials and "most MACs" in none.reason
+    one = select_student(assessments[:1], never, budget=Budget(), max_epochs=1, max_images=10, target_name="t")
+    assert one.chosen == "a" and "only feasible" in one.reason
+    with pytest.raises(NoFeasibleStudentError, match="a: too slow"):
+        select_student([point("a", 1, 1, 1, ["too slow"])], never, budget=Budget(), max_epochs=1,
+                       max_images=10, target_name="t")
+
+
+def test_the_space_has_at_least_twelve_families_that_all_build():
+    from edgekd.catalog import build_model
+
+    students = load_students()
+    families = {c.family for c in students}
+    assert len(families) >= 12 and "" not in families, families
+    for c in students:
+        assert build_model(c.arch, 10, **c.kwargs) is not None
+
+
+def test_train_time_branches_fold_into_the_deployed_form():
+    import torch
+
+    from edgekd.analysis import analyze
+    from edgekd.catalog import build_model, deploy_form
+
+    model = build_model("repvgg_a0", 10).eval()
+    deployed = deploy_form(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), deployed(x), rtol=1e-4, atol=1e-4)
+    assert "batch_norm" in analyze(model, 64).op_inventory  # identity branches: unfoldable BatchNorm
+    assert "batch_norm" not in analyze(deployed, 64).op_inventory
+    assert analyze(deployed, 64).macs < analyze(model, 64).macs
+    plain = build_model("mobilenetv3_small_050", 10)
+    assert deploy_form(plain) is plain
+
+
+@pytest.mark.slow
+def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_path, caplog):
+    from edgekd.pipeline import FitConfig, fit
+
+    config = FitConfig(
+        target="pi5",
+        search_budget="2",
+        epochs=1,
+        teacher_epochs=1,
+        runs_dir=tmp_path / "runs",
+        cache_dir=tmp_path / "cache",
+    )
+    result = fit(config)
+    run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
+    saved = json.loads((run / "search.json").read_text())
+    assert len(saved["entered"]) == 2 and saved["chosen"] == result["student"]["arch"]
+    assert saved["chosen"] in result["student"]["reason"] and "successive halving" in result["student"]["reason"]
+    rows = list(csv.DictReader(open(run / "search.csv")))
+    assert len(rows) == len(load_students())
+    assert sum(r["rung0_val_accuracy"] != "" for r in rows) == 2
+    assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]
+    assert (run / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "search-pareto.png" in (run / "report.md").read_text()
+    assert result["search"]["trials"] == len(saved["trials"])
+
+    (run / "result.json").unlink()
+    before = (run / "search.json").stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        again = fit(config, resume=run)
+    assert (run / "search.json").stat().st_mtime_ns == before
+    assert again["student"]["arch"] == saved["chosen"] and again["search"] == result["search"]
