@@ -403,12 +403,16 @@ def search_command(
     console = Console()
     names = ", ".join(t.name for t in targets)
     if list_space:
-        table = Table(title=f"search space for {names}: {len(space)} (candidate, input size) pairs")
-        for column in ("timm arch", "input sizes", "notes"):
+        families = len({c.family for c in candidates})
+        table = Table(
+            title=f"search space for {names}: {len(candidates)} candidates from {families} families x "
+            f"input sizes = {len(space)} (candidate, input size) pairs"
+        )
+        for column in ("family", "timm arch", "input sizes", "notes"):
             table.add_column(column)
         sizes = sorted({size for _, size in space})
         for candidate in candidates:
-            table.add_row(candidate.arch, " ".join(map(str, sizes)), candidate.notes)
+            table.add_row(candidate.family, candidate.arch, " ".join(map(str, sizes)), candidate.notes)
         console.print(table)
         return
     table = Table(title=f"candidates for {names} (predicted; * = Pareto front of the feasible)")

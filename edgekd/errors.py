@@ -40,3 +40,7 @@ class NoFeasibleStudentError(EdgeKDError):
 
 class RuntimeUnavailableError(EdgeKDError):
     """The runtime that executes an artifact cannot exist on this machine (Core ML off macOS)."""
+
+
+class DeviceError(EdgeKDError):
+    """A device cannot be reached, refuses the login, lacks a runtime, or its bench failed."""

@@ -21,3 +21,16 @@ def digits():
 
 def pytest_configure(config):
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+
+
+@pytest.fixture(scope="session")
+def loopback_ssh(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd.py), stopped after the session."""
+    from tests import sshd
+
+    reason = sshd.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

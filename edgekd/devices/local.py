@@ -1,4 +1,5 @@
-"""The one timing protocol (STYLE.md item 9), here on this host. Benchmarks reuse it.
+"""The one timing protocol (STYLE.md item 9, `edgekd.devices.bench`), here on this host through
+edgekd's runtime sessions. Benchmarks reuse it.
 
 Build the session once (its load + first inference is the cold start, reported apart), warm up, then
 invoke until both a minimum count and a minimum time are reached; report median, p90, p99 and IQR.
@@ -11,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import platform
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgekd.devices.bench import summarize, timed_runs
 from edgekd.export import Artifact
 from edgekd.progress import Observer, SilentObserver
 from edgekd.runtimes import Session, open_session
@@ -49,12 +52,6 @@ def host_description() -> str:
     except (OSError, StopIteration):
         pass
     return f"{model} ({os.cpu_count()} logical CPUs, {platform.system()} {platform.release()})"
-
-
-def summarize(samples_ns: np.ndarray) -> dict[str, float]:
-    ms = samples_ns / 1e6
-    q25, q50, q75, q90, q99 = np.percentile(ms, [25, 50, 75, 90, 99])
-    return {"median_ms": q50, "p90_ms": q90, "p99_ms": q99, "iqr_ms": q75 - q25, "mean_ms": float(ms.mean())}
 
 
 def measure_latency(artifact: Artifact, *, threads: int = 1, **protocol: Any) -> LatencyStats:
@@ -102,19 +99,18 @@ def time_session(
     """The protocol on a session that is built and has its input set: warm up, then invoke until
     both `min_runs` and `min_seconds` are reached (at most `max_runs`)."""
     observer = observer or SilentObserver()
-    for _ in range(warmup):
-        session.invoke()
     task = observer.task(f"timing {name}", total=min_runs)
-    samples = []
-    deadline = time.perf_counter_ns() + int(min_seconds * 1e9)
-    while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter_ns() < deadline):
-        t0 = time.perf_counter_ns()
-        session.invoke()
-        samples.append(time.perf_counter_ns() - t0)
-        task.advance(1)
+    samples = timed_runs(
+        session.invoke,
+        warmup=warmup,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_runs=max_runs,
+        tick=lambda: task.advance(1),
+    )
     task.close()
     return LatencyStats(
-        **summarize(np.array(samples, dtype=np.float64)),
+        **summarize(samples),
         runs=len(samples),
         cold_start_ms=cold_ns / 1e6,
         threads=session.threads,
@@ -217,3 +213,61 @@ def measure_tflite_memory(path: str) -> TFLiteMemory:
     addresses = [place(i) for i in buffer_of]
     span = max(a + n for a, n in addresses) - min(a for a, _ in addresses)
     return TFLiteMemory(live_peak_bytes=peak, arena_span_bytes=span)
+
+
+class LocalDevice:
+    """This host, timed by the same script an SSH device runs (`edgekd.devices.bench`), in-process."""
+
+    uri = "local"
+
+    def check(self) -> dict:
+        from edgekd.devices.bench import fingerprint
+
+        return fingerprint()
+
+    def profile(
+        self,
+        artifact,
+        *,
+        threads: int = 1,
+        runs: int = 50,
+        warmup: int = 10,
+        min_seconds: float = 1.0,
+        compute_units: str = "ALL",
+        timeout_s: float | None = None,  # accepted for the devices' common signature; nothing to wait on
+    ):
+        from edgekd.devices import Measurement
+        from edgekd.devices.bench import MissingRuntime, bench, fingerprint
+        from edgekd.errors import DependencyError
+
+        try:
+            result = bench(
+                str(artifact),
+                threads=threads,
+                warmup=warmup,
+                min_runs=runs,
+                min_seconds=min_seconds,
+                max_runs=10_000,
+                compute_units=compute_units,
+            )
+        except MissingRuntime as e:
+            raise DependencyError(f"{e}: pip install {e.packages[0]}") from e
+        return Measurement(
+            "local",
+            Path(artifact).name,
+            latency_from_bench(result, host_description()),
+            fingerprint(),
+            result["throttled"],
+            layers=tuple(result["layers"]),
+        )
+
+
+def latency_from_bench(result: dict, device: str) -> LatencyStats:
+    """The `LatencyStats` of one `edgekd.devices.bench` result (here or from a device's JSON)."""
+    return LatencyStats(
+        **{k: result[k] for k in ("median_ms", "p90_ms", "p99_ms", "iqr_ms", "mean_ms", "runs", "cold_start_ms")},
+        threads=result["threads"],
+        runtime=result["runtime"],
+        runtime_version=result["runtime_version"],
+        device=device,
+    )

@@ -1,0 +1,320 @@
+"""The one timing protocol, as a script that runs anywhere: on this host (imported by
+`edgekd.devices.local`) and copied alone onto a device over SSH, where edgekd is not installed.
+It needs only the Python standard library, numpy, and the runtime of the artifact's format.
+
+Protocol: build the interpreter once (its load + first inference is the cold start, reported
+apart), warm up, then invoke until both a minimum count and a minimum time are reached; report
+median, p90, p99 and IQR. The device's fingerprint (CPU, cores, frequency governor, temperature,
+OS, runtime versions) is read before and after, and a run whose clock dropped or that got hot is
+flagged as throttled.
+
+    python3 bench.py MODEL.tflite --threads 4 --runs 50 --warmup 10 --min-seconds 1
+    python3 bench.py --check          # the fingerprint and which runtimes this device has
+
+Prints one JSON object on stdout. Exit status 3: the runtime the artifact needs is missing (the JSON
+names the package to install); 2: bad arguments or an unreadable artifact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+MISSING_RUNTIME_EXIT = 3
+
+# format -> [(import name, pip package)], tried in order
+RUNTIMES = {
+    "tflite": [
+        ("ai_edge_litert", "ai-edge-litert"),
+        ("tflite_runtime", "tflite-runtime"),
+        ("tensorflow", "tensorflow"),
+    ],
+    "openvino": [("openvino", "openvino")],
+    "onnx": [("onnxruntime", "onnxruntime")],
+    "coreml": [("coremltools", "coremltools")],
+}
+SUFFIXES = {".tflite": "tflite", ".xml": "openvino", ".onnx": "onnx", ".mlpackage": "coreml"}
+COMPUTE_UNITS = ("ALL", "CPU_AND_NE", "CPU_ONLY", "CPU_AND_GPU")
+THROTTLE_CLOCK_DROP = 0.9  # the clock fell below 90 % of where it started
+THROTTLE_TEMPERATURE_C = 80.0
+
+
+def summarize(samples_ns) -> dict:
+    """Median, p90, p99, IQR and mean in milliseconds of per-invocation times in nanoseconds."""
+    import numpy as np
+
+    ms = np.asarray(samples_ns, dtype=np.float64) / 1e6
+    q25, q50, q75, q90, q99 = np.percentile(ms, [25, 50, 75, 90, 99])
+    return {
+        "median_ms": float(q50),
+        "p90_ms": float(q90),
+        "p99_ms": float(q99),
+        "iqr_ms": float(q75 - q25),
+        "mean_ms": float(ms.mean()),
+    }
+
+
+def timed_runs(invoke, *, warmup: int, min_runs: int, min_seconds: float, max_runs: int, tick=None) -> list:
+    """Warm up, then time `invoke` until both `min_runs` and `min_seconds` are reached (at most
+    `max_runs`); nanoseconds per call. `tick` is called after each timed run (a progress bar)."""
+    for _ in range(warmup):
+        invoke()
+    samples = []
+    deadline = time.perf_counter_ns() + int(min_seconds * 1e9)
+    while len(samples) < max_runs and (len(samples) < min_runs or time.perf_counter_ns() < deadline):
+        t0 = time.perf_counter_ns()
+        invoke()
+        samples.append(time.perf_counter_ns() - t0)
+        if tick is not None:
+            tick()
+    return samples
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _temperature_c() -> float | None:
+    raw = _read("/sys/class/thermal/thermal_zone0/temp")
+    try:
+        return int(raw) / 1000.0 if raw else None
+    except ValueError:
+        return None
+
+
+def _clock_mhz() -> float | None:
+    raw = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    try:
+        return int(raw) / 1000.0 if raw else None
+    except ValueError:
+        return None
+
+
+def _cpu_model() -> str:
+    info = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":", 1)[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    if platform.system() == "Darwin":
+        import subprocess
+
+        try:
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return platform.processor() or platform.machine()
+
+
+def runtime_versions() -> dict:
+    """Every runtime this Python can import, with its version (None: not installed)."""
+    import importlib
+
+    found = {}
+    for candidates in RUNTIMES.values():
+        for module, package in candidates:
+            try:
+                found[package] = getattr(importlib.import_module(module), "__version__", "unknown")
+            except Exception:  # an installed but broken runtime counts as missing
+                found[package] = None
+    return found
+
+
+def fingerprint(runtimes: bool = True) -> dict:
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "clock_mhz": _clock_mhz(),
+        "temperature_c": _temperature_c(),
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        **({"runtimes": runtime_versions()} if runtimes else {}),
+    }
+
+
+def throttled(before: dict, after: dict) -> bool | None:
+    """Whether the run looks throttled: the clock dropped, or the SoC got hot; None when neither
+    the clock nor the temperature can be read on this device."""
+    signs = []
+    if before.get("clock_mhz") and after.get("clock_mhz"):
+        signs.append(after["clock_mhz"] < THROTTLE_CLOCK_DROP * before["clock_mhz"])
+    if after.get("temperature_c") is not None:
+        signs.append(after["temperature_c"] >= THROTTLE_TEMPERATURE_C)
+    return any(signs) if signs else None
+
+
+class MissingRuntime(Exception):
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        self.packages = [package for _, package in RUNTIMES[fmt]]
+        super().__init__(f"no runtime for {fmt} on this device; install one of: {', '.join(self.packages)}")
+
+
+def _import_first(fmt: str):
+    import importlib
+
+    for module, _ in RUNTIMES[fmt]:
+        try:
+            return module, importlib.import_module(module)
+        except Exception:
+            continue
+    raise MissingRuntime(fmt)
+
+
+def _random_input(shape, dtype):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
+    """(invoke, runtime name, version) for the artifact at `path`, its input set to random data of
+    the model's own shape and type."""
+    suffix = os.path.splitext(path.rstrip("/"))[1]
+    fmt = SUFFIXES.get(suffix)
+    if fmt is None:
+        raise ValueError(f"{path}: unknown artifact type {suffix!r}; expected one of {', '.join(SUFFIXES)}")
+    module, runtime = _import_first(fmt)
+    version = getattr(runtime, "__version__", "unknown")
+    if fmt == "tflite":
+        if module == "ai_edge_litert":
+            from ai_edge_litert.interpreter import Interpreter
+        elif module == "tflite_runtime":
+            from tflite_runtime.interpreter import Interpreter
+        else:
+            Interpreter = runtime.lite.Interpreter
+        interpreter = Interpreter(model_path=path, num_threads=threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], _random_input(tuple(detail["shape"]), detail["dtype"]))
+        return interpreter.invoke, "litert", version, interpreter
+    if fmt == "openvino":
+        core = runtime.Core()
+        compiled = core.compile_model(
+            core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"}
+        )
+        request = compiled.create_infer_request()
+        port = compiled.input(0)
+        request.set_input_tensor(runtime.Tensor(_random_input(tuple(port.shape), "float32")))
+        return request.infer, "openvino", version, request
+    if fmt == "onnx":
+        options = runtime.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = runtime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        spec = session.get_inputs()[0]
+        feed = {spec.name: _random_input(tuple(d if isinstance(d, int) else 1 for d in spec.shape), "float32")}
+        return (lambda: session.run(None, feed)), "onnxruntime", version, session
+    # Core ML: only on macOS; the compute units choose CPU, GPU and Neural Engine.
+    if compute_units not in COMPUTE_UNITS:
+        raise ValueError(f"compute units {compute_units!r}; valid: {', '.join(COMPUTE_UNITS)}")
+    model = runtime.models.MLModel(path, compute_units=getattr(runtime.ComputeUnit, compute_units))
+    description = model.get_spec().description.input[0]
+    if description.type.WhichOneof("Type") == "imageType":
+        from PIL import Image
+
+        size = (description.type.imageType.width, description.type.imageType.height)
+        feed = {description.name: Image.new("RGB", size)}
+    else:
+        shape = tuple(description.type.multiArrayType.shape)
+        feed = {description.name: _random_input(shape, "float32")}
+    return (lambda: model.predict(feed)), f"coreml ({compute_units})", version, model
+
+
+def per_layer(handle, runtime: str) -> list:
+    """Per-layer times where the runtime reports them (OpenVINO's performance counters), slowest
+    first; empty elsewhere."""
+    if runtime != "openvino":
+        return []
+    rows = [
+        {"layer": c.node_name, "type": c.node_type, "ms": c.real_time.total_seconds() * 1e3}
+        for c in handle.profiling_info
+        if c.status.name == "EXECUTED"
+    ]
+    return sorted(rows, key=lambda r: -r["ms"])
+
+
+def bench(path: str, *, threads: int, warmup: int, min_runs: int, min_seconds: float, max_runs: int,
+          compute_units: str = "ALL", tick=None) -> dict:
+    before = fingerprint(runtimes=False)
+    started = time.perf_counter_ns()
+    invoke, runtime, version, handle = open_runtime(path, threads, compute_units)
+    invoke()
+    cold_ns = time.perf_counter_ns() - started
+    samples = timed_runs(
+        invoke, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_runs=max_runs, tick=tick
+    )
+    after = fingerprint(runtimes=False)
+    return {
+        **summarize(samples),
+        "runs": len(samples),
+        "cold_start_ms": cold_ns / 1e6,
+        "threads": threads,
+        "runtime": runtime,
+        "runtime_version": version,
+        "throttled": throttled(before, after),
+        "before": before,
+        "after": after,
+        "layers": per_layer(handle, runtime),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("artifact", nargs="?")
+    parser.add_argument("--check", action="store_true", help="print the fingerprint and stop")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=50, help="minimum timed runs")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--max-runs", type=int, default=10_000)
+    parser.add_argument("--compute-units", default="ALL", help="Core ML: " + ", ".join(COMPUTE_UNITS))
+    args = parser.parse_args(argv)
+    if args.check:
+        print(json.dumps({"fingerprint": fingerprint()}))
+        return 0
+    if not args.artifact:
+        parser.error("an artifact is needed (or --check)")
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        print(json.dumps({"error": "missing_runtime", "packages": ["numpy"], "message": "numpy is not installed"}))
+        return MISSING_RUNTIME_EXIT
+    try:
+        result = bench(
+            args.artifact,
+            threads=args.threads,
+            warmup=args.warmup,
+            min_runs=args.runs,
+            min_seconds=args.min_seconds,
+            max_runs=args.max_runs,
+            compute_units=args.compute_units,
+        )
+    except MissingRuntime as e:
+        print(json.dumps({"error": "missing_runtime", "packages": e.packages, "message": str(e)}))
+        return MISSING_RUNTIME_EXIT
+    except (ValueError, OSError) as e:
+        print(json.dumps({"error": "bad_artifact", "message": str(e)}))
+        return 2
+    print(json.dumps({**result, "fingerprint": fingerprint()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""SSH profiling against a real OpenSSH server on 127.0.0.1 (tests/sshd.py): the whole path for
+real, its failure cases, and after every one of them no temporary directory left on the device."""
+
+import glob
+import subprocess
+import sys
+import threading
+import time
+import venv
+
+import pytest
+
+from edgekd.devices.ssh import REMOTE_PREFIX, SSHDevice
+from edgekd.errors import ConfigError, DeviceError
+from tests.helpers import tiny_export_model
+
+
+# The bench process on the device (`exec python bench.py` there), not the local ssh client whose
+# command line holds the same words.
+REMOTE_BENCH = f"^{sys.executable} /tmp/{REMOTE_PREFIX}.*/bench.py"
+
+
+def leftovers() -> list[str]:
+    # The device is this machine, and its shell has no TMPDIR: the bench directories live in /tmp.
+    return glob.glob(f"/tmp/{REMOTE_PREFIX}*")
+
+
+@pytest.fixture(scope="module")
+def tflite(tmp_path_factory):
+    from edgekd.export import export, make_contract
+
+    out = tmp_path_factory.mktemp("artifact")
+    contract = make_contract("mobilenetv3_small_050", "tflite", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32")
+    return export(tiny_export_model(), "tflite", out, contract=contract, stem="tiny")
+
+
+@pytest.fixture
+def device(loopback_ssh):
+    assert not leftovers()
+    yield SSHDevice.from_uri(loopback_ssh.uri, python=sys.executable, ssh_config=loopback_ssh.client_config)
+    assert not leftovers(), leftovers()
+
+
+def test_profile_over_ssh_times_the_artifact_on_the_device_and_leaves_nothing(device, tflite):
+    measured = device.profile(tflite.path, threads=1, runs=20, warmup=3, min_seconds=0.2)
+    lat = measured.latency
+    assert lat.runs >= 20 and 0 < lat.median_ms <= lat.p90_ms <= lat.p99_ms and lat.iqr_ms >= 0
+    assert lat.cold_start_ms > lat.median_ms and lat.runtime == "litert"
+    assert measured.device == device.uri and measured.artifact == tflite.path.name
+    fingerprint = measured.fingerprint
+    assert fingerprint["cores"] >= 1 and fingerprint["os"].startswith("Linux") and fingerprint["cpu"]
+    assert fingerprint["runtimes"]["ai-edge-litert"]  # the device's own runtime version
+    assert measured.throttled in (None, False, True)
+
+
+def test_check_reports_the_devices_runtimes(device):
+    found = device.check()
+    assert found["runtimes"]["ai-edge-litert"] and found["runtimes"]["onnxruntime"]
+    assert "tflite-runtime" in found["runtimes"]  # absent there: listed with None
+
+
+def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
+    from edgekd.export import export, make_contract
+
+    contract = make_contract("mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32")
+    artifact = export(tiny_export_model(), "openvino", tmp_path, contract=contract, stem="tiny")
+    measured = device.profile(artifact.path, runs=5, warmup=1, min_seconds=0.05)
+    assert measured.latency.runtime == "openvino"
+    assert measured.layers and all(row["ms"] >= 0 for row in measured.layers)
+    assert measured.layers[0]["ms"] == max(row["ms"] for row in measured.layers)
+
+
+def test_a_wrong_port_is_unreachable(loopback_ssh, tflite):
+    from tests.sshd import free_port
+
+    wrong = SSHDevice.from_uri(
+        f"ssh://{loopback_ssh.user}@127.0.0.1:{free_port()}", ssh_config=loopback_ssh.client_config
+    )
+    with pytest.raises(DeviceError, match=r"unreachable \(.*Connection refused"):
+        wrong.profile(tflite.path)
+    assert not leftovers()
+
+
+def test_a_key_the_device_does_not_know_fails_authentication(loopback_ssh, tflite, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        loopback_ssh.client_config.read_text().replace(str(loopback_ssh.user_key), str(tmp_path / "stranger"))
+    )
+    with pytest.raises(DeviceError, match="authentication failed.*authorized_keys"):
+        SSHDevice.from_uri(loopback_ssh.uri, ssh_config=config).profile(tflite.path)
+
+
+def test_an_unknown_host_key_is_refused_not_accepted(loopback_ssh, tflite, tmp_path):
+    (tmp_path / "known_hosts").write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        loopback_ssh.client_config.read_text().replace(
+            str(loopback_ssh.root / "known_hosts"), str(tmp_path / "known_hosts")
+        )
+    )
+    with pytest.raises(DeviceError, match="host key is unknown or changed"):
+        SSHDevice.from_uri(loopback_ssh.uri, ssh_config=config).profile(tflite.path)
+    assert (tmp_path / "known_hosts").read_text() == ""  # nothing was added behind the user's back
+
+
+def test_a_device_without_the_runtime_names_the_package_to_install(loopback_ssh, tflite, tmp_path):
+    # A Python with numpy but no TFLite runtime: this interpreter's site-packages minus the runtimes
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)
+    python = bare / "bin" / "python"
+    sites = subprocess.run(
+        [sys.executable, "-c", "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    numpy_only = tmp_path / "numpy-only"
+    numpy_only.mkdir()
+    (numpy_only / "numpy").symlink_to(f"{sites}/numpy")
+    if glob.glob(f"{sites}/numpy.libs"):
+        (numpy_only / "numpy.libs").symlink_to(f"{sites}/numpy.libs")
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={numpy_only} exec {python} \"$@\"\n")
+    wrapper.chmod(0o755)
+    device = SSHDevice.from_uri(loopback_ssh.uri, python=str(wrapper), ssh_config=loopback_ssh.client_config)
+    with pytest.raises(DeviceError, match=r"no runtime for tflite.*pip install ai-edge-litert \(or tflite-runtime"):
+        device.profile(tflite.path)
+    assert not leftovers()
+
+
+def test_a_missing_python_on_the_device_is_named(device, tflite):
+    broken = SSHDevice(device.host, device.user, device.port, python="/nonexistent/python3",
+                       ssh_config=device.ssh_config)
+    with pytest.raises(DeviceError, match="/nonexistent/python3 was not found there"):
+        broken.profile(tflite.path)
+
+
+def test_a_bench_killed_mid_run_fails_clearly_and_leaves_nothing(device, tflite):
+    failure = []
+
+    def profile():
+        try:
+            device.profile(tflite.path, runs=10**6, min_seconds=120)
+        except DeviceError as e:
+            failure.append(str(e))
+
+    worker = threading.Thread(target=profile)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if subprocess.run(["pgrep", "-f", REMOTE_BENCH], capture_output=True).returncode == 0:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    subprocess.run(["pkill", "-KILL", "-f", REMOTE_BENCH], check=True)  # the device's bench, not our ssh
+    worker.join(60)
+    assert failure and "was killed on the device" in failure[0], failure
+
+
+def test_a_timeout_stops_the_bench_and_cleans_up(device, tflite):
+    with pytest.raises(DeviceError, match="no answer within 3 s"):
+        device.profile(tflite.path, runs=10**6, min_seconds=120, timeout_s=3)
+    time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", REMOTE_BENCH], capture_output=True).returncode == 1
+
+
+def test_a_malformed_uri_is_refused():
+    for bad in ("ssh://", "http://pi", "ssh://pi:notaport"):
+        with pytest.raises(ConfigError):
+            SSHDevice.from_uri(bad)
