@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: fit test lint format install
+.PHONY: fit test lint format install sshd
 
 install: $(STAMP)
 
@@ -17,8 +17,16 @@ $(STAMP): pyproject.toml
 fit: $(STAMP)
 	$(VENV)/bin/edgekd fit --target pi5
 
-test: $(STAMP)
+test: $(STAMP) sshd
 	$(VENV)/bin/python -m pytest -q
+
+# The SSH profiling tests run a real OpenSSH server on 127.0.0.1: install it from Debian's packages
+# when it is missing and this user may (root with apt-get); otherwise those tests skip, saying why.
+sshd:
+	@test -x /usr/sbin/sshd || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q openssh-server >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; }; }; } || \
+		echo "openssh-server is not installed: the SSH profiling tests will skip"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

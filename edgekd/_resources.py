@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -14,3 +15,11 @@ def shipped_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"edgekd's {name}/ folder is missing from the installation ({_PACKAGE}).")
+
+
+def user_config_dir() -> Path:
+    """edgekd's directory in the user's config: `$EDGEKD_CONFIG_DIR`, else `$XDG_CONFIG_HOME/edgekd`,
+    else `~/.config/edgekd` (the device list, the user's own profile rows)."""
+    if os.environ.get("EDGEKD_CONFIG_DIR"):
+        return Path(os.environ["EDGEKD_CONFIG_DIR"])
+    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edgekd"

@@ -25,6 +25,10 @@ latency_app = typer.Typer(help="The latency predictor and its error (profiles/*.
 app.add_typer(targets_app, name="targets")
 app.add_typer(models_app, name="models")
 app.add_typer(latency_app, name="latency")
+devices_app = typer.Typer(
+    help="Devices to profile on: local, ssh://[user@]host[:port], adb://SERIAL, by name.", no_args_is_help=True
+)
+app.add_typer(devices_app, name="devices")
 
 TargetsDirOption = Annotated[
     list[Path] | None,
@@ -143,6 +147,10 @@ def fit(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     threads: Annotated[int | None, typer.Option(help="Threads for host parity and latency.")] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(help="Profile the exported student on this device at the end (name or URI, see `devices`)."),
+    ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
     config: Annotated[
@@ -195,6 +203,13 @@ def _print_summary(console, result) -> None:
         table.add_row(
             "host latency",
             f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+        )
+    device = result.get("device_latency")
+    if device:
+        table.add_row(
+            f"on {device['device']}",
+            f"{device['statistic']} {device['measured_ms']:.3f} ms measured, {device['predicted_ms']:.3f} ms "
+            f"predicted for {device['predicted_for']} (x{device['measured_over_predicted']:.2f})",
         )
     table.add_row("report", f"{result['run']}/report.html")
     console.print(table)
@@ -552,6 +567,185 @@ def latency_validate(
     console.print(table)
     path = write_validation(results, out or Path("benchmarks") / "results" / f"latency-{t.name}.json")
     console.print(f"wrote {path}")
+
+
+@app.command("profile")
+def profile_command(
+    artifact: Annotated[Path, typer.Argument(help="An exported model (.tflite, .xml, .onnx, .mlpackage).")],
+    device: Annotated[
+        str, typer.Option(help="local, ssh://[user@]host[:port], adb://SERIAL, or a name from `devices add`.")
+    ] = "local",
+    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
+    runs: Annotated[int, typer.Option(help="Minimum timed runs.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
+    min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds.")] = 1.0,
+    compute_units: Annotated[
+        str, typer.Option(help="Core ML on a Mac: ALL, CPU_AND_NE, CPU_ONLY or CPU_AND_GPU.")
+    ] = "ALL",
+    timeout: Annotated[float, typer.Option(help="Seconds before a device's bench is stopped.")] = 600,
+    record: Annotated[
+        bool, typer.Option(help="Append the measurement to the target's profile (needs --target).")
+    ] = False,
+    target: Annotated[str | None, typer.Option(help="The target the measurement is a profile row of.")] = None,
+    profiles_dir: Annotated[
+        Path | None, typer.Option(help="Where --record writes TARGET.csv (default: the user's profiles).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the measurement as JSON here.")] = None,
+    targets_dir: TargetsDirOption = None,
+) -> None:
+    """Time an artifact on a device: median, p90, p99, IQR, cold start, the device's fingerprint."""
+    from dataclasses import asdict
+
+    from rich.console import Console
+
+    from edgekd._io import write_json_atomic
+    from edgekd.devices.registry import connect
+
+    if record and target is None:
+        raise EdgeKDError("--record needs --target: the measurement becomes a row of profiles/TARGET.csv.")
+    if target is not None:
+        from edgekd.targets import get_target
+
+        get_target(target, tuple(targets_dir or ()))  # a bad name fails before the device is contacted
+    console = Console()
+    with console.status(f"profiling {artifact.name} on {device}"):
+        measurement = connect(device).profile(
+            artifact,
+            threads=threads,
+            runs=runs,
+            warmup=warmup,
+            min_seconds=min_seconds,
+            compute_units=compute_units,
+            timeout_s=timeout,
+        )
+    _print_measurement(console, measurement)
+    if out is not None:
+        write_json_atomic(out, asdict(measurement))
+    if record:
+        from edgekd.devices.record import record_measurement
+
+        path = record_measurement(measurement, artifact, target, profiles_dir)
+        console.print(f"recorded in {path}; refit with: edgekd latency calibrate --target {target}")
+
+
+def _print_measurement(console, measurement) -> None:
+    from rich.table import Table
+
+    lat, fp = measurement.latency, measurement.fingerprint
+    table = Table(title=f"{measurement.artifact} on {measurement.device}", show_header=False)
+    table.add_row("runtime", f"{lat.runtime} {lat.runtime_version}, {lat.threads} threads")
+    central = "median" if measurement.statistic == "median" else "mean (the tool reports no median)"
+    table.add_row(central, f"{lat.median_ms if measurement.statistic == 'median' else lat.mean_ms:.3f} ms")
+    table.add_row("p90 / p99 / IQR", f"{lat.p90_ms:.3f} / {lat.p99_ms:.3f} / {lat.iqr_ms:.3f} ms")
+    table.add_row("runs", str(lat.runs))
+    table.add_row("cold start", f"{lat.cold_start_ms:.1f} ms (load + first inference)")
+    device = ", ".join(
+        f"{k} {fp[k]}" for k in ("cpu", "model", "cores", "governor", "clock_mhz", "temperature_c", "os") if fp.get(k)
+    )
+    table.add_row("device", device)
+    table.add_row("throttled", {None: "unknown (no clock or temperature readable)"}.get(measurement.throttled, str(measurement.throttled)))
+    if measurement.memory_mb is not None:
+        table.add_row("peak memory", f"{measurement.memory_mb:.1f} MB")
+    console.print(table)
+    if measurement.layers:
+        layers = Table(title="slowest layers")
+        for column in ("layer", "type", "ms"):
+            layers.add_column(column, justify="right" if column == "ms" else "left")
+        for row in measurement.layers[:15]:
+            layers.add_row(row["layer"], row["type"], f"{row['ms']:.3f}")
+        console.print(layers)
+
+
+@devices_app.command("add")
+def devices_add(
+    name: Annotated[str, typer.Argument(help="A short name, e.g. pi5-desk.")],
+    uri: Annotated[str, typer.Argument(help="ssh://[user@]host[:port], adb://SERIAL or local.")],
+    python: Annotated[str | None, typer.Option(help="SSH: the device's Python (default python3).")] = None,
+    ssh_config: Annotated[str | None, typer.Option(help="SSH: an ssh_config file (default ~/.ssh/config).")] = None,
+    benchmark_model: Annotated[
+        str | None, typer.Option(help="ADB: benchmark_model's path on the phone.")
+    ] = None,
+    replace: Annotated[bool, typer.Option(help="Overwrite a device of the same name.")] = False,
+) -> None:
+    """Register a device under a name."""
+    from edgekd.devices.registry import DeviceEntry, add_device
+
+    path = add_device(DeviceEntry(name, uri, python, ssh_config, benchmark_model), replace=replace)
+    typer.echo(f"added {name} ({uri}) to {path}")
+
+
+@devices_app.command("list")
+def devices_list() -> None:
+    """The registered devices."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.devices.registry import devices_file, load_devices
+
+    table = Table(title=f"devices ({devices_file()})")
+    for column in ("name", "uri", "python", "ssh config", "benchmark_model"):
+        table.add_column(column)
+    for e in load_devices().values():
+        table.add_row(e.name, e.uri, e.python or "", e.ssh_config or "", e.benchmark_model or "")
+    Console().print(table)
+
+
+@devices_app.command("check")
+def devices_check(name: Annotated[str, typer.Argument(help="A device name or URI.")]) -> None:
+    """Reach the device and list what it has: CPU, OS, runtime versions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.devices.registry import connect
+
+    device = connect(name)
+    found = device.check()
+    table = Table(title=f"{name}: reachable ({device.uri})", show_header=False)
+    for key, value in found.items():
+        if key == "runtimes":
+            for package, version in value.items():
+                table.add_row(package, version or "not installed")
+        elif value is not None:
+            table.add_row(key, str(value))
+    Console().print(table)
+
+
+@devices_app.command("remove")
+def devices_remove(name: Annotated[str, typer.Argument(help="The device's name.")]) -> None:
+    """Forget a device."""
+    from edgekd.devices.registry import remove_device
+
+    typer.echo(f"removed {name} from {remove_device(name)}")
+
+
+@latency_app.command("calibrate")
+def latency_calibrate(
+    target: Annotated[str, typer.Option(help="Target name.")],
+    precision: Annotated[str | None, typer.Option(help="Default: the target's.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Default: the target's.")] = None,
+    targets_dir: TargetsDirOption = None,
+) -> None:
+    """Refit the latency predictor to the target's profile rows; its error before and after."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgekd.latency import calibration_report
+    from edgekd.targets import get_target
+
+    report = calibration_report(get_target(target, tuple(targets_dir or ())), precision, threads)
+    table = Table(title=f"{target}: predictor on {len(report.rows)} profile rows")
+    for column in ("model", "px", "measured ms", "before ms", "after ms", "source"):
+        table.add_column(column, justify="left" if column in ("model", "source") else "right")
+    for row, before, after in zip(report.rows, report.before_ms, report.after_ms, strict=True):
+        table.add_row(
+            row.model, str(row.input_size), f"{row.latency_ms_median:.3f}", f"{before:.3f}", f"{after:.3f}", row.source
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"mean absolute error: {report.before_mape:.1f} % before (priors), {report.after_mape:.1f} % after "
+        f"(fitted on these rows; {report.coefficients.provenance})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -337,6 +337,55 @@ def _calibrate(target: Target, precision: str, threads: int) -> Coefficients:
     return coefficients_from_vector(theta, target, precision, threads, rows)
 
 
+@dataclass(frozen=True)
+class CalibrationReport:
+    """The predictor on one group of profile rows before calibration (the target file's priors) and
+    after (fitted to those rows)."""
+
+    rows: tuple[ProfileRow, ...]
+    before_ms: tuple[float, ...]
+    after_ms: tuple[float, ...]
+    coefficients: Coefficients
+
+    @staticmethod
+    def _mape(predicted: tuple[float, ...], rows: tuple[ProfileRow, ...]) -> float:
+        return 100 * float(np.mean([abs(p / r.latency_ms_median - 1) for p, r in zip(predicted, rows, strict=True)]))
+
+    @property
+    def before_mape(self) -> float:
+        return self._mape(self.before_ms, self.rows)
+
+    @property
+    def after_mape(self) -> float:
+        return self._mape(self.after_ms, self.rows)
+
+
+def calibration_report(target: Target, precision: str | None = None, threads: int | None = None) -> CalibrationReport:
+    """Refit the predictor of (target, precision, threads) to its profile rows as they are now (new
+    `edgekd profile --record` rows included) and compare with the priors on the same rows."""
+    precision = precision or target.default_precision
+    threads = target.threads if threads is None else threads
+    rows = tuple(calibration_rows(target, precision, threads))
+    if not rows:
+        groups = group_rows(read_profile(target.name))
+        have = ", ".join(f"{r} {p} {t} threads ({len(v)})" for (r, p, t), v in sorted(groups.items())) or "none"
+        raise EdgeKDError(
+            f"profiles/{target.name}.csv has no {target.profile_runtime} {precision} rows at {threads} threads "
+            f"to calibrate on (groups there: {have}); record some with `edgekd profile ARTIFACT --device D "
+            f"--record --target {target.name}`."
+        )
+    for key in [k for k in _calibrations if k[:3] == (target.name, precision, threads)]:
+        del _calibrations[key]  # the next prediction in this process uses the new fit
+    fitted = calibrate(target, precision, threads)
+    prior = prior_coefficients(target, precision, threads)
+    tables = [op_table(r.model, r.input_size) for r in rows]
+
+    def predict(c: Coefficients) -> tuple[float, ...]:
+        return tuple(model_time_s(t, target, precision, threads, c.vector()) * 1e3 for t in tables)
+
+    return CalibrationReport(rows, predict(prior), predict(fitted), fitted)
+
+
 def predict_latency_ms(
     cost: ModelCost, target: Target, precision: str | None = None, threads: int | None = None
 ) -> float:

@@ -69,6 +69,7 @@ class FitConfig:
     teacher_epochs: int | None = None
     seed: int = 0
     threads: int = 1
+    device: str | None = None  # profile the exported student there at the end (edgekd.devices.registry)
     runs_dir: Path = Path("runs")
     cache_dir: Path | None = None
     targets_dir: tuple[Path, ...] = ()  # directories of the user's own target YAML files
@@ -291,6 +292,31 @@ def _search_summary(assessments, search) -> dict[str, Any]:
     }
 
 
+def _profile_on_device(config: FitConfig, run: Path, artifact, predicted_ms: float, target: str) -> dict:
+    """The exported student timed on `config.device` (kept in device-profile.json, so a resumed run
+    does not measure again), beside the latency predicted for the target."""
+    from edgekd.devices.registry import connect
+
+    saved = run / "device-profile.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    device = connect(config.device)
+    measurement = device.profile(artifact.path, threads=config.threads)
+    measured = measurement.latency.median_ms if measurement.statistic == "median" else measurement.latency.mean_ms
+    record = {
+        "device": config.device,
+        "uri": measurement.device,
+        "measurement": asdict(measurement),
+        "measured_ms": measured,
+        "statistic": measurement.statistic,
+        "predicted_ms": predicted_ms,
+        "predicted_for": target,
+        "measured_over_predicted": measured / predicted_ms,
+    }
+    write_json_atomic(saved, record)
+    return record
+
+
 def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None) -> dict[str, Any]:
     """Distil a student for `config.target` and write everything into a run directory.
 
@@ -511,6 +537,11 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         latency = measure_latency(artifact, threads=config.threads, observer=observer)
         write_json_atomic(run / "profile.json", asdict(latency))
 
+    device_latency = None
+    if config.device is not None:
+        observer.stage("device")
+        device_latency = _profile_on_device(config, run, artifact, chosen.predicted_latency_ms, target.name)
+
     result = {
         "run": str(run),
         "config": to_mapping(config),
@@ -566,6 +597,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "post_training_int8": ptq,  # beside a QAT artifact: the same student quantized after training
         },
         "host_latency": asdict(latency) if latency is not None else None,
+        "device_latency": device_latency,
         "history": history,
     }
     write_json_atomic(run / "result.json", result)

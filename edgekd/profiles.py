@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd._io import atomic_path
-from edgekd._resources import shipped_dir
+from edgekd._resources import shipped_dir, user_config_dir
 from edgekd.errors import ConfigError
 
 STATISTICS = ("median", "mean", "min")
@@ -54,10 +54,16 @@ class ProfileRow:
 COLUMNS = tuple(f.name for f in dataclasses.fields(ProfileRow))
 
 
+def user_profiles_dir() -> Path:
+    """Where `edgekd profile --record` appends rows by default: `profiles/` in the user's config."""
+    return user_config_dir() / "profiles"
+
+
 def profile_dirs() -> list[Path]:
-    """The shipped `profiles/` and then the user's (`EDGEKD_PROFILES_PATH`, ':'-separated)."""
+    """The shipped `profiles/`, the user's (`user_profiles_dir`), then `EDGEKD_PROFILES_PATH`
+    (':'-separated)."""
     extra = [Path(p) for p in os.environ.get("EDGEKD_PROFILES_PATH", "").split(os.pathsep) if p]
-    return [shipped_dir("profiles"), *extra]
+    return [shipped_dir("profiles"), user_profiles_dir(), *extra]
 
 
 def read_profile_file(path: Path) -> list[ProfileRow]:
@@ -111,3 +117,17 @@ def write_profile_file(path: Path, rows: list[ProfileRow], header_comment: str =
         writer.writerow(COLUMNS)
         for row in ordered:
             writer.writerow(["" if v is None else v for v in dataclasses.astuple(row)])
+
+
+def append_row(path: Path, row: ProfileRow) -> Path:
+    """Add `row` to the profile file at `path` (created with a header comment if new), atomically."""
+    header = ""
+    rows: list[ProfileRow] = []
+    if path.exists():
+        rows = read_profile_file(path)
+        header = "\n".join(line[2:].rstrip("\n") for line in open(path) if line.startswith("# "))
+    else:
+        header = "Latencies measured by `edgekd profile --record`: every row names its device and date."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_profile_file(path, [*rows, row], header)
+    return path

@@ -260,6 +260,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                 f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms."
                 if lat
                 else "Not measured on this host: its runtime cannot run here.",
+                *_device_lines(result.get("device_latency")),
             ),
         ),
         Section("Distillation", (_epoch_table(result["history"]),)),
@@ -267,6 +268,21 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
+
+
+def _device_lines(device: dict[str, Any] | None) -> tuple[str, ...]:
+    """The measured-against-predicted sentence for a fit run with --device."""
+    if not device:
+        return ()
+    m = device["measurement"]
+    fp = m["fingerprint"]
+    where = ", ".join(str(fp[k]) for k in ("cpu", "model", "os") if fp.get(k))
+    return (
+        f"Measured on {device['device']} ({device['uri']}; {where}): {device['measured_ms']:.3f} ms "
+        f"{device['statistic']} over {m['latency']['runs']} runs against {device['predicted_ms']:.3f} ms "
+        f"predicted for {device['predicted_for']} (measured / predicted = "
+        f"{device['measured_over_predicted']:.2f}).",
+    )
 
 
 def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:

@@ -8,8 +8,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real cache."""
+    """No test reads or writes the user's real cache, device list or profile rows."""
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "edgekd-cache"))
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "edgekd-config"))
 
 
 @pytest.fixture(scope="session")

@@ -117,16 +117,18 @@ def _cpu_model() -> str:
 
 
 def runtime_versions() -> dict:
-    """Every runtime this Python can import, with its version (None: not installed)."""
-    import importlib
+    """Every runtime this Python has, with its version (None: not installed), read from the
+    installed packages' metadata: importing them all would take seconds and print their warnings."""
+    import importlib.metadata
+    import importlib.util
 
     found = {}
     for candidates in RUNTIMES.values():
         for module, package in candidates:
             try:
-                found[package] = getattr(importlib.import_module(module), "__version__", "unknown")
-            except Exception:  # an installed but broken runtime counts as missing
-                found[package] = None
+                found[package] = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                found[package] = "unknown" if importlib.util.find_spec(module) is not None else None
     return found
 
 

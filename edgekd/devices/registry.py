@@ -11,24 +11,17 @@ Example:
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from edgekd._io import write_text_atomic
+from edgekd._resources import user_config_dir
 from edgekd.errors import ConfigError, UnknownNameError
 
 DEVICES_FILE = "devices.yaml"
 SCHEMES = ("local", "ssh://", "adb://")
-
-
-def config_dir() -> Path:
-    if os.environ.get("EDGEKD_CONFIG_DIR"):
-        return Path(os.environ["EDGEKD_CONFIG_DIR"])
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "edgekd"
 
 
 @dataclass(frozen=True)
@@ -41,7 +34,7 @@ class DeviceEntry:
 
 
 def devices_file() -> Path:
-    return config_dir() / DEVICES_FILE
+    return user_config_dir() / DEVICES_FILE
 
 
 def load_devices() -> dict[str, DeviceEntry]:
