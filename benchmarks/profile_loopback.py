@@ -35,7 +35,9 @@ def artifact(scratch: Path) -> Path:
     from edgekd.export import export, make_contract
 
     model = randomize_norm_layers(build_model("mobilenetv3_small_100", 10)).eval()
-    contract = make_contract("mobilenetv3_small_100", "tflite", 224, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32")
+    contract = make_contract(
+        "mobilenetv3_small_100", "tflite", 224, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
+    )
     return export(model, "tflite", scratch, contract=contract).path
 
 
@@ -57,18 +59,31 @@ def main() -> int:
                 for name, device in (("local", local), ("ssh", remote)):
                     m = device.profile(path, **PROTOCOL)
                     rows[name].append(
-                        {"median_ms": m.latency.median_ms, "p90_ms": m.latency.p90_ms, "iqr_ms": m.latency.iqr_ms,
-                         "runs": m.latency.runs, "cold_start_ms": m.latency.cold_start_ms}
+                        {
+                            "median_ms": m.latency.median_ms,
+                            "p90_ms": m.latency.p90_ms,
+                            "iqr_ms": m.latency.iqr_ms,
+                            "runs": m.latency.runs,
+                            "cold_start_ms": m.latency.cold_start_ms,
+                        }
                     )
-                    print(f"repeat {repeat} {name:5s}: median {m.latency.median_ms:.4f} ms, "
-                          f"IQR {m.latency.iqr_ms:.4f} ms, {m.latency.runs} runs", flush=True)
+                    print(
+                        f"repeat {repeat} {name:5s}: median {m.latency.median_ms:.4f} ms, "
+                        f"IQR {m.latency.iqr_ms:.4f} ms, {m.latency.runs} runs",
+                        flush=True,
+                    )
         finally:
             server.stop()
     medians = {name: statistics.median(r["median_ms"] for r in runs) for name, runs in rows.items()}
     ratio = medians["ssh"] / medians["local"]
-    result = {"artifact": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
-              "protocol": PROTOCOL, "repeats": rows, "median_of_medians_ms": medians,
-              "ssh_over_local": ratio, "within_0.8_1.25": 0.8 <= ratio <= 1.25}
+    result = {
+        "artifact": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
+        "protocol": PROTOCOL,
+        "repeats": rows,
+        "median_of_medians_ms": medians,
+        "ssh_over_local": ratio,
+        "within_0.8_1.25": 0.8 <= ratio <= 1.25,
+    }
     OUT.write_text(json.dumps(result, indent=2))
     print(f"\n{'device':8s} {'median of medians ms':>22s}")
     for name, value in medians.items():

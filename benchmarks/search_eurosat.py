@@ -5,7 +5,8 @@ The oracle distils every candidate below fully, with issue 4's recipe (benchmark
 8 epochs of KD from the cached resnet18 teacher on the 6,000-image training subset, 64 px), and ranks
 them by test accuracy. The search ranks the same candidates by successive halving
 (`edgekd.search.select_student`): short distillation runs from the same teacher on seeded subsets,
-the best third going on, the last rung the full recipe's 8 epochs on half the images. Its cost is compared with the oracle's in
+the best third going on, the last rung the full recipe's 8 epochs on half the images. Its cost
+is compared with the oracle's in
 training MAC-images (3 x MACs x images x epochs, machine-independent) and in measured seconds.
 
 The trials do not depend on the target, so the same evidence ranks the candidates feasible for
@@ -26,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from distill_eurosat import (  # noqa: E402  (the benchmark's shared recipe and cache)
+from distill_eurosat import (
     EPOCHS,
     INPUT_SIZE,
     ROOT,
@@ -56,7 +57,9 @@ OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
 
@@ -91,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             "mac_images": TRAINING_MACS_PER_FORWARD_MAC * macs * len(data.train) * EPOCHS,
             "macs": macs,
         }
-        print(f"oracle {name}: test {100 * oracle[name]['test_accuracy']:.2f} % "
-              f"({time.perf_counter() - started:.0f} s here)", flush=True)
+        print(
+            f"oracle {name}: test {100 * oracle[name]['test_accuracy']:.2f} % "
+            f"({time.perf_counter() - started:.0f} s here)",
+            flush=True,
+        )
     results["oracle"] = oracle
 
     def build(name: str):
@@ -172,8 +178,10 @@ def print_table(results: dict) -> None:
     for name in sorted(oracle, key=lambda n: -oracle[n]["test_accuracy"]):
         rungs = [t for t in pi5["trials"] if t["name"] == name]
         cells = " ".join(f"{100 * t['score']:.1f}@{t['epochs']}ep/{t['images']}" for t in rungs)
-        print(f"{name:34s} {100 * oracle[name]['test_accuracy']:13.2f} "
-              f"{100 * oracle[name]['val_accuracy']:12.2f}  {cells}")
+        print(
+            f"{name:34s} {100 * oracle[name]['test_accuracy']:13.2f} "
+            f"{100 * oracle[name]['val_accuracy']:12.2f}  {cells}"
+        )
     s = results["summary"]
     print(
         f"\noracle best {s['oracle_best']} {100 * s['oracle_best_test_accuracy']:.2f} %; search chose "
@@ -183,8 +191,10 @@ def print_table(results: dict) -> None:
     )
     for name, t in results["targets"].items():
         c = t["chosen"]
-        print(f"{name}: {c['name']}, predicted {c['predicted_latency_ms']:.2f} ms of {c['budget_ms']:g} ms, "
-              f"peak {c['peak_memory_mb']:.2f} MB, weights {c['model_mb']:.2f} MB")
+        print(
+            f"{name}: {c['name']}, predicted {c['predicted_latency_ms']:.2f} ms of {c['budget_ms']:g} ms, "
+            f"peak {c['peak_memory_mb']:.2f} MB, weights {c['model_mb']:.2f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ app.add_typer(targets_app, name="targets")
 app.add_typer(models_app, name="models")
 app.add_typer(latency_app, name="latency")
 devices_app = typer.Typer(
-    help="Devices to profile on: local, ssh://[user@]host[:port], adb://SERIAL, by name.", no_args_is_help=True
+    help="Devices to profile on: local, ssh://[user@]host[:port], adb://SERIAL, by name.",
+    no_args_is_help=True,
 )
 app.add_typer(devices_app, name="devices")
 
@@ -149,7 +150,9 @@ def fit(
     threads: Annotated[int | None, typer.Option(help="Threads for host parity and latency.")] = None,
     device: Annotated[
         str | None,
-        typer.Option(help="Profile the exported student on this device at the end (name or URI, see `devices`)."),
+        typer.Option(
+            help="Profile the exported student on this device at the end (name or URI, see `devices`)."
+        ),
     ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
@@ -586,7 +589,9 @@ def profile_command(
     record: Annotated[
         bool, typer.Option(help="Append the measurement to the target's profile (needs --target).")
     ] = False,
-    target: Annotated[str | None, typer.Option(help="The target the measurement is a profile row of.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="The target the measurement is a profile row of.")
+    ] = None,
     profiles_dir: Annotated[
         Path | None, typer.Option(help="Where --record writes TARGET.csv (default: the user's profiles).")
     ] = None,
@@ -640,10 +645,17 @@ def _print_measurement(console, measurement) -> None:
     table.add_row("runs", str(lat.runs))
     table.add_row("cold start", f"{lat.cold_start_ms:.1f} ms (load + first inference)")
     device = ", ".join(
-        f"{k} {fp[k]}" for k in ("cpu", "model", "cores", "governor", "clock_mhz", "temperature_c", "os") if fp.get(k)
+        f"{k} {fp[k]}"
+        for k in ("cpu", "model", "cores", "governor", "clock_mhz", "temperature_c", "os")
+        if fp.get(k)
     )
     table.add_row("device", device)
-    table.add_row("throttled", {None: "unknown (no clock or temperature readable)"}.get(measurement.throttled, str(measurement.throttled)))
+    table.add_row(
+        "throttled",
+        {None: "unknown (no clock or temperature readable)"}.get(
+            measurement.throttled, str(measurement.throttled)
+        ),
+    )
     if measurement.memory_mb is not None:
         table.add_row("peak memory", f"{measurement.memory_mb:.1f} MB")
     console.print(table)
@@ -661,7 +673,9 @@ def devices_add(
     name: Annotated[str, typer.Argument(help="A short name, e.g. pi5-desk.")],
     uri: Annotated[str, typer.Argument(help="ssh://[user@]host[:port], adb://SERIAL or local.")],
     python: Annotated[str | None, typer.Option(help="SSH: the device's Python (default python3).")] = None,
-    ssh_config: Annotated[str | None, typer.Option(help="SSH: an ssh_config file (default ~/.ssh/config).")] = None,
+    ssh_config: Annotated[
+        str | None, typer.Option(help="SSH: an ssh_config file (default ~/.ssh/config).")
+    ] = None,
     benchmark_model: Annotated[
         str | None, typer.Option(help="ADB: benchmark_model's path on the phone.")
     ] = None,
@@ -738,7 +752,12 @@ def latency_calibrate(
         table.add_column(column, justify="left" if column in ("model", "source") else "right")
     for row, before, after in zip(report.rows, report.before_ms, report.after_ms, strict=True):
         table.add_row(
-            row.model, str(row.input_size), f"{row.latency_ms_median:.3f}", f"{before:.3f}", f"{after:.3f}", row.source
+            row.model,
+            str(row.input_size),
+            f"{row.latency_ms_median:.3f}",
+            f"{before:.3f}",
+            f"{after:.3f}",
+            row.source,
         )
     console = Console()
     console.print(table)

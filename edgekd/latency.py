@@ -349,7 +349,9 @@ class CalibrationReport:
 
     @staticmethod
     def _mape(predicted: tuple[float, ...], rows: tuple[ProfileRow, ...]) -> float:
-        return 100 * float(np.mean([abs(p / r.latency_ms_median - 1) for p, r in zip(predicted, rows, strict=True)]))
+        return 100 * float(
+            np.mean([abs(p / r.latency_ms_median - 1) for p, r in zip(predicted, rows, strict=True)])
+        )
 
     @property
     def before_mape(self) -> float:
@@ -360,7 +362,9 @@ class CalibrationReport:
         return self._mape(self.after_ms, self.rows)
 
 
-def calibration_report(target: Target, precision: str | None = None, threads: int | None = None) -> CalibrationReport:
+def calibration_report(
+    target: Target, precision: str | None = None, threads: int | None = None
+) -> CalibrationReport:
     """Refit the predictor of (target, precision, threads) to its profile rows as they are now (new
     `edgekd profile --record` rows included) and compare with the priors on the same rows."""
     precision = precision or target.default_precision
@@ -368,11 +372,13 @@ def calibration_report(target: Target, precision: str | None = None, threads: in
     rows = tuple(calibration_rows(target, precision, threads))
     if not rows:
         groups = group_rows(read_profile(target.name))
-        have = ", ".join(f"{r} {p} {t} threads ({len(v)})" for (r, p, t), v in sorted(groups.items())) or "none"
+        have = (
+            ", ".join(f"{r} {p} {t} threads ({len(v)})" for (r, p, t), v in sorted(groups.items())) or "none"
+        )
         raise EdgeKDError(
-            f"profiles/{target.name}.csv has no {target.profile_runtime} {precision} rows at {threads} threads "
-            f"to calibrate on (groups there: {have}); record some with `edgekd profile ARTIFACT --device D "
-            f"--record --target {target.name}`."
+            f"profiles/{target.name}.csv has no {target.profile_runtime} {precision} rows at {threads} "
+            f"threads to calibrate on (groups there: {have}); record some with "
+            f"`edgekd profile ARTIFACT --device D --record --target {target.name}`."
         )
     for key in [k for k in _calibrations if k[:3] == (target.name, precision, threads)]:
         del _calibrations[key]  # the next prediction in this process uses the new fit

@@ -225,7 +225,9 @@ def _assistant(config: FitConfig, plan, assessments, chosen, teacher_macs: int |
     return make_assistant
 
 
-def _search(config: FitConfig, run: Path, assessments, teacher, data, train_config, plan, cache_dir, observer):
+def _search(
+    config: FitConfig, run: Path, assessments, teacher, data, train_config, plan, cache_dir, observer
+):
     """The student choice: read from the run's `search.json` when an earlier attempt finished it, else
     successive halving over the feasible candidates (`edgekd.search.select`), saved for a resume.
     Under torchrun every rank trains the trials together and rank 0's choice is the one kept."""
@@ -250,7 +252,9 @@ def _search(config: FitConfig, run: Path, assessments, teacher, data, train_conf
     # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
     # co-train a teacher per trial, so they are ranked as offline runs.
     trial_plan = dataclasses.replace(plan, scheme="offline", qat_epochs=0)
-    evaluate = evidence(build, teacher, data, train_config, trial_plan, cache_dir=cache_dir, observer=observer)
+    evaluate = evidence(
+        build, teacher, data, train_config, trial_plan, cache_dir=cache_dir, observer=observer
+    )
     result = select_student(
         assessments,
         evaluate,
@@ -302,7 +306,9 @@ def _profile_on_device(config: FitConfig, run: Path, artifact, predicted_ms: flo
         return json.loads(saved.read_text())
     device = connect(config.device)
     measurement = device.profile(artifact.path, threads=config.threads)
-    measured = measurement.latency.median_ms if measurement.statistic == "median" else measurement.latency.mean_ms
+    measured = (
+        measurement.latency.median_ms if measurement.statistic == "median" else measurement.latency.mean_ms
+    )
     record = {
         "device": config.device,
         "uri": measurement.device,

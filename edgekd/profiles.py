@@ -125,7 +125,8 @@ def append_row(path: Path, row: ProfileRow) -> Path:
     rows: list[ProfileRow] = []
     if path.exists():
         rows = read_profile_file(path)
-        header = "\n".join(line[2:].rstrip("\n") for line in open(path) if line.startswith("# "))
+        with open(path) as f:
+            header = "\n".join(line[2:].rstrip("\n") for line in f if line.startswith("# "))
     else:
         header = "Latencies measured by `edgekd profile --record`: every row names its device and date."
     path.parent.mkdir(parents=True, exist_ok=True)

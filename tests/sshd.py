@@ -3,6 +3,7 @@ and user key, a client config that trusts only that host key (host-key checking 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import shutil
@@ -18,7 +19,10 @@ SSHD = "/usr/sbin/sshd"
 
 def unavailable_reason() -> str | None:
     if not Path(SSHD).exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        return "openssh-server is not installed (make test installs it from Debian's packages: apt-get install openssh-server)"
+        return (
+            "openssh-server is not installed (make test installs it from Debian's packages: "
+            "apt-get install openssh-server)"
+        )
     if os.geteuid() != 0:
         return "sshd with a generated config needs root here (it must switch to the login user)"
     return None
@@ -45,10 +49,8 @@ class LoopbackSSH:
     def stop(self) -> None:
         pid_file = self.root / "sshd.pid"
         if pid_file.exists():
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-            except (ProcessLookupError, ValueError):
-                pass
 
 
 def _keygen(path: Path) -> None:

@@ -30,7 +30,11 @@ def test_the_older_log_gives_the_timed_runs_not_the_warmup():
 
 def test_the_newer_log_has_a_median_and_the_periodic_peak_memory():
     result = parse_benchmark_model((LOGS / "newer.txt").read_text())
-    assert result.runs == 196 and result.median_ms == pytest.approx(5.069) and result.p95_ms == pytest.approx(5.254)
+    assert (
+        result.runs == 196
+        and result.median_ms == pytest.approx(5.069)
+        and result.p95_ms == pytest.approx(5.254)
+    )
     assert result.memory_mb == pytest.approx(10.2109)  # the periodic peak wins over the delta line
 
 
@@ -40,7 +44,9 @@ def test_scientific_notation_and_a_log_without_a_summary():
         "Inference (avg): 2.95034e+06"
     )
     assert parse_benchmark_model(log).avg_ms == pytest.approx(2950.34)
-    with pytest.raises(DeviceError, match=r"no timing summary; its last lines: STARTING! \| ERROR: Could not open"):
+    with pytest.raises(
+        DeviceError, match=r"no timing summary; its last lines: STARTING! \| ERROR: Could not open"
+    ):
         parse_benchmark_model("STARTING!\nERROR: Could not open '/data/local/tmp/x.tflite'.")
 
 
@@ -52,8 +58,15 @@ def test_the_command_line_carries_threads_runs_and_delegates():
     assert command[:4] == ["adb", "-s", "R58M123ABC", "shell"]
     shell = shlex.split(command[4])
     assert shell[0] == "/data/local/tmp/bm"
-    assert {"--graph=/data/local/tmp/d/m.tflite", "--num_threads=4", "--num_runs=100", "--warmup_runs=5",
-            "--min_secs=2", "--use_xnnpack=false", "--use_gpu=true"} <= set(shell[1:])
+    assert {
+        "--graph=/data/local/tmp/d/m.tflite",
+        "--num_threads=4",
+        "--num_runs=100",
+        "--warmup_runs=5",
+        "--min_secs=2",
+        "--use_xnnpack=false",
+        "--use_gpu=true",
+    } <= set(shell[1:])
     for bad in ("adb://", "ssh://R58"):
         with pytest.raises(ConfigError):
             ADBDevice.from_uri(bad)
@@ -63,7 +76,8 @@ def fake_adb(tmp_path: Path, log_file: Path, benchmark_exit: int = 0) -> Path:
     """A stand-in for `adb` (no phone here): records every call, replays a benchmark_model log."""
     calls = tmp_path / "calls.txt"
     script = tmp_path / "adb"
-    script.write_text(textwrap.dedent(f"""\
+    script.write_text(
+        textwrap.dedent(f"""\
         #!/bin/sh
         echo "$@" >> {calls}
         case "$4" in
@@ -71,7 +85,8 @@ def fake_adb(tmp_path: Path, log_file: Path, benchmark_exit: int = 0) -> Path:
           getprop\\ ro.product.model) echo "Pixel 7" ;;
         esac
         exit 0
-        """))
+        """)
+    )
     script.chmod(0o755)
     return script
 

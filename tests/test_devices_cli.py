@@ -26,7 +26,9 @@ def wide_console(monkeypatch):
 def loop(loopback_ssh):
     name = "loop"
     add_device(
-        DeviceEntry(name, loopback_ssh.uri, python=sys.executable, ssh_config=str(loopback_ssh.client_config)),
+        DeviceEntry(
+            name, loopback_ssh.uri, python=sys.executable, ssh_config=str(loopback_ssh.client_config)
+        ),
         replace=True,
     )
     yield name
@@ -51,8 +53,21 @@ def test_the_registry_round_trips_and_refuses_bad_entries(loop, loopback_ssh, ca
 @pytest.mark.slow  # calibration traces every model of profiles/host.csv (110 rows)
 def test_profile_over_ssh_records_a_row_that_calibration_fits(loop, tflite, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "measurement.json"
-    args = ["profile", str(tflite.path), "--device", loop, "--runs", "20", "--min-seconds", "0.2",
-            "--record", "--target", "host", "--out", str(out)]
+    args = [
+        "profile",
+        str(tflite.path),
+        "--device",
+        loop,
+        "--runs",
+        "20",
+        "--min-seconds",
+        "0.2",
+        "--record",
+        "--target",
+        "host",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "median" in printed and "cold start" in printed and "recorded in" in printed
@@ -60,9 +75,15 @@ def test_profile_over_ssh_records_a_row_that_calibration_fits(loop, tflite, tmp_
     assert measured["device"].startswith("ssh://") and measured["latency"]["runs"] >= 20
     from edgekd.profiles import user_profiles_dir
 
-    rows = list(csv.DictReader(line for line in open(user_profiles_dir() / "host.csv") if not line.startswith("#")))
+    with open(user_profiles_dir() / "host.csv") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     (row,) = [r for r in rows if r["source"].startswith("measured: edgekd profile on ssh://")]
-    assert (row["model"], row["input_size"], row["precision"], row["runtime"]) == ("mobilenetv3_small_050", "32", "fp32", "litert")
+    assert (row["model"], row["input_size"], row["precision"], row["runtime"]) == (
+        "mobilenetv3_small_050",
+        "32",
+        "fp32",
+        "litert",
+    )
     assert float(row["latency_ms_median"]) == pytest.approx(measured["latency"]["median_ms"], rel=1e-4)
 
     from edgekd.latency import calibration_report
@@ -84,8 +105,23 @@ def test_record_needs_a_target_and_a_wrong_target_fails_first(tflite, capsys):  
 
 @pytest.mark.slow
 def test_fit_with_a_device_ends_with_measured_against_predicted(loop, tmp_path):
-    args = ["fit", "--target", "pi5", "--student", "mobilenetv3_small_050", "--epochs", "1", "--teacher-epochs", "1",
-            "--device", loop, "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "fit",
+        "--target",
+        "pi5",
+        "--student",
+        "mobilenetv3_small_050",
+        "--epochs",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--device",
+        loop,
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     done = subprocess.run(EDGEKD + args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (tmp_path / "runs").iterdir()

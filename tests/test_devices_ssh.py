@@ -14,7 +14,6 @@ from edgekd.devices.ssh import REMOTE_PREFIX, SSHDevice
 from edgekd.errors import ConfigError, DeviceError
 from tests.helpers import tiny_export_model
 
-
 # The bench process on the device (`exec python bench.py` there), not the local ssh client whose
 # command line holds the same words.
 REMOTE_BENCH = f"^{sys.executable} /tmp/{REMOTE_PREFIX}.*/bench.py"
@@ -30,7 +29,9 @@ def tflite(tmp_path_factory):
     from edgekd.export import export, make_contract
 
     out = tmp_path_factory.mktemp("artifact")
-    contract = make_contract("mobilenetv3_small_050", "tflite", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32")
+    contract = make_contract(
+        "mobilenetv3_small_050", "tflite", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
+    )
     return export(tiny_export_model(), "tflite", out, contract=contract, stem="tiny")
 
 
@@ -62,7 +63,9 @@ def test_check_reports_the_devices_runtimes(device):
 def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
     from edgekd.export import export, make_contract
 
-    contract = make_contract("mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32")
+    contract = make_contract(
+        "mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
+    )
     artifact = export(tiny_export_model(), "openvino", tmp_path, contract=contract, stem="tiny")
     measured = device.profile(artifact.path, runs=5, warmup=1, min_seconds=0.05)
     assert measured.latency.runtime == "openvino"
@@ -82,7 +85,9 @@ def test_a_wrong_port_is_unreachable(loopback_ssh, tflite):
 
 
 def test_a_key_the_device_does_not_know_fails_authentication(loopback_ssh, tflite, tmp_path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True
+    )
     config = tmp_path / "ssh_config"
     config.write_text(
         loopback_ssh.client_config.read_text().replace(str(loopback_ssh.user_key), str(tmp_path / "stranger"))
@@ -111,7 +116,9 @@ def test_a_device_without_the_runtime_names_the_package_to_install(loopback_ssh,
     python = bare / "bin" / "python"
     sites = subprocess.run(
         [sys.executable, "-c", "import numpy, os; print(os.path.dirname(os.path.dirname(numpy.__file__)))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     numpy_only = tmp_path / "numpy-only"
     numpy_only.mkdir()
@@ -119,17 +126,20 @@ def test_a_device_without_the_runtime_names_the_package_to_install(loopback_ssh,
     if glob.glob(f"{sites}/numpy.libs"):
         (numpy_only / "numpy.libs").symlink_to(f"{sites}/numpy.libs")
     wrapper = tmp_path / "python"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={numpy_only} exec {python} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={numpy_only} exec {python} "$@"\n')
     wrapper.chmod(0o755)
     device = SSHDevice.from_uri(loopback_ssh.uri, python=str(wrapper), ssh_config=loopback_ssh.client_config)
-    with pytest.raises(DeviceError, match=r"no runtime for tflite.*pip install ai-edge-litert \(or tflite-runtime"):
+    with pytest.raises(
+        DeviceError, match=r"no runtime for tflite.*pip install ai-edge-litert \(or tflite-runtime"
+    ):
         device.profile(tflite.path)
     assert not leftovers()
 
 
 def test_a_missing_python_on_the_device_is_named(device, tflite):
-    broken = SSHDevice(device.host, device.user, device.port, python="/nonexistent/python3",
-                       ssh_config=device.ssh_config)
+    broken = SSHDevice(
+        device.host, device.user, device.port, python="/nonexistent/python3", ssh_config=device.ssh_config
+    )
     with pytest.raises(DeviceError, match="/nonexistent/python3 was not found there"):
         broken.profile(tflite.path)
 

@@ -64,6 +64,7 @@ def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_
         point("d", 4.0, 4.0, 10**9),
         point("too-slow", 50.0, 1.0, 10**6, ["predicted 50.0 ms > budget 10 ms"]),
     ]
+
     # c leads the first rung (100 images), b overtakes with more data: later rungs decide
     def evaluate(name, rung):
         base = {"a": 0.50, "b": 0.60, "c": 0.65, "d": 0.55}[name]
@@ -84,7 +85,8 @@ def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_
     assert again == result and again.seconds == result.seconds
 
     write_search_csv(tmp_path / "search.csv", assessments, result)
-    rows = {r["arch"]: r for r in csv.DictReader(open(tmp_path / "search.csv"))}
+    with open(tmp_path / "search.csv") as f:
+        rows = {r["arch"]: r for r in csv.DictReader(f)}
     assert rows["b"]["chosen"] == "True" and rows["a"]["chosen"] == "False"
     assert float(rows["b"]["rung2_val_accuracy"]) == pytest.approx(0.70)
     assert rows["a"]["rung1_val_accuracy"] == "" and rows["too-slow"]["rung0_val_accuracy"] == ""
@@ -99,13 +101,23 @@ def test_no_trials_or_one_candidate_chooses_without_training():
     def never(name, rung):
         raise AssertionError("no trial should run")
 
-    none = select_student(assessments, never, budget=Budget(trials=0), max_epochs=1, max_images=10, target_name="t")
+    none = select_student(
+        assessments, never, budget=Budget(trials=0), max_epochs=1, max_images=10, target_name="t"
+    )
     assert none.chosen == "b" and not none.trials and "most MACs" in none.reason
-    one = select_student(assessments[:1], never, budget=Budget(), max_epochs=1, max_images=10, target_name="t")
+    one = select_student(
+        assessments[:1], never, budget=Budget(), max_epochs=1, max_images=10, target_name="t"
+    )
     assert one.chosen == "a" and "only feasible" in one.reason
     with pytest.raises(NoFeasibleStudentError, match="a: too slow"):
-        select_student([point("a", 1, 1, 1, ["too slow"])], never, budget=Budget(), max_epochs=1,
-                       max_images=10, target_name="t")
+        select_student(
+            [point("a", 1, 1, 1, ["too slow"])],
+            never,
+            budget=Budget(),
+            max_epochs=1,
+            max_images=10,
+            target_name="t",
+        )
 
 
 def test_the_space_has_at_least_twelve_families_that_all_build():
@@ -152,8 +164,11 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
     run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
     saved = json.loads((run / "search.json").read_text())
     assert len(saved["entered"]) == 2 and saved["chosen"] == result["student"]["arch"]
-    assert saved["chosen"] in result["student"]["reason"] and "successive halving" in result["student"]["reason"]
-    rows = list(csv.DictReader(open(run / "search.csv")))
+    assert (
+        saved["chosen"] in result["student"]["reason"] and "successive halving" in result["student"]["reason"]
+    )
+    with open(run / "search.csv") as f:
+        rows = list(csv.DictReader(f))
     assert len(rows) == len(load_students())
     assert sum(r["rung0_val_accuracy"] != "" for r in rows) == 2
     assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]

@@ -33,13 +33,17 @@ _SUMMARY = re.compile(
     rf"Inference timings in us: Init: {_NUMBER}, First inference: {_NUMBER}, "
     rf"Warmup \(avg\): {_NUMBER}, Inference \(avg\): {_NUMBER}"
 )
-_RUNS = re.compile(rf"count=(\d+) first={_NUMBER} curr={_NUMBER} min={_NUMBER} max={_NUMBER} avg={_NUMBER} std={_NUMBER}(.*)")
+_RUNS = re.compile(
+    rf"count=(\d+) first={_NUMBER} curr={_NUMBER} min={_NUMBER} max={_NUMBER} avg={_NUMBER} std={_NUMBER}(.*)"
+)
 _MEDIAN = re.compile(rf"median={_NUMBER}")
 _P95 = re.compile(rf"p95={_NUMBER}")
 _MEMORY = (
     re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUMBER}"),
     re.compile(rf"Peak memory footprint \(MB\): init={_NUMBER} overall={_NUMBER}"),
-    re.compile(rf"Memory footprint delta from the start of the tool \(MB\): init={_NUMBER} overall={_NUMBER}"),
+    re.compile(
+        rf"Memory footprint delta from the start of the tool \(MB\): init={_NUMBER} overall={_NUMBER}"
+    ),
 )
 
 
@@ -110,8 +114,15 @@ class ADBDevice:
         return f"adb://{self.serial}"
 
     def benchmark_command(
-        self, remote_model: str, *, threads: int, runs: int, warmup: int, min_seconds: float,
-        xnnpack: bool = True, gpu: bool = False,
+        self,
+        remote_model: str,
+        *,
+        threads: int,
+        runs: int,
+        warmup: int,
+        min_seconds: float,
+        xnnpack: bool = True,
+        gpu: bool = False,
     ) -> list[str]:
         """The adb command line that runs benchmark_model on the phone."""
         flags = [
@@ -129,10 +140,13 @@ class ADBDevice:
 
     def _adb(self, *args: str, timeout_s: float) -> subprocess.CompletedProcess:
         try:
-            done = subprocess.run([self.adb, "-s", self.serial, *args], capture_output=True, text=True,
-                                  timeout=timeout_s)
+            done = subprocess.run(
+                [self.adb, "-s", self.serial, *args], capture_output=True, text=True, timeout=timeout_s
+            )
         except FileNotFoundError as e:
-            raise DeviceError(f"adb is not installed here ({self.adb}); install Android platform-tools.") from e
+            raise DeviceError(
+                f"adb is not installed here ({self.adb}); install Android platform-tools."
+            ) from e
         except subprocess.TimeoutExpired as e:
             raise DeviceError(f"{self.uri}: adb {args[0]} got no answer within {timeout_s:g} s.") from e
         if done.returncode != 0 and ("not found" in done.stderr or "offline" in done.stderr):
@@ -140,12 +154,22 @@ class ADBDevice:
         return done
 
     def profile(
-        self, artifact: Path, *, threads: int = 1, runs: int = 50, warmup: int = 10, min_seconds: float = 1.0,
-        xnnpack: bool = True, gpu: bool = False, timeout_s: float = 600,
+        self,
+        artifact: Path,
+        *,
+        threads: int = 1,
+        runs: int = 50,
+        warmup: int = 10,
+        min_seconds: float = 1.0,
+        xnnpack: bool = True,
+        gpu: bool = False,
+        timeout_s: float = 600,
     ) -> Measurement:
         artifact = Path(artifact)
         if artifact.suffix != ".tflite":
-            raise ConfigError(f"{artifact}: ADB profiling runs benchmark_model, which takes .tflite files only.")
+            raise ConfigError(
+                f"{artifact}: ADB profiling runs benchmark_model, which takes .tflite files only."
+            )
         remote_dir = f"{REMOTE_ROOT}/edgekd-bench.{uuid.uuid4().hex[:12]}"
         remote_model = f"{remote_dir}/{artifact.name}"
         try:
@@ -154,8 +178,13 @@ class ADBDevice:
             if pushed.returncode != 0:
                 raise DeviceError(f"{self.uri}: adb push failed: {pushed.stderr.strip()}")
             command = self.benchmark_command(
-                remote_model, threads=threads, runs=runs, warmup=warmup, min_seconds=min_seconds,
-                xnnpack=xnnpack, gpu=gpu,
+                remote_model,
+                threads=threads,
+                runs=runs,
+                warmup=warmup,
+                min_seconds=min_seconds,
+                xnnpack=xnnpack,
+                gpu=gpu,
             )
             done = self._adb(*command[3:], timeout_s=timeout_s)
             if "not found" in done.stdout + done.stderr and "benchmark_model" in done.stdout + done.stderr:
@@ -189,8 +218,13 @@ class ADBDevice:
             None,
             statistic="median" if result.median_ms is not None else "mean",
             memory_mb=result.memory_mb,
-            extra={"std_ms": result.std_ms, "min_ms": result.min_ms, "max_ms": result.max_ms,
-                   "p95_ms": result.p95_ms, "init_ms": result.init_ms},
+            extra={
+                "std_ms": result.std_ms,
+                "min_ms": result.min_ms,
+                "max_ms": result.max_ms,
+                "p95_ms": result.p95_ms,
+                "init_ms": result.init_ms,
+            },
         )
 
     def _fingerprint(self) -> dict:

@@ -221,7 +221,9 @@ def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
         options.intra_op_num_threads = threads
         session = runtime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         spec = session.get_inputs()[0]
-        feed = {spec.name: _random_input(tuple(d if isinstance(d, int) else 1 for d in spec.shape), "float32")}
+        feed = {
+            spec.name: _random_input(tuple(d if isinstance(d, int) else 1 for d in spec.shape), "float32")
+        }
         return (lambda: session.run(None, feed)), "onnxruntime", version, session
     # Core ML: only on macOS; the compute units choose CPU, GPU and Neural Engine.
     if compute_units not in COMPUTE_UNITS:
@@ -252,8 +254,17 @@ def per_layer(handle, runtime: str) -> list:
     return sorted(rows, key=lambda r: -r["ms"])
 
 
-def bench(path: str, *, threads: int, warmup: int, min_runs: int, min_seconds: float, max_runs: int,
-          compute_units: str = "ALL", tick=None) -> dict:
+def bench(
+    path: str,
+    *,
+    threads: int,
+    warmup: int,
+    min_runs: int,
+    min_seconds: float,
+    max_runs: int,
+    compute_units: str = "ALL",
+    tick=None,
+) -> dict:
     before = fingerprint(runtimes=False)
     started = time.perf_counter_ns()
     invoke, runtime, version, handle = open_runtime(path, threads, compute_units)
@@ -278,7 +289,9 @@ def bench(path: str, *, threads: int, warmup: int, min_runs: int, min_seconds: f
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("artifact", nargs="?")
     parser.add_argument("--check", action="store_true", help="print the fingerprint and stop")
     parser.add_argument("--threads", type=int, default=1)
@@ -296,7 +309,11 @@ def main(argv=None) -> int:
     try:
         import numpy  # noqa: F401
     except ImportError:
-        print(json.dumps({"error": "missing_runtime", "packages": ["numpy"], "message": "numpy is not installed"}))
+        print(
+            json.dumps(
+                {"error": "missing_runtime", "packages": ["numpy"], "message": "numpy is not installed"}
+            )
+        )
         return MISSING_RUNTIME_EXIT
     try:
         result = bench(

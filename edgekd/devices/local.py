@@ -12,10 +12,10 @@ Example:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -265,7 +265,10 @@ class LocalDevice:
 def latency_from_bench(result: dict, device: str) -> LatencyStats:
     """The `LatencyStats` of one `edgekd.devices.bench` result (here or from a device's JSON)."""
     return LatencyStats(
-        **{k: result[k] for k in ("median_ms", "p90_ms", "p99_ms", "iqr_ms", "mean_ms", "runs", "cold_start_ms")},
+        **{
+            k: result[k]
+            for k in ("median_ms", "p90_ms", "p99_ms", "iqr_ms", "mean_ms", "runs", "cold_start_ms")
+        },
         threads=result["threads"],
         runtime=result["runtime"],
         runtime_version=result["runtime_version"],

@@ -62,7 +62,9 @@ def add_device(entry: DeviceEntry, *, replace: bool = False) -> Path:
     connect_entry(entry)  # a malformed URI fails before anything is written
     devices = load_devices()
     if entry.name in devices and not replace:
-        raise ConfigError(f"a device named {entry.name!r} exists ({devices[entry.name].uri}); pass --replace.")
+        raise ConfigError(
+            f"a device named {entry.name!r} exists ({devices[entry.name].uri}); pass --replace."
+        )
     if any(entry.name.startswith(s) for s in SCHEMES):
         raise ConfigError(f"{entry.name!r} looks like a URI; a device name is a plain word such as 'pi5'.")
     devices[entry.name] = entry
@@ -92,7 +94,9 @@ def connect_entry(entry: DeviceEntry):
             options["ssh_config"] = Path(entry.ssh_config).expanduser()
         return SSHDevice.from_uri(entry.uri, **options)
     if entry.uri.startswith("adb://"):
-        return ADBDevice.from_uri(entry.uri, **({"benchmark_model": entry.benchmark_model} if entry.benchmark_model else {}))
+        return ADBDevice.from_uri(
+            entry.uri, **({"benchmark_model": entry.benchmark_model} if entry.benchmark_model else {})
+        )
     raise ConfigError(f"device {entry.uri!r}: write local, ssh://[user@]host[:port] or adb://SERIAL.")
 
 

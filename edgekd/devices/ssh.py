@@ -80,14 +80,18 @@ class SSHDevice:
             args += ["-l", self.user]
         return [*args, self.host, command]
 
-    def run(self, command: str, *, timeout_s: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, command: str, *, timeout_s: float, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess:
         """`command` in the device's shell; connection and login failures raise `DeviceError`."""
         try:
             done = subprocess.run(self._ssh(command), input=stdin, capture_output=True, timeout=timeout_s)
         except FileNotFoundError as e:
             raise DeviceError("the OpenSSH client (ssh) is not installed on this machine.") from e
         except subprocess.TimeoutExpired as e:
-            raise DeviceError(f"{self.uri}: no answer within {timeout_s:g} s (running {command.split()[0]}).") from e
+            raise DeviceError(
+                f"{self.uri}: no answer within {timeout_s:g} s (running {command.split()[0]})."
+            ) from e
         # ssh exits 255 both for its own failures and when the remote command dies of a signal;
         # only the first kind leaves ssh's own message on stderr.
         failure = self._ssh_failure(done.stderr.decode(errors="replace")) if done.returncode == 255 else None
@@ -115,9 +119,7 @@ class SSHDevice:
     def check(self, *, timeout_s: float = 60) -> dict:
         """Reachability and what the device has: its fingerprint and runtime versions."""
         with self._workspace(timeout_s) as remote:
-            done = self.run(
-                f"{shlex.quote(self.python)} {remote}/bench.py --check", timeout_s=timeout_s
-            )
+            done = self.run(f"{shlex.quote(self.python)} {remote}/bench.py --check", timeout_s=timeout_s)
             return self._json(done, "check")["fingerprint"]
 
     def profile(
@@ -166,7 +168,9 @@ class SSHDevice:
                 f"{packages[0]}" + (f" (or {', '.join(packages[1:])})" if len(packages) > 1 else "") + "."
             )
         if done.returncode == 127:
-            raise DeviceError(f"{self.uri}: {self.python} was not found there ({err}); name the device's Python.")
+            raise DeviceError(
+                f"{self.uri}: {self.python} was not found there ({err}); name the device's Python."
+            )
         if done.returncode != 0 or result is None:
             if done.returncode < 0:
                 how = f"stopped: the local ssh client was killed (signal {-done.returncode})"
@@ -196,7 +200,9 @@ class _RemoteWorkspace:
         done = self.device.run(f'mktemp -d "${{TMPDIR:-/tmp}}/{REMOTE_PREFIX}XXXXXX"', timeout_s=60)
         path = done.stdout.decode().strip()
         if done.returncode != 0 or not re.fullmatch(rf"/\S*/{re.escape(REMOTE_PREFIX)}\w+", path):
-            raise DeviceError(f"{self.device.uri}: cannot create a temporary directory ({done.stderr.decode()}).")
+            raise DeviceError(
+                f"{self.device.uri}: cannot create a temporary directory ({done.stderr.decode()})."
+            )
         self.path = path
         try:
             extracted = self.device.run(

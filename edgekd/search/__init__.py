@@ -24,6 +24,7 @@ from edgekd.search.select import SearchResult, entry_order, select_student, writ
 __all__ = [
     "Assessment",
     "JointAssessment",
+    "SearchResult",
     "assess",
     "assess_one",
     "assess_targets",
@@ -31,7 +32,6 @@ __all__ = [
     "choose_student",
     "entry_order",
     "pareto_front",
-    "SearchResult",
     "search_space",
     "select_student",
     "write_search_csv",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from edgekd.analysis import analyze
 from edgekd.catalog import Candidate, build_model, deploy_form

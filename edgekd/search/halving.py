@@ -165,7 +165,9 @@ def successive_halving(
                 (t for t in trials if (t.name, t.epochs, t.images) == (name, plan.epochs, plan.images)), None
             )
             if earlier is not None:  # the same run again (small data: rungs of equal size): no cost
-                trials.append(dataclasses.replace(earlier, rung=index, seconds=0.0, mac_images=0.0, reused=True))
+                trials.append(
+                    dataclasses.replace(earlier, rung=index, seconds=0.0, mac_images=0.0, reused=True)
+                )
                 scores[name] = earlier.score
                 continue
             t0 = clock()
