@@ -123,7 +123,7 @@ class CandidatePoint:
     label: str
     latency_ms: float
     memory_mb: float
-    accuracy: float | None  # the evidence (validation accuracy of its last rung); None: not trained
+    accuracy: float | None  # the evidence (first-rung validation accuracy, comparable); None: not trained
     feasible: bool
     on_front: bool
     chosen: bool = False
@@ -156,7 +156,8 @@ def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None
         size = 30 + 270 * p.memory_mb / largest
         face = "tab:blue" if p.feasible else "none"
         axes.scatter([p.latency_ms], [y(p)], s=size, facecolors=face, edgecolors="tab:blue", alpha=0.7)
-        axes.annotate(p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        if p.accuracy is not None:  # untrained candidates crowd the bottom strip: no labels there
+            axes.annotate(p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points")
         if p.chosen:
             axes.scatter([p.latency_ms], [y(p)], s=size * 2.2, facecolors="none", edgecolors="tab:red", lw=2)
     front = sorted((p for p in points if p.on_front and p.accuracy is not None), key=lambda p: p.latency_ms)
@@ -174,8 +175,9 @@ def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None
         axes.annotate("latency budget", (budget_ms, axes.get_ylim()[0]), fontsize=7, rotation=90, va="bottom")
     axes.set_xscale("log")
     axes.set_xlabel("predicted latency on the target (ms, log scale)")
+    untrained = len(points) - len(scored)
     axes.set_ylabel(
-        "validation accuracy (%)" + (", untrained at the bottom" if len(scored) < len(points) else "")
+        "validation accuracy (%)" + (f"; {untrained} not trained, at the bottom" if untrained else "")
     )
     axes.set_title("student search: filled = feasible, area = peak memory, ringed = chosen")
     axes.grid(alpha=0.3)
