@@ -153,7 +153,7 @@ def distil(arch: str, loss_specs: list[str], teacher, data, config, cached: bool
     return student, {**summarize(history), "cache_fill_seconds": round(fill_seconds, 1)}
 
 
-def kd_student(data, teacher, config, arch: str = STUDENT_ARCH):
+def kd_student(data, teacher, config, arch: str = STUDENT_ARCH, augmented_teacher: bool = False):
     """The kd-cached row's student, distilled once and kept in the cache (the int8 row and
     benchmarks/export_eurosat.py start from it)."""
     from edgekd._io import write_json_atomic
@@ -163,7 +163,7 @@ def kd_student(data, teacher, config, arch: str = STUDENT_ARCH):
     key = hashlib.sha256(
         json.dumps(
             {
-                "teacher": teacher_cache_key(data, teacher_recipe(), 0),
+                "teacher": teacher_cache_key(data, teacher_recipe(augmented_teacher), 0),
                 "recipe": dataclasses.asdict(config),
                 "student": arch,
                 "loss": ["kd"],
@@ -189,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--limit", type=int, default=TRAIN_IMAGES, help="use only this many training images")
     parser.add_argument("--student", default=STUDENT_ARCH, help="the student architecture (timm name)")
+    parser.add_argument(
+        "--augmented-teacher",
+        action="store_true",
+        help="distil from the teacher trained 20 epochs on shift/flip views (its own JSON)",
+    )
     args = parser.parse_args(argv)
     unknown = set(args.rows) - set(ROWS)
     if unknown:
@@ -212,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
     name = "distill_eurosat" if default else f"distill_eurosat-{args.epochs}ep-{args.limit}img"
     if student_arch != STUDENT_ARCH:
         name += f"-{student_arch}"
+    if args.augmented_teacher:
+        name += "-augmented-teacher"
     out = ROOT / "benchmarks" / "results" / f"{name}.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
 
     data = eurosat(args.limit)
-    recipe = teacher_recipe()
-    teacher = cached_teacher(data)
+    recipe = teacher_recipe(args.augmented_teacher)
+    teacher = cached_teacher(data, args.augmented_teacher)
     test_logits_teacher, test_labels = predict(teacher, data.test)
     archs = (TEACHER_ARCH, student_arch, ASSISTANT_ARCH)
     macs = {a: analyze(build_model(a, data.num_classes), INPUT_SIZE).macs for a in archs}
@@ -273,13 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             info["scheme"] = f"online (Zhang et al. 2018): {student_arch} with a fresh {TEACHER_ARCH}"
             info["peer"] = evaluate(peer)
         elif scheme == "quantization":
-            info = quantization_row(data, teacher, config, evaluate, student_arch)
+            info = quantization_row(data, teacher, config, evaluate, student_arch, args.augmented_teacher)
             student = None
         elif scheme == "epoch-cost":
             info = epoch_cost(data, teacher, config, fresh, student_arch)
             student = None
         elif row.get("keep"):
-            student, info = kd_student(data, teacher, config, student_arch)
+            student, info = kd_student(data, teacher, config, student_arch, args.augmented_teacher)
         else:
             student, info = distil(student_arch, row["loss"], teacher, data, config, row.get("cached", False))
         if student is not None:
@@ -293,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def quantization_row(data, teacher, config, evaluate, arch: str) -> dict:
+def quantization_row(data, teacher, config, evaluate, arch: str, augmented_teacher: bool = False) -> dict:
     """int8 TFLite of the kd student: post-training quantization alone, and quantization-aware
     distillation from the fp32 teacher, both measured in the LiteRT interpreter on the test split."""
     import tempfile
@@ -307,7 +314,7 @@ def quantization_row(data, teacher, config, evaluate, arch: str) -> dict:
     from edgekd.runtimes import open_session, to_layout
     from edgekd.runtimes import predict as run_artifact
 
-    student, _ = kd_student(data, teacher, config, arch)
+    student, _ = kd_student(data, teacher, config, arch, augmented_teacher)
     fp32 = evaluate(student)
     images, labels = stack(data.test)
     calibration = stack(data.train, limit=256)[0]
