@@ -157,7 +157,9 @@ def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None
         face = "tab:blue" if p.feasible else "none"
         axes.scatter([p.latency_ms], [y(p)], s=size, facecolors=face, edgecolors="tab:blue", alpha=0.7)
         if p.accuracy is not None:  # untrained candidates crowd the bottom strip: no labels there
-            axes.annotate(p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            axes.annotate(
+                p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
         if p.chosen:
             axes.scatter([p.latency_ms], [y(p)], s=size * 2.2, facecolors="none", edgecolors="tab:red", lw=2)
     front = sorted((p for p in points if p.on_front and p.accuracy is not None), key=lambda p: p.latency_ms)

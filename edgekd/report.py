@@ -261,6 +261,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                 if lat
                 else "Not measured on this host: its runtime cannot run here.",
                 *_device_lines(result.get("device_latency")),
+                *_device_layers(result.get("device_latency")),
             ),
         ),
         Section("Distillation", (_epoch_table(result["history"]),)),
@@ -283,6 +284,20 @@ def _device_lines(device: dict[str, Any] | None) -> tuple[str, ...]:
         f"predicted for {device['predicted_for']} (measured / predicted = "
         f"{device['measured_over_predicted']:.2f}).",
     )
+
+
+def _device_layers(device: dict[str, Any] | None, top: int = 10) -> tuple[Table, ...]:
+    """The slowest layers on the device, where its runtime reports per-layer times (OpenVINO's
+    performance counters, benchmark_model's op profiling)."""
+    layers = (device or {}).get("measurement", {}).get("layers") or []
+    if not layers:
+        return ()
+    total = sum(row["ms"] for row in layers) or 1.0
+    rows = tuple(
+        (Code(row["layer"]), row["type"], f"{row['ms']:.3f}", f"{100 * row['ms'] / total:.1f} %")
+        for row in layers[:top]
+    )
+    return (Table(("slowest layers on the device", "type", "ms", "share"), rows),)
 
 
 def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:

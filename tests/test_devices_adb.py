@@ -1,9 +1,10 @@
 """ADB profiling. No Android phone exists on this machine and no benchmark_model binary for one, so
 these tests check what can be checked without them: the command line edgekd builds, the parser on
 logs in the layout benchmark_model prints (tests/data/benchmark_model: an older version's, with the
-memory delta line, and a newer one's, with median/p95 and the periodic peak-memory line; written for
-these tests, not captured from a device), and the push / run / clean-up sequence against a stand-in
-`adb` script that replays such a log. A real phone replaces the stand-in, nothing else."""
+memory delta line, a newer one's, with median/p95 and the periodic peak-memory line, and one with
+--enable_op_profiling's per-op table; written for these tests, not captured from a device), and the
+push / run / clean-up sequence against a stand-in `adb` script that replays such a log. A real phone
+replaces the stand-in, nothing else."""
 
 import shlex
 import textwrap
@@ -38,6 +39,18 @@ def test_the_newer_log_has_a_median_and_the_periodic_peak_memory():
     assert result.memory_mb == pytest.approx(10.2109)  # the periodic peak wins over the delta line
 
 
+def test_op_profiling_gives_the_per_layer_table_slowest_first():
+    result = parse_benchmark_model((LOGS / "op-profiling.txt").read_text())
+    assert [row["type"] for row in result.layers] == [
+        "TfLiteXNNPackDelegate",
+        "MEAN",
+        "FULLY_CONNECTED",
+        "SOFTMAX",
+    ]
+    assert result.layers[1] == {"layer": "[head/global_pool/mean]:31", "type": "MEAN", "ms": 0.598}
+    assert parse_benchmark_model((LOGS / "older.txt").read_text()).layers == ()
+
+
 def test_scientific_notation_and_a_log_without_a_summary():
     log = "count=50 first=2990275 curr=2913402 min=2727568 max=3189954 avg=2.95034e+06 std=109798\n" + (
         "Inference timings in us: Init: 17187, First inference: 3512391, Warmup (avg): 3.51239e+06, "
@@ -66,6 +79,7 @@ def test_the_command_line_carries_threads_runs_and_delegates():
         "--min_secs=2",
         "--use_xnnpack=false",
         "--use_gpu=true",
+        "--enable_op_profiling=true",
     } <= set(shell[1:])
     for bad in ("adb://", "ssh://R58"):
         with pytest.raises(ConfigError):

@@ -256,3 +256,31 @@ def test_a_quantization_aware_artifact_is_shown_beside_post_training_int8(tmp_pa
     )
     assert "62.08 %" in markdown and "Distillation: distilled offline, then fine-tuned" in markdown
     assert "int8 post-training (comparison)" in report.render_html(result)
+
+
+def test_a_device_measurement_reads_against_the_prediction_with_its_slowest_layers():
+    result = make_result(history=[])
+    result["device_latency"] = {
+        "device": "pi5-desk",
+        "uri": "ssh://pi@raspberrypi.local",
+        "measurement": {
+            "fingerprint": {"cpu": "Cortex-A76", "os": "Linux 6.6"},
+            "latency": {"runs": 240},
+            "layers": [
+                {"layer": "stages.0/conv", "type": "Convolution", "ms": 0.75},
+                {"layer": "head/fc", "type": "FullyConnected", "ms": 0.25},
+            ],
+        },
+        "measured_ms": 2.5,
+        "statistic": "median",
+        "predicted_ms": 2.0,
+        "predicted_for": "pi5",
+        "measured_over_predicted": 1.25,
+    }
+    markdown = report.render_markdown(result)
+    assert (
+        "Measured on pi5-desk (ssh://pi@raspberrypi.local; Cortex-A76, Linux 6.6): 2.500 ms median over "
+        "240 runs against 2.000 ms predicted for pi5 (measured / predicted = 1.25)." in markdown
+    )
+    assert "| `stages.0/conv` | Convolution | 0.750 | 75.0 % |" in markdown
+    assert "Measured on pi5-desk" not in report.render_markdown(make_result(history=[]))

@@ -60,6 +60,7 @@ class BenchmarkModelResult:
     first_inference_ms: float
     warmup_avg_ms: float
     memory_mb: float | None  # peak footprint (or overall delta on older versions)
+    layers: tuple[dict, ...] = ()  # with --enable_op_profiling: per-op average ms, slowest first
 
 
 def parse_benchmark_model(text: str) -> BenchmarkModelResult:
@@ -80,6 +81,7 @@ def parse_benchmark_model(text: str) -> BenchmarkModelResult:
             memory = float(found.groups()[-1])
             break
     init, first, warmup, _ = (float(x) for x in summary.groups())
+    layers = _op_profile(text)
     return BenchmarkModelResult(
         runs=int(count),
         avg_ms=float(avg) / 1e3,
@@ -92,7 +94,28 @@ def parse_benchmark_model(text: str) -> BenchmarkModelResult:
         first_inference_ms=first / 1e3,
         warmup_avg_ms=warmup / 1e3,
         memory_mb=memory,
+        layers=layers,
     )
+
+
+def _op_profile(text: str) -> tuple[dict, ...]:
+    """The 'Run Order' table of the regular runs' operator-wise profile (tab-separated: node type,
+    start, first, avg ms, %, cdf%, mem KB, times called, name), slowest first."""
+    marker = text.find("Operator-wise Profiling Info for Regular Benchmark Runs")
+    if marker < 0:
+        return ()
+    rows = []
+    in_run_order = False
+    for line in text[marker:].splitlines():
+        if "Run Order" in line:
+            in_run_order = True
+            continue
+        if in_run_order and line.startswith("="):
+            break
+        cells = [c.strip() for c in line.split("\t") if c.strip()]
+        if in_run_order and len(cells) >= 9 and cells[0] != "[node type]":
+            rows.append({"layer": cells[8], "type": cells[0], "ms": float(cells[3])})
+    return tuple(sorted(rows, key=lambda r: -r["ms"]))
 
 
 @dataclass(frozen=True)
@@ -123,6 +146,7 @@ class ADBDevice:
         min_seconds: float,
         xnnpack: bool = True,
         gpu: bool = False,
+        op_profiling: bool = True,
     ) -> list[str]:
         """The adb command line that runs benchmark_model on the phone."""
         flags = [
@@ -134,6 +158,7 @@ class ADBDevice:
             f"--use_xnnpack={str(xnnpack).lower()}",
             f"--use_gpu={str(gpu).lower()}",
             "--report_peak_memory_footprint=true",
+            f"--enable_op_profiling={str(op_profiling).lower()}",
         ]
         shell = " ".join(shlex.quote(part) for part in [self.benchmark_model, *flags])
         return [self.adb, "-s", self.serial, "shell", shell]
@@ -218,6 +243,7 @@ class ADBDevice:
             None,
             statistic="median" if result.median_ms is not None else "mean",
             memory_mb=result.memory_mb,
+            layers=result.layers,
             extra={
                 "std_ms": result.std_ms,
                 "min_ms": result.min_ms,
