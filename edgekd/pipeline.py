@@ -239,7 +239,7 @@ def _search(
 
     saved = run / "search.json"
     if saved.exists():
-        observer.stage("search", "done in an earlier attempt")
+        log.info("search: done in an earlier attempt (%s)", saved.name)
         return SearchResult.from_json(json.loads(saved.read_text()))
     by_name = {a.candidate.name: a.candidate for a in assessments}
 

@@ -94,7 +94,9 @@ def fake_adb(tmp_path: Path, log_file: Path, benchmark_exit: int = 0) -> Path:
         textwrap.dedent(f"""\
         #!/bin/sh
         echo "$@" >> {calls}
+        case "$3" in get-state) echo device; exit 0 ;; esac
         case "$4" in
+          ls\\ *) echo "$5" ;;
           *benchmark_model*) cat {log_file}; exit {benchmark_exit} ;;
           getprop\\ ro.product.model) echo "Pixel 7" ;;
         esac
@@ -139,3 +141,9 @@ def test_a_failed_benchmark_still_removes_the_directory(tmp_path):
 def test_only_tflite_goes_to_benchmark_model(tmp_path):
     with pytest.raises(ConfigError, match="tflite files only"):
         ADBDevice("R58").profile(tmp_path / "m.onnx")
+
+
+def test_check_reports_the_phone_and_where_benchmark_model_is(tmp_path):
+    adb = fake_adb(tmp_path, LOGS / "newer.txt")
+    found = ADBDevice("R58", adb=str(adb)).check()
+    assert found["model"] == "Pixel 7" and found["benchmark_model"] == "/data/local/tmp/benchmark_model"

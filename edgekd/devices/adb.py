@@ -253,6 +253,18 @@ class ADBDevice:
             },
         )
 
+    def check(self) -> dict:
+        """Reachability (`adb get-state`), the phone's model and Android version, and whether
+        benchmark_model is where the profile will look for it."""
+        state = self._adb("get-state", timeout_s=30)
+        if state.returncode != 0 or state.stdout.strip() != "device":
+            raise DeviceError(
+                f"{self.uri}: not ready ({(state.stderr or state.stdout).strip()}); see `adb devices`."
+            )
+        found = self._adb("shell", f"ls {shlex.quote(self.benchmark_model)}", timeout_s=30)
+        present = found.returncode == 0 and "No such file" not in found.stdout + found.stderr
+        return {**self._fingerprint(), "benchmark_model": self.benchmark_model if present else None}
+
     def _fingerprint(self) -> dict:
         props = {"model": "ro.product.model", "soc": "ro.soc.model", "android": "ro.build.version.release"}
         found = {}
