@@ -182,3 +182,16 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
         again = fit(config, resume=run)
     assert (run / "search.json").stat().st_mtime_ns == before
     assert again["student"]["arch"] == saved["chosen"] and again["search"] == result["search"]
+
+
+def test_a_long_list_of_npu_fallbacks_reads_as_op_counts():
+    from edgekd.search.constraints import _fallback_summary
+
+    lines = [
+        f"SOFTMAX stages.{i}/attn: Operation has tensor with unsupported DataType Float32" for i in range(3)
+    ]
+    lines += ["DEQUANTIZE Wrapper;4: Unsupported opType"]
+    summary = _fallback_summary(lines)
+    assert summary.startswith("SOFTMAX x3, DEQUANTIZE x1; first: SOFTMAX stages.0/attn: Operation has tensor")
+    assert _fallback_summary(lines[-1:]) == "DEQUANTIZE Wrapper;4: Unsupported opType"
+    assert len(_fallback_summary(["X " + "y" * 1000, "X z"])) < 400

@@ -57,7 +57,7 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
         npu = estimate_on_npu(model, target, input_size)
         latency, peak_mb = npu.latency_ms, npu.sram_bytes / 2**20
         if npu.cpu_ops:
-            reasons.append(f"{npu.cpu_ops} ops fall back to the CPU ({'; '.join(npu.cpu_fallbacks)})")
+            reasons.append(f"{npu.cpu_ops} ops fall back to the CPU ({_fallback_summary(npu.cpu_fallbacks)})")
         if target.memory.flash_mb is not None and npu.flash_bytes / 2**20 > target.memory.flash_mb:
             reasons.append(f"{npu.flash_bytes / 2**20:.1f} MB in flash > {target.memory.flash_mb:g} MB")
     else:
@@ -160,3 +160,15 @@ def choose_assistant(assessments: list[Assessment], student: Assessment, teacher
         )
     middle = math.sqrt(student.macs * teacher_macs)
     return min(between, key=lambda a: abs(math.log(a.macs / middle)))
+
+
+def _fallback_summary(fallbacks: tuple[str, ...] | list[str], shown: int = 4) -> str:
+    """Vela's fallback lines ("OP layer-path: why") as op counts and the first line in full, so a
+    rejection reason stays readable when a whole attention block stays on the CPU."""
+    counts: dict[str, int] = {}
+    for line in fallbacks:
+        op = line.split(" ", 1)[0]
+        counts[op] = counts.get(op, 0) + 1
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items(), key=lambda kv: -kv[1])[:shown])
+    first = fallbacks[0] if len(fallbacks[0]) <= 300 else fallbacks[0][:297] + "..."
+    return f"{ops}; first: {first}" if len(fallbacks) > 1 else first
