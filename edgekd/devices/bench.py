@@ -60,7 +60,9 @@ def summarize(samples_ns) -> dict:
 
 def timed_runs(invoke, *, warmup: int, min_runs: int, min_seconds: float, max_runs: int, tick=None) -> list:
     """Warm up, then time `invoke` until both `min_runs` and `min_seconds` are reached (at most
-    `max_runs`); nanoseconds per call. `tick` is called after each timed run (a progress bar)."""
+    `max_runs`, raised to `min_runs` if below it); nanoseconds per call. `tick` is called after each
+    timed run (a progress bar)."""
+    max_runs = max(max_runs, min_runs)
     for _ in range(warmup):
         invoke()
     samples = []
