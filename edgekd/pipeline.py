@@ -277,7 +277,7 @@ def _search_summary(assessments, search) -> dict[str, Any]:
     the Pareto plot (accuracy: the first rung's, the only one every candidate ran)."""
     return {
         "trials": len(search.trials),
-        "rungs": max((t.rung for t in search.trials), default=-1) + 1,
+        "rungs": search.rungs,
         "seconds": search.seconds,
         "mac_images": search.mac_images,
         "stopped_early": search.stopped_early,

@@ -51,7 +51,6 @@ def test_profile_over_ssh_times_the_artifact_on_the_device_and_leaves_nothing(de
     fingerprint = measured.fingerprint
     assert fingerprint["cores"] >= 1 and fingerprint["os"].startswith("Linux") and fingerprint["cpu"]
     assert fingerprint["runtimes"]["ai-edge-litert"]  # the device's own runtime version
-    assert measured.throttled in (None, False, True)
 
 
 def test_check_reports_the_devices_runtimes(device):

@@ -84,20 +84,21 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _temperature_c() -> float | None:
-    raw = _read("/sys/class/thermal/thermal_zone0/temp")
+def _thousandths(path: str) -> float | None:
+    """A /sys integer in thousandths (millidegrees, kHz) as units; None where it is not readable."""
+    raw = _read(path)
     try:
         return int(raw) / 1000.0 if raw else None
     except ValueError:
         return None
+
+
+def _temperature_c() -> float | None:
+    return _thousandths("/sys/class/thermal/thermal_zone0/temp")
 
 
 def _clock_mhz() -> float | None:
-    raw = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
-    try:
-        return int(raw) / 1000.0 if raw else None
-    except ValueError:
-        return None
+    return _thousandths("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
 
 
 def _cpu_model() -> str:

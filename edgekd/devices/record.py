@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import math
 from pathlib import Path
 
 from edgekd.devices import Measurement
@@ -44,7 +45,7 @@ def profile_row(measurement: Measurement, artifact: Path) -> ProfileRow:
         runtime_version=lat.runtime_version,
         threads=lat.threads,
         latency_ms_median=lat.median_ms if measurement.statistic == "median" else lat.mean_ms,
-        latency_ms_p90=None if lat.p90_ms != lat.p90_ms else lat.p90_ms,  # NaN: not reported
+        latency_ms_p90=None if math.isnan(lat.p90_ms) else lat.p90_ms,  # NaN: the tool reports none
         source=f"measured: edgekd profile on {measurement.device}",
         measured_at=datetime.date.today().isoformat(),
         statistic=measurement.statistic,

@@ -118,7 +118,7 @@ class SSHDevice:
 
     def check(self, *, timeout_s: float = 60) -> dict:
         """Reachability and what the device has: its fingerprint and runtime versions."""
-        with self._workspace(timeout_s) as remote:
+        with _RemoteWorkspace(self, timeout_s) as remote:
             done = self.run(f"{shlex.quote(self.python)} {remote}/bench.py --check", timeout_s=timeout_s)
             return self._json(done, "check")["fingerprint"]
 
@@ -134,7 +134,7 @@ class SSHDevice:
         timeout_s: float = 600,
     ) -> Measurement:
         artifact = Path(artifact)
-        with self._workspace(timeout_s, artifact) as remote:
+        with _RemoteWorkspace(self, timeout_s, artifact) as remote:
             command = " ".join(
                 [
                     "exec",
@@ -184,15 +184,12 @@ class SSHDevice:
             raise DeviceError(f"{self.uri}: the bench of {what} {how}: {detail}")
         return result
 
-    def _workspace(self, timeout_s: float, artifact: Path | None = None):
-        return _RemoteWorkspace(self, timeout_s, artifact)
-
 
 class _RemoteWorkspace:
     """A temporary directory on the device holding the bench script (and the artifact with its
     companion files); on exit, whatever runs from it is stopped and the directory removed."""
 
-    def __init__(self, device: SSHDevice, timeout_s: float, artifact: Path | None) -> None:
+    def __init__(self, device: SSHDevice, timeout_s: float, artifact: Path | None = None) -> None:
         self.device, self.timeout_s, self.artifact = device, timeout_s, artifact
         self.path: str | None = None
 

@@ -60,11 +60,10 @@ class Budget:
     trials: int | None = None
 
 
-@dataclass(frozen=True)
-class HalvingResult:
+class TrialTotals:
+    """What a record holding `trials` reports about them: their cost, and how many rungs ran."""
+
     trials: tuple[Trial, ...]
-    winner: str
-    stopped_early: bool  # the time budget ran out before the last planned rung
 
     @property
     def seconds(self) -> float:
@@ -73,6 +72,17 @@ class HalvingResult:
     @property
     def mac_images(self) -> float:
         return sum(t.mac_images for t in self.trials)
+
+    @property
+    def rungs(self) -> int:
+        return max((t.rung for t in self.trials), default=-1) + 1
+
+
+@dataclass(frozen=True)
+class HalvingResult(TrialTotals):
+    trials: tuple[Trial, ...]
+    winner: str
+    stopped_early: bool  # the time budget ran out before the last planned rung
 
     def rung(self, index: int) -> list[Trial]:
         return [t for t in self.trials if t.rung == index]

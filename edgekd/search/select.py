@@ -21,12 +21,12 @@ from pathlib import Path
 from edgekd._io import atomic_path
 from edgekd.errors import NoFeasibleStudentError
 from edgekd.search.constraints import Assessment
-from edgekd.search.halving import Budget, RungPlan, Trial, plan_rungs, successive_halving
+from edgekd.search.halving import Budget, RungPlan, Trial, TrialTotals, plan_rungs, successive_halving
 from edgekd.search.pareto import pareto_front
 
 
 @dataclass(frozen=True)
-class SearchResult:
+class SearchResult(TrialTotals):
     chosen: str  # the candidate's name
     reason: str  # one sentence for the report
     trials: tuple[Trial, ...] = ()  # empty: chosen without evidence (one candidate, or budget 0)
@@ -34,18 +34,9 @@ class SearchResult:
     front: tuple[str, ...] = ()  # feasible candidates on the Pareto front (latency, memory, evidence)
     stopped_early: bool = False  # the time budget ran out before the last planned rung
 
-    @property
-    def seconds(self) -> float:
-        return sum(t.seconds for t in self.trials)
-
-    @property
-    def mac_images(self) -> float:
-        return sum(t.mac_images for t in self.trials)
-
     def accuracies(self, name: str) -> list[float | None]:
         """`name`'s validation accuracy at each rung (None where it did not run)."""
-        rungs = max((t.rung for t in self.trials), default=-1) + 1
-        scores: list[float | None] = [None] * rungs
+        scores: list[float | None] = [None] * self.rungs
         for t in self.trials:
             if t.name == name:
                 scores[t.rung] = t.score
@@ -176,7 +167,7 @@ def select_student(
 def write_search_csv(path: Path, assessments: Sequence[Assessment], search: SearchResult) -> None:
     """Every candidate: its cost on the target, whether it fits and why not, its validation accuracy
     at each rung it ran, its share of the search's cost, and whether it is on the front or chosen."""
-    rungs = max((t.rung for t in search.trials), default=-1) + 1
+    rungs = search.rungs
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
