@@ -63,7 +63,13 @@ def main_options(
 
 @app.command()
 def fit(
-    target: Annotated[str | None, typer.Option(help="Target name (see `edgekd targets list`).")] = None,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target name (see `edgekd targets list`); repeatable: one student that fits every "
+            "target, exported for each."
+        ),
+    ] = None,
     teacher: Annotated[
         str | None, typer.Option(help="timm model name or an edgekd checkpoint; default: train one.")
     ] = None,
@@ -162,10 +168,11 @@ def fit(
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
     targets_dir: TargetsDirOption = None,
 ) -> None:
-    """Choose, distil, export and measure a student for a target."""
+    """Choose, distil, export and measure a student for a target (or one student for several)."""
     options = dict(locals())
     options["targets_dir"] = tuple(targets_dir) if targets_dir else None
     options["loss"] = tuple(loss) if loss else None
+    options["target"] = tuple(target) if target else None
     from edgekd._console import RichObserver, console
     from edgekd.pipeline import FitConfig
     from edgekd.pipeline import fit as run_fit
@@ -188,25 +195,34 @@ def fit(
 def _print_summary(console, result) -> None:
     from rich.table import Table
 
-    s, t, e, lat = result["student"], result["teacher"], result["export"], result["host_latency"]
+    s, t = result["student"], result["teacher"]
     table = Table(title=f"edgekd fit → {result['run']}", show_header=False)
     table.add_row("teacher", f"{t['arch']}: test accuracy {100 * t['test_accuracy']:.2f} %")
     table.add_row(
         "student", f"{s['arch']}: test accuracy {100 * s['test_accuracy']:.2f} %, {s['params']:,} params"
     )
-    table.add_row("predicted latency", f"{s['predicted_latency_ms']:.2f} ms on {s['predicted_for']}")
-    parity = e["parity"]
-    checked = (
-        f"top-1 agreement {100 * parity['top1_agreement']:.2f} %, max |Δlogit| {parity['max_abs_diff']:.1e}"
-        if parity
-        else e["parity_note"]
-    )
-    table.add_row("export", f"{e['file']}: {e['size_bytes'] / 1e6:.2f} MB, {checked}")
-    if lat:
-        table.add_row(
-            "host latency",
-            f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+    records = result.get("targets") or []
+    several = len(records) > 1
+    for record in records:
+        name, e, lat = record["target"]["name"], record["export"], record["host_latency"]
+        on = f" ({name})" if several else ""
+        budget = record["target"]["budget_ms"]
+        predicted = f"{record['predicted_latency_ms']:.2f} ms on {name} (budget {budget:g} ms)"
+        table.add_row(f"predicted latency{on}", predicted)
+        parity = e["parity"]
+        checked = (
+            f"top-1 agreement {100 * parity['top1_agreement']:.2f} %, "
+            f"max |Δlogit| {parity['max_abs_diff']:.1e}"
+            if parity
+            else e["parity_note"]
         )
+        shared = f" (the same file as {record['shared_with']}'s)" if record.get("shared_with") else ""
+        table.add_row(f"export{on}", f"{e['file']}: {e['size_bytes'] / 1e6:.2f} MB, {checked}{shared}")
+        if lat and not record.get("shared_with"):
+            table.add_row(
+                f"host latency{on}",
+                f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+            )
     device = result.get("device_latency")
     if device:
         table.add_row(

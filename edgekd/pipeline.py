@@ -37,7 +37,7 @@ SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 60
 class FitConfig:
     """Everything `edgekd fit` needs. Field names equal the CLI's option names and config.yaml's keys."""
 
-    target: str = "pi5"
+    target: str | tuple[str, ...] = "pi5"  # several: one student that fits all, exported for each
     teacher: str | None = None
     teacher_weights: Path | None = None
     data: Path | None = None
@@ -75,6 +75,14 @@ class FitConfig:
     targets_dir: tuple[Path, ...] = ()  # directories of the user's own target YAML files
 
     def __post_init__(self) -> None:
+        names = (self.target,) if isinstance(self.target, str) else tuple(self.target)
+        if not names:
+            raise ValueError("target: name at least one target")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"target: {', '.join(twice)} named twice")
+        # One target stays a plain name, so a one-target config.yaml reads `target: pi5`.
+        object.__setattr__(self, "target", names[0] if len(names) == 1 else names)
         for name in ("epochs", "batch_size", "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -88,6 +96,10 @@ class FitConfig:
         parse_budget(self.search_budget)  # a bad budget fails before a run directory is created
         if self.teacher_weights is not None and self.teacher is None:
             raise ValueError("teacher_weights needs teacher (the timm architecture those weights are for)")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return (self.target,) if isinstance(self.target, str) else self.target
 
     @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> FitConfig:
@@ -105,26 +117,34 @@ def _prediction_basis(target) -> str:
     return calibrate(target).provenance
 
 
+def _in_words(names: tuple[str, ...]) -> str:
+    """"pi5", "pi5 and pi4", "pi5, pi4 and android-cpu"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _new_run_dir(config: FitConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = config.runs_dir / f"{stamp}-{config.target}"
+    name = f"{stamp}-{'+'.join(config.targets)}"
+    run = config.runs_dir / name
     suffix = 1
     while run.exists():
         suffix += 1
-        run = config.runs_dir / f"{stamp}-{config.target}-{suffix}"
+        run = config.runs_dir / f"{name}-{suffix}"
     run.mkdir(parents=True)
     return run
 
 
-def _distill_plan(config: FitConfig, target) -> DistillPlan:
-    """The distillation plan for `target`: an int8 target trains quantization-aware by default."""
+def _distill_plan(config: FitConfig, targets) -> DistillPlan:
+    """The distillation plan for `targets`: when one of them ships int8, the student trains
+    quantization-aware by default (the float student serves the others)."""
     from edgekd.distill.stage import DistillPlan
 
-    int8 = target.default_precision == "int8"
+    int8 = any(t.default_precision == "int8" for t in targets)
     if config.qat_epochs and not int8:
+        ships = ", ".join(f"{t.name} ships {t.default_precision}" for t in targets)
         raise ConfigError(
             f"--qat-epochs {config.qat_epochs}: quantization-aware training is for int8 targets, and "
-            f"{target.name} ships {target.default_precision}; drop --qat-epochs or pick an int8 target."
+            f"{ships}; drop --qat-epochs or pick an int8 target."
         )
     qat_epochs = config.qat_epochs if config.qat_epochs is not None else (2 if int8 else 0)
     return DistillPlan(
@@ -261,7 +281,7 @@ def _search(
         budget=parse_budget(config.search_budget),
         max_epochs=config.search_epochs or max(1, config.epochs // 5),
         max_images=min(config.search_images or len(data.train), len(data.train)),
-        target_name=config.target,
+        target_name=_in_words(config.targets),
         min_images=SEARCH_MIN_IMAGES,
         min_images_seen=SEARCH_MIN_STEPS * config.batch_size,
     )
@@ -274,7 +294,7 @@ def _search(
 
 def _search_summary(assessments, search) -> dict[str, Any]:
     """What result.json and the report keep of the search: its cost and every candidate's point on
-    the Pareto plot (accuracy: the first rung's, the only one every candidate ran)."""
+    the Pareto plot (latency: by target; accuracy: the first rung's, the only one every candidate ran)."""
     return {
         "trials": len(search.trials),
         "rungs": search.rungs,
@@ -284,7 +304,7 @@ def _search_summary(assessments, search) -> dict[str, Any]:
         "candidates": [
             {
                 "name": a.candidate.name,
-                "predicted_latency_ms": a.predicted_latency_ms,
+                "predicted_latency_ms": {name: x.predicted_latency_ms for name, x in a.per_target.items()},
                 "peak_memory_mb": a.peak_memory_mb,
                 "first_rung_accuracy": (search.accuracies(a.candidate.name) or [None])[0],
                 "feasible": a.feasible,
@@ -323,8 +343,143 @@ def _profile_on_device(config: FitConfig, run: Path, artifact, predicted_ms: flo
     return record
 
 
+@dataclass(frozen=True)
+class _Trained:
+    """What the export stage ships: the float student, its QAT graph (when an int8 target asked for
+    one), and the data its parity is checked on."""
+
+    arch: str
+    student: Any
+    quantized: Any
+    data: Any
+    seed: int
+    threads: int
+
+
+def _export_or_load(model, fmt: str, out_dir: Path, stem: str, contract, calibration, options):
+    """The artifact `export` would write, read back when an earlier attempt already wrote it."""
+    from edgekd.export import FORMATS, export, load_artifact, sidecar_path
+
+    path = out_dir / f"{stem}-{contract.precision}{FORMATS.get(fmt).suffix}"
+    if path.exists() and sidecar_path(path).exists():
+        return load_artifact(path)
+    return export(model, fmt, out_dir, contract=contract, stem=stem, calibration=calibration, options=options)
+
+
+def _ship(trained: _Trained, target, run: Path, out_dir: Path, observer: Observer) -> dict[str, Any]:
+    """Export the student for one target, check it against PyTorch on the whole test split and time
+    it here when its runtime runs here. An int8 target trained quantization-aware also gets the
+    same student quantized after training alone, for comparison. Returns the target's record of
+    result.json, with the float student's test accuracy from whichever parity run had it."""
+    from edgekd.data import representative_images, stack
+    from edgekd.devices.local import measure_latency
+    from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, make_contract
+    from edgekd.export.parity import check_parity
+    from edgekd.export.source import target_format_options
+    from edgekd.runtimes import can_run_here
+
+    data, precision = trained.data, target.default_precision
+    contract = make_contract(
+        trained.arch, target.format, data.input_size, data.mean, data.std, data.classes, precision
+    )
+    spec = FORMATS.get(target.format)
+    # The shipped model: the QAT graph for an int8 target when the student trained quantization-aware.
+    quantized = trained.quantized if precision == "int8" else None
+    shipped = quantized if quantized is not None else trained.student
+
+    def calibration():
+        return representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=trained.seed)
+
+    observer.stage("export", target.name)
+    artifact = _export_or_load(
+        shipped,
+        target.format,
+        out_dir,
+        "student",
+        contract,
+        calibration() if precision in spec.calibrated and quantized is None else None,
+        target_format_options(target).get(target.format),
+    )
+
+    observer.stage("parity", target.name)
+    test_images, test_labels = stack(data.test)
+    runs_here = can_run_here(target.format)
+    # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
+    parity = (
+        check_parity(artifact, shipped, test_images, test_labels, threads=trained.threads)
+        if runs_here
+        else None
+    )
+    ptq, float_accuracy = None, parity.torch_accuracy if parity is not None and quantized is None else None
+    if quantized is not None:
+        # What quantization-aware training bought: the same student quantized after training alone.
+        ptq_artifact = _export_or_load(
+            trained.student, target.format, out_dir, "student-ptq", contract, calibration(), None
+        )
+        ptq_parity = check_parity(
+            ptq_artifact, trained.student, test_images, test_labels, threads=trained.threads, gate=False
+        )
+        ptq = {
+            "file": str(ptq_artifact.path.relative_to(run)),
+            "size_bytes": ptq_artifact.size_bytes,
+            "parity": asdict(ptq_parity),
+        }
+        float_accuracy = ptq_parity.torch_accuracy
+
+    latency = None
+    if runs_here:
+        observer.stage("latency", target.name)
+        latency = measure_latency(artifact, threads=trained.threads, observer=observer)
+    return {
+        "artifact": artifact,
+        "float_accuracy": float_accuracy,
+        "export": {
+            "file": str(artifact.path.relative_to(run)),
+            "format": artifact.format,
+            "precision": artifact.contract.precision,
+            "layout": artifact.contract.layout,
+            "size_bytes": artifact.size_bytes,
+            "parity": asdict(parity) if parity is not None else None,
+            "parity_note": None
+            if runs_here
+            else f"{target.format} cannot run on this host: spec validated only",
+            "quantization_aware": quantized is not None,
+            "post_training_int8": ptq,  # beside a QAT artifact: the same student quantized after training
+        },
+        "host_latency": asdict(latency) if latency is not None else None,
+    }
+
+
+def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | None) -> dict[str, Any]:
+    """One target's entry in result.json: the target, what was predicted for the student on it, its
+    artifact and its measurements (`shared_with`: the target whose identical artifact it reuses)."""
+    return {
+        "target": {
+            "name": target.name,
+            "description": target.description,
+            "default_precision": target.default_precision,
+            "format": target.format,
+            "budget_ms": target.budgets.latency_ms,
+        },
+        "predicted_latency_ms": costed.predicted_latency_ms,
+        "predicted_by": _prediction_basis(target),
+        "peak_memory_mb": costed.peak_memory_mb,
+        "model_mb": costed.model_mb,
+        "fallback_ops": list(costed.fallback_ops),
+        "export": shipped["export"],
+        "host_latency": shipped["host_latency"],
+        "shared_with": shared_with,
+    }
+
+
 def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None) -> dict[str, Any]:
     """Distil a student for `config.target` and write everything into a run directory.
+
+    Several targets get one student that fits all of them: the search keeps only candidates feasible
+    on every target, the student is distilled once (quantization-aware when one target ships int8),
+    and each target gets its own artifact in `exports/<target>/`, parity and latency. Targets that
+    need the same artifact (format, precision and options) share one file. `--device` profiles the
+    first target's artifact.
 
     With `resume`, the run directory's own `config.yaml` is used and finished stages are skipped.
     Returns the content of `result.json`; under `torchrun`, ranks other than 0 return only the run
@@ -334,24 +489,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
 
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
-    from edgekd.data import decode_once, load_data, representative_images, stack
-    from edgekd.devices.local import measure_latency
+    from edgekd.data import decode_once, load_data
     from edgekd.distill.distributed import barrier, current_world, share_from_main
     from edgekd.distill.stage import distil_student, quantization_aware
     from edgekd.distill.trainer import accuracy, predict
-    from edgekd.export import (
-        FORMATS,
-        MIN_CALIBRATION_IMAGES,
-        export,
-        load_artifact,
-        make_contract,
-        sidecar_path,
-    )
-    from edgekd.export.parity import check_parity
     from edgekd.export.source import target_format_options
     from edgekd.report import write_metrics_csv, write_reports
-    from edgekd.runtimes import can_run_here
-    from edgekd.search import assess, write_search_csv
+    from edgekd.search import assess_targets, write_search_csv
     from edgekd.targets import get_target
     from edgekd.teachers import default_cache_dir, resolve_teacher
 
@@ -360,9 +504,10 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         if not (resume / "config.yaml").exists():
             raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
         config = FitConfig.from_yaml(resume / "config.yaml")
-    target = get_target(config.target, config.targets_dir)  # a bad name fails before anything is created
-    plan = _distill_plan(config, target)
-    _check_teacher_fits_plan(config, plan)  # so do a bad loss and scheme
+    # A bad target name fails before anything is created; so do a bad loss and scheme.
+    targets = [get_target(name, config.targets_dir) for name in config.targets]
+    plan = _distill_plan(config, targets)
+    _check_teacher_fits_plan(config, plan)
     # Under torchrun every rank runs fit: rank 0 owns the run directory and, after training, the
     # stages that write files (export, parity, latency, report); the others train and return.
     world = current_world()
@@ -400,7 +545,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     candidates = load_students()
     if config.student is not None:
         candidates = [student_registry(candidates).get(config.student)]
-    assessments = assess(candidates, target, data.input_size, data.num_classes)
+    assessments = assess_targets(candidates, targets, data.input_size, data.num_classes)
     train_config = _train_config(config, data.input_size)
     cache_dir = config.cache_dir or default_cache_dir()
     search = _search(config, run, assessments, teacher.model, data, train_config, plan, cache_dir, observer)
@@ -471,92 +616,39 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         return {"run": str(run), "rank": world.rank}
     write_metrics_csv(run / "metrics.csv", history)
 
-    observer.stage("export")
-    precision = target.default_precision
-    contract = make_contract(
-        chosen.candidate.arch, target.format, data.input_size, data.mean, data.std, data.classes, precision
-    )
-    spec = FORMATS.get(target.format)
-    artifact_path = run / "exports" / f"student-{precision}{spec.suffix}"
-    # The shipped model: the QAT graph for an int8 target trained quantization-aware, else the student.
-    shipped = quantized if quantized is not None else student
-    calibration = None
-    if precision in spec.calibrated and quantized is None:
-        calibration = representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed)
-    if artifact_path.exists() and sidecar_path(artifact_path).exists():
-        artifact = load_artifact(artifact_path)
-    else:
-        exports = run / "exports"
-        artifact = export(
-            shipped,
-            target.format,
-            exports,
-            contract=contract,
-            stem="student",
-            calibration=calibration,
-            options=target_format_options(target).get(target.format),
-        )
+    trained = _Trained(chosen.candidate.arch, student, quantized, data, config.seed, config.threads)
+    records, shipped_by_key, artifacts = [], {}, {}
+    for target in targets:
+        # Targets that would get the same file (pi5 and pi4: TFLite fp32) share one artifact.
+        key = (target.format, target.default_precision, repr(target_format_options(target)))
+        shared_with = shipped_by_key.get(key, (None,))[0]
+        if shared_with is None:
+            out_dir = run / "exports" if len(targets) == 1 else run / "exports" / target.name
+            shipped_by_key[key] = (target.name, _ship(trained, target, run, out_dir, observer))
+        shipped = shipped_by_key[key][1]
+        artifacts[target.name] = shipped["artifact"]
+        records.append(_target_record(target, chosen.per_target[target.name], shipped, shared_with))
+        if shipped["host_latency"] is not None and shared_with is None:
+            profile = "profile.json" if len(targets) == 1 else f"profile-{target.name}.json"
+            write_json_atomic(run / profile, shipped["host_latency"])
+    measured = [s["float_accuracy"] for _, s in shipped_by_key.values() if s["float_accuracy"] is not None]
+    # The float PyTorch student on the whole test split, from a parity run that had it as reference.
+    student_test = measured[0] if measured else accuracy(*predict(student, data.test))
 
-    observer.stage("parity")
-    test_images, test_labels = stack(data.test)
-    runs_here = can_run_here(target.format)
-    # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
-    parity = (
-        check_parity(artifact, shipped, test_images, test_labels, threads=config.threads)
-        if runs_here
-        else None
-    )
-    ptq = None
-    if quantized is not None:
-        # What quantization-aware training bought: the same student quantized after training alone.
-        ptq_path = run / "exports" / f"student-ptq-{precision}{spec.suffix}"
-        if ptq_path.exists() and sidecar_path(ptq_path).exists():
-            ptq_artifact = load_artifact(ptq_path)
-        else:
-            ptq_artifact = export(
-                student,
-                target.format,
-                run / "exports",
-                contract=contract,
-                stem="student-ptq",
-                calibration=representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=config.seed),
-            )
-        ptq_parity = check_parity(
-            ptq_artifact, student, test_images, test_labels, threads=config.threads, gate=False
-        )
-        ptq = {
-            "file": str(ptq_artifact.path.relative_to(run)),
-            "size_bytes": ptq_artifact.size_bytes,
-            "parity": asdict(ptq_parity),
-        }
-    # The float PyTorch student on the whole test split, from whichever parity run had it as reference.
-    if quantized is not None:
-        student_test = ptq_parity.torch_accuracy
-    elif parity is not None:
-        student_test = parity.torch_accuracy
-    else:
-        student_test = accuracy(*predict(student, data.test))
-
-    observer.stage("latency")
-    latency = None
-    if runs_here:
-        latency = measure_latency(artifact, threads=config.threads, observer=observer)
-        write_json_atomic(run / "profile.json", asdict(latency))
-
+    first = records[0]
     device_latency = None
     if config.device is not None:
         observer.stage("device")
-        device_latency = _profile_on_device(config, run, artifact, chosen.predicted_latency_ms, target.name)
+        device_latency = _profile_on_device(
+            config, run, artifacts[targets[0].name], first["predicted_latency_ms"], targets[0].name
+        )
 
     result = {
         "run": str(run),
         "config": to_mapping(config),
-        "target": {
-            "name": target.name,
-            "description": target.description,
-            "default_precision": target.default_precision,
-            "budget_ms": target.budgets.latency_ms,
-        },
+        # `target`, `export` and `host_latency` are the first target's; `targets` has every one.
+        "target": first["target"],
+        "targets": records,
         "data": {
             "name": data.name,
             "num_classes": data.num_classes,
@@ -578,9 +670,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "params": chosen.params,
             "macs": chosen.macs,
             "test_accuracy": student_test,
-            "predicted_latency_ms": chosen.predicted_latency_ms,
-            "predicted_for": target.name,
-            "predicted_by": _prediction_basis(target),
+            "predicted_latency_ms": first["predicted_latency_ms"],
+            "predicted_for": targets[0].name,
+            "predicted_by": first["predicted_by"],
             "peak_memory_mb": chosen.peak_memory_mb,
             "reason": reason,
             "checkpoint": student_path.name,
@@ -589,20 +681,8 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             "loss": list(plan.loss),
         },
         "search": _search_summary(assessments, search),
-        "export": {
-            "file": str(artifact.path.relative_to(run)),
-            "format": artifact.format,
-            "precision": artifact.contract.precision,
-            "layout": artifact.contract.layout,
-            "size_bytes": artifact.size_bytes,
-            "parity": asdict(parity) if parity is not None else None,
-            "parity_note": None
-            if runs_here
-            else f"{target.format} cannot run on this host: spec validated only",
-            "quantization_aware": quantized is not None,
-            "post_training_int8": ptq,  # beside a QAT artifact: the same student quantized after training
-        },
-        "host_latency": asdict(latency) if latency is not None else None,
+        "export": first["export"],
+        "host_latency": first["host_latency"],
         "device_latency": device_latency,
         "history": history,
     }

@@ -83,22 +83,54 @@ def make_plots(result: dict[str, Any]) -> list[Plot]:
         plots.append(Plot("Training curves", "training-curves.png", curves))
     search = result.get("search") or {}
     if search.get("trials"):
-        points = [
-            CandidatePoint(
-                c["name"],
-                c["predicted_latency_ms"],
-                c["peak_memory_mb"],
-                c["first_rung_accuracy"],
-                c["feasible"],
-                c["on_front"],
-                c["chosen"],
-            )
-            for c in search["candidates"]
-        ]
-        png = pareto_plot(points, budget_ms=result["target"]["budget_ms"])
-        if png is not None:
-            plots.append(Plot("Student search: Pareto front (first-rung accuracy)", "search-pareto.png", png))
+        records = _per_target(result)
+        for record in records:
+            name = record["target"]["name"]
+            points = [
+                CandidatePoint(
+                    c["name"],
+                    _latency_on(c["predicted_latency_ms"], name),
+                    c["peak_memory_mb"],
+                    c["first_rung_accuracy"],
+                    c["feasible"],
+                    c["on_front"],
+                    c["chosen"],
+                )
+                for c in search["candidates"]
+            ]
+            png = pareto_plot(points, budget_ms=record["target"]["budget_ms"])
+            if png is None:
+                continue
+            if len(records) == 1:
+                title, filename = "Student search: Pareto front (first-rung accuracy)", "search-pareto.png"
+            else:
+                title = f"Student search, latency on {name}: front of all targets (first-rung accuracy)"
+                filename = f"search-pareto-{name}.png"
+            plots.append(Plot(title, filename, png))
     return plots
+
+
+def _latency_on(predicted: dict[str, float] | float, target: str) -> float:
+    # A result.json from before several targets kept one latency per candidate.
+    return predicted[target] if isinstance(predicted, dict) else predicted
+
+
+def _per_target(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target's record (`fit`'s `targets`); a result.json from before several targets has its
+    one target's figures at the top level."""
+    if result.get("targets"):
+        return result["targets"]
+    s = result["student"]
+    return [
+        {
+            "target": result["target"],
+            "predicted_latency_ms": s["predicted_latency_ms"],
+            "predicted_by": s.get("predicted_by", "roofline"),
+            "export": result["export"],
+            "host_latency": result["host_latency"],
+            "shared_with": None,
+        }
+    ]
 
 
 def write_reports(run_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
@@ -184,14 +216,16 @@ def render_html(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
 
 def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     """What the reports say, independent of markup."""
-    t, s, e = result["teacher"], result["student"], result["export"]
-    lat, target, data = result["host_latency"], result["target"], result["data"]
-    parity = e["parity"]
+    t, s, data = result["teacher"], result["student"], result["data"]
+    records = _per_target(result)
+    several = len(records) > 1
+    names = ", ".join(r["target"]["name"] for r in records)
+    described = " ".join(f"{r['target']['description']}." for r in records)
     sections = [
         Section(
-            f"edgekd fit: {s['arch']} for {target['name']}",
+            f"edgekd fit: {s['arch']} for {names}",
             (
-                f"{target['description']}. Data: {data['name']} "
+                f"{described} Data: {data['name']} "
                 f"({data['train']}/{data['val']}/{data['test']} train/val/test images, "
                 f"{data['num_classes']} classes, {data['input_size']} px).",
                 Table(
@@ -213,6 +247,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
             (
                 Table(
                     (
+                        *(("for",) if several else ()),
                         "artifact",
                         "format",
                         "size",
@@ -220,24 +255,11 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                         "max abs logit diff",
                         "artifact accuracy",
                     ),
-                    (
-                        (
-                            Code(e["file"]),
-                            f"{e['format']}, {e['precision']}"
-                            + (" quantization-aware" if e.get("quantization_aware") else "")
-                            + f", {e['layout']}",
-                            f"{e['size_bytes'] / 1e6:.2f} MB",
-                            *(
-                                (
-                                    _pct(parity["top1_agreement"]),
-                                    f"{parity['max_abs_diff']:.2e}",
-                                    _pct(parity["artifact_accuracy"]),
-                                )
-                                if parity
-                                else (e.get("parity_note") or "not run", "", "")
-                            ),
-                        ),
-                        *_post_training_row(e),
+                    tuple(
+                        (*((_shipped_to(r, records),) if several else ()), *row)
+                        for r in records
+                        if not r.get("shared_with")
+                        for row in _export_rows(r["export"])
                     ),
                 ),
             ),
@@ -247,19 +269,21 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
             (
                 Table(
                     ("where", "how", "median ms", "p90 ms"),
-                    (
-                        (
-                            target["name"],
-                            f"predicted ({target['default_precision']}): {s.get('predicted_by', 'roofline')}",
-                            f"{s['predicted_latency_ms']:.2f}",
-                            "",
-                        ),
-                        *_host_latency_rows(lat),
+                    tuple(
+                        row
+                        for r in records
+                        for row in (
+                            (
+                                r["target"]["name"],
+                                f"predicted ({r['target']['default_precision']}): {r['predicted_by']}",
+                                f"{r['predicted_latency_ms']:.2f}",
+                                "",
+                            ),
+                            *(() if r.get("shared_with") else _host_latency_rows(r["host_latency"])),
+                        )
                     ),
                 ),
-                f"Cold start on this host (load + first inference): {lat['cold_start_ms']:.1f} ms."
-                if lat
-                else "Not measured on this host: its runtime cannot run here.",
+                *_cold_start_lines(records),
                 *_device_lines(result.get("device_latency")),
                 *_device_layers(result.get("device_latency")),
             ),
@@ -269,6 +293,51 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
+
+
+def _shipped_to(record: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The targets an artifact ships to: its own and those that share it."""
+    name = record["target"]["name"]
+    return ", ".join([name, *(r["target"]["name"] for r in records if r.get("shared_with") == name)])
+
+
+def _export_rows(e: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+    """One artifact's row, its parity on the test split, and its post-training comparison if any."""
+    parity = e["parity"]
+    return (
+        (
+            Code(e["file"]),
+            f"{e['format']}, {e['precision']}"
+            + (" quantization-aware" if e.get("quantization_aware") else "")
+            + f", {e['layout']}",
+            f"{e['size_bytes'] / 1e6:.2f} MB",
+            *(
+                (
+                    _pct(parity["top1_agreement"]),
+                    f"{parity['max_abs_diff']:.2e}",
+                    _pct(parity["artifact_accuracy"]),
+                )
+                if parity
+                else (e.get("parity_note") or "not run", "", "")
+            ),
+        ),
+        *_post_training_row(e),
+    )
+
+
+def _cold_start_lines(records: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Load + first inference on this host, per artifact (or why it was not measured)."""
+    own = [r for r in records if not r.get("shared_with")]
+    lines = []
+    for r in own:
+        lat = r["host_latency"]
+        of = f" of {r['export']['file']}" if len(own) > 1 else ""
+        lines.append(
+            f"Cold start on this host (load + first inference){of}: {lat['cold_start_ms']:.1f} ms."
+            if lat
+            else f"Not measured on this host{of}: its runtime cannot run here."
+        )
+    return tuple(lines)
 
 
 def _device_lines(device: dict[str, Any] | None) -> tuple[str, ...]:

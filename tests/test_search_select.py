@@ -11,12 +11,22 @@ import pytest
 from edgekd.catalog import Candidate, load_students
 from edgekd.errors import NoFeasibleStudentError
 from edgekd.search import SearchResult, entry_order, select_student, write_search_csv
-from edgekd.search.constraints import Assessment
+from edgekd.search.constraints import Assessment, JointAssessment
 from edgekd.search.halving import Budget, plan_rungs, successive_halving
 
 
 def point(name, latency, memory, macs, reasons=()):
     return Assessment(Candidate(name), 64, macs // 10, macs, latency, 1.0, memory, tuple(reasons), (), 10.0)
+
+
+def joint(name, macs, **on):
+    """A candidate on several targets: `on` maps a target to (latency, memory, budget[, reasons])."""
+    per_target = {}
+    for target, (latency, memory, budget, *reasons) in on.items():
+        per_target[target] = Assessment(
+            Candidate(name), 64, macs // 10, macs, latency, 1.0, memory, tuple(reasons), (), budget, target
+        )
+    return JointAssessment(Candidate(name), per_target)
 
 
 def test_a_floor_on_images_seen_lengthens_short_rungs_but_not_past_the_last():
@@ -195,3 +205,50 @@ def test_a_long_list_of_npu_fallbacks_reads_as_op_counts():
     assert summary.startswith("SOFTMAX x3, DEQUANTIZE x1; first: SOFTMAX stages.0/attn: Operation has tensor")
     assert _fallback_summary(lines[-1:]) == "DEQUANTIZE Wrapper;4: Unsupported opType"
     assert len(_fallback_summary(["X " + "y" * 1000, "X z"])) < 400
+
+
+def test_several_targets_choose_among_candidates_that_fit_all_with_a_front_over_each_latency(tmp_path):
+    """Known answer: `phone-only` wins on accuracy but breaks pi's budget; of the rest, `best` wins.
+    The entry front has a latency objective per target: `pi-fast` and `phone-fast` are each fastest
+    on one target and both enter before `dominated`, which is slower on both and bigger."""
+    candidates = [
+        joint(
+            "phone-only",
+            10**8,
+            pi=(40.0, 2.0, 33.0, "predicted 40.0 ms > budget 33 ms"),
+            phone=(9.0, 2.0, 20.0),
+        ),
+        joint("best", 10**7, pi=(20.0, 2.0, 33.0), phone=(15.0, 2.0, 20.0)),
+        joint("pi-fast", 10**6, pi=(5.0, 1.0, 33.0), phone=(18.0, 1.0, 20.0)),
+        joint("phone-fast", 10**6, pi=(30.0, 1.0, 33.0), phone=(4.0, 1.0, 20.0)),
+        joint("dominated", 10**5, pi=(31.0, 3.0, 33.0), phone=(19.0, 3.0, 20.0)),
+    ]
+    assert [c.feasible for c in candidates] == [False, True, True, True, True]
+    assert candidates[0].reasons == ("pi: predicted 40.0 ms > budget 33 ms",)
+    order = [a.candidate.name for a in entry_order([c for c in candidates if c.feasible])]
+    assert order[-1] == "dominated" and set(order[:3]) == {"best", "pi-fast", "phone-fast"}
+    trained = []
+
+    def evaluate(name, rung):
+        trained.append(name)
+        return {"phone-only": 0.99, "best": 0.8, "pi-fast": 0.6, "phone-fast": 0.7, "dominated": 0.5}[name]
+
+    result = select_student(
+        candidates, evaluate, budget=Budget(), max_epochs=2, max_images=300, target_name="pi and phone"
+    )
+    assert result.chosen == "best" and "phone-only" not in trained
+    assert "20.00 ms of pi's 33 ms and 15.00 ms of phone's 20 ms budgets" in result.reason
+    # on the first-rung front: best (most accurate) and each target's fastest; not dominated
+    assert set(result.front) == {"best", "pi-fast", "phone-fast"}
+    write_search_csv(tmp_path / "search.csv", candidates, result)
+    with open(tmp_path / "search.csv") as f:
+        rows = {r["arch"]: r for r in csv.DictReader(f)}
+    assert float(rows["best"]["predicted_latency_ms@pi"]) == 20.0
+    assert (
+        float(rows["best"]["predicted_latency_ms@phone"]) == 15.0 and rows["best"]["budget_ms@phone"] == "20"
+    )
+    assert rows["phone-only"]["feasible"] == "False" and rows["phone-only"]["reasons"].startswith("pi: ")
+    with pytest.raises(NoFeasibleStudentError, match="fits pi and phone's budgets"):
+        select_student(
+            candidates[:1], evaluate, budget=Budget(), max_epochs=1, max_images=10, target_name="pi and phone"
+        )

@@ -138,11 +138,12 @@ def test_plan_errors_name_the_options():
 
 
 def test_int8_targets_train_quantization_aware_by_default_and_float_ones_refuse_it():
-    assert _distill_plan(FitConfig(target="ethos-u55"), get_target("ethos-u55")).qat_epochs == 2
-    assert _distill_plan(FitConfig(target="ethos-u55", qat_epochs=0), get_target("ethos-u55")).qat_epochs == 0
-    assert _distill_plan(FitConfig(), get_target("pi5")).qat_epochs == 0
+    ethos = [get_target("ethos-u55")]
+    assert _distill_plan(FitConfig(target="ethos-u55"), ethos).qat_epochs == 2
+    assert _distill_plan(FitConfig(target="ethos-u55", qat_epochs=0), ethos).qat_epochs == 0
+    assert _distill_plan(FitConfig(), [get_target("pi5")]).qat_epochs == 0
     with pytest.raises(ConfigError, match="--qat-epochs 3: .* pi5 ships fp32"):
-        _distill_plan(FitConfig(qat_epochs=3), get_target("pi5"))
+        _distill_plan(FitConfig(qat_epochs=3), [get_target("pi5")])
 
 
 def test_an_onnx_teacher_refuses_feature_losses_and_the_online_scheme_before_anything_runs():
@@ -150,7 +151,7 @@ def test_an_onnx_teacher_refuses_feature_losses_and_the_online_scheme_before_any
 
     def check(**options):
         config = FitConfig(teacher="teacher.onnx", **options)
-        _check_teacher_fits_plan(config, _distill_plan(config, pi5))
+        _check_teacher_fits_plan(config, _distill_plan(config, [pi5]))
 
     check(loss=("kd", "dkd"))  # logits only: fine
     with pytest.raises(ConfigError, match="--loss fitnet reads the teacher's feature maps"):

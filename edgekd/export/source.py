@@ -57,7 +57,8 @@ def load_export_source(source: Path, data: Path | None = None, cache_dir: Path |
             )
         config = FitConfig.from_yaml(source / "config.yaml")
         data = data if data is not None else config.data
-        options = target_format_options(get_target(config.target, config.targets_dir or ()))
+        for name in reversed(config.targets):  # several targets: the first one's options win
+            options.update(target_format_options(get_target(name, config.targets_dir or ())))
         out_dir = source / "exports"
     elif source.suffix == CHECKPOINT_SUFFIX and source.exists():
         checkpoint = source

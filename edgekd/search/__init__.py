@@ -10,12 +10,15 @@ Example:
 
 from edgekd.search.constraints import (
     Assessment,
+    Costed,
     JointAssessment,
     assess,
     assess_one,
     assess_targets,
     choose_assistant,
     choose_student,
+    latencies,
+    latency_phrase,
     search_space,
 )
 from edgekd.search.pareto import pareto_front
@@ -23,6 +26,7 @@ from edgekd.search.select import SearchResult, entry_order, select_student, writ
 
 __all__ = [
     "Assessment",
+    "Costed",
     "JointAssessment",
     "SearchResult",
     "assess",
@@ -31,6 +35,8 @@ __all__ = [
     "choose_assistant",
     "choose_student",
     "entry_order",
+    "latencies",
+    "latency_phrase",
     "pareto_front",
     "search_space",
     "select_student",

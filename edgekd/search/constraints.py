@@ -32,18 +32,36 @@ class Assessment:
     reasons: tuple[str, ...]  # empty when feasible
     fallback_ops: tuple[str, ...] = ()  # op kinds that run off the target's fast path
     budget_ms: float = math.inf  # the target's latency budget the prediction was held against
+    target: str = ""  # the target's name
 
     @property
     def feasible(self) -> bool:
         return not self.reasons
+
+    @property
+    def per_target(self) -> dict[str, Assessment]:
+        """This assessment by its target's name: the shape `JointAssessment` has, so the search
+        treats one target and several alike."""
+        return {self.target: self}
 
 
 def assess_one(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Assessment:
     """Cost one candidate on `target`: predicted latency, weights, peak memory and op support, with
     every budget it breaks as a reason. An Ethos-U target is estimated by Vela on the int8 file, and
     any op Vela leaves on the CPU is a reason too."""
+    return assess_on_targets(candidate, [target], input_size, num_classes)[0]
+
+
+def assess_on_targets(
+    candidate: Candidate, targets: list[Target], input_size: int, num_classes: int
+) -> list[Assessment]:
+    """`assess_one` on each target, building and tracing the candidate once for all of them."""
     model = deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
     cost = analyze(model, input_size)
+    return [_judge(candidate, model, cost, target, input_size) for target in targets]
+
+
+def _judge(candidate: Candidate, model, cost, target: Target, input_size: int) -> Assessment:
     precision = target.default_precision
     model_mb = cost.weight_bytes(precision) / 2**20
     reasons = []
@@ -85,6 +103,7 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
         tuple(reasons),
         fallback,
         target.budgets.latency_ms,
+        target.name,
     )
 
 
@@ -107,13 +126,46 @@ def assess(
 
 @dataclass(frozen=True)
 class JointAssessment:
-    """One candidate against several targets: feasible only if it fits every one of them."""
+    """One candidate against several targets: feasible only if it fits every one of them. The
+    model's own figures (params, MACs) are the same on each; memory and weights are the largest any
+    target needs, since one student ships to all of them."""
 
     candidate: Candidate
     per_target: dict[str, Assessment]
 
     @property
+    def _first(self) -> Assessment:
+        return next(iter(self.per_target.values()))
+
+    @property
+    def input_size(self) -> int:
+        return self._first.input_size
+
+    @property
+    def params(self) -> int:
+        return self._first.params
+
+    @property
+    def macs(self) -> int:
+        return self._first.macs
+
+    @property
+    def model_mb(self) -> float:
+        return max(a.model_mb for a in self.per_target.values())
+
+    @property
+    def peak_memory_mb(self) -> float:
+        return max(a.peak_memory_mb for a in self.per_target.values())
+
+    @property
+    def fallback_ops(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(op for a in self.per_target.values() for op in a.fallback_ops))
+
+    @property
     def reasons(self) -> tuple[str, ...]:
+        """Every broken budget; with several targets each reason names its target."""
+        if len(self.per_target) == 1:
+            return self._first.reasons
         return tuple(f"{name}: {r}" for name, a in self.per_target.items() for r in a.reasons)
 
     @property
@@ -126,6 +178,26 @@ class JointAssessment:
         return max(a.predicted_latency_ms / a.budget_ms for a in self.per_target.values())
 
 
+# A candidate costed against one target or several: the search, its CSV and `fit` take either.
+Costed = Assessment | JointAssessment
+
+
+def latencies(a: Costed) -> tuple[float, ...]:
+    """The predicted latency on each target, in the targets' order: one objective per target."""
+    return tuple(x.predicted_latency_ms for x in a.per_target.values())
+
+
+def latency_phrase(a: Costed) -> str:
+    """How `a`'s predicted latency sits in each budget, in words ("is predicted at ...")."""
+    if len(a.per_target) == 1:
+        x = next(iter(a.per_target.values()))
+        return f"is predicted at {x.predicted_latency_ms:.2f} ms of the {x.budget_ms:g} ms budget"
+    parts = [
+        f"{x.predicted_latency_ms:.2f} ms of {name}'s {x.budget_ms:g} ms" for name, x in a.per_target.items()
+    ]
+    return f"is predicted at {', '.join(parts[:-1])} and {parts[-1]} budgets"
+
+
 def assess_targets(
     candidates: list[Candidate], targets: list[Target], input_size: int, num_classes: int
 ) -> list[JointAssessment]:
@@ -133,10 +205,11 @@ def assess_targets(
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ConfigError(f"a target is named twice: {names}.")
-    by_target = {t.name: assess(candidates, t, input_size, num_classes) for t in targets}
-    return [
-        JointAssessment(c, {name: by_target[name][i] for name in names}) for i, c in enumerate(candidates)
-    ]
+    joint = []
+    for c in candidates:
+        on_each = assess_on_targets(c, targets, input_size, num_classes)
+        joint.append(JointAssessment(c, dict(zip(names, on_each, strict=True))))
+    return joint
 
 
 def choose_student(assessments: list[Assessment]) -> Assessment:

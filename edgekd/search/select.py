@@ -20,7 +20,7 @@ from pathlib import Path
 
 from edgekd._io import atomic_path
 from edgekd.errors import NoFeasibleStudentError
-from edgekd.search.constraints import Assessment
+from edgekd.search.constraints import Costed, latencies, latency_phrase
 from edgekd.search.halving import Budget, RungPlan, Trial, TrialTotals, plan_rungs, successive_halving
 from edgekd.search.pareto import pareto_front
 
@@ -57,16 +57,17 @@ class SearchResult(TrialTotals):
         )
 
 
-def entry_order(feasible: Sequence[Assessment]) -> list[Assessment]:
-    """Feasible candidates by non-dominated layer of (predicted latency ↓, peak memory ↓, MACs ↑);
+def entry_order(feasible: Sequence[Costed]) -> list[Costed]:
+    """Feasible candidates by non-dominated layer of (predicted latency on each target ↓, peak
+    memory ↓, MACs ↑);
     within a layer, spread over capacity: the most MACs first, then each next one the farthest (in
     log MACs) from those already taken. With a trial budget of N, the N that enter cover the
     trade-off from the fastest to the most capable instead of N near-identical large models."""
     left = list(feasible)
-    ordered: list[Assessment] = []
+    ordered: list[Costed] = []
     while left:
         layer = pareto_front(
-            [(a.predicted_latency_ms, a.peak_memory_mb, a.macs) for a in left], minimize=(True, True, False)
+            [(*latencies(a), a.peak_memory_mb, a.macs) for a in left], minimize=_minimize(left[0], False)
         )
         ordered += _spread_by_macs([left[i] for i in layer])
         taken = set(layer)
@@ -74,7 +75,7 @@ def entry_order(feasible: Sequence[Assessment]) -> list[Assessment]:
     return ordered
 
 
-def _spread_by_macs(layer: list[Assessment]) -> list[Assessment]:
+def _spread_by_macs(layer: list[Costed]) -> list[Costed]:
     remaining = sorted(layer, key=lambda a: -a.macs)
     picked = [remaining.pop(0)]
     while remaining:
@@ -87,17 +88,25 @@ def _spread_by_macs(layer: list[Assessment]) -> list[Assessment]:
     return picked
 
 
-def evidence_front(feasible: Sequence[Assessment], trials: Sequence[Trial]) -> tuple[str, ...]:
-    """Candidates of the first rung on the Pareto front of (latency ↓, memory ↓, first-rung accuracy ↑).
+def evidence_front(feasible: Sequence[Costed], trials: Sequence[Trial]) -> tuple[str, ...]:
+    """Candidates of the first rung on the Pareto front of (latency on each target ↓, memory ↓,
+    first-rung accuracy ↑).
     The first rung is the only one every candidate ran, so its accuracies are the comparable ones."""
     first = {t.name: t.score for t in trials if t.rung == 0}
     scored = [a for a in feasible if a.candidate.name in first]
-    points = [(a.predicted_latency_ms, a.peak_memory_mb, first[a.candidate.name]) for a in scored]
-    return tuple(scored[i].candidate.name for i in pareto_front(points, minimize=(True, True, False)))
+    if not scored:
+        return ()
+    points = [(*latencies(a), a.peak_memory_mb, first[a.candidate.name]) for a in scored]
+    return tuple(scored[i].candidate.name for i in pareto_front(points, minimize=_minimize(scored[0], False)))
+
+
+def _minimize(a: Costed, last: bool) -> tuple[bool, ...]:
+    """Objective senses: each target's latency and the peak memory are minimised, then `last`."""
+    return (True,) * (len(a.per_target) + 1) + (last,)
 
 
 def select_student(
-    assessments: Sequence[Assessment],
+    assessments: Sequence[Costed],
     evaluate: Callable[[str, RungPlan], float],
     *,
     budget: Budget,
@@ -124,8 +133,7 @@ def select_student(
         return SearchResult(
             pick.candidate.name,
             f"{pick.candidate.name} ({why}; {len(feasible)} of {len(assessments)} candidates fit "
-            f"{target_name}) is predicted at {pick.predicted_latency_ms:.2f} ms of the "
-            f"{pick.budget_ms:g} ms budget.",
+            f"{target_name}) {latency_phrase(pick)}.",
         )
     names = [a.candidate.name for a in entering]
     rungs = plan_rungs(
@@ -151,8 +159,7 @@ def select_student(
         f"{winner.candidate.name} had the best validation accuracy ({100 * final.score:.1f} %) in rung "
         f"{last + 1} of successive halving{cut} over {len(names)} of the {len(feasible)} candidates "
         f"that fit {target_name} ({final.epochs} epochs on {final.images} images; search "
-        f"{halving.seconds:.0f} s), and is predicted at {winner.predicted_latency_ms:.2f} ms of the "
-        f"{winner.budget_ms:g} ms budget."
+        f"{halving.seconds:.0f} s), and {latency_phrase(winner)}."
     )
     return SearchResult(
         halving.winner,
@@ -164,10 +171,18 @@ def select_student(
     )
 
 
-def write_search_csv(path: Path, assessments: Sequence[Assessment], search: SearchResult) -> None:
+def write_search_csv(path: Path, assessments: Sequence[Costed], search: SearchResult) -> None:
     """Every candidate: its cost on the target, whether it fits and why not, its validation accuracy
-    at each rung it ran, its share of the search's cost, and whether it is on the front or chosen."""
+    at each rung it ran, its share of the search's cost, and whether it is on the front or chosen.
+    With several targets the per-target figures get a column per target (`predicted_latency_ms@pi5`)
+    and `model_mb`/`peak_memory_mb` are the largest any target needs."""
     rungs = search.rungs
+    names = list(assessments[0].per_target) if assessments else []
+    per_target = [
+        column if len(names) == 1 else f"{column}@{t}"
+        for column in ("predicted_latency_ms", "budget_ms")
+        for t in names
+    ]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -176,7 +191,7 @@ def write_search_csv(path: Path, assessments: Sequence[Assessment], search: Sear
                 "input_size",
                 "params",
                 "macs",
-                "predicted_latency_ms",
+                *per_target,
                 "model_mb",
                 "peak_memory_mb",
                 "fallback_ops",
@@ -198,7 +213,8 @@ def write_search_csv(path: Path, assessments: Sequence[Assessment], search: Sear
                     a.input_size,
                     a.params,
                     a.macs,
-                    f"{a.predicted_latency_ms:.4f}",
+                    *(f"{a.per_target[t].predicted_latency_ms:.4f}" for t in names),
+                    *(f"{a.per_target[t].budget_ms:g}" for t in names),
                     f"{a.model_mb:.4f}",
                     f"{a.peak_memory_mb:.4f}",
                     " ".join(a.fallback_ops),
