@@ -13,6 +13,8 @@ benchmark can be stopped and continued.
     python benchmarks/distill_eurosat.py --epochs 1 --limit 500    # a smoke run (its own JSON)
     python benchmarks/distill_eurosat.py --epochs 16 --rows scratch kd-cached   # a longer recipe
     python benchmarks/distill_eurosat.py --student ghostnet_100 --augmented-teacher --rows scratch kd-cached
+    python benchmarks/distill_eurosat.py --student mobilenetv3_small_050 --assistant auto \
+        --rows scratch kd-cached teacher-assistant     # a >10x capacity gap, the assistant fit picks
 
 The recipe trains on a fixed, seeded random subset of the training split (6,000 of 18,900 images; every
 row the same subset) for 8 epochs and tests on the whole 4,050-image test split: on this machine's two
@@ -184,6 +186,23 @@ def kd_student(data, teacher, config, arch: str = STUDENT_ARCH, augmented_teache
     return student.eval(), info
 
 
+def fit_assistant(student_arch: str, num_classes: int) -> str:
+    """The teacher assistant `fit --scheme assistant` picks for `student_arch` under the resnet18
+    teacher: the catalog model closest in log MACs to the geometric mean of the two."""
+    from edgekd.analysis import analyze
+    from edgekd.catalog import build_model, load_students
+    from edgekd.search import assess, choose_assistant
+    from edgekd.targets import get_target
+
+    catalog = assess(load_students(), get_target("host"), INPUT_SIZE, num_classes)
+    student = next(a for a in catalog if a.candidate.arch == student_arch)
+    teacher_macs = analyze(build_model(TEACHER_ARCH, num_classes), INPUT_SIZE).macs
+    pick = choose_assistant(catalog, student, teacher_macs)
+    if pick.candidate.kwargs:
+        raise SystemExit(f"the assistant {pick.candidate.name} needs timm kwargs {pick.candidate.kwargs}")
+    return pick.candidate.arch
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -196,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         "--augmented-teacher",
         action="store_true",
         help="distil from the teacher trained 20 epochs on shift/flip views (its own JSON)",
+    )
+    parser.add_argument(
+        "--assistant",
+        default=ASSISTANT_ARCH,
+        help=f"the teacher-assistant row's assistant (default {ASSISTANT_ARCH}); auto: the one `fit "
+        "--scheme assistant` picks from models/students.yaml (edgekd.search.choose_assistant)",
     )
     args = parser.parse_args(argv)
     unknown = set(args.rows) - set(ROWS)
@@ -229,7 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     recipe = teacher_recipe(args.augmented_teacher)
     teacher = cached_teacher(data, args.augmented_teacher)
     test_logits_teacher, test_labels = predict(teacher, data.test)
-    archs = (TEACHER_ARCH, student_arch, ASSISTANT_ARCH)
+    assistant_arch = (
+        fit_assistant(student_arch, data.num_classes) if args.assistant == "auto" else args.assistant
+    )
+    archs = (TEACHER_ARCH, student_arch, assistant_arch)
     macs = {a: analyze(build_model(a, data.num_classes), INPUT_SIZE).macs for a in archs}
     results["teacher"] = {
         "arch": TEACHER_ARCH,
@@ -237,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         "macs": macs[TEACHER_ARCH],
         "recipe": dataclasses.asdict(recipe),
     }
+    params = {a: sum(p.numel() for p in build_model(a, data.num_classes).parameters()) for a in archs}
     results["student"] = {
         "arch": student_arch,
         "macs": macs[student_arch],
         "mac_ratio": macs[student_arch] / macs[TEACHER_ARCH],
+        "params": params[student_arch],
+        "teacher_params_ratio": params[TEACHER_ARCH] / params[student_arch],
     }
     config = student_recipe(args.epochs)
     results["recipe"] = dataclasses.asdict(config)
@@ -256,8 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(seed)
         return build_model(arch, data.num_classes)
 
+    # A teacher-assistant row through another assistant than the default is its own row.
+    row_names = {
+        name: f"{name}:{assistant_arch}"
+        if name == "teacher-assistant" and assistant_arch != ASSISTANT_ARCH
+        else name
+        for name in args.rows
+    }
     for name in args.rows:
-        if name in results["rows"]:
+        if row_names[name] in results["rows"]:
             print(f"{name}: done earlier, skipped")
             continue
         row = ROWS[name]
@@ -272,11 +310,17 @@ def main(argv: list[str] | None = None) -> int:
             info["generations"] = [summarize(h) for h in histories]
             info["scheme"] = "born-again: generation 2 learns from generation 1 (Furlanello et al. 2018)"
         elif scheme == "teacher-assistant":
-            assistant, student = fresh(ASSISTANT_ARCH), fresh(student_arch)
+            assistant, student = fresh(assistant_arch), fresh(student_arch)
             histories = teacher_assistant_chain([teacher, assistant, student], data, config)
             info = summarize(histories[-1])
-            info["scheme"] = f"{TEACHER_ARCH} -> {ASSISTANT_ARCH} -> {student_arch} (Mirzadeh et al. 2020)"
-            info["assistant"] = {**evaluate(assistant), **summarize(histories[0])}
+            info["scheme"] = f"{TEACHER_ARCH} -> {assistant_arch} -> {student_arch} (Mirzadeh et al. 2020)"
+            info["assistant"] = {
+                "arch": assistant_arch,
+                "macs": macs[assistant_arch],
+                "params": params[assistant_arch],
+                **evaluate(assistant),
+                **summarize(histories[0]),
+            }
         elif scheme == "mutual":
             student, peer = fresh(student_arch), fresh(TEACHER_ARCH, seed=1)
             info = summarize(mutual_learning(student, peer, data, config))
@@ -296,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             info.update(evaluate(student))
         info["loss"] = row.get("loss")
         info["wall_seconds"] = round(time.perf_counter() - started, 1)
-        results["rows"][name] = info
+        results["rows"][row_names[name]] = info
         write_json_atomic(out, results)
         print(f"{name}: {json.dumps({k: v for k, v in info.items() if k != 'history'})}")
     print_table(results)

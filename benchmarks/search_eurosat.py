@@ -11,6 +11,8 @@ training MAC-images (3 x MACs x images x epochs, machine-independent) and in mea
 
 The trials do not depend on the target, so the same evidence ranks the candidates feasible for
 pi5 and for ethos-u55 (Vela on the int8 file); the two choices are printed with their constraints.
+So does it for several targets at once (pi5 + ethos-u55, pi5 + android-cpu): the candidates
+feasible on every one of them, as `fit --target pi5 --target ethos-u55` searches them.
 
     python benchmarks/search_eurosat.py                # writes benchmarks/results/search_eurosat.json
 
@@ -51,6 +53,8 @@ ORACLE = (
     "efficientvit_m0",
 )
 TARGETS = ("pi5", "ethos-u55")
+# Several targets at once (`fit --target A --target B`): one student feasible on all of them.
+JOINT_TARGETS = (("pi5", "ethos-u55"), ("pi5", "android-cpu"))
 # The last rung trains the full recipe's epochs on half the training subset.
 SEARCH_LAST_RUNG_IMAGES = TRAIN_IMAGES // 2
 OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.catalog import build_model, load_students, student_registry
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
-    from edgekd.search import assess
+    from edgekd.search import assess, assess_targets
     from edgekd.search.evidence import evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
     from edgekd.search.select import select_student
@@ -153,6 +157,41 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{target_name}: {search.reason}", flush=True)
 
+    results["joint"] = {}
+    for names in JOINT_TARGETS:
+        joint = assess_targets(candidates, [get_target(n) for n in names], INPUT_SIZE, data.num_classes)
+        search = select_student(
+            joint,
+            evaluate,
+            budget=Budget(),
+            max_epochs=EPOCHS,
+            max_images=SEARCH_LAST_RUNG_IMAGES,
+            target_name=" and ".join(names),
+            min_images=1000,
+            min_images_seen=50 * config.batch_size,
+        )
+        chosen = next(j for j in joint if j.candidate.name == search.chosen)
+        results["joint"]["+".join(names)] = {
+            "search": search.to_json(),
+            "feasible": [j.candidate.name for j in joint if j.feasible],
+            "chosen": {
+                "name": chosen.candidate.name,
+                "oracle_test_accuracy": oracle[chosen.candidate.name]["test_accuracy"],
+                "per_target": {
+                    n: {
+                        "predicted_latency_ms": a.predicted_latency_ms,
+                        "budget_ms": a.budget_ms,
+                        "peak_memory_mb": a.peak_memory_mb,
+                        "model_mb": a.model_mb,
+                        "feasible": a.feasible,
+                    }
+                    for n, a in chosen.per_target.items()
+                },
+            },
+            "rejected": {j.candidate.name: list(j.reasons) for j in joint if not j.feasible},
+        }
+        print(f"{' + '.join(names)}: {search.reason}", flush=True)
+
     pi5 = results["targets"]["pi5"]["search"]
     best = max(oracle, key=lambda n: oracle[n]["test_accuracy"])
     results["summary"] = {
@@ -194,6 +233,16 @@ def print_table(results: dict) -> None:
         print(
             f"{name}: {c['name']}, predicted {c['predicted_latency_ms']:.2f} ms of {c['budget_ms']:g} ms, "
             f"peak {c['peak_memory_mb']:.2f} MB, weights {c['model_mb']:.2f} MB"
+        )
+    for names, j in results.get("joint", {}).items():
+        c = j["chosen"]
+        fits = "; ".join(
+            f"{n} {t['predicted_latency_ms']:.2f}/{t['budget_ms']:g} ms, {t['peak_memory_mb']:.2f} MB"
+            for n, t in c["per_target"].items()
+        )
+        print(
+            f"{names}: {len(j['feasible'])} of {len(results['oracle'])} fit all; chose {c['name']} "
+            f"(oracle {100 * c['oracle_test_accuracy']:.2f} %): {fits}"
         )
 
 

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # A search rung trains on at least this many images for at least this many optimizer steps: a
 # fresh network scores near chance after a few dozen steps, and a rung of chance scores ranks nothing.
 SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 60
+# Above this teacher/student parameter ratio fit suggests a teacher assistant (Mirzadeh et al. 2020
+# see the gap hurt plain KD once it is large; the issue's rule of thumb is 10x).
+CAPACITY_GAP = 10.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,7 @@ def _prediction_basis(target) -> str:
 
 
 def _in_words(names: tuple[str, ...]) -> str:
-    """"pi5", "pi5 and pi4", "pi5, pi4 and android-cpu"."""
+    """The names as a phrase: pi5; pi5 and pi4; pi5, pi4 and android-cpu."""
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
@@ -554,6 +557,13 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     if world.is_main:
         write_search_csv(run / "search.csv", assessments, search)
     log.info("student: %s", reason)
+    gap = teacher_params / chosen.params
+    if gap > CAPACITY_GAP and plan.scheme != "assistant":
+        log.info(
+            "the teacher has %.0fx the student's parameters; --scheme assistant distils through an "
+            "intermediate model from the catalog (TAKD), which can help across a gap this large",
+            gap,
+        )
 
     checkpoints = run / "checkpoints"
 

@@ -213,13 +213,17 @@ class _RemoteWorkspace:
         return path
 
     def _payload(self) -> bytes:
+        from edgekd.export import companion_files
+
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             tar.add(BENCH_SCRIPT, arcname="bench.py")
             if self.artifact is not None:
                 if not self.artifact.exists():
                     raise ConfigError(f"{self.artifact}: no such artifact.")
-                for path in _with_companions(self.artifact):
+                for path in [self.artifact, *companion_files(self.artifact)]:
+                    if not path.exists():
+                        raise ConfigError(f"{path}: missing, and {self.artifact.name} needs it beside it.")
                     tar.add(path, arcname=path.name)
         return buffer.getvalue()
 
@@ -243,17 +247,3 @@ class _RemoteWorkspace:
         done = self.device.run(f"rm -rf {shlex.quote(path)}", timeout_s=60)
         if done.returncode != 0:
             raise DeviceError(f"{self.device.uri}: could not remove {path}: {done.stderr.decode().strip()}")
-
-
-def _with_companions(artifact: Path) -> list[Path]:
-    """The artifact and the files it needs beside it (OpenVINO's .bin, ONNX external data); a
-    bundle directory (.mlpackage) goes whole."""
-    from edgekd.export import FORMATS
-
-    paths = [artifact]
-    for name in FORMATS:
-        spec = FORMATS.get(name)
-        if artifact.name.endswith(spec.suffix):
-            paths += [artifact.with_suffix(s) for s in spec.companions if artifact.with_suffix(s).exists()]
-    data = artifact.with_name(artifact.name + ".data")
-    return [*paths, data] if data.exists() else paths

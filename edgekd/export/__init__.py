@@ -150,13 +150,20 @@ class Artifact:
         """Every file a consumer needs: the artifact (all files of a bundle directory such as an
         .mlpackage) and its companions (OpenVINO's .bin)."""
         paths = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
-        for suffix in FORMATS.get(self.format).companions:
-            paths.append(self.path.with_suffix(suffix))
-        return paths
+        return paths + companion_files(self.path)
 
     @property
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.files)
+
+
+def companion_files(path: Path) -> list[Path]:
+    """The files an artifact at `path` needs beside it: its format's companions (OpenVINO's .bin),
+    whether or not they exist yet, and ONNX's external weights (`.onnx.data`) when there are any."""
+    spec = next((FORMATS.get(n) for n in FORMATS if path.name.endswith(FORMATS.get(n).suffix)), None)
+    declared = [path.with_suffix(suffix) for suffix in (spec.companions if spec else ())]
+    external = path.with_name(path.name + ".data")
+    return declared + ([external] if external.exists() else [])
 
 
 def sidecar_path(path: Path) -> Path:
