@@ -192,6 +192,8 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
         again = fit(config, resume=run)
     assert (run / "search.json").stat().st_mtime_ns == before
     assert again["student"]["arch"] == saved["chosen"] and again["search"] == result["search"]
+    gap = again["teacher"]["params"] / again["student"]["params"]
+    assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
 
 
 def test_a_long_list_of_npu_fallbacks_reads_as_op_counts():
