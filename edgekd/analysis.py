@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -192,6 +192,16 @@ class ModelCost:
     def peak_memory_bytes(self, precision: str) -> int:
         """Weights plus the activation arena: what the device must hold at once."""
         return self.weight_bytes(precision) + self.arena_bytes_at(precision)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelCost:
+        layers = tuple(
+            LayerCost(**{**layer, "output_shape": tuple(layer["output_shape"])}) for layer in data["layers"]
+        )
+        return cls(**{**data, "layers": layers})
 
 
 def _op_name(node: torch.fx.Node) -> str:

@@ -106,31 +106,70 @@ def test_record_needs_a_target_and_a_wrong_target_fails_first(tflite, capsys):  
 
 
 @pytest.mark.slow
-def test_fit_with_a_device_ends_with_measured_against_predicted(loop, tmp_path):
+def test_one_student_for_several_targets_is_exported_for_each_and_timed_on_a_device(loop, tmp_path):
+    """pi5, pi4, ethos-u55 and apple-ane at once: one student distilled once, quantization-aware for
+    ethos-u55's int8 alone; the Core ML package's spec is validated (it cannot run on Linux) instead
+    of failing the run; pi5 and pi4 need the same TFLite fp32 file and share it. With --device the
+    first target's artifact is timed on the device (the loopback SSH server) against its prediction."""
+    from edgekd.pipeline import FitConfig
+
     args = [
-        "fit",
-        "--target",
-        "pi5",
-        "--student",
-        "mobilenetv3_small_050",
-        "--epochs",
-        "1",
-        "--teacher-epochs",
-        "1",
-        "--device",
-        loop,
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
+        "fit", "--target", "pi5", "--target", "pi4", "--target", "ethos-u55", "--target", "apple-ane",
+        "--student", "mobilenetv3_small_050", "--epochs", "1", "--teacher-epochs", "1", "--qat-epochs", "1",
+        "--device", loop,
+        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
     done = subprocess.run(EDGEKD + args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.endswith("-pi5+pi4+ethos-u55+apple-ane")
+    assert FitConfig.from_yaml(run / "config.yaml").targets == ("pi5", "pi4", "ethos-u55", "apple-ane")
     result = json.loads((run / "result.json").read_text())
+    records = {r["target"]["name"]: r for r in result["targets"]}
+    assert list(records) == ["pi5", "pi4", "ethos-u55", "apple-ane"]
+    assert result["export"] == records["pi5"]["export"]  # the top level is the first target's
+
+    ane = records["apple-ane"]["export"]
+    assert ane["format"] == "coreml" and ane["precision"] == "fp16"
+    assert ane["file"] == "exports/apple-ane/student-fp16.mlpackage" and ane["size_bytes"] > 1e5
+    assert ane["parity"] is None and records["apple-ane"]["host_latency"] is None
+    assert "cannot run on this host" in ane["parity_note"]
+    contract = json.loads((run / "exports/apple-ane/student-fp16.mlpackage.json").read_text())["contract"]
+    assert contract["input_kind"] == "image" and contract["versions"]["coremltools"]
+
+    npu = records["ethos-u55"]
+    assert npu["export"]["file"] == "exports/ethos-u55/student-int8.tflite"
+    assert npu["export"]["quantization_aware"] and npu["export"]["parity"]["top1_agreement"] >= 0.9
+    assert npu["export"]["post_training_int8"]["file"] == "exports/ethos-u55/student-ptq-int8.tflite"
+    assert npu["predicted_by"] == "Vela's estimate on the int8 TFLite file"
+
+    pi5, pi4 = records["pi5"], records["pi4"]
+    assert (
+        pi5["export"]["file"] == "exports/pi5/student-fp32.tflite" and not pi5["export"]["quantization_aware"]
+    )
+    assert pi5["export"]["parity"]["top1_agreement"] >= 0.995 and pi5["host_latency"]["runs"] >= 50
+    assert (
+        pi4["shared_with"] == "pi5" and pi4["export"] == pi5["export"] and not (run / "exports/pi4").exists()
+    )
+    assert pi4["predicted_latency_ms"] > pi5["predicted_latency_ms"]  # the same model on slower cores
+    # the float student, as the fp32 artifact's parity measured it
+    assert result["student"]["test_accuracy"] == pi5["export"]["parity"]["torch_accuracy"]
+    with open(run / "search.csv") as f:
+        header = next(csv.reader(f))
+    assert {f"predicted_latency_ms@{name}" for name in records} <= set(header)
+
+    report = (run / "report.md").read_text()
+    assert (
+        "for pi5, pi4, ethos-u55, apple-ane" in report
+        and "| pi5, pi4 | `exports/pi5/student-fp32.tflite`" in report
+    )
+    assert "cannot run on this host" in report and "int8 post-training (comparison)" in report
+    assert all(f"| {name} | predicted" in report for name in records)
+    assert "export (ethos-u55)" in done.stderr  # the summary has a row per target
+
     device = result["device_latency"]
     assert device["device"] == loop and device["measured_ms"] > 0 and device["predicted_for"] == "pi5"
+    assert device["predicted_ms"] == pi5["predicted_latency_ms"]
     assert device["measured_over_predicted"] == pytest.approx(device["measured_ms"] / device["predicted_ms"])
-    report = (run / "report.md").read_text()
     assert f"Measured on {loop}" in report and "measured / predicted" in report
     assert (run / "device-profile.json").exists()

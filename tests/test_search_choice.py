@@ -135,6 +135,60 @@ def test_several_targets_intersect_and_keep_each_targets_reasons():
         assess_targets(candidates, [pi5, pi5], 64, 10)
 
 
+def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import edgekd.search.constraints as constraints
+    from edgekd.analysis import analyze
+    from edgekd.catalog import build_model, deploy_form
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
+    candidate = Candidate("repvgg_a0")  # costed in its re-parameterized (deployed) form
+    first = constraints.candidate_cost(candidate, 64, 10)
+    direct = analyze(deploy_form(build_model("repvgg_a0", 10)), 64)
+    assert first == direct
+    (cached,) = tmp_path.glob("analysis/*/cost/repvgg_a0-*.json")
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("a cached cost is not traced again")
+
+    monkeypatch.setattr(constraints, "analyze", no_tracing)
+    again = constraints.candidate_cost(candidate, 64, 10)
+    assert again == first and again.peak_memory_bytes("int8") == direct.peak_memory_bytes("int8")
+    with pytest.raises(AssertionError, match="not traced again"):  # another size is another entry
+        constraints.candidate_cost(candidate, 96, 10)
+    assert cached.exists()
+
+
+def test_vela_estimates_are_cached_by_candidate_and_the_targets_vela_setup(tmp_path, monkeypatch):
+    import edgekd.search.constraints as constraints
+    from edgekd.catalog import build_model
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
+    ethos = get_target("ethos-u55")
+    candidate = Candidate("lcnet_050")
+    built = []
+
+    def model():
+        built.append(1)
+        return build_model("lcnet_050", 10)
+
+    first = constraints.candidate_on_npu(candidate, model, ethos, 32, 10)
+    assert built == [1] and first.latency_ms > 0 and first.cpu_ops == 0
+
+    def no_vela(*args, **kwargs):
+        raise AssertionError("Vela ran again")
+
+    monkeypatch.setattr(constraints, "estimate_on_npu", no_vela)
+    assert constraints.candidate_on_npu(candidate, model, ethos, 32, 10) == first and built == [1]
+    assessed = constraints.assess_one(candidate, ethos, 32, 10)  # the search reads the same entry
+    assert (
+        assessed.predicted_latency_ms == first.latency_ms
+        and assessed.peak_memory_mb == first.sram_bytes / 2**20
+    )
+    dedicated = dataclasses.replace(ethos, vela=dataclasses.replace(ethos.vela, memory_mode="Dedicated_Sram"))
+    with pytest.raises(AssertionError, match="Vela ran again"):  # another memory mode is another estimate
+        constraints.candidate_on_npu(candidate, model, dedicated, 32, 10)
+
+
 def test_the_space_is_every_candidate_at_every_size_all_targets_allow(capsys):
     from edgekd.catalog import load_students
     from edgekd.cli import main

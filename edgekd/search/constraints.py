@@ -10,14 +10,23 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
-from edgekd.analysis import analyze
+from edgekd.analysis import ModelCost, analyze
 from edgekd.catalog import Candidate, build_model, deploy_form
 from edgekd.errors import ConfigError, NoFeasibleStudentError
-from edgekd.latency import estimate_on_npu, predict_latency_ms
+from edgekd.latency import ANALYSIS_CACHE_VERSION, NpuEstimate, estimate_on_npu, predict_latency_ms
 from edgekd.targets import Target
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,13 +64,86 @@ def assess_one(candidate: Candidate, target: Target, input_size: int, num_classe
 def assess_on_targets(
     candidate: Candidate, targets: list[Target], input_size: int, num_classes: int
 ) -> list[Assessment]:
-    """`assess_one` on each target, building and tracing the candidate once for all of them."""
-    model = deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
-    cost = analyze(model, input_size)
-    return [_judge(candidate, model, cost, target, input_size) for target in targets]
+    """`assess_one` on each target, costing the candidate once for all of them (`candidate_cost`)."""
+
+    def model():
+        return deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
+
+    cost = candidate_cost(candidate, input_size, num_classes)
+    return [_judge(candidate, model, cost, target, input_size, num_classes) for target in targets]
 
 
-def _judge(candidate: Candidate, model, cost, target: Target, input_size: int) -> Assessment:
+def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> ModelCost:
+    """The deployed form's cost (`edgekd.analysis.analyze`), cached on disk: tracing the catalog
+    takes the better part of a minute, and every fit and resume assesses it."""
+
+    def trace() -> ModelCost:
+        return analyze(deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs)), input_size)
+
+    path = _cache_path("cost", candidate, f"{input_size}|{num_classes}")
+    return _cached(path, trace, ModelCost.to_json, ModelCost.from_json)
+
+
+def candidate_on_npu(
+    candidate: Candidate, model: Callable[[], nn.Module], target: Target, input_size: int, num_classes: int
+) -> NpuEstimate:
+    """Vela's estimate of the candidate on an Ethos-U target (`edgekd.latency.estimate_on_npu`),
+    cached on disk by Vela version and the target's Vela configuration: an int8 export and a Vela
+    run take tens of seconds per candidate. The estimate is of a randomly initialised network
+    anyway (Vela times shapes and weight compression, not accuracy), so a cached one loses nothing."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        vela_version = version("ethos-u-vela")
+    except PackageNotFoundError:  # estimate_on_npu says what to install
+        return estimate_on_npu(model(), target, input_size)
+    vela = target.vela
+    setting = f"{input_size}|{num_classes}|{vela.accelerator}|{vela.system_config}|{vela.memory_mode}"
+    path = _cache_path(f"vela-{vela_version}", candidate, setting)
+    return _cached(
+        path,
+        lambda: estimate_on_npu(model(), target, input_size),
+        asdict,
+        lambda data: NpuEstimate(**{**data, "cpu_fallbacks": tuple(data["cpu_fallbacks"])}),
+    )
+
+
+def _cache_path(kind: str, candidate: Candidate, setting: str) -> Path:
+    """Where a cached figure for `candidate` lives: under the user cache, by timm, torch and edgekd's
+    analysis version, then by a hash of everything else it depends on."""
+    import hashlib
+
+    import timm
+    import torch
+
+    from edgekd.teachers import default_cache_dir
+
+    knobs = json.dumps(candidate.kwargs, sort_keys=True)
+    key = hashlib.sha256(f"{candidate.arch}|{knobs}|{setting}".encode()).hexdigest()[:16]
+    versions = f"timm-{timm.__version__}-torch-{torch.__version__}-v{ANALYSIS_CACHE_VERSION}"
+    return default_cache_dir() / "analysis" / versions / kind / f"{candidate.name}-{key}.json"
+
+
+def _cached(
+    path: Path, compute: Callable[[], T], to_json: Callable[[T], dict], from_json: Callable[[dict], T]
+) -> T:
+    if path.exists():
+        return from_json(json.loads(path.read_text()))
+    from edgekd._io import write_json_atomic
+
+    value = compute()
+    write_json_atomic(path, to_json(value))
+    return value
+
+
+def _judge(
+    candidate: Candidate,
+    model: Callable[[], nn.Module],
+    cost: ModelCost,
+    target: Target,
+    input_size: int,
+    num_classes: int,
+) -> Assessment:
     precision = target.default_precision
     model_mb = cost.weight_bytes(precision) / 2**20
     reasons = []
@@ -72,7 +154,7 @@ def _judge(candidate: Candidate, model, cost, target: Target, input_size: int) -
         and cost.peak_memory_bytes(precision) / 2**20 > target.budgets.peak_ram_mb
     )
     if target.latency_model.estimator == "vela" and not hopeless:
-        npu = estimate_on_npu(model, target, input_size)
+        npu = candidate_on_npu(candidate, model, target, input_size, num_classes)
         latency, peak_mb = npu.latency_ms, npu.sram_bytes / 2**20
         if npu.cpu_ops:
             reasons.append(f"{npu.cpu_ops} ops fall back to the CPU ({_fallback_summary(npu.cpu_fallbacks)})")
