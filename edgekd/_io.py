@@ -9,7 +9,9 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -54,6 +56,18 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
+
+
+def cached_json(
+    path: Path, compute: Callable[[], T], to_json: Callable[[T], Any], from_json: Callable[[Any], T]
+) -> T:
+    """`compute()`'s value, kept as JSON at `path`: read back when the file exists, else computed and
+    written atomically."""
+    if path.exists():
+        return from_json(json.loads(path.read_text()))
+    value = compute()
+    write_json_atomic(path, to_json(value))
+    return value
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

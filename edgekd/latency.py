@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -264,16 +263,16 @@ def op_table(arch: str, input_size: int) -> OpTable:
         / f"timm-{timm.__version__}-v{ANALYSIS_CACHE_VERSION}"
         / f"{arch}@{input_size}.json"
     )
-    if path.exists():
-        data = json.loads(path.read_text())
-        return OpTable(**{k: np.array(v) for k, v in data.items()})
-    from edgekd._io import write_json_atomic
+    from edgekd._io import cached_json
     from edgekd.analysis import analyze
     from edgekd.catalog import build_model
 
-    table = OpTable.from_cost(analyze(build_model(arch, 1000), input_size))
-    write_json_atomic(path, {k: v.tolist() for k, v in asdict(table).items()})
-    return table
+    return cached_json(
+        path,
+        lambda: OpTable.from_cost(analyze(build_model(arch, 1000), input_size)),
+        lambda table: {k: v.tolist() for k, v in asdict(table).items()},
+        lambda data: OpTable(**{k: np.array(v) for k, v in data.items()}),
+    )
 
 
 def _op_tables(rows: list[ProfileRow], observer: Observer, description: str) -> list[OpTable]:

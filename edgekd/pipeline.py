@@ -349,12 +349,14 @@ def _profile_on_device(config: FitConfig, run: Path, artifact, predicted_ms: flo
 @dataclass(frozen=True)
 class _Trained:
     """What the export stage ships: the float student, its QAT graph (when an int8 target asked for
-    one), and the data its parity is checked on."""
+    one), and the data: the test split its parity is checked on, stacked once for every target."""
 
     arch: str
     student: Any
     quantized: Any
     data: Any
+    test_images: Any
+    test_labels: Any
     seed: int
     threads: int
 
@@ -372,9 +374,10 @@ def _export_or_load(model, fmt: str, out_dir: Path, stem: str, contract, calibra
 def _ship(trained: _Trained, target, run: Path, out_dir: Path, observer: Observer) -> dict[str, Any]:
     """Export the student for one target, check it against PyTorch on the whole test split and time
     it here when its runtime runs here. An int8 target trained quantization-aware also gets the
-    same student quantized after training alone, for comparison. Returns the target's record of
-    result.json, with the float student's test accuracy from whichever parity run had it."""
-    from edgekd.data import representative_images, stack
+    same student quantized after training alone, for comparison. Returns the target's part of
+    result.json (its export and host latency), the artifact, and the float student's test accuracy
+    from whichever parity run had it as reference."""
+    from edgekd.data import representative_images
     from edgekd.devices.local import measure_latency
     from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, make_contract
     from edgekd.export.parity import check_parity
@@ -405,7 +408,7 @@ def _ship(trained: _Trained, target, run: Path, out_dir: Path, observer: Observe
     )
 
     observer.stage("parity", target.name)
-    test_images, test_labels = stack(data.test)
+    test_images, test_labels = trained.test_images, trained.test_labels
     runs_here = can_run_here(target.format)
     # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
     parity = (
@@ -492,7 +495,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
 
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
-    from edgekd.data import decode_once, load_data
+    from edgekd.data import decode_once, load_data, stack
     from edgekd.distill.distributed import barrier, current_world, share_from_main
     from edgekd.distill.stage import distil_student, quantization_aware
     from edgekd.distill.trainer import accuracy, predict
@@ -627,8 +630,11 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         return {"run": str(run), "rank": world.rank}
     write_metrics_csv(run / "metrics.csv", history)
 
-    trained = _Trained(chosen.candidate.arch, student, quantized, data, config.seed, config.threads)
-    records, shipped_by_key, artifacts = [], {}, {}
+    test_images, test_labels = stack(data.test)
+    trained = _Trained(
+        chosen.candidate.arch, student, quantized, data, test_images, test_labels, config.seed, config.threads
+    )
+    records, shipped_by_key = [], {}
     for target in targets:
         # Targets that would get the same file (pi5 and pi4: TFLite fp32) share one artifact.
         key = (target.format, target.default_precision, repr(target_format_options(target)))
@@ -637,7 +643,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             out_dir = run / "exports" if len(targets) == 1 else run / "exports" / target.name
             shipped_by_key[key] = (target.name, _ship(trained, target, run, out_dir, observer))
         shipped = shipped_by_key[key][1]
-        artifacts[target.name] = shipped["artifact"]
         records.append(_target_record(target, chosen.per_target[target.name], shipped, shared_with))
         if shipped["host_latency"] is not None and shared_with is None:
             profile = "profile.json" if len(targets) == 1 else f"profile-{target.name}.json"
@@ -650,8 +655,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     device_latency = None
     if config.device is not None:
         observer.stage("device")
+        first_artifact = next(iter(shipped_by_key.values()))[1]["artifact"]  # the first target ships first
         device_latency = _profile_on_device(
-            config, run, artifacts[targets[0].name], first["predicted_latency_ms"], targets[0].name
+            config, run, first_artifact, first["predicted_latency_ms"], targets[0].name
         )
 
     result = {

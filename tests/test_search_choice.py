@@ -145,7 +145,7 @@ def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, mon
     first = constraints.candidate_cost(candidate, 64, 10)
     direct = analyze(deploy_form(build_model("repvgg_a0", 10)), 64)
     assert first == direct
-    (cached,) = tmp_path.glob("analysis/*/cost/repvgg_a0-*.json")
+    (_,) = tmp_path.glob("analysis/*/cost/repvgg_a0-*.json")  # kept as one file in the user cache
 
     def no_tracing(*args, **kwargs):
         raise AssertionError("a cached cost is not traced again")
@@ -155,7 +155,6 @@ def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, mon
     assert again == first and again.peak_memory_bytes("int8") == direct.peak_memory_bytes("int8")
     with pytest.raises(AssertionError, match="not traced again"):  # another size is another entry
         constraints.candidate_cost(candidate, 96, 10)
-    assert cached.exists()
 
 
 def test_vela_estimates_are_cached_by_candidate_and_the_targets_vela_setup(tmp_path, monkeypatch):

@@ -15,8 +15,9 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
+from edgekd._io import cached_json
 from edgekd.analysis import ModelCost, analyze
 from edgekd.catalog import Candidate, build_model, deploy_form
 from edgekd.errors import ConfigError, NoFeasibleStudentError
@@ -25,8 +26,6 @@ from edgekd.targets import Target
 
 if TYPE_CHECKING:
     import torch.nn as nn
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def assess_on_targets(
     """`assess_one` on each target, costing the candidate once for all of them (`candidate_cost`)."""
 
     def model():
-        return deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
+        return _deployed(candidate, num_classes)
 
     cost = candidate_cost(candidate, input_size, num_classes)
     return [_judge(candidate, model, cost, target, input_size, num_classes) for target in targets]
@@ -78,10 +77,10 @@ def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> M
     takes the better part of a minute, and every fit and resume assesses it."""
 
     def trace() -> ModelCost:
-        return analyze(deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs)), input_size)
+        return analyze(_deployed(candidate, num_classes), input_size)
 
     path = _cache_path("cost", candidate, f"{input_size}|{num_classes}")
-    return _cached(path, trace, ModelCost.to_json, ModelCost.from_json)
+    return cached_json(path, trace, ModelCost.to_json, ModelCost.from_json)
 
 
 def candidate_on_npu(
@@ -100,12 +99,17 @@ def candidate_on_npu(
     vela = target.vela
     setting = f"{input_size}|{num_classes}|{vela.accelerator}|{vela.system_config}|{vela.memory_mode}"
     path = _cache_path(f"vela-{vela_version}", candidate, setting)
-    return _cached(
+    return cached_json(
         path,
         lambda: estimate_on_npu(model(), target, input_size),
         asdict,
         lambda data: NpuEstimate(**{**data, "cpu_fallbacks": tuple(data["cpu_fallbacks"])}),
     )
+
+
+def _deployed(candidate: Candidate, num_classes: int) -> nn.Module:
+    """The candidate as it ships: re-parameterized where timm can fold its train-time branches."""
+    return deploy_form(build_model(candidate.arch, num_classes, **candidate.kwargs))
 
 
 def _cache_path(kind: str, candidate: Candidate, setting: str) -> Path:
@@ -122,18 +126,6 @@ def _cache_path(kind: str, candidate: Candidate, setting: str) -> Path:
     key = hashlib.sha256(f"{candidate.arch}|{knobs}|{setting}".encode()).hexdigest()[:16]
     versions = f"timm-{timm.__version__}-torch-{torch.__version__}-v{ANALYSIS_CACHE_VERSION}"
     return default_cache_dir() / "analysis" / versions / kind / f"{candidate.name}-{key}.json"
-
-
-def _cached(
-    path: Path, compute: Callable[[], T], to_json: Callable[[T], dict], from_json: Callable[[dict], T]
-) -> T:
-    if path.exists():
-        return from_json(json.loads(path.read_text()))
-    from edgekd._io import write_json_atomic
-
-    value = compute()
-    write_json_atomic(path, to_json(value))
-    return value
 
 
 def _judge(
