@@ -233,7 +233,7 @@ def open_session(artifact: Artifact, threads: int = 1) -> Session:
         raise
     except Exception as e:  # each runtime raises its own kinds: ValueError, RuntimeError, pybind11's
         raise ExportError(
-            f"{artifact.path}: {runtime} cannot load it as a {artifact.format} model ({one_line(str(e))}); "
+            f"{artifact.path} ({artifact.format}): {runtime} cannot load it ({one_line(str(e))}); "
             "export it again."
         ) from e
 

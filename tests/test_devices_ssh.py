@@ -3,6 +3,7 @@ real, its failure cases, and after every one of them no temporary directory left
 
 import contextlib
 import glob
+import re
 import subprocess
 import sys
 import threading
@@ -253,3 +254,14 @@ def test_a_password_in_a_uri_is_refused_and_never_shown(loopback_ssh, capsys):
         assert "no password" in err and "ssh-copy-id" in err and "hunter2" not in err
     with pytest.raises(ConfigError, match="no password"):
         SSHDevice.from_uri(uri)
+
+
+def test_a_garbage_artifact_fails_on_the_device_in_one_line(device, tmp_path):
+    garbage = tmp_path / "m.tflite"
+    garbage.write_bytes(b"garbage!")
+    with pytest.raises(DeviceError) as failed:
+        device.profile(garbage, ProfileSettings(runs=1, warmup=0, min_seconds=0))
+    message = str(failed.value)
+    assert "\n" not in message and "Traceback" not in message
+    expected = r"failed \(exit 2\): \S*m\.tflite \(tflite\): \w+ cannot load or run it: .*Flatbuffer"
+    assert re.search(expected, message), message

@@ -195,7 +195,7 @@ class UnreadableArtifact(ValueError):
 
     def __init__(self, path: str, fmt: str, runtime: str, error: BaseException):
         self.path, self.fmt, self.runtime, self.detail = path, fmt, runtime, one_line(str(error))
-        super().__init__(f"{path}: {runtime} cannot load it as a {fmt} model: {self.detail}")
+        super().__init__(f"{path} ({fmt}): {runtime} cannot load or run it: {self.detail}")
 
 
 def one_line(text: str, limit: int = 300) -> str:

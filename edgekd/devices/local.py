@@ -255,7 +255,7 @@ class LocalDevice:
             raise DependencyError(f"{e}: pip install {e.packages[0]}") from e
         except UnreadableArtifact as e:
             raise ExportError(
-                f"{artifact}: {e.runtime} cannot run it as a {FORMAT_NAMES[fmt]} model ({e.detail}); export "
+                f"{artifact} ({FORMAT_NAMES[fmt]}): {e.runtime} cannot load or run it ({e.detail}); export "
                 "it again (edgekd export), or copy it again if it came from elsewhere."
             ) from e
         return Measurement(

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -71,10 +72,10 @@ def _read_entries(path: Path) -> dict[str, DeviceEntry]:
     if raw is None:
         return {}
     if not isinstance(raw, dict) or set(raw) - {"devices"}:
-        raise ConfigError(f"{path}: a {type(raw).__name__} of the wrong shape; {shape}.")
+        raise ConfigError(f"{path}: holds {reprlib.repr(raw)}, not a mapping of 'devices' alone; {shape}.")
     listed = raw.get("devices") or {}
     if not isinstance(listed, dict):
-        raise ConfigError(f"{path}: 'devices' is a {type(listed).__name__}; {shape}.")
+        raise ConfigError(f"{path}: 'devices' is {reprlib.repr(listed)}, not a mapping of names; {shape}.")
     devices = {}
     for name, entry in listed.items():
         if not isinstance(name, str) or not isinstance(entry, dict):
