@@ -111,7 +111,7 @@ _UNSAFE_CHARACTERS = re.compile(r"[\s\x00-\x1f\x7f]")
 
 def redacted(uri: str) -> str:
     """`uri` with any password replaced by ***, for messages."""
-    return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", uri)
+    return re.sub(r"(://[^/@:]*):[^/]*@", r"\1:***@", uri)  # greedy: a password may hold an @
 
 
 def refuse_unsafe_characters(uri: str) -> None:

@@ -27,7 +27,7 @@ def device_mismatch(spec: str, target: str) -> str | None:
     reports its board, not Cortex-A76; a phone its SoC's name)."""
     from edgekd.devices.registry import load_devices
 
-    devices = load_devices()
+    devices = {} if spec == "local" else load_devices()
     entry = devices.get(spec)
     uri = entry.uri if entry else spec
     if uri == "local":
