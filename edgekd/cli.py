@@ -594,8 +594,8 @@ def profile_command(
     device: Annotated[
         str, typer.Option(help="local, ssh://[user@]host[:port], adb://SERIAL, or a name from `devices add`.")
     ] = "local",
-    threads: Annotated[int, typer.Option(help="Inference threads.")] = 1,
-    runs: Annotated[int, typer.Option(help="Minimum timed runs.")] = 50,
+    threads: Annotated[int, typer.Option(help="Inference threads (at least 1).")] = 1,
+    runs: Annotated[int, typer.Option(help="Minimum timed runs (at least 1).")] = 50,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 10,
     min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds.")] = 1.0,
     compute_units: Annotated[
@@ -603,7 +603,19 @@ def profile_command(
     ] = "ALL",
     timeout: Annotated[float, typer.Option(help="Seconds before a device's bench is stopped.")] = 600,
     record: Annotated[
-        bool, typer.Option(help="Append the measurement to the target's profile (needs --target).")
+        bool,
+        typer.Option(
+            help="Append the measurement to the target's profile (needs --target). Only the target's own "
+            "hardware is recorded: local for the host target, any other device if it was registered for "
+            "the target (devices add NAME URI --target T)."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="With --record: record a device that is not the target's hardware anyway; the row's source "
+            "says it was forced."
+        ),
     ] = False,
     target: Annotated[
         str | None, typer.Option(help="The target the measurement is a profile row of.")
@@ -620,33 +632,44 @@ def profile_command(
     from rich.console import Console
 
     from edgekd._io import write_json_atomic
+    from edgekd.devices import ProfileSettings, artifact_format
+    from edgekd.devices.record import artifact_contract, device_mismatch
     from edgekd.devices.registry import connect
 
+    # Everything that can be refused is, before a device is contacted or a second is spent timing.
+    settings = ProfileSettings(threads, runs, warmup, min_seconds, compute_units, timeout)
     if record and target is None:
         raise EdgeKDError("--record needs --target: the measurement becomes a row of profiles/TARGET.csv.")
+    if force and not record:
+        raise EdgeKDError("--force applies to --record only (a device that is not the target's hardware).")
     if target is not None:
         from edgekd.targets import get_target
 
         get_target(target, tuple(targets_dir or ()))  # a bad name fails before the device is contacted
+    artifact_format(artifact)
+    chosen = connect(device)
+    forced = None
+    if record:
+        mismatch = device_mismatch(device, target)
+        if mismatch and not force:
+            raise EdgeKDError(
+                f"--record --target {target}: {mismatch}; a profile row must come from the target's own "
+                "hardware. Pass --force to record it anyway (its source will say so)."
+            )
+        artifact_contract(artifact)
+        forced = mismatch
     console = Console()
     with console.status(f"profiling {artifact.name} on {device}"):
-        measurement = connect(device).profile(
-            artifact,
-            threads=threads,
-            runs=runs,
-            warmup=warmup,
-            min_seconds=min_seconds,
-            compute_units=compute_units,
-            timeout_s=timeout,
-        )
+        measurement = chosen.profile(artifact, settings)
     _print_measurement(console, measurement)
     if out is not None:
         write_json_atomic(out, asdict(measurement))
     if record:
         from edgekd.devices.record import record_measurement
 
-        path = record_measurement(measurement, artifact, target, profiles_dir)
-        console.print(f"recorded in {path}; refit with: edgekd latency calibrate --target {target}")
+        path = record_measurement(measurement, artifact, target, profiles_dir, forced)
+        note = " (forced: not the target's hardware)" if forced else ""
+        console.print(f"recorded in {path}{note}; refit with: edgekd latency calibrate --target {target}")
 
 
 def _print_measurement(console, measurement) -> None:
@@ -687,7 +710,9 @@ def _print_measurement(console, measurement) -> None:
 @devices_app.command("add")
 def devices_add(
     name: Annotated[str, typer.Argument(help="A short name, e.g. pi5-desk.")],
-    uri: Annotated[str, typer.Argument(help="ssh://[user@]host[:port], adb://SERIAL or local.")],
+    uri: Annotated[
+        str, typer.Argument(help="ssh://[user@]host[:port] (no password: keys only), adb://SERIAL or local.")
+    ],
     python: Annotated[str | None, typer.Option(help="SSH: the device's Python (default python3).")] = None,
     ssh_config: Annotated[
         str | None, typer.Option(help="SSH: an ssh_config file (default ~/.ssh/config).")
@@ -695,13 +720,24 @@ def devices_add(
     benchmark_model: Annotated[
         str | None, typer.Option(help="ADB: benchmark_model's path on the phone.")
     ] = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            help="The target this device is (e.g. pi5): `profile --record --target` accepts it there."
+        ),
+    ] = None,
     replace: Annotated[bool, typer.Option(help="Overwrite a device of the same name.")] = False,
+    targets_dir: TargetsDirOption = None,
 ) -> None:
-    """Register a device under a name."""
+    """Register a device under a name (in devices.yaml, readable by you alone)."""
     from edgekd.devices.registry import DeviceEntry, add_device
 
-    path = add_device(DeviceEntry(name, uri, python, ssh_config, benchmark_model), replace=replace)
-    typer.echo(f"added {name} ({uri}) to {path}")
+    if target is not None:
+        from edgekd.targets import get_target
+
+        get_target(target, tuple(targets_dir or ()))
+    path = add_device(DeviceEntry(name, uri, python, ssh_config, benchmark_model, target), replace=replace)
+    typer.echo(f"added {name} ({uri}{f', target {target}' if target else ''}) to {path}")
 
 
 @devices_app.command("list")
@@ -713,10 +749,12 @@ def devices_list() -> None:
     from edgekd.devices.registry import devices_file, load_devices
 
     table = Table(title=f"devices ({devices_file()})")
-    for column in ("name", "uri", "python", "ssh config", "benchmark_model"):
+    for column in ("name", "uri", "target", "python", "ssh config", "benchmark_model"):
         table.add_column(column)
     for e in load_devices().values():
-        table.add_row(e.name, e.uri, e.python or "", e.ssh_config or "", e.benchmark_model or "")
+        table.add_row(
+            e.name, e.uri, e.target or "", e.python or "", e.ssh_config or "", e.benchmark_model or ""
+        )
     Console().print(table)
 
 
@@ -762,6 +800,8 @@ def latency_calibrate(
     from edgekd.latency import calibration_report
     from edgekd.targets import get_target
 
+    if threads is not None and threads < 1:
+        raise EdgeKDError(f"--threads {threads}: profile rows are of 1 thread or more.")
     report = calibration_report(get_target(target, tuple(targets_dir or ())), precision, threads)
     table = Table(title=f"{target}: predictor on {len(report.rows)} profile rows")
     for column in ("model", "px", "measured ms", "before ms", "after ms", "source"):

@@ -322,13 +322,14 @@ def _search_summary(assessments, search) -> dict[str, Any]:
 def _profile_on_device(config: FitConfig, run: Path, artifact, predicted_ms: float, target: str) -> dict:
     """The exported student timed on `config.device` (kept in device-profile.json, so a resumed run
     does not measure again), beside the latency predicted for the target."""
+    from edgekd.devices import ProfileSettings
     from edgekd.devices.registry import connect
 
     saved = run / "device-profile.json"
     if saved.exists():
         return json.loads(saved.read_text())
     device = connect(config.device)
-    measurement = device.profile(artifact.path, threads=config.threads)
+    measurement = device.profile(artifact.path, ProfileSettings(threads=config.threads))
     measured = (
         measurement.latency.median_ms if measurement.statistic == "median" else measurement.latency.mean_ms
     )

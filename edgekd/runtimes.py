@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from edgekd._registry import Registry
-from edgekd.errors import ExportError, RuntimeUnavailableError
+from edgekd.errors import EdgeKDError, ExportError, RuntimeUnavailableError
 
 if TYPE_CHECKING:
     from edgekd.export import Artifact
@@ -221,9 +221,21 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 def open_session(artifact: Artifact, threads: int = 1) -> Session:
+    """A session of `artifact` in its runtime; a file the runtime cannot load is an `ExportError` that
+    names it and its format."""
+    from edgekd.devices.bench import one_line
     from edgekd.export import FORMATS
 
-    return RUNTIMES.get(FORMATS.get(artifact.format).runtime)(str(artifact.path), threads)
+    runtime = FORMATS.get(artifact.format).runtime
+    try:
+        return RUNTIMES.get(runtime)(str(artifact.path), threads)
+    except (EdgeKDError, ImportError):
+        raise
+    except Exception as e:  # each runtime raises its own kinds: ValueError, RuntimeError, pybind11's
+        raise ExportError(
+            f"{artifact.path} ({artifact.format}): {runtime} cannot load it ({one_line(str(e))}); "
+            "export it again."
+        ) from e
 
 
 def predict(session: Session, samples: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ is one more row.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,7 +114,113 @@ OPTION_CASES = [
 
 
 # --- devices, ssh and profiling -----------------------------------------------------------------
-DEVICE_CASES: list[Case] = []
+def _profile(name: str, content: bytes | None, *options: str, companion: str | None = None):
+    """argv of `edgekd profile` on a file `name` holding `content` (None: no such file)."""
+
+    def argv(tmp_path: Path) -> list[str]:
+        path = tmp_path / name
+        if content is not None:
+            _write(path, content)
+        if companion is not None:
+            _write(tmp_path / companion, b"\0" * 16)
+        return ["profile", str(path), *options]
+
+    return argv
+
+
+def _devices_yaml(text: str, *command: str):
+    """argv of `edgekd <command>` with this devices.yaml in a config directory of the case's own (the
+    autouse fixture's monkeypatch restores EDGEKD_CONFIG_DIR after the test)."""
+
+    def argv(tmp_path: Path) -> list[str]:
+        os.environ["EDGEKD_CONFIG_DIR"] = str(tmp_path / "config")
+        _write(tmp_path / "config" / "devices.yaml", text)
+        return list(command)
+
+    return argv
+
+
+DEVICE_CASES: list[Case] = [
+    Case("profile garbage tflite", _profile("m.tflite", b"garbage!"), 2,
+         r"m\.tflite \(TFLite\): \w+ cannot load or run it \(.+\); export it again"),
+    Case("profile empty tflite", _profile("m.tflite", b""), 2, r"m\.tflite \(TFLite\): \w+ cannot load"),
+    Case("profile garbage onnx", _profile("m.onnx", b"garbage!"), 2,
+         r"m\.onnx \(ONNX\): onnxruntime cannot load or run it \(.*INVALID_PROTOBUF"),
+    Case("profile garbage openvino", _profile("m.xml", b"<net/>", companion="m.bin"), 2,
+         r"m\.xml \(OpenVINO IR\): openvino cannot load or run it \(Unable to read the model"),
+    Case("profile xml without its bin", _profile("m.xml", b"<net/>"), 2,
+         r"m\.xml: m\.bin is missing; the OpenVINO IR format keeps part of the model there"),
+    Case("profile unknown suffix", _profile("m.txt", b"x"), 2,
+         r"m\.txt: not an artifact .*suffix '\.txt'\); known: \.tflite, \.xml, \.onnx, \.mlpackage"),
+    Case("profile missing artifact", _profile("absent.tflite", None), 2, r"absent\.tflite: no such artifact"),
+    Case("profile a directory", lambda t: ["profile", str((t / "d.tflite").mkdir() or t / "d.tflite")], 2,
+         r"d\.tflite: a TFLite model is a file, and this is a directory"),
+    # the options are refused before the artifact is looked at: the file does not exist
+    Case("profile zero threads", _profile("absent.tflite", None, "--threads", "0"), 2,
+         r"--threads 0: must be a whole number of at least 1"),
+    Case("profile zero runs", _profile("absent.tflite", None, "--runs", "0"), 2,
+         r"--runs 0: must be a whole number of at least 1"),
+    Case("profile negative warmup", _profile("absent.tflite", None, "--warmup", "-1"), 2, r"--warmup -1"),
+    Case("profile negative min seconds", _profile("absent.tflite", None, "--min-seconds", "-1"), 2,
+         r"--min-seconds -1: must be 0 or more seconds"),
+    Case("profile zero timeout", _profile("absent.tflite", None, "--timeout", "0"), 2,
+         r"--timeout 0: must be more than 0 seconds"),
+    Case("profile unknown compute units", _profile("absent.tflite", None, "--compute-units", "NPU"), 2,
+         r"--compute-units 'NPU': valid are ALL, CPU_AND_NE, CPU_ONLY, CPU_AND_GPU"),
+    Case("profile force without record", _profile("m.tflite", b"x", "--force"), 2,
+         r"--force applies to --record only"),
+    Case("record this host as a pi5", _profile("m.tflite", b"x", "--record", "--target", "pi5"), 2,
+         r"--record --target pi5: local is this machine \(the host target\), not a pi5.*--force"),
+    Case("record an unregistered ssh device",
+         _profile("m.tflite", b"x", "--device", "ssh://pi@pi5.local", "--record", "--target", "pi5"), 2,
+         r"ssh://pi@pi5\.local is not registered as a pi5 \(edgekd devices add NAME .* --target pi5\)"),
+    Case("ssh host like an option", _profile("m.tflite", b"x", "--device", "ssh://-oProxyCommand=touch${IFS}x"),
+         2, r"the host '-oproxycommand=touch\$\{ifs\}x' begins with '-'"),
+    Case("ssh user like an option",
+         _profile("m.tflite", b"x", "--device", "ssh://-oProxyCommand=touch${IFS}x@127.0.0.1"), 2,
+         r"the user '-oProxyCommand=touch\$\{IFS\}x' begins with '-'"),
+    Case("ssh host with a space", _profile("m.tflite", b"x", "--device", "ssh://-oProxyCommand=touch x"), 2,
+         r"a device URI has no spaces or control characters"),
+    Case("ssh host with a newline", _profile("m.tflite", b"x", "--device", "ssh://pi@host\n-oX=y"), 2,
+         r"a device URI has no spaces or control characters"),
+    Case("ssh empty user", _profile("m.tflite", b"x", "--device", "ssh://@pi.local"), 2,
+         r"the user is empty"),
+    Case("ssh broken ipv6", _profile("m.tflite", b"x", "--device", "ssh://[::1"), 2,
+         r"'ssh://\[::1': not a valid URI \(Invalid IPv6 URL\)"),
+    Case("ssh password", _profile("m.tflite", b"x", "--device", "ssh://pi:hunter2@pi.local"), 2,
+         r"'ssh://pi:\*\*\*@pi\.local': edgekd takes no password .* ssh-copy-id pi@pi\.local"),
+    Case("adb serial like an option", _profile("m.tflite", b"x", "--device", "adb://-H"), 2,
+         r"the serial '-H' begins with '-'"),
+    Case("adb with core ml compute units",
+         _profile("m.tflite", b"x", "--device", "adb://R58", "--compute-units", "CPU_ONLY"), 2,
+         r"adb://R58: --compute-units CPU_ONLY is Core ML's"),
+    Case("devices add with a password", ["devices", "add", "pi", "ssh://pi:hunter2@pi.local"], 2,
+         r"edgekd takes no password in a device URI"),
+    Case("devices add local as a pi5", ["devices", "add", "here", "local", "--target", "pi5"], 2,
+         r"local is this machine, whose target is host, not pi5"),
+    Case("devices add unknown target", ["devices", "add", "pi", "ssh://pi@pi.local", "--target", "pi55"], 2,
+         r"Unknown target 'pi55'"),
+    Case("devices.yaml a list", _devices_yaml("- pi\n", "devices", "list"), 2,
+         r"devices\.yaml: holds \['pi'\], not a mapping of 'devices' alone; expected devices: \{NAME:"),
+    Case("devices.yaml devices a number", _devices_yaml("devices: 5\n", "devices", "list"), 2,
+         r"devices\.yaml: 'devices' is 5, not a mapping of names"),
+    Case("devices.yaml unknown key",
+         _devices_yaml("devices:\n  pi: {uri: local, passwd: x}\n", "devices", "list"), 2,
+         r"device 'pi' has unknown key\(s\) passwd; valid: uri, python, ssh_config, benchmark_model, target"),
+    Case("devices.yaml entry not a mapping",
+         _devices_yaml("devices:\n  pi: ssh://pi@pi\n", "devices", "list"), 2,
+         r"device 'pi' is not a mapping of its settings"),
+    Case("devices.yaml not yaml", _devices_yaml("devices: {pi: [\n", "devices", "check", "pi"), 2,
+         r"devices\.yaml: not valid YAML \(line \d+\)"),
+    Case("devices.yaml with a password",
+         _devices_yaml("devices:\n  pi: {uri: 'ssh://pi:hunter2@pi.local'}\n", "devices", "check", "pi"), 2,
+         r"device 'pi' has a password in its URI \(ssh://pi:\*\*\*@pi\.local\)"),
+    Case("devices.yaml host like an option",
+         _devices_yaml("devices:\n  pi: {uri: 'ssh://-oProxyCommand=touch${IFS}x'}\n", "devices", "check",
+                       "pi"), 2, r"the host '-oproxycommand=touch\$\{ifs\}x' begins with '-'"),
+    Case("calibrate zero threads", ["latency", "calibrate", "--target", "pi5", "--threads", "0"], 2,
+         r"--threads 0: profile rows are of 1 thread or more"),
+]  # fmt: skip
 
 
 # --- checkpoints and caches ---------------------------------------------------------------------

@@ -6,12 +6,14 @@ memory delta line, a newer one's, with median/p95 and the periodic peak-memory l
 push / run / clean-up sequence against a stand-in `adb` script that replays such a log. A real phone
 replaces the stand-in, nothing else."""
 
+import os
 import shlex
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from edgekd.devices import ProfileSettings
 from edgekd.devices.adb import ADBDevice, parse_benchmark_model
 from edgekd.errors import ConfigError, DeviceError
 
@@ -111,7 +113,7 @@ def test_profile_pushes_runs_parses_and_removes_its_directory(tmp_path):
     model = tmp_path / "student-int8.tflite"
     model.write_bytes(b"TFL3")
     adb = fake_adb(tmp_path, LOGS / "newer.txt")
-    measured = ADBDevice("R58M123ABC", adb=str(adb)).profile(model, threads=1, runs=50)
+    measured = ADBDevice("R58M123ABC", adb=str(adb)).profile(model, ProfileSettings(threads=1, runs=50))
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     mkdir, push, run = calls[0], calls[1], calls[2]
     remote_dir = mkdir.split()[-1]
@@ -139,6 +141,7 @@ def test_a_failed_benchmark_still_removes_the_directory(tmp_path):
 
 
 def test_only_tflite_goes_to_benchmark_model(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
     with pytest.raises(ConfigError, match="tflite files only"):
         ADBDevice("R58").profile(tmp_path / "m.onnx")
 
@@ -147,3 +150,40 @@ def test_check_reports_the_phone_and_where_benchmark_model_is(tmp_path):
     adb = fake_adb(tmp_path, LOGS / "newer.txt")
     found = ADBDevice("R58", adb=str(adb)).check()
     assert found["model"] == "Pixel 7" and found["benchmark_model"] == "/data/local/tmp/benchmark_model"
+
+
+def test_edgekd_profile_reaches_adb_with_the_shared_settings(tmp_path, monkeypatch, capsys):
+    from edgekd.cli import main
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    adb = fake_adb(tmp_path, LOGS / "newer.txt")
+    monkeypatch.setenv("PATH", f"{adb.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["profile", str(model), "--device", "adb://R58", "--threads", "3", "--runs", "7"]) == 0
+    run = next(c for c in (tmp_path / "calls.txt").read_text().splitlines() if "--graph=" in c)
+    assert "--num_threads=3" in run and "--num_runs=7" in run
+    assert "5.069 ms" in capsys.readouterr().out  # benchmark_model's median, parsed and printed
+
+
+def test_core_ml_compute_units_are_refused_by_name_before_adb_runs(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    adb = fake_adb(tmp_path, LOGS / "newer.txt")
+    with pytest.raises(ConfigError, match="--compute-units CPU_ONLY is Core ML's"):
+        ADBDevice("R58", adb=str(adb)).profile(model, ProfileSettings(compute_units="CPU_ONLY"))
+    assert not (tmp_path / "calls.txt").exists()
+
+
+def test_a_serial_or_file_that_looks_like_an_option_never_reaches_adb_as_one(tmp_path, monkeypatch):
+    for bad in ("adb://-H", "adb://-s%20x", "adb://R58\n-d"):
+        with pytest.raises(ConfigError, match="begins with '-'|spaces or control"):
+            ADBDevice.from_uri(bad)
+    with pytest.raises(ConfigError, match="begins with '-'"):
+        ADBDevice("-e")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "-m.tflite").write_bytes(b"TFL3")
+    adb = fake_adb(tmp_path, LOGS / "newer.txt")
+    ADBDevice("R58", adb=str(adb)).profile(Path("-m.tflite"))
+    push = next(c for c in (tmp_path / "calls.txt").read_text().splitlines() if " push " in c)
+    assert push.split()[3] == str(tmp_path / "-m.tflite")  # absolute: adb reads no option in it

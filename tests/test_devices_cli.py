@@ -4,13 +4,15 @@ and fit --device ending with measured against predicted latency."""
 
 import csv
 import json
+import os
+import stat
 import subprocess
 import sys
 
 import pytest
 
 from edgekd.cli import main
-from edgekd.devices.registry import DeviceEntry, add_device, connect, load_devices
+from edgekd.devices.registry import DeviceEntry, add_device, connect, devices_file, load_devices
 from edgekd.errors import ConfigError, UnknownNameError
 from tests.test_devices_ssh import leftovers, tflite  # noqa: F401  (the module's artifact fixture)
 
@@ -27,7 +29,11 @@ def loop(loopback_ssh):
     name = "loop"
     add_device(
         DeviceEntry(
-            name, loopback_ssh.uri, python=sys.executable, ssh_config=str(loopback_ssh.client_config)
+            name,
+            loopback_ssh.uri,
+            python=sys.executable,
+            ssh_config=str(loopback_ssh.client_config),
+            target="host",  # the loopback device is this machine
         ),
         replace=True,
     )
@@ -103,6 +109,56 @@ def test_record_needs_a_target_and_a_wrong_target_fails_first(tflite, capsys):  
     assert "--record needs --target" in capsys.readouterr().err
     assert main(["profile", str(tflite.path), "--target", "pi55"]) != 0
     assert "pi5" in capsys.readouterr().err
+
+
+def test_devices_yaml_is_readable_by_its_owner_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
+    assert main(["devices", "add", "pi", "ssh://pi@pi5.local", "--target", "pi5"]) == 0
+    assert stat.S_IMODE(os.stat(devices_file()).st_mode) == 0o600
+    devices_file().chmod(0o644)  # written by an older edgekd, or by hand
+    assert main(["devices", "add", "phone", "adb://R58"]) == 0
+    assert stat.S_IMODE(os.stat(devices_file()).st_mode) == 0o600
+    assert load_devices()["pi"].target == "pi5" and load_devices()["phone"].target is None
+    assert main(["devices", "list"]) == 0 and "pi5" in capsys.readouterr().out
+
+
+def test_a_password_already_in_devices_yaml_is_refused_unshown_and_removable(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("EDGEKD_CONFIG_DIR", str(tmp_path / "config"))
+    devices_file().parent.mkdir()
+    devices_file().write_text("devices:\n  pi: {uri: 'ssh://pi:hunter2@pi.local'}\n  here: {uri: local}\n")
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    profile = ["profile", str(tmp_path / "m.tflite"), "--device", "here"]
+    for argv in (["devices", "list"], profile, ["devices", "check", "pi"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "device 'pi' has a password" in err and "hunter2" not in err, err
+    assert main(["devices", "remove", "pi"]) == 0
+    assert list(load_devices()) == ["here"] and "hunter2" not in devices_file().read_text()
+    assert stat.S_IMODE(os.stat(devices_file()).st_mode) == 0o600
+
+
+def test_record_takes_the_targets_own_hardware_or_a_labelled_forced_row(tflite, tmp_path, capsys):  # noqa: F811
+    base = ["profile", str(tflite.path), "--runs", "3", "--warmup", "1", "--min-seconds", "0"]
+    profiles = tmp_path / "profiles"
+    record = ["--record", "--profiles-dir", str(profiles), "--target"]
+    assert main([*base, *record, "pi5"]) == 2
+    assert "local is this machine (the host target), not a pi5" in capsys.readouterr().err
+    assert not profiles.exists()  # refused before timing anything
+    assert main([*base, *record, "host"]) == 0
+    assert main([*base, *record, "pi5", "--force"]) == 0
+    assert "forced" in capsys.readouterr().out
+    host, pi5 = (_rows(profiles / f"{name}.csv") for name in ("host", "pi5"))
+    assert [r["source"] for r in host] == ["measured: edgekd profile on local"]
+    (forced,) = pi5
+    assert forced["source"] == (
+        "measured: edgekd profile on local (forced with --force: local is this machine (the host target), "
+        "not a pi5)"
+    )
+
+
+def _rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """SSH profiling against a real OpenSSH server on 127.0.0.1 (tests/sshd.py): the whole path for
 real, its failure cases, and after every one of them no temporary directory left on the device."""
 
+import contextlib
 import glob
+import re
 import subprocess
 import sys
 import threading
@@ -10,6 +12,7 @@ import venv
 
 import pytest
 
+from edgekd.devices import ProfileSettings
 from edgekd.devices.ssh import REMOTE_PREFIX, SSHDevice
 from edgekd.errors import ConfigError, DeviceError
 from tests.helpers import tiny_export_model
@@ -43,7 +46,7 @@ def device(loopback_ssh):
 
 
 def test_profile_over_ssh_times_the_artifact_on_the_device_and_leaves_nothing(device, tflite):
-    measured = device.profile(tflite.path, threads=1, runs=20, warmup=3, min_seconds=0.2)
+    measured = device.profile(tflite.path, ProfileSettings(threads=1, runs=20, warmup=3, min_seconds=0.2))
     lat = measured.latency
     assert lat.runs >= 20 and 0 < lat.median_ms <= lat.p90_ms <= lat.p99_ms and lat.iqr_ms >= 0
     assert lat.cold_start_ms > lat.median_ms and lat.runtime == "litert"
@@ -66,7 +69,7 @@ def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
         "mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
     )
     artifact = export(tiny_export_model(), "openvino", tmp_path, contract=contract, stem="tiny")
-    measured = device.profile(artifact.path, runs=5, warmup=1, min_seconds=0.05)
+    measured = device.profile(artifact.path, ProfileSettings(runs=5, warmup=1, min_seconds=0.05))
     assert measured.latency.runtime == "openvino"
     assert measured.layers and all(row["ms"] >= 0 for row in measured.layers)
     assert measured.layers[0]["ms"] == max(row["ms"] for row in measured.layers)
@@ -148,7 +151,7 @@ def test_a_bench_killed_mid_run_fails_clearly_and_leaves_nothing(device, tflite)
 
     def profile():
         try:
-            device.profile(tflite.path, runs=10**6, min_seconds=120)
+            device.profile(tflite.path, ProfileSettings(runs=10**6, min_seconds=120))
         except DeviceError as e:
             failure.append(str(e))
 
@@ -169,12 +172,96 @@ def test_a_bench_killed_mid_run_fails_clearly_and_leaves_nothing(device, tflite)
 
 def test_a_timeout_stops_the_bench_and_cleans_up(device, tflite):
     with pytest.raises(DeviceError, match="no answer within 3 s"):
-        device.profile(tflite.path, runs=10**6, min_seconds=120, timeout_s=3)
+        device.profile(tflite.path, ProfileSettings(runs=10**6, min_seconds=120, timeout_s=3))
     time.sleep(0.5)
     assert subprocess.run(["pgrep", "-f", REMOTE_BENCH], capture_output=True).returncode == 1
 
 
 def test_a_malformed_uri_is_refused():
-    for bad in ("ssh://", "http://pi", "ssh://pi:notaport"):
+    for bad in ("ssh://", "http://pi", "ssh://pi:notaport", "ssh://[::1", "ssh://@pi", "ssh://pi@"):
         with pytest.raises(ConfigError):
             SSHDevice.from_uri(bad)
+
+
+def test_the_host_comes_after_a_double_dash_in_every_ssh_command(loopback_ssh, monkeypatch):
+    """Every ssh edgekd starts goes through SSHDevice.run; its argv ends `-- HOST COMMAND`, so no
+    OpenSSH can read the host as an option, whatever its own hostname checks."""
+    config = loopback_ssh.client_config
+    device = SSHDevice.from_uri(loopback_ssh.uri, python=sys.executable, ssh_config=config)
+    started = []
+    real_run = subprocess.run
+
+    def recording_run(argv, **kwargs):
+        started.append(argv)
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
+    device.check()
+    assert len(started) >= 4  # mktemp, tar, bench --check, pkill, rm
+    for argv in started:
+        assert argv[0] == "ssh" and argv[-3:-1] == ["--", "127.0.0.1"], argv
+        assert argv.count("--") == 1
+
+
+def test_the_double_dash_alone_stops_a_host_that_reads_as_an_option(loopback_ssh, tmp_path, monkeypatch):
+    """A device whose host got past the URI checks (set on the object after they ran): without `--`,
+    ssh would take `-oProxyCommand=...` as an option and the next word (the remote command, here
+    `true`, a valid host name) as the host, and run the proxy command on this machine."""
+    monkeypatch.chdir(tmp_path)
+    device = SSHDevice.from_uri(loopback_ssh.uri, ssh_config=loopback_ssh.client_config)
+    object.__setattr__(device, "host", "-oProxyCommand=touch${IFS}marker")
+    with contextlib.suppress(DeviceError):  # ssh refuses the host name; how it says so varies
+        assert device.run("true", timeout_s=30).returncode != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def injection_uris(port: int, user: str) -> list[str]:
+    return [
+        "ssh://-oProxyCommand=touch MARKER",
+        "ssh://-oProxyCommand=touch${IFS}MARKER",
+        f"ssh://-oProxyCommand=touch${{IFS}}MARKER:{port}",
+        f"ssh://{user}@-oProxyCommand=touch${{IFS}}MARKER:{port}",
+        f"ssh://-oProxyCommand=touch${{IFS}}MARKER@127.0.0.1:{port}",
+        f"ssh://-lroot@127.0.0.1:{port}",
+        f"ssh://{user}@127.0.0.1:{port}\t-oProxyCommand=touch${{IFS}}MARKER",
+    ]
+
+
+def test_option_like_hosts_and_users_never_run_anything(loopback_ssh, tmp_path, monkeypatch, capsys):
+    from edgekd.cli import main
+
+    artifact = tmp_path / "m.tflite"
+    artifact.write_bytes(b"TFL3")  # refused before it is read
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # where a proxy command's `touch MARKER` would land
+    for uri in injection_uris(loopback_ssh.port, loopback_ssh.user):
+        for argv in (["profile", str(artifact), "--device", uri], ["devices", "check", uri]):
+            assert main(argv) == 2, argv
+            out, err = capsys.readouterr()
+            assert out == "" and len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+            assert "begins with '-'" in err or "no spaces or control characters" in err, err
+    assert list(cwd.iterdir()) == [] and not leftovers()
+
+
+def test_a_password_in_a_uri_is_refused_and_never_shown(loopback_ssh, capsys):
+    from edgekd.cli import main
+
+    uri = f"ssh://{loopback_ssh.user}:hun@ter2@127.0.0.1:{loopback_ssh.port}"  # a password may hold an @
+    for argv in (["devices", "add", "pw", uri], ["devices", "check", uri]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no password" in err and "ssh-copy-id" in err and "ter2" not in err and "hun" not in err
+    with pytest.raises(ConfigError, match="no password"):
+        SSHDevice.from_uri(uri)
+
+
+def test_a_garbage_artifact_fails_on_the_device_in_one_line(device, tmp_path):
+    garbage = tmp_path / "m.tflite"
+    garbage.write_bytes(b"garbage!")
+    with pytest.raises(DeviceError) as failed:
+        device.profile(garbage, ProfileSettings(runs=1, warmup=0, min_seconds=0))
+    message = str(failed.value)
+    assert "\n" not in message and "Traceback" not in message
+    expected = r"failed \(exit 2\): \S*m\.tflite \(tflite\): \w+ cannot load or run it: .*Flatbuffer"
+    assert re.search(expected, message), message

@@ -1,5 +1,6 @@
 """Measured latency on real hardware: this host (`local`), any board or Mac over SSH (`ssh`), an
-Android phone over ADB (`adb`), all reporting one `Measurement`; `registry` keeps named devices.
+Android phone over ADB (`adb`), all one `Device`: `check()`, and `profile(artifact, settings)` reporting
+one `Measurement`; `registry` keeps named devices.
 
 Example:
     >>> # measurement = connect("ssh://pi@raspberrypi.local").profile(Path("student-fp32.tflite"))
@@ -8,10 +9,15 @@ Example:
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
+from edgekd.devices.bench import COMPUTE_UNITS, SUFFIXES
 from edgekd.devices.local import LatencyStats
+from edgekd.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -27,3 +33,107 @@ class Measurement:
     layers: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # per-layer ms, slowest first
     memory_mb: float | None = None  # peak memory the device's tool reports, where it does
     extra: dict[str, Any] = field(default_factory=dict)  # figures only one tool reports (std, min, max)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """How an artifact is timed, on any device; each device uses what applies to it (compute units are
+    Core ML's, and a device whose tool has none refuses any but the default). Checked when made, so a
+    bad value fails before a device is contacted."""
+
+    threads: int = 1
+    runs: int = 50  # the minimum of timed runs
+    warmup: int = 10  # untimed runs first
+    min_seconds: float = 1.0  # the minimum of timed seconds
+    compute_units: str = "ALL"  # Core ML on a Mac
+    timeout_s: float = 600  # before a remote bench is stopped
+
+    def __post_init__(self) -> None:
+        for name, least in (("threads", 1), ("runs", 1), ("warmup", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ConfigError(f"--{name} {value!r}: must be a whole number of at least {least}.")
+        if not (math.isfinite(self.min_seconds) and self.min_seconds >= 0):
+            raise ConfigError(f"--min-seconds {self.min_seconds:g}: must be 0 or more seconds.")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ConfigError(f"--timeout {self.timeout_s:g}: must be more than 0 seconds.")
+        if self.compute_units not in COMPUTE_UNITS:
+            raise ConfigError(
+                f"--compute-units {self.compute_units!r}: valid are {', '.join(COMPUTE_UNITS)} (Core ML)."
+            )
+
+
+class Device(Protocol):
+    """What `edgekd profile` and `fit --device` need of a device (local, SSH, ADB)."""
+
+    @property
+    def uri(self) -> str: ...
+
+    def check(self) -> dict:
+        """Reachability and what the device has: its fingerprint (CPU or model, OS, runtimes)."""
+
+    def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
+        """`artifact` timed on the device under the shared protocol (`settings`: the defaults if None)."""
+
+
+FORMAT_NAMES = {"tflite": "TFLite", "openvino": "OpenVINO IR", "onnx": "ONNX", "coreml": "Core ML"}
+
+
+def artifact_format(artifact: Path) -> str:
+    """The format of the artifact at `artifact` (tflite, openvino, onnx, coreml), refusing, before any
+    device is contacted, a path that is missing, of an unknown kind, or without its companion files."""
+    from edgekd.export import companion_files
+
+    artifact = Path(artifact)
+    fmt = SUFFIXES.get(artifact.suffix)
+    if fmt is None:
+        raise ConfigError(
+            f"{artifact}: not an artifact edgekd can time (suffix {artifact.suffix or 'none'!r}); "
+            f"known: {', '.join(SUFFIXES)}."
+        )
+    if not artifact.exists():
+        raise ConfigError(f"{artifact}: no such artifact.")
+    if fmt == "coreml" and not artifact.is_dir():
+        raise ConfigError(f"{artifact}: a Core ML package is a directory, and this is a file.")
+    if fmt != "coreml" and not artifact.is_file():
+        raise ConfigError(f"{artifact}: a {FORMAT_NAMES[fmt]} model is a file, and this is a directory.")
+    for companion in companion_files(artifact):
+        if not companion.exists():
+            raise ConfigError(
+                f"{artifact}: {companion.name} is missing; the {FORMAT_NAMES[fmt]} format keeps part of the "
+                "model there, beside it. Copy it there, or export again."
+            )
+    return fmt
+
+
+_UNSAFE_CHARACTERS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def redacted(uri: str) -> str:
+    """`uri` with any password replaced by ***, for messages."""
+    return re.sub(r"(://[^/@:]*):[^/]*@", r"\1:***@", uri)  # greedy: a password may hold an @
+
+
+def refuse_unsafe_characters(uri: str) -> None:
+    """Whitespace and control characters are refused in a whole device URI, before urlsplit, which
+    drops tabs and newlines without a word."""
+    if _UNSAFE_CHARACTERS.search(uri):
+        raise ConfigError(
+            f"{redacted(uri)!r}: a device URI has no spaces or control characters; write "
+            "ssh://[user@]host[:port] or adb://SERIAL, or give the device a name in ~/.ssh/config."
+        )
+
+
+def refuse_option_like(uri: str, what: str, value: str) -> None:
+    """A host, user or serial that ssh or adb could read as an option (or that names nothing)."""
+    if not value:
+        raise ConfigError(
+            f"{redacted(uri)!r}: the {what} is empty; write ssh://[user@]host[:port] or adb://SERIAL."
+        )
+    if value.startswith("-"):
+        raise ConfigError(
+            f"{redacted(uri)!r}: the {what} {value!r} begins with '-', which ssh and adb would read as an "
+            f"option; no real {what} does."
+        )
+    if _UNSAFE_CHARACTERS.search(value):
+        raise ConfigError(f"{redacted(uri)!r}: the {what} {value!r} holds spaces or control characters.")

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -23,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgekd.devices import Measurement
+from edgekd.devices import (
+    Measurement,
+    ProfileSettings,
+    artifact_format,
+    refuse_option_like,
+    refuse_unsafe_characters,
+)
 from edgekd.devices.local import LatencyStats
 from edgekd.errors import ConfigError, DeviceError
 
@@ -123,10 +130,21 @@ class ADBDevice:
     serial: str
     benchmark_model: str = f"{REMOTE_ROOT}/benchmark_model"  # where the user pushed the tool
     adb: str = "adb"
+    xnnpack: bool = True  # benchmark_model's XNNPACK delegate
+    gpu: bool = False  # its GPU delegate
+
+    def __post_init__(self) -> None:
+        refuse_option_like(self.uri, "serial", self.serial)
 
     @classmethod
     def from_uri(cls, uri: str, **options) -> ADBDevice:
-        parts = urlsplit(uri)
+        refuse_unsafe_characters(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError as e:
+            raise ConfigError(
+                f"{uri!r}: not a valid URI ({e}); write adb://SERIAL (see `adb devices`)."
+            ) from e
         serial = parts.netloc or parts.path.lstrip("/")
         if parts.scheme != "adb" or not serial:
             raise ConfigError(f"{uri!r} is not an ADB device; write adb://SERIAL (see `adb devices`).")
@@ -178,40 +196,38 @@ class ADBDevice:
             raise DeviceError(f"{self.uri}: {done.stderr.strip()} (see `adb devices`).")
         return done
 
-    def profile(
-        self,
-        artifact: Path,
-        *,
-        threads: int = 1,
-        runs: int = 50,
-        warmup: int = 10,
-        min_seconds: float = 1.0,
-        xnnpack: bool = True,
-        gpu: bool = False,
-        timeout_s: float = 600,
-    ) -> Measurement:
+    def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
+        """`settings`: threads, runs, warm-up and minimum seconds go to benchmark_model, which has no
+        compute units (Core ML's): any but the default is refused rather than silently dropped."""
+        settings = settings or ProfileSettings()
         artifact = Path(artifact)
-        if artifact.suffix != ".tflite":
+        if artifact_format(artifact) != "tflite":
             raise ConfigError(
                 f"{artifact}: ADB profiling runs benchmark_model, which takes .tflite files only."
+            )
+        if settings.compute_units != ProfileSettings.compute_units:
+            raise ConfigError(
+                f"{self.uri}: --compute-units {settings.compute_units} is Core ML's (a Mac); benchmark_model "
+                "on a phone has none. Leave it out."
             )
         remote_dir = f"{REMOTE_ROOT}/edgekd-bench.{uuid.uuid4().hex[:12]}"
         remote_model = f"{remote_dir}/{artifact.name}"
         try:
             self._adb("shell", f"mkdir -p {shlex.quote(remote_dir)}", timeout_s=60)
-            pushed = self._adb("push", str(artifact), remote_model, timeout_s=timeout_s)
+            # absolute, so that a file named like "-x.tflite" is not read as an option of adb push
+            pushed = self._adb("push", os.path.abspath(artifact), remote_model, timeout_s=settings.timeout_s)
             if pushed.returncode != 0:
                 raise DeviceError(f"{self.uri}: adb push failed: {pushed.stderr.strip()}")
             command = self.benchmark_command(
                 remote_model,
-                threads=threads,
-                runs=runs,
-                warmup=warmup,
-                min_seconds=min_seconds,
-                xnnpack=xnnpack,
-                gpu=gpu,
+                threads=settings.threads,
+                runs=settings.runs,
+                warmup=settings.warmup,
+                min_seconds=settings.min_seconds,
+                xnnpack=self.xnnpack,
+                gpu=self.gpu,
             )
-            done = self._adb(*command[3:], timeout_s=timeout_s)
+            done = self._adb(*command[3:], timeout_s=settings.timeout_s)
             if "not found" in done.stdout + done.stderr and "benchmark_model" in done.stdout + done.stderr:
                 raise DeviceError(
                     f"{self.uri}: {self.benchmark_model} is not on the phone; push TensorFlow Lite's "
@@ -230,8 +246,9 @@ class ADBDevice:
             mean_ms=result.avg_ms,
             runs=result.runs,
             cold_start_ms=result.init_ms + result.first_inference_ms,
-            threads=threads,
-            runtime="tflite benchmark_model" + (" (gpu)" if gpu else " (xnnpack)" if xnnpack else ""),
+            threads=settings.threads,
+            runtime="tflite benchmark_model"
+            + (" (gpu)" if self.gpu else " (xnnpack)" if self.xnnpack else ""),
             runtime_version="",
             device=f"{fingerprint.get('model', 'android')} ({self.uri})",
         )

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -189,14 +190,44 @@ def _random_input(shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
-    """(invoke, runtime name, version) for the artifact at `path`, its input set to random data of
-    the model's own shape and type."""
+class UnreadableArtifact(ValueError):
+    """The artifact's runtime refused to load or run it: a damaged, truncated or foreign file."""
+
+    def __init__(self, path: str, fmt: str, runtime: str, error: BaseException):
+        self.path, self.fmt, self.runtime, self.detail = path, fmt, runtime, one_line(str(error))
+        super().__init__(f"{path} ({fmt}): {runtime} cannot load or run it: {self.detail}")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A runtime's message on one line: OpenVINO's "Exception from src/...:N:" frames dropped,
+    whitespace collapsed, cut at `limit` characters."""
+    kept = [line for line in text.splitlines() if not re.match(r"\s*Exception from \S+:\d+:?\s*$", line)]
+    flat = " ".join(" ".join(kept).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "..."
+
+
+def artifact_kind(path: str) -> str:
+    """The format a path's suffix names (tflite, openvino, onnx, coreml); ValueError for any other."""
     suffix = os.path.splitext(path.rstrip("/"))[1]
-    fmt = SUFFIXES.get(suffix)
-    if fmt is None:
+    if suffix not in SUFFIXES:
         raise ValueError(f"{path}: unknown artifact type {suffix!r}; expected one of {', '.join(SUFFIXES)}")
+    return SUFFIXES[suffix]
+
+
+def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
+    """(invoke, runtime name, version, handle) for the artifact at `path`, its input set to random data
+    of the model's own shape and type. UnreadableArtifact: the runtime refused the file."""
+    fmt = artifact_kind(path)
+    if compute_units not in COMPUTE_UNITS:
+        raise ValueError(f"compute units {compute_units!r}; valid: {', '.join(COMPUTE_UNITS)}")
     module, runtime = _import_first(fmt)
+    try:
+        return _load(fmt, module, runtime, path, threads, compute_units)
+    except Exception as e:  # each runtime raises its own kinds: ValueError, RuntimeError, pybind11's
+        raise UnreadableArtifact(path, fmt, module, e) from e
+
+
+def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units: str):
     version = getattr(runtime, "__version__", "unknown")
     if fmt == "tflite":
         if module == "ai_edge_litert":
@@ -229,8 +260,6 @@ def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
         }
         return (lambda: session.run(None, feed)), "onnxruntime", version, session
     # Core ML: only on macOS; the compute units choose CPU, GPU and Neural Engine.
-    if compute_units not in COMPUTE_UNITS:
-        raise ValueError(f"compute units {compute_units!r}; valid: {', '.join(COMPUTE_UNITS)}")
     model = runtime.models.MLModel(path, compute_units=getattr(runtime.ComputeUnit, compute_units))
     description = model.get_spec().description.input[0]
     if description.type.WhichOneof("Type") == "imageType":
@@ -271,7 +300,10 @@ def bench(
     before = fingerprint(runtimes=False)
     started = time.perf_counter_ns()
     invoke, runtime, version, handle = open_runtime(path, threads, compute_units)
-    invoke()
+    try:
+        invoke()
+    except Exception as e:  # a file that loads but cannot run (an op the runtime lacks)
+        raise UnreadableArtifact(path, artifact_kind(path), runtime, e) from e
     cold_ns = time.perf_counter_ns() - started
     samples = timed_runs(
         invoke, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_runs=max_runs, tick=tick

@@ -28,6 +28,8 @@ from edgekd.runtimes import Session, open_session
 if TYPE_CHECKING:
     import torch.nn as nn
 
+    from edgekd.devices import Measurement, ProfileSettings
+
 
 @dataclass(frozen=True)
 class LatencyStats:
@@ -225,33 +227,37 @@ class LocalDevice:
 
         return fingerprint()
 
-    def profile(
-        self,
-        artifact,
-        *,
-        threads: int = 1,
-        runs: int = 50,
-        warmup: int = 10,
-        min_seconds: float = 1.0,
-        compute_units: str = "ALL",
-        timeout_s: float | None = None,  # accepted for the devices' common signature; nothing to wait on
-    ):
-        from edgekd.devices import Measurement
-        from edgekd.devices.bench import MissingRuntime, bench, fingerprint
-        from edgekd.errors import DependencyError
+    def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
+        """`settings` (`ProfileSettings`): all but the timeout apply; nothing here is waited on."""
+        from edgekd.devices import FORMAT_NAMES, Measurement, ProfileSettings, artifact_format
+        from edgekd.devices.bench import MissingRuntime, UnreadableArtifact, bench, fingerprint
+        from edgekd.errors import DependencyError, ExportError, RuntimeUnavailableError
+        from edgekd.runtimes import CoreMLSession, available_here
 
+        settings = settings or ProfileSettings()
+        fmt = artifact_format(artifact)
+        if fmt == "coreml" and not available_here(CoreMLSession):
+            raise RuntimeUnavailableError(
+                f"{artifact}: Core ML models run only on macOS (this is {platform.system()}); profile it "
+                "on a Mac: --device ssh://user@mac."
+            )
         try:
             result = bench(
                 str(artifact),
-                threads=threads,
-                warmup=warmup,
-                min_runs=runs,
-                min_seconds=min_seconds,
+                threads=settings.threads,
+                warmup=settings.warmup,
+                min_runs=settings.runs,
+                min_seconds=settings.min_seconds,
                 max_runs=10_000,
-                compute_units=compute_units,
+                compute_units=settings.compute_units,
             )
         except MissingRuntime as e:
             raise DependencyError(f"{e}: pip install {e.packages[0]}") from e
+        except UnreadableArtifact as e:
+            raise ExportError(
+                f"{artifact} ({FORMAT_NAMES[fmt]}): {e.runtime} cannot load or run it ({e.detail}); export "
+                "it again (edgekd export), or copy it again if it came from elsewhere."
+            ) from e
         return Measurement(
             "local",
             Path(artifact).name,

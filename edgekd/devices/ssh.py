@@ -24,8 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgekd.devices import Measurement
-from edgekd.devices.bench import MISSING_RUNTIME_EXIT
+from edgekd.devices import (
+    Measurement,
+    ProfileSettings,
+    artifact_format,
+    redacted,
+    refuse_option_like,
+    refuse_unsafe_characters,
+)
+from edgekd.devices.bench import MISSING_RUNTIME_EXIT, one_line
 from edgekd.devices.local import latency_from_bench
 from edgekd.errors import ConfigError, DeviceError
 
@@ -53,15 +60,31 @@ class SSHDevice:
     ssh_config: Path | None = None  # an ssh_config file instead of ~/.ssh/config (-F)
     connect_timeout_s: int = 10
 
+    def __post_init__(self) -> None:
+        # Checked here, not only in from_uri, so that no way of making a device lets a host or user
+        # reach ssh's command line as an option.
+        refuse_option_like(self.uri, "host", self.host)
+        if self.user is not None:
+            refuse_option_like(self.uri, "user", self.user)
+
     @classmethod
     def from_uri(cls, uri: str, **options) -> SSHDevice:
-        parts = urlsplit(uri)
-        if parts.scheme != "ssh" or not parts.hostname:
-            raise ConfigError(f"{uri!r} is not an SSH device; write ssh://[user@]host[:port].")
+        shown = redacted(uri)
+        refuse_unsafe_characters(uri)
         try:
+            parts = urlsplit(uri)
             port = parts.port
         except ValueError as e:
-            raise ConfigError(f"{uri!r}: bad port ({e}).") from e
+            raise ConfigError(f"{shown!r}: not a valid URI ({e}); write ssh://[user@]host[:port].") from e
+        if parts.scheme != "ssh" or not parts.hostname:
+            raise ConfigError(f"{shown!r} is not an SSH device; write ssh://[user@]host[:port].")
+        if parts.password is not None:
+            raise ConfigError(
+                f"{shown!r}: edgekd takes no password in a device URI (it would sit in devices.yaml and "
+                f"never be used: ssh runs in batch mode). Log in with a key: ssh-copy-id "
+                f"{parts.username or 'USER'}@{parts.hostname}, then ssh-agent or an IdentityFile in "
+                "~/.ssh/config; and write the URI without the password."
+            )
         return cls(parts.hostname, parts.username, port, **options)
 
     @property
@@ -76,9 +99,10 @@ class SSHDevice:
             args += ["-F", str(self.ssh_config)]
         if self.port:
             args += ["-p", str(self.port)]
-        if self.user:
+        if self.user is not None:
             args += ["-l", self.user]
-        return [*args, self.host, command]
+        # "--" ends ssh's options: whatever the host is, every OpenSSH reads it as the destination.
+        return [*args, "--", self.host, command]
 
     def run(
         self, command: str, *, timeout_s: float, stdin: bytes | None = None
@@ -122,30 +146,23 @@ class SSHDevice:
             done = self.run(f"{shlex.quote(self.python)} {remote}/bench.py --check", timeout_s=timeout_s)
             return self._json(done, "check")["fingerprint"]
 
-    def profile(
-        self,
-        artifact: Path,
-        *,
-        threads: int = 1,
-        runs: int = 50,
-        warmup: int = 10,
-        min_seconds: float = 1.0,
-        compute_units: str = "ALL",
-        timeout_s: float = 600,
-    ) -> Measurement:
+    def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
+        settings = settings or ProfileSettings()
         artifact = Path(artifact)
-        with _RemoteWorkspace(self, timeout_s, artifact) as remote:
+        artifact_format(artifact)  # a path that cannot be an artifact fails before the device is contacted
+        with _RemoteWorkspace(self, settings.timeout_s, artifact) as remote:
             command = " ".join(
                 [
                     "exec",
                     shlex.quote(self.python),
                     f"{remote}/bench.py",
                     shlex.quote(f"{remote}/{artifact.name}"),
-                    f"--threads {threads} --runs {runs} --warmup {warmup} --min-seconds {min_seconds:g}",
-                    f"--compute-units {shlex.quote(compute_units)}",
+                    f"--threads {settings.threads} --runs {settings.runs} --warmup {settings.warmup}",
+                    f"--min-seconds {settings.min_seconds:g}",
+                    f"--compute-units {shlex.quote(settings.compute_units)}",
                 ]
             )
-            result = self._json(self.run(command, timeout_s=timeout_s), artifact.name)
+            result = self._json(self.run(command, timeout_s=settings.timeout_s), artifact.name)
         return Measurement(
             self.uri,
             artifact.name,
@@ -180,7 +197,7 @@ class SSHDevice:
                 how = f"was killed (signal {done.returncode - 128})"
             else:
                 how = f"failed (exit {done.returncode})"
-            detail = (result or {}).get("message") or err[-500:] or "no output"
+            detail = one_line((result or {}).get("message") or err[-500:] or "no output", limit=500)
             raise DeviceError(f"{self.uri}: the bench of {what} {how}: {detail}")
         return result
 
@@ -218,12 +235,8 @@ class _RemoteWorkspace:
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             tar.add(BENCH_SCRIPT, arcname="bench.py")
-            if self.artifact is not None:
-                if not self.artifact.exists():
-                    raise ConfigError(f"{self.artifact}: no such artifact.")
+            if self.artifact is not None:  # checked by artifact_format before the device was contacted
                 for path in [self.artifact, *companion_files(self.artifact)]:
-                    if not path.exists():
-                        raise ConfigError(f"{path}: missing, and {self.artifact.name} needs it beside it.")
                     tar.add(path, arcname=path.name)
         return buffer.getvalue()
 
