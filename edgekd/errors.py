@@ -26,6 +26,19 @@ class TeacherError(EdgeKDError):
     """A teacher that cannot be loaded or built."""
 
 
+class CheckpointError(EdgeKDError):
+    """A checkpoint or cache entry that cannot be loaded safely (pickled code, truncated, foreign):
+    `path` names the file, so a caller that owns a cache can move it aside and rebuild."""
+
+    def __init__(self, message: str, path) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class DiskFullError(EdgeKDError):
+    """The file system ran out of space: names the mount, the file and how much to free."""
+
+
 class ExportError(EdgeKDError):
     """A model that cannot be exported, or an artifact that fails its parity check."""
 
