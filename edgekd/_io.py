@@ -110,6 +110,8 @@ def reserve_space(fd: int, size: int, path: str | os.PathLike[str]) -> None:
     """Allocate the first `size` bytes of the open file `fd` now. A memory map of a sparse file gets
     its blocks when a page is first written, and on a full disk that write is a SIGBUS that kills
     the process; reserved up front, a full disk is a `DiskFullError` naming `path` here instead."""
+    if size <= 0:
+        return
     with full_disk_as_error(path, size):
         try:
             os.posix_fallocate(fd, 0, size)

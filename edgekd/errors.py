@@ -28,11 +28,12 @@ class TeacherError(EdgeKDError):
 
 class CheckpointError(EdgeKDError):
     """A checkpoint or cache entry that cannot be loaded safely (pickled code, truncated, foreign):
-    `path` names the file, so a caller that owns a cache can move it aside and rebuild."""
+    `path` names the file and `reason` says what is wrong with it, so a caller that owns a cache can
+    move it aside and rebuild."""
 
-    def __init__(self, message: str, path) -> None:
+    def __init__(self, message: str, path, reason: str = "") -> None:
         super().__init__(message)
-        self.path = path
+        self.path, self.reason = path, reason
 
 
 class DiskFullError(EdgeKDError):

@@ -163,6 +163,7 @@ def _unusable(checkpoint: Path, why: str) -> CheckpointError:
         f"{checkpoint}: cannot be resumed from: {why}. Delete it to restart this training step from "
         "its first epoch.",
         checkpoint,
+        why,
     )
 
 
