@@ -1,0 +1,120 @@
+"""A full disk under the caches is a one-line error naming the path and how much to free, never a
+SIGBUS and never half an entry a later run would trust; once space is freed the same call completes.
+
+The cache directory is a small tmpfs mounted for the test (root only; skipped elsewhere). The calls
+that hit the full disk run in a subprocess, so a regression that brings the SIGBUS back fails the
+test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import TensorDataset
+
+from edgekd.augment import Augmentation
+from edgekd.data import decode_once, load_image_folder
+from edgekd.distill.cache import TeacherOutputCache
+from tests.conftest import REPO
+
+SAMPLES, CLASSES, INPUT_SIZE = 2000, 20, 32  # teacher outputs: 80 KB of fp16 logits
+FULL, ROOMY = "64k", "2m"
+
+# Both caches filled into the tmpfs; each EdgeKDError's message (or "ok") printed as JSON.
+CHILD = """
+import json, sys
+from pathlib import Path
+from edgekd.errors import EdgeKDError
+from tests.test_disk_full import fill_decoded_images, fill_teacher_outputs
+
+def attempt(fill):
+    try:
+        fill(Path(sys.argv[1]), Path(sys.argv[2]))
+        return "ok"
+    except EdgeKDError as e:
+        return str(e)
+
+errors = {"teacher outputs": attempt(fill_teacher_outputs), "decoded images": attempt(fill_decoded_images)}
+print(json.dumps(errors))
+"""
+
+
+def fill_teacher_outputs(cache, _images):
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, CLASSES)).eval()
+    data = TensorDataset(torch.randn(SAMPLES, 3, 4, 4), torch.zeros(SAMPLES, dtype=torch.long))
+    augmentation = Augmentation(draws=1, max_shift=0, hflip=False)
+    outputs = TeacherOutputCache.open(cache, teacher, "fingerprint", augmentation, SAMPLES, CLASSES)
+    outputs.fill(teacher, data, augmentation)
+    return outputs
+
+
+def fill_decoded_images(cache, images):
+    return decode_once(load_image_folder(images, INPUT_SIZE), cache)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    mount = tmp_path / "cache"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={FULL}", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        # lazily: this process may still hold a memory map of a file in it
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Two classes of 20 PNGs: the train split decodes to 28 images of 32² RGB, 86 KB."""
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / "images" / "train" / label).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 256, (INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "images" / "train" / label / f"{i}.png")
+    return tmp_path / "images"
+
+
+def test_a_full_cache_disk_is_a_one_line_error_and_leaves_no_half_entry(tmpfs, image_folder):
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmpfs), str(image_folder)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr  # a SIGBUS would be -7 here
+    errors = json.loads(child.stdout.splitlines()[-1])
+    for name, file in (
+        ("teacher outputs", r"teacher-outputs/\w+/values\.f16"),
+        ("decoded images", "train-images.npy"),
+    ):
+        assert "\n" not in errors[name]
+        mount = re.escape(str(tmpfs))
+        pattern = rf"no space left on {mount} writing {mount}/.*{file}: free \d+ MB or pass --cache-dir\."
+        assert re.fullmatch(pattern, errors[name]), errors[name]
+    assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []  # nothing a later run could trust
+
+    subprocess.run(["mount", "-o", f"remount,size={ROOMY}", str(tmpfs)], check=True)
+    outputs = fill_teacher_outputs(tmpfs, image_folder)
+    assert outputs.complete
+    decoded = fill_decoded_images(tmpfs, image_folder)
+    direct = load_image_folder(image_folder, INPUT_SIZE)
+    for i in (0, len(direct.train) - 1):
+        assert torch.allclose(decoded.train[i][0], direct.train[i][0], atol=1e-6)
+    del outputs, decoded
