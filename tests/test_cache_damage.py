@@ -1,9 +1,11 @@
-"""A full disk under the caches is a one-line error naming the path and how much to free, never a
-SIGBUS and never half an entry a later run would trust; once space is freed the same call completes.
+"""The teacher-output and decoded-image caches survive damage: an entry cut short or not matching its
+key is moved aside with a warning naming it and rebuilt; a full disk is a one-line error naming the
+path and how much to free, never a SIGBUS and never half an entry a later run would trust, and once
+space is freed the same call completes.
 
-The cache directory is a small tmpfs mounted for the test (root only; skipped elsewhere). The calls
-that hit the full disk run in a subprocess, so a regression that brings the SIGBUS back fails the
-test instead of killing pytest.
+For the full disk the cache directory is a small tmpfs mounted for the test (root only; skipped
+elsewhere). The calls that hit it run in a subprocess, so a regression that brings the SIGBUS back
+fails the test instead of killing pytest.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ CHILD = """
 import json, sys
 from pathlib import Path
 from edgekd.errors import EdgeKDError
-from tests.test_disk_full import fill_decoded_images, fill_teacher_outputs
+from tests.test_cache_damage import fill_decoded_images, fill_teacher_outputs
 
 def attempt(fill):
     try:
@@ -118,3 +120,37 @@ def test_a_full_cache_disk_is_a_one_line_error_and_leaves_no_half_entry(tmpfs, i
     for i in (0, len(direct.train) - 1):
         assert torch.allclose(decoded.train[i][0], direct.train[i][0], atol=1e-6)
     del outputs, decoded
+
+
+def test_a_damaged_teacher_output_entry_is_moved_aside_and_refilled(tmp_path, caplog):
+    filled = fill_teacher_outputs(tmp_path, None)
+    everything = torch.arange(SAMPLES)
+    expected = filled.lookup(everything, 0)
+    values = filled.directory / "values.f16"
+    del filled
+    values.write_bytes(values.read_bytes()[:1000])
+    with caplog.at_level("WARNING", logger="edgekd"):
+        refilled = fill_teacher_outputs(tmp_path, None)
+    [aside] = refilled.directory.parent.glob(f"{refilled.directory.name}.corrupt-*")
+    assert f"{refilled.directory}: teacher-output cache with values.f16 missing or truncated" in caplog.text
+    assert aside.name in caplog.text
+    assert torch.equal(refilled.lookup(everything, 0), expected)
+
+
+def test_a_damaged_decoded_image_array_is_moved_aside_and_decoded_again(tmp_path, image_folder, caplog):
+    decoded = fill_decoded_images(tmp_path, image_folder)
+    expected = [decoded.train[i][0] for i in range(len(decoded.train))]
+    directory = next((tmp_path / "decoded").iterdir())
+    images, labels = directory / "train-images.npy", directory / "val-labels.npy"
+    del decoded
+    images.write_bytes(images.read_bytes()[:5000])
+    np.save(labels, np.zeros(len(np.load(labels)), dtype=np.int64))  # readable, but not the split's labels
+    with caplog.at_level("WARNING", logger="edgekd"):
+        again = fill_decoded_images(tmp_path, image_folder)
+    assert f"{images}: decoded-image cache cannot be read" in caplog.text
+    assert f"{labels}: decoded-image cache does not match the split" in caplog.text
+    assert len(list(directory.glob("*.corrupt-*"))) == 2
+    assert all(torch.equal(again.train[i][0], image) for i, image in enumerate(expected))
+    assert list(again.val.labels) == [
+        label for _, label in load_image_folder(image_folder, INPUT_SIZE).val.samples
+    ]
