@@ -84,26 +84,38 @@ def move_aside(path: str | os.PathLike[str], reason: str) -> Path:
     return aside
 
 
-def disk_full_error(path: str | os.PathLike[str], needed_bytes: int) -> EdgeKDError:
-    """The one-line error for a full file system: its mount point, the file and how much to free."""
+def disk_full_error(
+    path: str | os.PathLike[str], needed_bytes: int, elsewhere: str = "--cache-dir"
+) -> EdgeKDError:
+    """The one-line error for a full file system: its mount point, the file, how much to free and the
+    option that puts the file on another disk."""
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists())
     mount = existing.resolve()
     while not os.path.ismount(mount):
         mount = mount.parent
     short = max(1, -(-(needed_bytes - shutil.disk_usage(existing).free) // _MB))
-    return DiskFullError(f"no space left on {mount} writing {path}: free {short} MB or pass --cache-dir.")
+    return DiskFullError(f"no space left on {mount} writing {path}: free {short} MB or pass {elsewhere}.")
 
 
 @contextmanager
-def full_disk_as_error(path: str | os.PathLike[str], needed_bytes: int = 0):
-    """Turn a write's ENOSPC/EDQUOT `OSError` inside the block into `disk_full_error(path, ...)`."""
+def full_disk_as_error(path: str | os.PathLike[str], needed_bytes: int = 0, elsewhere: str = "--cache-dir"):
+    """Turn a write's ENOSPC/EDQUOT `OSError` inside the block into `disk_full_error(path, ...)`, also
+    when a writer's cleanup raised another error over it (torch.save's zip writer does)."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in _NO_SPACE:
+    except Exception as e:
+        if not _out_of_space(e):
             raise
-        raise disk_full_error(path, needed_bytes) from e
+        raise disk_full_error(path, needed_bytes, elsewhere) from e
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def reserve_space(fd: int, size: int, path: str | os.PathLike[str]) -> None:

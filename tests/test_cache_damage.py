@@ -10,6 +10,7 @@ fails the test instead of killing pytest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,9 @@ from torch.utils.data import TensorDataset
 from edgekd.augment import Augmentation
 from edgekd.data import decode_once, load_image_folder
 from edgekd.distill.cache import TeacherOutputCache
+from edgekd.distill.losses import make_loss
+from edgekd.distill.trainer import TrainConfig, train
+from edgekd.errors import DiskFullError
 from tests.conftest import REPO
 
 SAMPLES, CLASSES, INPUT_SIZE = 2000, 20, 32  # teacher outputs: 80 KB of fp16 logits
@@ -154,3 +158,18 @@ def test_a_damaged_decoded_image_array_is_moved_aside_and_decoded_again(tmp_path
     assert list(again.val.labels) == [
         label for _, label in load_image_folder(image_folder, INPUT_SIZE).val.samples
     ]
+
+
+def test_a_full_disk_while_checkpointing_is_a_one_line_error_and_leaves_no_file(tmpfs, digits):
+    small = dataclasses.replace(digits, train=TensorDataset(*(t[:64] for t in digits.train.tensors)))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))  # 120 KB of weights
+    config = TrainConfig(epochs=1, batch_size=32, lr=1e-2)
+    with pytest.raises(DiskFullError) as full:
+        train(model, small, config, loss=make_loss("ce"), checkpoint_dir=tmpfs / "checkpoints")
+    mount = re.escape(str(tmpfs))
+    pattern = (
+        rf"no space left on {mount} writing {mount}/checkpoints/last\.pt: free \d+ MB or pass --runs-dir "
+        r"\(or --cache-dir for a teacher's\)\."
+    )
+    assert re.fullmatch(pattern, str(full.value)), full.value
+    assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []

@@ -167,6 +167,13 @@ def _unusable(checkpoint: Path, why: str) -> CheckpointError:
     )
 
 
+def _save_state(state: dict, path: Path) -> None:
+    # Through a Python file: given a path, torch's own writer reports a full disk as a RuntimeError
+    # ("unexpected pos"), not as the OSError(ENOSPC) that becomes a DiskFullError.
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
 def _read_checkpoint(checkpoint: Path) -> dict:
     """The training state in `checkpoint`, loaded with `weights_only=True`: a file holding anything
     but tensors, numbers, strings and containers (a pickle that would run code) is refused unread."""
@@ -349,8 +356,8 @@ def train(
                 "rng": _rng_state(),
                 "history": [asdict(m) for m in history],
             }
-            with full_disk_as_error(checkpoint):
-                write_with(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            with full_disk_as_error(checkpoint, elsewhere="--runs-dir (or --cache-dir for a teacher's)"):
+                write_with(checkpoint, lambda tmp, state=state: _save_state(state, tmp))
         barrier(world)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
