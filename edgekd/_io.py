@@ -145,11 +145,17 @@ def cached_json(
     path: Path, compute: Callable[[], T], to_json: Callable[[T], Any], from_json: Callable[[Any], T]
 ) -> T:
     """`compute()`'s value, kept as JSON at `path`: read back when the file exists, else computed and
-    written atomically."""
+    written atomically. A file that does not read back (cut short, hand-edited, an older layout) is
+    moved aside and the value computed again."""
     if path.exists():
-        return from_json(json.loads(path.read_text()))
+        try:
+            return from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            why = " ".join(str(e).split())[:200]
+            move_aside(path, f"cache entry cannot be read back ({type(e).__name__}: {why})")
     value = compute()
-    write_json_atomic(path, to_json(value))
+    with full_disk_as_error(path):
+        write_json_atomic(path, to_json(value))
     return value
 
 

@@ -173,3 +173,18 @@ def test_a_full_disk_while_checkpointing_is_a_one_line_error_and_leaves_no_file(
     )
     assert re.fullmatch(pattern, str(full.value)), full.value
     assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []
+
+
+def test_a_json_cache_entry_that_does_not_read_back_is_moved_aside_and_recomputed(tmp_path, caplog):
+    from edgekd._io import cached_json
+
+    path = tmp_path / "costs.json"
+    path.write_text('{"macs": 12')  # cut short
+    with caplog.at_level("WARNING", logger="edgekd"):
+        value = cached_json(path, lambda: {"macs": 12}, dict, dict)
+    [aside] = tmp_path.glob("costs.json.corrupt-*")
+    assert value == {"macs": 12} and json.loads(path.read_text()) == {"macs": 12}
+    assert (
+        f"{path}: cache entry cannot be read back (JSONDecodeError" in caplog.text
+        and aside.name in caplog.text
+    )

@@ -17,8 +17,8 @@ from edgekd.catalog import TeacherRecipe
 from edgekd.checkpoint import load_model
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import CHECKPOINT, TrainConfig, train
-from edgekd.errors import CheckpointError
-from edgekd.teachers import teacher_cache_key, train_cached_teacher
+from edgekd.errors import CheckpointError, TeacherError
+from edgekd.teachers import resolve_teacher, teacher_cache_key, train_cached_teacher
 
 RECIPE = TeacherRecipe("test_efficientnet", epochs=1, batch_size=32, lr=3e-3)
 CONFIG = TrainConfig(epochs=1, batch_size=32, lr=1e-2)
@@ -86,6 +86,17 @@ def test_a_run_checkpoint_that_would_run_code_is_refused_unread(small, tmp_path,
     assert "Python objects besides tensors" in message and "Delete it" in message
     assert not marker.exists()
     assert planted.exists()  # a run's own checkpoint is the user's to delete, not edgekd's
+
+
+@pytest.mark.parametrize("as_zip", [True, False], ids=["torch.save zip", "plain pickle"])
+def test_teacher_weights_that_would_run_code_are_refused_unread(small, tmp_path, as_zip):
+    marker = tmp_path / "MARKER"
+    weights = plant_code_checkpoint(tmp_path / "weights.pth", marker, as_zip)
+    with pytest.raises(TeacherError) as refused:
+        resolve_teacher("test_efficientnet", weights, small, cache_dir=tmp_path / "cache")
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{weights}: holds pickled Python objects")
+    assert not marker.exists()
 
 
 def test_a_truncated_run_checkpoint_is_refused_by_name(small, tmp_path):
