@@ -83,7 +83,8 @@ def test_a_run_checkpoint_that_would_run_code_is_refused_unread(small, tmp_path,
         train(_cnn(), small, CONFIG, loss=make_loss("ce"), checkpoint_dir=checkpoints)
     message = str(refused.value)
     assert "\n" not in message and message.startswith(f"{planted}: cannot be resumed from")
-    assert "Python objects besides tensors" in message and "Delete it" in message
+    assert "pickled Python objects besides tensors" in message and "it was not unpickled" in message
+    assert "Delete it" in message
     assert not marker.exists()
     assert planted.exists()  # a run's own checkpoint is the user's to delete, not edgekd's
 

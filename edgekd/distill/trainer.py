@@ -182,7 +182,10 @@ def _read_checkpoint(checkpoint: Path) -> dict:
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = "it holds Python objects besides tensors and numbers, which edgekd never writes"
+        why = (
+            "it holds pickled Python objects besides tensors and numbers, which only an older edgekd or "
+            "a file crafted to run code would write; it was not unpickled"
+        )
         raise _unusable(checkpoint, why) from e
     except Exception as e:  # torch raises RuntimeError, EOFError, ValueError, ... for a damaged file
         raise _unusable(checkpoint, f"it is damaged or not a training checkpoint ({type(e).__name__})") from e
