@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from edgekd._io import write_with
+from edgekd._io import write_bytes_atomic
 from edgekd.errors import TeacherError
 
 FORMAT = "edgekd-model/1"
@@ -38,11 +38,13 @@ class ModelInfo:
 
 
 def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "info": json.dumps(asdict(info))}
-    return write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    # Serialised here and written by Python: safetensors' own writer reports a full disk as a
+    # SafetensorError rather than the OSError(ENOSPC) callers turn into a DiskFullError.
+    return write_bytes_atomic(path, save(state, metadata=metadata))
 
 
 def read_info(path: Path) -> ModelInfo | None:

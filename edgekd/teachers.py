@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from edgekd import __version__
-from edgekd._io import file_sha256, move_aside
+from edgekd._io import file_sha256, full_disk_as_error, move_aside
 from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe, load_weights
 from edgekd.checkpoint import ModelInfo, load_model, read_info, save_model
 from edgekd.data import DataSplits
@@ -133,7 +133,8 @@ def train_cached_teacher(
     info = _info(
         recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__
     )
-    save_model(path, model, info)
+    with full_disk_as_error(path):
+        save_model(path, model, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("trained teacher %s (val accuracy %.4f), cached at %s", recipe.arch, val, path)
     return Teacher(model.eval(), info, f"{recipe.arch} trained by edgekd, cached at {path}")

@@ -23,7 +23,9 @@ import torch
 from PIL import Image
 from torch.utils.data import TensorDataset
 
+from edgekd._io import cached_json, full_disk_as_error
 from edgekd.augment import Augmentation
+from edgekd.checkpoint import ModelInfo, save_model
 from edgekd.data import decode_once, load_image_folder
 from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.losses import make_loss
@@ -160,7 +162,9 @@ def test_a_damaged_decoded_image_array_is_moved_aside_and_decoded_again(tmp_path
     ]
 
 
-def test_a_full_disk_while_checkpointing_is_a_one_line_error_and_leaves_no_file(tmpfs, digits):
+def test_a_full_disk_while_checkpointing_or_caching_a_model_is_a_one_line_error_and_leaves_no_file(
+    tmpfs, digits
+):
     small = dataclasses.replace(digits, train=TensorDataset(*(t[:64] for t in digits.train.tensors)))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))  # 120 KB of weights
     config = TrainConfig(epochs=1, batch_size=32, lr=1e-2)
@@ -173,11 +177,16 @@ def test_a_full_disk_while_checkpointing_is_a_one_line_error_and_leaves_no_file(
     )
     assert re.fullmatch(pattern, str(full.value)), full.value
     assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []
+    # the cached teacher's safetensors file: an OSError(ENOSPC) the cache turns into this error too
+    cached = tmpfs / "teachers" / "teacher.safetensors"
+    info = ModelInfo("linear", small.classes, 32, small.mean, small.std)
+    full_message = rf"writing {re.escape(str(cached))}: free \d+ MB"
+    with pytest.raises(DiskFullError, match=full_message), full_disk_as_error(cached):
+        save_model(cached, model, info)
+    assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []
 
 
 def test_a_json_cache_entry_that_does_not_read_back_is_moved_aside_and_recomputed(tmp_path, caplog):
-    from edgekd._io import cached_json
-
     path = tmp_path / "costs.json"
     path.write_text('{"macs": 12')  # cut short
     with caplog.at_level("WARNING", logger="edgekd"):
