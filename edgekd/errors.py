@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class EdgeKDError(Exception):
     """Base of every error edgekd raises on purpose; the CLI prints it without a traceback."""
@@ -31,7 +33,7 @@ class CheckpointError(EdgeKDError):
     `path` names the file and `reason` says what is wrong with it, so a caller that owns a cache can
     move it aside and rebuild."""
 
-    def __init__(self, message: str, path, reason: str = "") -> None:
+    def __init__(self, message: str, path: Path, reason: str = "") -> None:
         super().__init__(message)
         self.path, self.reason = path, reason
 
