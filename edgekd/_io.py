@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edgekd.errors import DiskFullError, EdgeKDError
+
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_MB = 1 << 20
 
 
 @contextmanager
@@ -58,15 +67,95 @@ def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> P
     return Path(path)
 
 
+def move_aside(path: str | os.PathLike[str], reason: str) -> Path:
+    """Rename a damaged cache entry (file or folder) to `<name>.corrupt-<UTC time>` and warn, so the
+    caller rebuilds it and the bad copy stays for a post-mortem instead of being trusted again."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside, suffix = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while aside.exists():  # two entries found bad within the same second
+        suffix += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:  # another process sharing the cache moved it first
+        return aside
+    log.warning("%s: %s; moved aside to %s and rebuilding it", path, reason, aside.name)
+    return aside
+
+
+def disk_full_error(
+    path: str | os.PathLike[str], needed_bytes: int, elsewhere: str = "--cache-dir"
+) -> EdgeKDError:
+    """The one-line error for a full file system: its mount point, the file, how much to free and the
+    option that puts the file on another disk."""
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    mount = existing.resolve()
+    while not os.path.ismount(mount):
+        mount = mount.parent
+    short = max(1, -(-(needed_bytes - shutil.disk_usage(existing).free) // _MB))
+    return DiskFullError(f"no space left on {mount} writing {path}: free {short} MB or pass {elsewhere}.")
+
+
+@contextmanager
+def full_disk_as_error(path: str | os.PathLike[str], needed_bytes: int = 0, elsewhere: str = "--cache-dir"):
+    """Turn a write's ENOSPC/EDQUOT `OSError` inside the block into `disk_full_error(path, ...)`, also
+    when a writer's cleanup raised another error over it (torch.save's zip writer does)."""
+    try:
+        yield
+    except Exception as e:
+        if not _out_of_space(e):
+            raise
+        raise disk_full_error(path, needed_bytes, elsewhere) from e
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def reserve_space(fd: int, size: int, path: str | os.PathLike[str]) -> None:
+    """Allocate the first `size` bytes of the open file `fd` now. A memory map of a sparse file gets
+    its blocks when a page is first written, and on a full disk that write is a SIGBUS that kills
+    the process; reserved up front, a full disk is a `DiskFullError` naming `path` here instead."""
+    if size <= 0:
+        return
+    with full_disk_as_error(path, size):
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            _write_zeros(fd, size)  # a file system without fallocate: allocate by writing
+
+
+def _write_zeros(fd: int, size: int) -> None:
+    """Extend the file to `size` bytes with written zeros; what it already holds is left alone."""
+    block = bytes(_MB)
+    for offset in range(os.fstat(fd).st_size, size, _MB):
+        os.pwrite(fd, block[: size - offset], offset)
+    os.fsync(fd)
+
+
 def cached_json(
     path: Path, compute: Callable[[], T], to_json: Callable[[T], Any], from_json: Callable[[Any], T]
 ) -> T:
     """`compute()`'s value, kept as JSON at `path`: read back when the file exists, else computed and
-    written atomically."""
+    written atomically. A file that does not read back (cut short, hand-edited, an older layout) is
+    moved aside and the value computed again."""
     if path.exists():
-        return from_json(json.loads(path.read_text()))
+        try:
+            return from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            why = " ".join(str(e).split())[:200]
+            move_aside(path, f"cache entry cannot be read back ({type(e).__name__}: {why})")
     value = compute()
-    write_json_atomic(path, to_json(value))
+    with full_disk_as_error(path):
+        write_json_atomic(path, to_json(value))
     return value
 
 

@@ -110,7 +110,10 @@ def build_model(arch: str, num_classes: int, *, pretrained: bool = False, **kwar
 
 
 def read_state_dict(path: Path) -> dict[str, Any]:
-    """Tensors from a .safetensors file or a torch .pth/.pt (plain, or under 'state_dict'/'model')."""
+    """Tensors from a .safetensors file or a torch .pth/.pt (plain, or under 'state_dict'/'model'),
+    loaded with `weights_only=True`: a file that would run code is refused."""
+    import pickle
+
     import torch
 
     try:
@@ -119,8 +122,14 @@ def read_state_dict(path: Path) -> dict[str, Any]:
 
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise TeacherError(
+            f"{path}: holds pickled Python objects besides tensors, refused unread (loading them could run "
+            "code). Save the weights as a plain state dict or as .safetensors."
+        ) from e
     except Exception as e:
-        raise TeacherError(f"{path}: cannot be read as model weights ({e}).") from e
+        why = " ".join(str(e).split())[:200]  # one line, whatever the reader printed
+        raise TeacherError(f"{path}: cannot be read as model weights ({type(e).__name__}: {why}).") from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from edgekd._io import write_with
+from edgekd._io import write_bytes_atomic
 from edgekd.errors import TeacherError
 
 FORMAT = "edgekd-model/1"
@@ -38,11 +38,13 @@ class ModelInfo:
 
 
 def save_model(path: Path, model: nn.Module, info: ModelInfo) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "info": json.dumps(asdict(info))}
-    return write_with(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    # Serialised here and written by Python: safetensors' own writer reports a full disk as a
+    # SafetensorError rather than the OSError(ENOSPC) callers turn into a DiskFullError.
+    return write_bytes_atomic(path, save(state, metadata=metadata))
 
 
 def read_info(path: Path) -> ModelInfo | None:
@@ -56,9 +58,12 @@ def read_info(path: Path) -> ModelInfo | None:
         return None
     if metadata.get("format") != FORMAT:
         return None
-    raw = json.loads(metadata["info"])
-    raw["classes"], raw["mean"], raw["std"] = tuple(raw["classes"]), tuple(raw["mean"]), tuple(raw["std"])
-    return ModelInfo(**raw)
+    try:
+        raw = json.loads(metadata["info"])
+        raw["classes"], raw["mean"], raw["std"] = tuple(raw["classes"]), tuple(raw["mean"]), tuple(raw["std"])
+        return ModelInfo(**raw)
+    except (KeyError, TypeError, ValueError):  # a header edgekd did not write
+        return None
 
 
 def load_model(path: Path) -> tuple[nn.Module, ModelInfo]:
@@ -68,7 +73,11 @@ def load_model(path: Path) -> tuple[nn.Module, ModelInfo]:
 
     info = read_info(path)
     if info is None:
-        raise TeacherError(f"{path}: not a checkpoint written by edgekd (no '{FORMAT}' header).")
+        raise TeacherError(f"{path}: damaged, or not a checkpoint written by edgekd (no '{FORMAT}' header).")
     model = build_model(info.arch, info.num_classes, **info.kwargs)
-    model.load_state_dict(load_file(str(path)))
+    try:
+        model.load_state_dict(load_file(str(path)))
+    except Exception as e:  # safetensors and load_state_dict raise several types for a damaged file
+        why = " ".join(str(e).split())[:200]
+        raise TeacherError(f"{path}: damaged edgekd checkpoint ({type(e).__name__}: {why}).") from e
     return model.eval(), info

@@ -228,8 +228,9 @@ class DecodedDataset(Dataset):
 def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSplits:
     """The same splits with every image decoded once into `cache_root/decoded/<fingerprint>/` (uint8,
     memory-mapped on later runs): an epoch then costs no JPEG decoding. Only ImageFolder splits are
-    decoded; others are returned as they are."""
-    from edgekd._io import write_with
+    decoded; others are returned as they are. A cached array that is cut short or does not match the
+    split is moved aside with a warning and decoded again."""
+    from edgekd._io import full_disk_as_error, write_with
     from edgekd.progress import SilentObserver
 
     if not isinstance(splits.train, ImageFileDataset):
@@ -240,21 +241,56 @@ def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSpli
     for name in ("train", "val", "test"):
         dataset: ImageFileDataset = getattr(splits, name)
         images_path, labels_path = directory / f"{name}-images.npy", directory / f"{name}-labels.npy"
-        if not (images_path.exists() and labels_path.exists()):
-            size = splits.input_size
-            images = np.empty((len(dataset), size, size, 3), dtype=np.uint8)
-            task = observer.task(f"decoding {name} images", total=len(dataset))
-            for i, (path, _) in enumerate(dataset.samples):
-                images[i] = _decode_uint8(path, size)
-                task.advance(1)
-            task.close()
-            labels = np.array([label for _, label in dataset.samples], dtype=np.int64)
-            write_with(labels_path, lambda tmp, labels=labels: _save_npy(tmp, labels))
-            write_with(images_path, lambda tmp, images=images: _save_npy(tmp, images))
-        decoded[name] = DecodedDataset(
-            np.load(images_path, mmap_mode="r"), np.load(labels_path), splits.mean, splits.std
-        )
+        labels = np.array([label for _, label in dataset.samples], dtype=np.int64)
+        shape = (len(dataset), splits.input_size, splits.input_size, 3)
+        images = _cached_array(images_path, np.uint8, shape)
+        if images is None or _cached_array(labels_path, np.int64, labels.shape, equal_to=labels) is None:
+            images = _decode_into_cache(dataset, images_path, shape, observer, f"decoding {name} images")
+            with full_disk_as_error(labels_path, labels.nbytes):
+                write_with(labels_path, lambda tmp, labels=labels: _save_npy(tmp, labels))
+        decoded[name] = DecodedDataset(images, labels, splits.mean, splits.std)
     return dataclasses.replace(splits, **decoded)
+
+
+def _cached_array(path: Path, dtype, shape: tuple[int, ...], equal_to: np.ndarray | None = None):
+    """The array cached at `path`, memory-mapped, or None when there is none; one that cannot be read,
+    has another dtype or shape, or differs from `equal_to` is moved aside (and None returned)."""
+    from edgekd._io import move_aside
+
+    if not path.exists():
+        return None
+    try:
+        array = np.load(path, mmap_mode="r")  # allow_pickle stays False: an object array is refused
+    except (OSError, ValueError, EOFError) as e:
+        move_aside(path, f"decoded-image cache cannot be read ({type(e).__name__}: {e})")
+        return None
+    if array.dtype != dtype or array.shape != shape or (equal_to is not None and (array != equal_to).any()):
+        found, expected = f"{array.dtype} {array.shape}", f"{np.dtype(dtype)} {shape}"
+        move_aside(path, f"decoded-image cache does not match the split ({found}, expected {expected})")
+        return None
+    return array
+
+
+def _decode_into_cache(dataset: ImageFileDataset, path: Path, shape, observer, description: str):
+    """Decode every image of `dataset` straight into a memory-mapped .npy at a temporary name whose
+    space is reserved first (a full disk fails as `DiskFullError`, not as a SIGBUS mid-write), renamed
+    to `path` only once every image is in."""
+    from numpy.lib.format import open_memmap
+
+    from edgekd._io import atomic_path, full_disk_as_error, reserve_space
+
+    with full_disk_as_error(path, int(np.prod(shape))), atomic_path(path) as tmp:
+        images = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        with open(tmp, "r+b") as f:
+            reserve_space(f.fileno(), tmp.stat().st_size, path)
+        task = observer.task(description, total=len(dataset))
+        for i, (image_path, _) in enumerate(dataset.samples):
+            images[i] = _decode_uint8(image_path, shape[1])
+            task.advance(1)
+        task.close()
+        images.flush()
+        del images
+    return np.load(path, mmap_mode="r")
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class EdgeKDError(Exception):
     """Base of every error edgekd raises on purpose; the CLI prints it without a traceback."""
@@ -24,6 +26,20 @@ class DataError(EdgeKDError, ValueError):
 
 class TeacherError(EdgeKDError):
     """A teacher that cannot be loaded or built."""
+
+
+class CheckpointError(EdgeKDError):
+    """A checkpoint or cache entry that cannot be loaded safely (pickled code, truncated, foreign):
+    `path` names the file and `reason` says what is wrong with it, so a caller that owns a cache can
+    move it aside and rebuild."""
+
+    def __init__(self, message: str, path: Path, reason: str = "") -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
+class DiskFullError(EdgeKDError):
+    """The file system ran out of space: names the mount, the file and how much to free."""
 
 
 class ExportError(EdgeKDError):

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -19,13 +20,13 @@ import torch
 import torch.nn as nn
 
 from edgekd import __version__
-from edgekd._io import file_sha256
+from edgekd._io import file_sha256, full_disk_as_error, move_aside
 from edgekd.catalog import TeacherRecipe, build_model, load_teacher_recipe, load_weights
 from edgekd.checkpoint import ModelInfo, load_model, read_info, save_model
 from edgekd.data import DataSplits
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
-from edgekd.errors import TeacherError
+from edgekd.errors import CheckpointError, TeacherError
 from edgekd.onnx_teacher import load_onnx_teacher
 from edgekd.progress import Observer, SilentObserver
 
@@ -107,19 +108,33 @@ def train_cached_teacher(
     key = teacher_cache_key(data, recipe, seed, start_id)
     path = cache_dir / "teachers" / f"{recipe.arch}-{key}.safetensors"
     if path.exists():
-        model, info = load_model(path)
-        log.info("reusing cached teacher %s", path)
-        return Teacher(model, info, f"cached {recipe.arch} trained by edgekd ({path})", cached=True)
+        try:
+            model, info = load_model(path)
+        except TeacherError as e:  # truncated or foreign: retrain rather than block every later fit
+            move_aside(path, f"cached teacher cannot be loaded ({str(e).removeprefix(f'{path}: ')})")
+        else:
+            log.info("reusing cached teacher %s", path)
+            return Teacher(model, info, f"cached {recipe.arch} trained by edgekd ({path})", cached=True)
     torch.manual_seed(seed)
     model = start if start is not None else build_model(recipe.arch, data.num_classes)
     # Epoch checkpoints beside the cache entry make an interrupted teacher run resume.
     partial = path.with_suffix(".partial")
-    _fit_teacher(model, data, recipe, seed, partial, observer)
+    initial = copy.deepcopy(model.state_dict())
+    try:
+        _fit_teacher(model, data, recipe, seed, partial, observer)
+    except CheckpointError as e:
+        # The cache may be shared (--cache-dir on a network drive), so a file in it is not trusted:
+        # a checkpoint that cannot be loaded safely is set aside with its folder (which is removed
+        # once the teacher is cached) and the teacher trained from its start.
+        move_aside(partial, f"{e.path} cannot be resumed from: {e.reason}")
+        model.load_state_dict(initial)
+        _fit_teacher(model, data, recipe, seed, partial, observer)
     val = accuracy(*predict(model, data.val))
     info = _info(
         recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__
     )
-    save_model(path, model, info)
+    with full_disk_as_error(path):
+        save_model(path, model, info)
     shutil.rmtree(partial, ignore_errors=True)
     log.info("trained teacher %s (val accuracy %.4f), cached at %s", recipe.arch, val, path)
     return Teacher(model.eval(), info, f"{recipe.arch} trained by edgekd, cached at {path}")

@@ -224,7 +224,52 @@ DEVICE_CASES: list[Case] = [
 
 
 # --- checkpoints and caches ---------------------------------------------------------------------
-CHECKPOINT_CASES: list[Case] = []
+class _RunsCode:
+    """Unpickled, this runs `touch MARKER`: what a crafted checkpoint could run instead."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        import shlex
+
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def _run_with_code_checkpoint(tmp_path: Path) -> list[str]:
+    """A run directory (digits, a tiny teacher checkpoint, one student, no search trials) interrupted
+    in distillation, whose student checkpoint is a pickle that would create tmp_path/MARKER."""
+    import timm
+    import torch
+
+    from edgekd.checkpoint import ModelInfo, save_model
+    from edgekd.data import IMAGENET_MEAN, IMAGENET_STD
+
+    teacher = tmp_path / "teacher.safetensors"
+    classes = tuple(str(digit) for digit in range(10))
+    info = ModelInfo("test_efficientnet", classes, 32, IMAGENET_MEAN, IMAGENET_STD)
+    save_model(teacher, timm.create_model("test_efficientnet", num_classes=10), info)
+    run = tmp_path / "interrupted-run"
+    _write(
+        run / "config.yaml",
+        f"target: pi5\nteacher: {teacher}\nstudent: mobilenetv3_small_050\nepochs: 1\nsearch_budget: '0'\n"
+        f"teacher_cache: false\naugment_draws: 0\ncache_dir: {tmp_path / 'cache'}\n",
+    )
+    (run / "checkpoints" / "student").mkdir(parents=True)
+    torch.save({"model": _RunsCode(tmp_path / "MARKER")}, run / "checkpoints" / "student" / "last.pt")
+    return ["fit", "--resume", str(run)]
+
+
+CHECKPOINT_CASES = [
+    Case(
+        "resume from a checkpoint that would run code",
+        _run_with_code_checkpoint,
+        2,
+        r"^error: .*interrupted-run/checkpoints/student/last\.pt: cannot be resumed from: it holds "
+        r"pickled Python objects besides tensors and numbers.*it was not unpickled\. Delete it",
+    ),
+]
 
 
 # --- runs, data, export and resume --------------------------------------------------------------

@@ -5,9 +5,12 @@ its logits in fp16 in a memory-mapped array of shape (draws, samples, classes) u
 hashes the teacher's weights, the data's fingerprint and the augmentation, so it is reused across
 runs and search trials with the same teacher and data, and never reused when any of them changes.
 
-A view's logits are written first and its "filled" flag after, each flushed, so an interrupted fill
-leaves at worst a few views unflagged; they are recomputed on the next run. Processes that share the
-cache (DDP ranks) write disjoint views and need no lock.
+An entry's files are created with their space reserved, in a temporary folder renamed into place, so
+a full disk is an error naming the path, never a crash or half an entry; an entry whose files are
+missing, cut short or keyed otherwise is moved aside with a warning and rebuilt. A view's logits are
+written first and its "filled" flag after, each flushed, so an interrupted fill leaves at worst a few
+views unflagged; they are recomputed on the next run. Processes that share the cache (DDP ranks)
+write disjoint views and need no lock.
 
 Top-k storage (`top_k=k`) keeps the k largest logits and the log-sum-exp of all of them: the k
 probabilities of the teacher's softmax are exact and the remaining mass is spread evenly over the
@@ -22,9 +25,13 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +40,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from edgekd._io import write_json_atomic
+from edgekd._io import full_disk_as_error, move_aside, reserve_space, write_json_atomic
 from edgekd.augment import Augmentation
 from edgekd.progress import Observer, SilentObserver
 
@@ -68,22 +75,83 @@ class CacheKey:
 class TeacherOutputCache:
     def __init__(self, directory: Path, key: CacheKey) -> None:
         self.directory, self.key = Path(directory), key
-        self.directory.mkdir(parents=True, exist_ok=True)
-        meta = self.directory / "meta.json"
-        if meta.exists() and json.loads(meta.read_text()).get("key") != asdict(key):
-            raise ValueError(f"{self.directory} holds another teacher's outputs (key mismatch)")
-        write_json_atomic(meta, {"format": FORMAT, "key": asdict(key)})
-        shape = (key.draws, key.samples)
-        width = key.top_k if key.top_k else key.classes
-        self._values = self._memmap("values.f16", np.float16, (*shape, width))
-        self._indices = self._memmap("indices.i32", np.int32, (*shape, width)) if key.top_k else None
-        self._logsumexp = self._memmap("logsumexp.f32", np.float32, shape) if key.top_k else None
-        self._filled = self._memmap("filled.u8", np.uint8, shape)
+        reason = self._unusable_because() if self.directory.exists() else None
+        if reason:
+            move_aside(self.directory, reason)
+        if self.directory.exists():
+            self._reserve_existing()
+        else:
+            self._create()
+        self._values, self._indices, self._logsumexp, self._filled = (
+            np.memmap(self.directory / name, dtype=dtype, mode="r+", shape=shape) if shape else None
+            for name, (dtype, shape) in self._arrays().items()
+        )
 
-    def _memmap(self, name: str, dtype, shape: tuple[int, ...]) -> np.memmap:
-        path = self.directory / name
-        mode = "r+" if path.exists() else "w+"  # w+ creates the file zero-filled
-        return np.memmap(path, dtype=dtype, mode=mode, shape=shape)
+    def _arrays(self) -> dict[str, tuple[type, tuple[int, ...] | None]]:
+        """File name → (dtype, shape) of every array of the entry; shape None: not stored."""
+        key = self.key
+        views = (key.draws, key.samples)
+        wide = (*views, key.top_k or key.classes)
+        return {
+            "values.f16": (np.float16, wide),
+            "indices.i32": (np.int32, wide if key.top_k else None),
+            "logsumexp.f32": (np.float32, views if key.top_k else None),
+            "filled.u8": (np.uint8, views),
+        }
+
+    def _unusable_because(self) -> str | None:
+        """Why the entry on disk cannot be trusted, or None when it can."""
+        try:
+            meta = json.loads((self.directory / "meta.json").read_text())
+        except (OSError, ValueError) as e:
+            return f"teacher-output cache without a readable meta.json ({type(e).__name__})"
+        if meta.get("format") != FORMAT or meta.get("key") != asdict(self.key):
+            return "teacher-output cache written for another format or key"
+        for name, (dtype, shape) in self._arrays().items():
+            if shape is None:
+                continue
+            path = self.directory / name
+            expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            if not path.is_file() or path.stat().st_size != expected:
+                return f"teacher-output cache with {name} missing or truncated (expected {expected} bytes)"
+        return None
+
+    def _reserve_existing(self) -> None:
+        """Reserve the blocks of an entry made sparse (by an older edgekd, or copied), so that filling
+        it cannot SIGBUS either; a no-op for blocks already allocated, and it never changes data."""
+        for name, (_, shape) in self._arrays().items():
+            if shape is not None:
+                path = self.directory / name
+                with open(path, "r+b") as f:
+                    reserve_space(f.fileno(), path.stat().st_size, path)
+
+    def _create(self) -> None:
+        """Build the entry's files zero-filled, with their blocks reserved (a full disk fails here with
+        `DiskFullError`, not as a SIGBUS while the memory maps are written), in a temporary folder that
+        is renamed into place once complete: a reader never finds half an entry."""
+        parent = self.directory.parent
+        arrays = {
+            name: int(np.prod(shape)) * np.dtype(dtype).itemsize
+            for name, (dtype, shape) in self._arrays().items()
+            if shape is not None
+        }
+        with full_disk_as_error(self.directory, sum(arrays.values())):
+            parent.mkdir(parents=True, exist_ok=True)
+            building = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}.", suffix=".tmp", dir=parent))
+        try:
+            for name, size in arrays.items():
+                with open(building / name, "wb") as f:
+                    reserve_space(f.fileno(), size, self.directory / name)
+            with full_disk_as_error(self.directory / "meta.json"):
+                write_json_atomic(building / "meta.json", {"format": FORMAT, "key": asdict(self.key)})
+            try:
+                os.rename(building, self.directory)
+            except OSError as e:
+                # Another process (a DDP rank) sharing the cache put the entry in place first.
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
 
     @classmethod
     def open(

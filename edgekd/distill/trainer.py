@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd._io import write_with
+from edgekd._io import full_disk_as_error, write_with
 from edgekd.augment import Augmentation
 from edgekd.data import DataSplits
 from edgekd.distill.cache import TeacherOutputCache
@@ -36,6 +36,7 @@ from edgekd.distill.distributed import (
 )
 from edgekd.distill.features import DistillForward
 from edgekd.distill.losses import DistillLoss
+from edgekd.errors import CheckpointError
 from edgekd.progress import Observer, SilentObserver
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,77 @@ def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps
     )
 
 
+def _rng_state() -> dict:
+    """Every random generator the loop draws from, as tensors and plain numbers only, so the
+    checkpoint loads with `torch.load(weights_only=True)` (numpy's state tuple would need pickle)."""
+    bit_generator, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, mersenne, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": bit_generator,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "state": list(mersenne), "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["bit_generator"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+
+
+def _unusable(checkpoint: Path, why: str) -> CheckpointError:
+    why = " ".join(why.split())[:200]  # one line, whatever the underlying error printed
+    return CheckpointError(
+        f"{checkpoint}: cannot be resumed from: {why}. Delete it to restart this training step from "
+        "its first epoch.",
+        checkpoint,
+        why,
+    )
+
+
+def _save_state(state: dict, path: Path) -> None:
+    # Through a Python file: given a path, torch's own writer reports a full disk as a RuntimeError
+    # ("unexpected pos"), not as the OSError(ENOSPC) that becomes a DiskFullError.
+    with open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def _read_checkpoint(checkpoint: Path) -> dict:
+    """The training state in `checkpoint`, loaded with `weights_only=True`: a file holding anything
+    but tensors, numbers, strings and containers (a pickle that would run code) is refused unread."""
+    import pickle
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = (
+            "it holds pickled Python objects besides tensors and numbers, which only an older edgekd or "
+            "a file crafted to run code would write; it was not unpickled"
+        )
+        raise _unusable(checkpoint, why) from e
+    except Exception as e:  # torch raises RuntimeError, EOFError, ValueError, ... for a damaged file
+        raise _unusable(checkpoint, f"it is damaged or not a training checkpoint ({type(e).__name__})") from e
+    if not isinstance(state, dict):
+        raise _unusable(checkpoint, f"it holds a {type(state).__name__}, not a training state")
+    return state
+
+
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels over a whole dataset, in order."""
@@ -182,20 +254,21 @@ def train(
     checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
     fingerprint = {"config": asdict(config), "loss_name": loss.name, "world": world.size}
     if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = _read_checkpoint(checkpoint)
         if {k: state.get(k) for k in fingerprint} != fingerprint:
             log.warning("ignoring %s: it was written with another training config or loss", checkpoint)
         else:
-            model.load_state_dict(state["model"])
-            loss.load_state_dict(state["loss"])
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-            torch.set_rng_state(state["rng"]["torch"])
-            np.random.set_state(state["rng"]["numpy"])
-            random.setstate(state["rng"]["python"])
-            history = [EpochMetrics(**m) for m in state["history"]]
+            try:
+                model.load_state_dict(state["model"])
+                loss.load_state_dict(state["loss"])
+                optimizer.load_state_dict(state["optimizer"])
+                schedule.load_state_dict(state["schedule"])
+                if ema is not None:
+                    ema.load_state_dict(state["ema"])
+                _set_rng_state(state["rng"])
+                history = [EpochMetrics(**m) for m in state["history"]]
+            except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+                raise _unusable(checkpoint, f"it does not fit this training ({type(e).__name__}: {e})") from e
             log.info("%s: resuming after epoch %d from %s", description, len(history), checkpoint)
     augmentation = config.augmentation
     if teacher is not None:
@@ -283,14 +356,11 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
-                "rng": {
-                    "torch": torch.get_rng_state(),
-                    "numpy": np.random.get_state(),
-                    "python": random.getstate(),
-                },
+                "rng": _rng_state(),
                 "history": [asdict(m) for m in history],
             }
-            write_with(checkpoint, lambda tmp, state=state: torch.save(state, tmp))
+            with full_disk_as_error(checkpoint, elsewhere="--runs-dir (or --cache-dir for a teacher's)"):
+                write_with(checkpoint, lambda tmp, state=state: _save_state(state, tmp))
         barrier(world)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
