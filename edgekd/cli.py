@@ -276,6 +276,7 @@ def export_command(
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
     from rich.console import Console
 
+    from edgekd._config import check_directory
     from edgekd._console import RichObserver
     from edgekd._io import write_json_atomic
     from edgekd.export import FORMATS
@@ -290,6 +291,9 @@ def export_command(
     )
     precisions = [p.strip() for p in precision.split(",")] if precision else None
     pairs = requested_pairs(formats, precisions)
+    for what, directory in (("--out", out), ("--cache-dir", cache_dir)):
+        if directory is not None:
+            check_directory(what, directory)
     gates = load_gates(parity_config)
     loaded = load_export_source(source, data, cache_dir)
     out_dir = out or loaded.out_dir

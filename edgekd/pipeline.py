@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from edgekd._config import from_mapping, load_yaml, to_mapping
+from edgekd._config import check_directory, from_mapping, load_yaml, to_mapping
 from edgekd._io import write_json_atomic, write_text_atomic
 from edgekd.errors import ConfigError
 from edgekd.progress import Observer, SilentObserver
@@ -160,19 +160,7 @@ def _validate(config: FitConfig) -> None:
         )
     for name in ("runs_dir", "cache_dir"):
         if getattr(config, name) is not None:
-            _check_directory(name, Path(getattr(config, name)))
-
-
-def _check_directory(name: str, path: Path) -> None:
-    """`path` is a directory or can be made one: neither it nor any existing parent is a file."""
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                what = "is a file" if part == path else f"lies under {part}, which is a file"
-                raise ConfigError(
-                    f"{name} ({_option(name)}) {path} {what}; give a directory (it is created if missing)."
-                )
-            return
+            check_directory(f"{name} ({_option(name)})", Path(getattr(config, name)))
 
 
 def resume_config(run: Path, changes: dict[str, Any]) -> FitConfig:

@@ -214,6 +214,12 @@ RUN_CASES: list[Case] = [
         r"Invalid value for '--calibration-images'",
     ),
     Case(
+        "export cache dir is a file",
+        lambda tmp: ["export", str(tmp), "--cache-dir", str(_write(tmp / "f", "x"))],
+        2,
+        r"--cache-dir .*/f is a file; give a directory",
+    ),
+    Case(
         "export threads 0",
         lambda tmp: ["export", str(tmp), "--threads", "0"],
         2,
