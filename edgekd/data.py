@@ -131,6 +131,7 @@ def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
 # would not be, but no class depends on a transparent pixel's colour).
 _EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_READABLE_MODES = (*_EIGHT_BIT_MODES, *_SIXTEEN_BIT_MODES, "I", "F")
 
 
 def as_rgb(img, path: Path):
@@ -163,7 +164,11 @@ def as_rgb(img, path: Path):
         else:
             grey = _stretch(values)
         return Image.fromarray(grey, "L").convert("RGB")
-    raise DataError(
+    raise DataError(_mode_refusal(path, mode))
+
+
+def _mode_refusal(path: Path, mode: str) -> str:
+    return (
         f"{path}: image mode {mode!r} cannot be read as colour; save it as 8- or 16-bit grey or RGB "
         "(PNG, JPEG)."
     )
@@ -194,9 +199,12 @@ def _check_image(path: Path) -> None:
 
     try:
         with Image.open(path) as img:
+            mode = img.mode
             img.verify()
     except Exception as e:
         raise DataError(f"{path}: not a readable image ({e}). Remove or replace it.") from e
+    if mode not in _READABLE_MODES:  # refused here, when the folder is scanned, not mid-run
+        raise DataError(_mode_refusal(path, mode))
 
 
 def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> DataSplits:

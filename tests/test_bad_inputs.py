@@ -161,6 +161,12 @@ RUN_CASES: list[Case] = [
         r"cats/train: one class folder \('tabby'\); a classifier needs at least two",
     ),
     Case(
+        "data folder missing",
+        ["fit", "--data", "no-such-folder"],
+        2,
+        r"no-such-folder: data directory does not exist",
+    ),
+    Case(
         "resume changes training",
         lambda tmp: [
             "fit",
