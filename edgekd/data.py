@@ -145,8 +145,9 @@ def as_rgb(img, path: Path):
     if mode in _SIXTEEN_BIT_MODES or mode == "I":
         values = np.asarray(img).astype(np.int64)
         if mode != "I" or (values.min() >= 0 and values.max() <= 65535):
-            # 16-bit samples span 0-65535 (PNG, TIFF); PIL opens a 16-bit grey PNG as "I" too. The
-            # top 8 bits keep the scale: 65535 -> 255, 257 * k -> k, as an 8-bit export would.
+            # 16-bit samples span 0-65535 (PNG, TIFF); PIL opens a 16-bit PGM as "I", rescaled to
+            # 0-65535 whatever its maxval. The top 8 bits keep the scale: 65535 -> 255, 257 * k -> k,
+            # as an 8-bit export would.
             grey = (values >> 8).astype(np.uint8)
         else:
             # 32-bit integers (negative or past 16 bits) have no fixed range: stretch min..max to

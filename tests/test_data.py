@@ -154,3 +154,14 @@ def test_one_class_is_refused_naming_the_folder_and_class(tmp_path):
         DataError, match=r"pets/train: one class folder \('cat'\); a classifier needs at least"
     ):
         load_data(root, 16)
+
+
+def test_a_sixteen_bit_pgm_opened_as_mode_i_keeps_its_scale(tmp_path):
+    from edgekd.data import decode_image
+
+    samples = np.array([[0, 257, 128 * 257, 65535]], dtype=">u2")
+    (tmp_path / "scan.pgm").write_bytes(b"P5\n4 1\n65535\n" + samples.tobytes())
+    with Image.open(tmp_path / "scan.pgm") as img:
+        assert img.mode == "I"
+    image = decode_image(tmp_path / "scan.pgm", 4, (0, 0, 0), (1, 1, 1))
+    assert torch.equal(image[:, 0, :] * 255, torch.tensor([[0.0, 1.0, 128.0, 255.0]] * 3))
