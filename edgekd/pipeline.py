@@ -294,6 +294,36 @@ def _check_teacher_fits_plan(config: FitConfig, plan: DistillPlan) -> None:
         )
 
 
+def _check_models(config: FitConfig, plan: DistillPlan) -> None:
+    """The teacher and assistant named exist (a file, or a timm architecture), checked before a run
+    directory exists; loading or training them comes later."""
+    import timm
+
+    from edgekd._registry import did_you_mean
+    from edgekd.errors import TeacherError
+
+    if plan.scheme != "assistant" and config.assistant is not None:
+        raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
+    if plan.scheme == "assistant" and config.assistant is None and _is_onnx(config.teacher):
+        raise ConfigError("an ONNX teacher has no known MACs: name the assistant with --assistant ARCH.")
+    if config.teacher is not None:
+        as_path = Path(config.teacher)
+        if as_path.suffix.lower() in (".onnx", ".safetensors", ".pt", ".pth") and not as_path.is_file():
+            raise TeacherError(f"--teacher {as_path}: no such file.")
+        if not as_path.exists() and not timm.is_model(config.teacher):
+            raise TeacherError(
+                f"--teacher {config.teacher!r} is neither a file nor a timm model."
+                f"{did_you_mean(config.teacher, timm.list_models())}"
+            )
+    if config.teacher_weights is not None and not Path(config.teacher_weights).is_file():
+        raise TeacherError(f"--teacher-weights {config.teacher_weights}: no such file.")
+    if config.assistant is not None and not timm.is_model(config.assistant):
+        raise TeacherError(
+            f"--assistant {config.assistant!r} is not a timm model."
+            f"{did_you_mean(config.assistant, timm.list_models())}"
+        )
+
+
 def _teacher_cost(model, input_size: int) -> tuple[int, int | None]:
     """(params, MACs) of the teacher; an ONNX teacher cannot be traced, so its MACs are unknown."""
     from edgekd.analysis import analyze
@@ -609,8 +639,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     targets = [get_target(name, config.targets_dir) for name in config.targets]
     plan = _distill_plan(config, targets)
     _check_teacher_fits_plan(config, plan)
-    if plan.scheme != "assistant" and config.assistant is not None:
-        raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
+    _check_models(config, plan)
     candidates = load_students()
     if config.student is not None:
         candidates = [student_registry(candidates).get(config.student)]

@@ -155,6 +155,25 @@ RUN_CASES: list[Case] = [
     Case("student unknown", ["fit", "--student", "resnet9000"], 2, r"resnet9000"),
     Case("assistant without its scheme", ["fit", "--assistant", "lcnet_050"], 2, r"needs --scheme assistant"),
     Case(
+        "teacher misspelt",
+        ["fit", "--teacher", "resnet1B"],
+        2,
+        r"'resnet1B' is neither a file nor a timm model",
+    ),
+    Case("teacher file missing", ["fit", "--teacher", "gone.onnx"], 2, r"--teacher gone\.onnx: no such file"),
+    Case(
+        "teacher weights missing",
+        ["fit", "--teacher", "resnet18", "--teacher-weights", "gone.pth"],
+        2,
+        r"--teacher-weights gone\.pth: no such file",
+    ),
+    Case(
+        "assistant misspelt",
+        ["fit", "--scheme", "assistant", "--assistant", "lcnet_05"],
+        2,
+        r"--assistant 'lcnet_05' is not a timm model\. Did you mean .*'lcnet_050'",
+    ),
+    Case(
         "one class of images",
         lambda tmp: ["fit", "--data", str(_one_class_folder(tmp))],
         2,
