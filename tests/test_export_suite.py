@@ -154,3 +154,15 @@ def test_a_request_no_format_can_meet_is_refused_listing_the_pairs():
     ):
         requested_pairs(["onnx"], ["int8"])
     assert requested_pairs(["onnx", "tflite"], ["int8"]) == [("onnx", "int8"), ("tflite", "int8")]
+
+
+def test_export_inputs_refuse_zero_images(digits):
+    from edgekd.export.source import export_inputs
+
+    with pytest.raises(
+        ConfigError, match=r"--parity-images 0: parity and int8 calibration need at least one"
+    ):
+        export_inputs(digits, 0, 8)
+    with pytest.raises(ConfigError, match=r"--calibration-images 0"):
+        export_inputs(digits, 8, 0)
+    assert len(export_inputs(digits, 8, 4).calibration) == 4
