@@ -127,9 +127,9 @@ def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
 
 
 # Modes PIL's convert("RGB") maps faithfully: 8-bit grey, colour, palette, CMYK, YCbCr, LAB, HSV, and
-# their alpha variants (alpha is dropped: the image is composited on nothing, as a viewer on black
-# would not be, but no class depends on a transparent pixel's colour).
+# the alpha variants, which are first composited on black (below).
 _EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+_ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 _READABLE_MODES = (*_EIGHT_BIT_MODES, *_SIXTEEN_BIT_MODES, "I", "F")
 
@@ -140,6 +140,11 @@ def as_rgb(img, path: Path):
     from PIL import Image
 
     mode = img.mode
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        # convert("RGB") would keep whatever colour a transparent pixel happens to store; composited
+        # on black, every transparent pixel looks the same, and the usual stored (0, 0, 0, 0) is unchanged.
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
     if mode in _EIGHT_BIT_MODES:
         return img.convert("RGB")
     if mode in _SIXTEEN_BIT_MODES or mode == "I":

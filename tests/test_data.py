@@ -131,8 +131,14 @@ def test_other_wide_modes_scale_by_their_range_and_odd_modes_are_named(tmp_path)
     assert np.asarray(as_rgb(wide, tmp_path / "b.tif"))[0, :, 1].tolist() == [0, 64, 128, 255]
     unit = Image.fromarray(np.array([[0.0, 0.5, 1.0, 0.2]], dtype=np.float32), "F")
     assert np.asarray(as_rgb(unit, tmp_path / "c.tif"))[0, :, 2].tolist() == [0, 128, 255, 51]
-    rgba = Image.new("RGBA", (2, 2), (10, 20, 30, 0))
-    assert np.asarray(as_rgb(rgba, tmp_path / "d.png"))[0, 0].tolist() == [10, 20, 30]
+    rgba = Image.fromarray(np.array([[[10, 20, 30, 0], [200, 100, 50, 255], [200, 100, 50, 51]]], np.uint8))
+    composited = np.asarray(as_rgb(rgba, tmp_path / "d.png"))[0].astype(int)
+    assert composited[:2].tolist() == [[0, 0, 0], [200, 100, 50]]  # transparent: black; opaque: itself
+    assert np.abs(composited[2] - np.array([200, 100, 50]) * 51 / 255).max() <= 1  # a fifth: on black
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([90, 90, 90, 10, 200, 10])
+    palette.info["transparency"] = 0
+    assert np.asarray(as_rgb(palette, tmp_path / "p.png"))[0].tolist() == [[0, 0, 0], [10, 200, 10]]
     with pytest.raises(DataError, match=r"e\.png: image mode 'La' cannot be read as colour"):
         as_rgb(Image.new("La", (2, 2)), tmp_path / "e.png")
     with pytest.raises(DataError, match=r"f\.tif: float image \(mode F\) holds NaN"):
