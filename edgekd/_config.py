@@ -126,6 +126,17 @@ def to_mapping(obj: Any) -> Any:
     return obj
 
 
+def check_directory(what: str, path: Path) -> None:
+    """`path` is a directory or can be made one: neither it nor an existing parent is a file. `what`
+    names the option in the error (e.g. "cache_dir (--cache-dir)")."""
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "is a file" if part == path else f"lies under {part}, which is a file"
+                raise ConfigError(f"{what} {path} {where}; give a directory (it is created if missing).")
+            return
+
+
 def _type_error(source: str, field: str, value: Any, expected: str) -> ConfigError:
     return ConfigError(f"{source}: field {field!r} must be {expected}, got {_describe(value)}.")
 

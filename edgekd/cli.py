@@ -99,6 +99,7 @@ def fit(
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0.0001).")] = None,
     loss: Annotated[
         list[str] | None,
         typer.Option(
@@ -174,12 +175,18 @@ def fit(
     options["loss"] = tuple(loss) if loss else None
     options["target"] = tuple(target) if target else None
     from edgekd._console import RichObserver, console
-    from edgekd.pipeline import FitConfig
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import FitConfig, resume_config
     from edgekd.pipeline import fit as run_fit
 
     overrides = {k: v for k, v in options.items() if k not in ("config", "resume") and v is not None}
+    if resume is not None and config is not None:
+        raise ConfigError(f"--resume {resume} reads the run's own config.yaml; drop --config {config}.")
     try:
-        fit_config = FitConfig.from_yaml(config, **overrides) if config else FitConfig(**overrides)
+        if resume is not None:  # the options given are applied where safe, else refused by name
+            fit_config = resume_config(resume, overrides)
+        else:
+            fit_config = FitConfig.from_yaml(config, **overrides) if config else FitConfig(**overrides)
     except EdgeKDError:
         raise
     except ValueError as e:
@@ -253,12 +260,14 @@ def export_command(
         Path | None, typer.Option(help="ImageFolder for parity and calibration (default: the run's data).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/exports).")] = None,
-    parity_images: Annotated[int, typer.Option(help="Validation images for the parity check.")] = 256,
-    calibration_images: Annotated[int, typer.Option(help="Training images that calibrate int8.")] = 256,
+    parity_images: Annotated[int, typer.Option(min=1, help="Validation images for the parity check.")] = 256,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="Training images that calibrate int8.")
+    ] = 256,
     parity_config: Annotated[
         Path | None, typer.Option(help="YAML of parity gates per precision (default: config/parity.yaml).")
     ] = None,
-    threads: Annotated[int, typer.Option(help="Threads for parity and host latency.")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for parity and host latency.")] = 1,
     latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time each artifact here.")] = True,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Decoded-image cache (default: user cache dir).")
@@ -267,12 +276,13 @@ def export_command(
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
     from rich.console import Console
 
+    from edgekd._config import check_directory
     from edgekd._console import RichObserver
     from edgekd._io import write_json_atomic
     from edgekd.export import FORMATS
     from edgekd.export.parity import load_gates
     from edgekd.export.source import export_inputs, load_export_source
-    from edgekd.export.suite import export_matrix, requested_pairs, rows_as_dicts
+    from edgekd.export.suite import export_matrix, merge_rows, read_exports, requested_pairs
 
     if all_formats and format_names:
         raise typer.BadParameter("--all exports every format; drop --format, or drop --all.")
@@ -281,10 +291,14 @@ def export_command(
     )
     precisions = [p.strip() for p in precision.split(",")] if precision else None
     pairs = requested_pairs(formats, precisions)
+    for what, directory in (("--out", out), ("--cache-dir", cache_dir)):
+        if directory is not None:
+            check_directory(what, directory)
     gates = load_gates(parity_config)
     loaded = load_export_source(source, data, cache_dir)
-    inputs = export_inputs(loaded.data, parity_images, calibration_images)
     out_dir = out or loaded.out_dir
+    earlier = read_exports(out_dir / "exports.json", loaded.arch)  # a bad file fails before any export
+    inputs = export_inputs(loaded.data, parity_images, calibration_images)
     with RichObserver() as observer:
         rows = export_matrix(
             loaded.model,
@@ -298,7 +312,10 @@ def export_command(
             format_options=loaded.format_options,
             observer=observer,
         )
-    summary = write_json_atomic(out_dir / "exports.json", {"arch": loaded.arch, "rows": rows_as_dicts(rows)})
+    # Rows of earlier exports into the same directory stay, unless this run redid their format and precision.
+    summary = write_json_atomic(
+        out_dir / "exports.json", {"arch": loaded.arch, "rows": merge_rows(earlier, rows)}
+    )
     console = Console()  # the table is the command's output: stdout; progress went to stderr
     console.print(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"))
     for row in rows:

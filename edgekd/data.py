@@ -116,12 +116,75 @@ def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR)
+            img = as_rgb(img, path).resize((input_size, input_size), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
+    except DataError:
+        raise
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
     tensor = torch.from_numpy(array).permute(2, 0, 1)
     return _normalise(tensor.unsqueeze(0), mean, std)[0]
+
+
+# Modes PIL's convert("RGB") maps faithfully: 8-bit grey, colour, palette, CMYK, YCbCr, LAB, HSV, and
+# the alpha variants, which are first composited on black (below).
+_EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+_ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+_READABLE_MODES = (*_EIGHT_BIT_MODES, *_SIXTEEN_BIT_MODES, "I", "F")
+
+
+def as_rgb(img, path: Path):
+    """`img` as an 8-bit RGB PIL image, by the value range its mode stands for. PIL's own
+    convert("RGB") clips wider modes at 255, which turns a 16-bit PNG white."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in img.info):
+        # convert("RGB") would keep whatever colour a transparent pixel happens to store; composited
+        # on black, every transparent pixel looks the same, and the usual stored (0, 0, 0, 0) is unchanged.
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    if mode in _EIGHT_BIT_MODES:
+        return img.convert("RGB")
+    if mode in _SIXTEEN_BIT_MODES or mode == "I":
+        values = np.asarray(img).astype(np.int64)
+        if mode != "I" or (values.min() >= 0 and values.max() <= 65535):
+            # 16-bit samples span 0-65535 (PNG, TIFF); PIL opens a 16-bit PGM as "I", rescaled to
+            # 0-65535 whatever its maxval. The top 8 bits keep the scale: 65535 -> 255, 257 * k -> k,
+            # as an 8-bit export would.
+            grey = (values >> 8).astype(np.uint8)
+        else:
+            # 32-bit integers (negative or past 16 bits) have no fixed range: stretch min..max to
+            # 0..255, which is what a viewer shows for such a file.
+            grey = _stretch(values.astype(np.float64))
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(
+                f"{path}: float image (mode F) holds NaN or infinite pixels. Remove or replace it."
+            )
+        if values.min() >= 0 and values.max() <= 1:
+            grey = np.round(values * 255).astype(np.uint8)  # the usual convention for float images
+        else:
+            grey = _stretch(values)
+        return Image.fromarray(grey, "L").convert("RGB")
+    raise DataError(_mode_refusal(path, mode))
+
+
+def _mode_refusal(path: Path, mode: str) -> str:
+    return (
+        f"{path}: image mode {mode!r} cannot be read as colour; save it as 8- or 16-bit grey or RGB "
+        "(PNG, JPEG)."
+    )
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    return np.round((values - low) * (255.0 / (high - low))).astype(np.uint8)
 
 
 def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
@@ -142,9 +205,12 @@ def _check_image(path: Path) -> None:
 
     try:
         with Image.open(path) as img:
+            mode = img.mode
             img.verify()
     except Exception as e:
         raise DataError(f"{path}: not a readable image ({e}). Remove or replace it.") from e
+    if mode not in _READABLE_MODES:  # refused here, when the folder is scanned, not mid-run
+        raise DataError(_mode_refusal(path, mode))
 
 
 def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> DataSplits:
@@ -162,6 +228,11 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
         if present:
             splits[name] = _scan_split(present[0])
     classes = tuple(splits["train"])
+    if len(classes) < 2:
+        raise DataError(
+            f"{train_dir}: one class folder ({classes[0]!r}); a classifier needs at least two, each a "
+            f"subfolder of {train_dir} holding its images."
+        )
     for name, found in splits.items():
         if tuple(found) != classes:
             missing = sorted(set(classes) - set(found))
@@ -303,7 +374,9 @@ def _decode_uint8(path: Path, input_size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB").resize((input_size, input_size), Image.Resampling.BILINEAR))
+            return np.asarray(as_rgb(img, path).resize((input_size, input_size), Image.Resampling.BILINEAR))
+    except DataError:
+        raise
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
 
@@ -311,8 +384,8 @@ def _decode_uint8(path: Path, input_size: int) -> np.ndarray:
 def load_data(data: Path | None, input_size: int | None) -> DataSplits:
     """The embedded digits when `data` is None, else an ImageFolder directory."""
     if data is None:
-        return load_digits_splits(input_size or 32)
-    return load_image_folder(data, input_size or 224)
+        return load_digits_splits(32 if input_size is None else input_size)
+    return load_image_folder(data, 224 if input_size is None else input_size)
 
 
 def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

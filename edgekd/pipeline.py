@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from edgekd._config import from_mapping, load_yaml, to_mapping
+from edgekd._config import check_directory, from_mapping, load_yaml, to_mapping
 from edgekd._io import write_json_atomic, write_text_atomic
 from edgekd.errors import ConfigError
 from edgekd.progress import Observer, SilentObserver
@@ -80,25 +81,13 @@ class FitConfig:
     def __post_init__(self) -> None:
         names = (self.target,) if isinstance(self.target, str) else tuple(self.target)
         if not names:
-            raise ValueError("target: name at least one target")
+            raise ConfigError("target: name at least one target")
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
-            raise ValueError(f"target: {', '.join(twice)} named twice")
+            raise ConfigError(f"target: {', '.join(twice)} named twice")
         # One target stays a plain name, so a one-target config.yaml reads `target: pi5`.
         object.__setattr__(self, "target", names[0] if len(names) == 1 else names)
-        for name in ("epochs", "batch_size", "threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.augment_draws < 0 or (self.augment_shift or 0) < 0:
-            raise ValueError("augment_draws and augment_shift must be 0 or more")
-        for name in ("search_epochs", "search_images"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        from edgekd.search.halving import parse_budget
-
-        parse_budget(self.search_budget)  # a bad budget fails before a run directory is created
-        if self.teacher_weights is not None and self.teacher is None:
-            raise ValueError("teacher_weights needs teacher (the timm architecture those weights are for)")
+        _validate(self)
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -108,6 +97,102 @@ class FitConfig:
     def from_yaml(cls, path: Path, **overrides: Any) -> FitConfig:
         config = from_mapping(cls, load_yaml(path) or {}, str(path))
         return dataclasses.replace(config, **overrides)
+
+
+# Input sizes fit accepts. Below 8 px a stride-32 network's last feature map is empty padding; above
+# 1024 px one batch of 64 fp32 images is 800 MB before the first activation, and no target's runtime
+# (every shipped target takes 96-256 px) is built for it.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+# Options that only change the stages after training (parity, latency, the device profile), so a
+# resumed run may take new values; every other option is the run's and stays as its config.yaml says.
+RESUMABLE_OPTIONS = ("device", "threads")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _validate(config: FitConfig) -> None:
+    """Every option's range, checked when the config is built (from the CLI or a YAML file), so a bad
+    value fails before a run directory exists or anything trains. Raises ConfigError naming the option."""
+    from edgekd._registry import did_you_mean
+    from edgekd.distill.trainer import OPTIMIZERS, SCHEDULES
+    from edgekd.search.halving import parse_budget
+
+    def bad(name: str, rule: str) -> ConfigError:
+        return ConfigError(f"{name} ({_option(name)}) {rule}, got {getattr(config, name)!r}.")
+
+    for name in ("epochs", "batch_size", "threads"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)} ({_option(name)}).")
+    for name in ("search_epochs", "search_images", "teacher_epochs"):
+        if getattr(config, name) is not None and getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)} ({_option(name)}).")
+    for name in ("augment_draws", "augment_shift", "qat_epochs", "seed"):
+        if (getattr(config, name) or 0) < 0:
+            raise bad(name, "must be 0 or more")
+    if config.input_size is not None and not MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE:
+        raise bad("input_size", f"must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels")
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise bad("lr", "must be a finite number above 0 (e.g. 0.003)")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise bad("weight_decay", "must be a finite number, 0 or more")
+    if not (math.isfinite(config.temperature) and config.temperature > 0):
+        raise bad("temperature", "must be a finite number above 0 (e.g. 4)")
+    for name in ("alpha", "label_smoothing"):
+        if not 0 <= getattr(config, name) <= 1:  # also refuses nan
+            raise bad(name, "must be between 0 and 1")
+    if config.ema_decay is not None and not 0 < config.ema_decay < 1:
+        raise bad("ema_decay", "must be between 0 and 1, both excluded (e.g. 0.999)")
+    if config.clip_grad_norm is not None and not (
+        math.isfinite(config.clip_grad_norm) and config.clip_grad_norm > 0
+    ):
+        raise bad("clip_grad_norm", "must be a finite number above 0")
+    for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+        value = getattr(config, name)
+        if value not in choices:
+            hint = did_you_mean(value, list(choices))
+            raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
+    parse_budget(config.search_budget)
+    if config.teacher_weights is not None and config.teacher is None:
+        raise ConfigError(
+            "teacher_weights needs teacher (the timm architecture those weights are for): add --teacher ARCH."
+        )
+    for name in ("runs_dir", "cache_dir"):
+        if getattr(config, name) is not None:
+            check_directory(f"{name} ({_option(name)})", Path(getattr(config, name)))
+
+
+def resume_config(run: Path, changes: dict[str, Any]) -> FitConfig:
+    """The config of the run directory `run`, with `changes` (option name -> value) applied where they
+    are safe to change on a resume (`RESUMABLE_OPTIONS`: written back to the run's config.yaml). An
+    option that differs from the run's own value and would change training is refused, all in one
+    error; one given with the run's own value is accepted. Nothing is ignored."""
+    saved_path = Path(run) / "config.yaml"
+    if not Path(run).is_dir() or not saved_path.is_file():
+        raise ConfigError(
+            f"{run}: not an edgekd run directory (no config.yaml); --resume takes a run directory."
+        )
+    saved = FitConfig.from_yaml(saved_path)
+    wanted = dataclasses.replace(saved, **changes)  # a bad value fails here, as it would on a new run
+    differing = [name for name in changes if getattr(wanted, name) != getattr(saved, name)]
+    refused = [name for name in differing if name not in RESUMABLE_OPTIONS]
+    if refused:
+        raise ConfigError(
+            f"--resume keeps the run's training settings; drop {_in_words_or(tuple(map(_option, refused)))} "
+            f"or start a new run (options a resume may change: "
+            f"{', '.join(map(_option, RESUMABLE_OPTIONS))})."
+        )
+    if differing:
+        for name in differing:
+            old, new = getattr(saved, name), getattr(wanted, name)
+            log.info("resume: %s %s replaces %s in %s", _option(name), new, old, saved_path)
+        write_text_atomic(saved_path, yaml.safe_dump(to_mapping(wanted), sort_keys=False))
+    return wanted
+
+
+def _in_words_or(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _prediction_basis(target) -> str:
@@ -206,6 +291,36 @@ def _check_teacher_fits_plan(config: FitConfig, plan: DistillPlan) -> None:
         raise ConfigError(
             f"--scheme online trains the teacher too, but the ONNX teacher {config.teacher} is frozen; "
             "use --scheme offline, born-again or assistant."
+        )
+
+
+def _check_models(config: FitConfig, plan: DistillPlan) -> None:
+    """The teacher and assistant named exist (a file, or a timm architecture), checked before a run
+    directory exists; loading or training them comes later."""
+    import timm
+
+    from edgekd._registry import did_you_mean
+    from edgekd.errors import TeacherError
+
+    if plan.scheme != "assistant" and config.assistant is not None:
+        raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
+    if plan.scheme == "assistant" and config.assistant is None and _is_onnx(config.teacher):
+        raise ConfigError("an ONNX teacher has no known MACs: name the assistant with --assistant ARCH.")
+    if config.teacher is not None:
+        as_path = Path(config.teacher)
+        if as_path.suffix.lower() in (".onnx", ".safetensors", ".pt", ".pth") and not as_path.is_file():
+            raise TeacherError(f"--teacher {as_path}: no such file.")
+        if not as_path.exists() and not timm.is_model(config.teacher):
+            raise TeacherError(
+                f"--teacher {config.teacher!r} is neither a file nor a timm model."
+                f"{did_you_mean(config.teacher, timm.list_models())}"
+            )
+    if config.teacher_weights is not None and not Path(config.teacher_weights).is_file():
+        raise TeacherError(f"--teacher-weights {config.teacher_weights}: no such file.")
+    if config.assistant is not None and not timm.is_model(config.assistant):
+        raise TeacherError(
+            f"--assistant {config.assistant!r} is not a timm model."
+            f"{did_you_mean(config.assistant, timm.list_models())}"
         )
 
 
@@ -507,17 +622,35 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.teachers import default_cache_dir, resolve_teacher
 
     observer = observer or SilentObserver()
+    world = current_world()
     if resume is not None:
-        if not (resume / "config.yaml").exists():
-            raise ConfigError(f"{resume}: not an edgekd run directory (no config.yaml).")
-        config = FitConfig.from_yaml(resume / "config.yaml")
-    # A bad target name fails before anything is created; so do a bad loss and scheme.
+        # The run's own config.yaml rules; where `config` differs from it, the difference is applied
+        # if it only affects the stages after training and refused otherwise (`resume_config`), never
+        # ignored. Rank 0 alone writes changes back; the other ranks read the run's file as it is.
+        resume = Path(resume)
+        saved = FitConfig.from_yaml(resume / "config.yaml") if (resume / "config.yaml").is_file() else None
+        changes = {
+            f.name: getattr(config, f.name)
+            for f in dataclasses.fields(FitConfig)
+            if saved is not None and world.is_main and getattr(config, f.name) != getattr(saved, f.name)
+        }
+        config = resume_config(resume, changes)
+    # Everything that can be checked without training fails here, before a run directory exists: the
+    # target names, the loss and scheme, the student's name, the device, and the data folder.
     targets = [get_target(name, config.targets_dir) for name in config.targets]
     plan = _distill_plan(config, targets)
     _check_teacher_fits_plan(config, plan)
+    _check_models(config, plan)
+    candidates = load_students()
+    if config.student is not None:
+        candidates = [student_registry(candidates).get(config.student)]
+    if config.device is not None:
+        from edgekd.devices.registry import connect
+
+        connect(config.device)  # resolves a name or parses a URI; the device is not contacted yet
+    splits = load_data(config.data, config.input_size)
     # Under torchrun every rank runs fit: rank 0 owns the run directory and, after training, the
     # stages that write files (export, parity, latency, report); the others train and return.
-    world = current_world()
     if resume is not None:
         run = resume
     elif world.is_main:
@@ -528,9 +661,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
 
     observer.stage("data")
     # Images are decoded once into the cache, so every epoch after the first reads plain arrays.
-    data = decode_once(
-        load_data(config.data, config.input_size), config.cache_dir or default_cache_dir(), observer
-    )
+    data = decode_once(splits, config.cache_dir or default_cache_dir(), observer)
 
     observer.stage("teacher")
     recipe = load_teacher_recipe()
@@ -549,9 +680,6 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     teacher_params, teacher_macs = _teacher_cost(teacher.model, data.input_size)
 
     observer.stage("search")
-    candidates = load_students()
-    if config.student is not None:
-        candidates = [student_registry(candidates).get(config.student)]
     assessments = assess_targets(candidates, targets, data.input_size, data.num_classes)
     train_config = _train_config(config, data.input_size)
     cache_dir = config.cache_dir or default_cache_dir()

@@ -15,10 +15,12 @@ import base64
 import csv
 import html
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
 from edgekd.plots import CandidatePoint, pareto_plot, training_curves
@@ -166,16 +168,16 @@ def render_markdown(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
     """
     lines: list[str] = []
     for index, section in enumerate(_document(result, plots)):
-        lines += [f"{'#' if index == 0 else '##'} {section.heading}", ""]
+        lines += [f"{'#' if index == 0 else '##'} {_md_text(section.heading)}", ""]
         for block in section.blocks:
             if isinstance(block, Table):
                 lines.append(_md_row(block.header))
-                lines.append(_md_row(("---",) * len(block.header)))
+                lines.append("| " + " | ".join(("---",) * len(block.header)) + " |")
                 lines += [_md_row(row) for row in block.rows]
             elif isinstance(block, Plot):
-                lines.append(f"![{block.title}]({block.filename})")
+                lines.append(f"![{_md_text(block.title)}]({quote(block.filename)})")
             else:
-                lines.append(block)
+                lines.append(_md_line(block))
             lines.append("")
     return "\n".join(lines)
 
@@ -444,9 +446,41 @@ def _md_row(cells: Sequence[str]) -> str:
 
 
 def _md_cell(cell: str) -> str:
-    # A bare "|" would end the cell and a newline the row.
-    text = str(cell).replace("|", "\\|").replace("\n", " ")
-    return f"`{text}`" if isinstance(cell, Code) else text
+    if not isinstance(cell, Code):
+        return _md_text(cell)
+    # Markdown and HTML are inert in a code span; only a backtick run as long as its fence would end
+    # it, so the fence is one longer than the longest run. A table splits cells on "|" before it reads
+    # code spans, so that is escaped even here.
+    text = str(cell).replace("\n", " ").replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+# Characters that start Markdown inline syntax (emphasis, links, images, code, raw HTML and entities,
+# strikethrough, table cells) anywhere in a line.
+_MD_INLINE = re.compile(r"[\\`*\[\]<>&!|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# What makes a paragraph a heading, quote, list item or rule when it comes first in its line.
+_MD_BLOCK_START = re.compile(r"^(\s*)([#>+\-=]|\d{1,9}(?=[.)]))")
+
+
+def _md_text(text: str) -> str:
+    """`text` as literal inline Markdown: every character that could start a link, an image, emphasis,
+    code or raw HTML is backslash-escaped (CommonMark renders an escaped punctuation character as
+    itself), and a newline becomes a space. Intraword underscores (model names) stay as they are."""
+    flat = " ".join(str(text).splitlines())
+    return _MD_INLINE.sub(lambda m: "\\" + m.group(0), flat)
+
+
+def _md_line(text: str) -> str:
+    """`text` as a literal Markdown paragraph: inline syntax escaped, and a first character that would
+    make the line a block (a heading, quote, list or rule) escaped too; after "1" of "1. " the mark."""
+    escaped = _md_text(text)
+    match = _MD_BLOCK_START.match(escaped)
+    if match is None:
+        return escaped
+    at = match.end() if match.group(2).isdigit() else match.start(2)
+    return escaped[:at] + "\\" + escaped[at:]
 
 
 def _esc(text: str) -> str:

@@ -88,3 +88,86 @@ def test_decode_once_matches_per_file_decoding_and_is_reused(tmp_path):
     assert written == sorted(f"{n}-{k}.npy" for n in ("train", "val", "test") for k in ("images", "labels"))
     again = decode_once(splits, tmp_path / "cache")  # read back, not decoded again
     assert isinstance(again.train.images, np.memmap)
+
+
+def _sixteen_bit_folder(root, size=8):
+    """Two classes of 16-bit grey PNGs whose samples are multiples of 257: k * 257 is exactly k in 8
+    bits by either convention (divide by 257, or keep the high byte)."""
+    levels = {}
+    for c, base in (("dark", 10), ("bright", 200)):
+        (root / "train" / c).mkdir(parents=True)
+        for i in range(7):
+            k = (np.arange(size * size).reshape(size, size) + base + i) % 256
+            Image.fromarray((k * 257).astype(np.uint16)).save(root / "train" / c / f"{i}.png")
+            levels[(c, f"{i}.png")] = k.astype(np.uint8)
+    return root, levels
+
+
+def test_sixteen_bit_pngs_keep_their_levels_instead_of_turning_white(tmp_path):
+    from edgekd.data import decode_once
+
+    root, levels = _sixteen_bit_folder(tmp_path / "scans")
+    with Image.open(root / "train" / "dark" / "0.png") as img:
+        assert img.mode in ("I;16", "I"), img.mode  # the file really is 16-bit
+    splits = load_image_folder(root, input_size=8)
+    decoded = decode_once(splits, tmp_path / "cache")
+    mean, std = torch.tensor(splits.mean).view(3, 1, 1), torch.tensor(splits.std).view(3, 1, 1)
+    for name in ("train", "val", "test"):
+        files, fast = getattr(splits, name), getattr(decoded, name)
+        for i, (path, _) in enumerate(files.samples):
+            expected = torch.from_numpy(levels[(path.parent.name, path.name)]).float() / 255
+            for image, _label in (files[i], fast[i]):  # per-file decoding and the decoded cache agree
+                pixels = image * std + mean
+                assert torch.allclose(pixels, expected.expand(3, -1, -1), atol=1e-5), path
+
+
+def test_other_wide_modes_scale_by_their_range_and_odd_modes_are_named(tmp_path):
+    from edgekd.data import as_rgb
+
+    ramp = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)  # 32896 = 128 * 257 + 0
+    big_endian = Image.frombytes("I;16B", (4, 1), ramp.astype(">u2").tobytes())
+    assert np.asarray(as_rgb(big_endian, tmp_path / "a.tif"))[0, :, 0].tolist() == [0, 1, 255, 128]
+    wide = Image.fromarray(np.array([[-1000, 0, 1000, 3000]], dtype=np.int32), "I")  # past 16 bits' range
+    assert np.asarray(as_rgb(wide, tmp_path / "b.tif"))[0, :, 1].tolist() == [0, 64, 128, 255]
+    unit = Image.fromarray(np.array([[0.0, 0.5, 1.0, 0.2]], dtype=np.float32), "F")
+    assert np.asarray(as_rgb(unit, tmp_path / "c.tif"))[0, :, 2].tolist() == [0, 128, 255, 51]
+    rgba = Image.fromarray(np.array([[[10, 20, 30, 0], [200, 100, 50, 255], [200, 100, 50, 51]]], np.uint8))
+    composited = np.asarray(as_rgb(rgba, tmp_path / "d.png"))[0].astype(int)
+    assert composited[:2].tolist() == [[0, 0, 0], [200, 100, 50]]  # transparent: black; opaque: itself
+    assert np.abs(composited[2] - np.array([200, 100, 50]) * 51 / 255).max() <= 1  # a fifth: on black
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([90, 90, 90, 10, 200, 10])
+    palette.info["transparency"] = 0
+    assert np.asarray(as_rgb(palette, tmp_path / "p.png"))[0].tolist() == [[0, 0, 0], [10, 200, 10]]
+    with pytest.raises(DataError, match=r"e\.png: image mode 'La' cannot be read as colour"):
+        as_rgb(Image.new("La", (2, 2)), tmp_path / "e.png")
+    with pytest.raises(DataError, match=r"f\.tif: float image \(mode F\) holds NaN"):
+        as_rgb(Image.fromarray(np.array([[np.nan, 1]], dtype=np.float32), "F"), tmp_path / "f.tif")
+
+
+def test_a_float_tiff_decodes_from_disk(tmp_path):
+    from edgekd.data import decode_image
+
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(values, "F").save(tmp_path / "depth.tif")
+    image = decode_image(tmp_path / "depth.tif", 8, (0, 0, 0), (1, 1, 1))
+    assert torch.equal(image[0], torch.from_numpy(np.round(values * 255) / 255).float())
+
+
+def test_one_class_is_refused_naming_the_folder_and_class(tmp_path):
+    root = _make_folder(tmp_path / "pets", classes=("cat",))
+    with pytest.raises(
+        DataError, match=r"pets/train: one class folder \('cat'\); a classifier needs at least"
+    ):
+        load_data(root, 16)
+
+
+def test_a_sixteen_bit_pgm_opened_as_mode_i_keeps_its_scale(tmp_path):
+    from edgekd.data import decode_image
+
+    samples = np.array([[0, 257, 128 * 257, 65535]], dtype=">u2")
+    (tmp_path / "scan.pgm").write_bytes(b"P5\n4 1\n65535\n" + samples.tobytes())
+    with Image.open(tmp_path / "scan.pgm") as img:
+        assert img.mode == "I"
+    image = decode_image(tmp_path / "scan.pgm", 4, (0, 0, 0), (1, 1, 1))
+    assert torch.equal(image[:, 0, :] * 255, torch.tensor([[0.0, 1.0, 128.0, 255.0]] * 3))

@@ -113,3 +113,56 @@ def test_export_command_refuses_all_with_format_and_a_missing_source(tmp_path, c
     assert "--all exports every format" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing.safetensors")]) == 2
     assert "no such run directory or .safetensors checkpoint" in capsys.readouterr().err
+
+
+def test_export_merges_its_rows_into_an_earlier_exports_json(tmp_path, digits, capsys):
+    checkpoint = tmp_path / "student.safetensors"
+    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))
+    out = tmp_path / "exports"
+    earlier_rows = [
+        {"format": "pytorch", "precision": "fp32", "status": REFERENCE, "accuracy": 0.1},
+        {"format": "tflite", "precision": "int8", "status": OK, "file": "model-int8.tflite"},
+        {"format": "onnx", "precision": "fp32", "status": FAILED_EXPORT, "detail": "an older converter"},
+    ]
+    out.mkdir()
+    (out / "exports.json").write_text(json.dumps({"arch": ARCH, "rows": earlier_rows}))
+    args = ["export", str(checkpoint), "--format", "onnx", "--precision", "fp32", "--out", str(out)]
+    assert main([*args, "--no-latency", "--parity-images", "32", "--calibration-images", "8"]) == 0
+    rows = json.loads((out / "exports.json").read_text())["rows"]
+    # Earlier order kept; the keys exported again replaced (reference, onnx fp32); tflite int8 kept.
+    assert [(r["format"], r["precision"], r["status"]) for r in rows] == [
+        ("pytorch", "fp32", REFERENCE),
+        ("tflite", "int8", OK),
+        ("onnx", "fp32", OK),
+    ]
+    assert rows[0]["accuracy"] != 0.1 and rows[1] == earlier_rows[1] and rows[2]["top1_agreement"] >= 0.99
+
+    # Another model's table in the same directory is refused before anything is exported.
+    alien = json.dumps({"arch": "resnet18", "rows": earlier_rows})
+    (out / "exports.json").write_text(alien)
+    (out / "model-fp32.onnx").unlink()
+    assert main([*args, "--no-latency", "--parity-images", "32"]) == 2
+    assert "lists exports of resnet18, not" in capsys.readouterr().err
+    assert (out / "exports.json").read_text() == alien and not (out / "model-fp32.onnx").exists()
+
+
+def test_a_request_no_format_can_meet_is_refused_listing_the_pairs():
+    with pytest.raises(ConfigError, match=r"--precision int4: no such precision.*onnx fp32"):
+        requested_pairs(["onnx"], ["int4"])
+    with pytest.raises(
+        ConfigError, match=r"none of the requested exports exists \(onnx int8\); valid: onnx fp32"
+    ):
+        requested_pairs(["onnx"], ["int8"])
+    assert requested_pairs(["onnx", "tflite"], ["int8"]) == [("onnx", "int8"), ("tflite", "int8")]
+
+
+def test_export_inputs_refuse_zero_images(digits):
+    from edgekd.export.source import export_inputs
+
+    with pytest.raises(
+        ConfigError, match=r"--parity-images 0: parity and int8 calibration need at least one"
+    ):
+        export_inputs(digits, 0, 8)
+    with pytest.raises(ConfigError, match=r"--calibration-images 0"):
+        export_inputs(digits, 8, 0)
+    assert len(export_inputs(digits, 8, 4).calibration) == 4

@@ -1,5 +1,6 @@
 import base64
 import copy
+import html
 import io
 import re
 import subprocess
@@ -284,3 +285,25 @@ def test_a_device_measurement_reads_against_the_prediction_with_its_slowest_laye
     )
     assert "| `stages.0/conv` | Convolution | 0.750 | 75.0 % |" in markdown
     assert "Measured on pi5-desk" not in report.render_markdown(make_result(history=[]))
+
+
+def test_hostile_names_stay_literal_text_in_markdown(tmp_path):
+    """A data folder, target description, class-like model name and file name built to inject a link,
+    a script, emphasis and a list: a CommonMark renderer shows each as the text it is."""
+    from markdown_it import MarkdownIt
+
+    hostile = "x](javascript:alert(1))<script>alert(1)</script>"
+    result = make_result(history=[])  # no figures: the report's own <img> would hide an injected one
+    result["data"]["name"] = hostile
+    result["target"] = dict(result["target"], description="1. *loud* [click](http://evil) `tick`")
+    result["student"]["arch"] = "<img src=x onerror=alert(1)>_net_"
+    result["export"] = dict(result["export"], file="exports/a`b|<i>.tflite")
+    report.write_reports(tmp_path, result)
+    markdown = (tmp_path / "report.md").read_text()
+    rendered = MarkdownIt("commonmark").enable("table").render(markdown)
+    for tag in ("<a ", "<script", "<img", "<em>", "<ol", "<i>"):
+        assert tag not in rendered, tag
+    text = html.unescape(re.sub(r"<[^>]+>", "", rendered))
+    for literal in (hostile, "1. *loud* [click](http://evil) `tick`", "<img src=x onerror=alert(1)>_net_"):
+        assert literal in text, literal
+    assert "exports/a`b|<i>.tflite" in text  # the file name, whole, in one code span of its cell

@@ -94,6 +94,9 @@ def export_inputs(
     from edgekd.data import representative_images, stack, stack_sample
     from edgekd.export.suite import ExportInputs
 
+    for option, count in (("--parity-images", parity_images), ("--calibration-images", calibration_images)):
+        if count is not None and count < 1:
+            raise ConfigError(f"{option} {count}: parity and int8 calibration need at least one image.")
     dataset = getattr(data, split)
     if parity_images is None:
         images, targets = stack(dataset)

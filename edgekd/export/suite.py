@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.errors import ExportError, RuntimeUnavailableError
+from edgekd.errors import ConfigError, ExportError, RuntimeUnavailableError
 from edgekd.export import FORMATS, export, make_contract
 from edgekd.progress import Observer, SilentObserver
 
@@ -74,12 +74,29 @@ class ExportRow:
 
 
 def requested_pairs(formats: list[str], precisions: list[str] | None) -> list[tuple[str, str]]:
-    """(format, precision) pairs: each format at each requested precision, or at all it supports."""
-    pairs = []
-    for fmt in formats:
-        spec = FORMATS.get(fmt)  # an unknown name raises, listing the valid ones
-        for precision in precisions or spec.precisions:
-            pairs.append((fmt, precision))
+    """(format, precision) pairs: each format at each requested precision, or at all it supports. A
+    pair a format lacks gives an "unsupported precision" row, but a request that no format can meet
+    (an unknown precision, or none of the pairs exists) is refused, listing the pairs that exist."""
+    from edgekd.targets import PRECISIONS
+
+    specs = [FORMATS.get(fmt) for fmt in formats]  # an unknown name raises, listing the valid ones
+    valid = ", ".join(f"{fmt} {p}" for fmt, spec in zip(formats, specs, strict=True) for p in spec.precisions)
+    unknown = [p for p in precisions or () if p not in PRECISIONS]
+    if unknown:
+        raise ConfigError(
+            f"--precision {', '.join(unknown)}: no such precision (valid: {', '.join(PRECISIONS)}); "
+            f"the formats asked for export {valid}."
+        )
+    pairs = [
+        (fmt, precision)
+        for fmt, spec in zip(formats, specs, strict=True)
+        for precision in precisions or spec.precisions
+    ]
+    if not any(precision in FORMATS.get(fmt).precisions for fmt, precision in pairs):
+        raise ConfigError(
+            f"none of the requested exports exists ({', '.join(f'{f} {p}' for f, p in pairs)}); "
+            f"valid: {valid}."
+        )
     return pairs
 
 
@@ -178,3 +195,36 @@ def _one(
 
 def rows_as_dicts(rows: list[ExportRow]) -> list[dict[str, Any]]:
     return [asdict(row) for row in rows]
+
+
+def read_exports(path: Path, arch: str) -> list[dict[str, Any]]:
+    """The rows of an earlier `exports.json` at `path` (none when there is no file), so a new export
+    adds to them. Read before anything is exported: a file that is not edgekd's, or one of another
+    model, fails first rather than being overwritten."""
+    import json
+
+    if not path.exists():
+        return []
+    try:
+        summary = json.loads(path.read_text())
+        rows, earlier = summary["rows"], summary["arch"]
+        if not all(isinstance(row, dict) and {"format", "precision"} <= row.keys() for row in rows):
+            raise ValueError("a row lacks its format or precision")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{path}: not an edgekd exports.json ({e}); move it away or pass --out another directory."
+        ) from e
+    if earlier != arch:
+        raise ConfigError(
+            f"{path} lists exports of {earlier}, not {arch}; pass --out another directory so neither "
+            "table loses rows."
+        )
+    return rows
+
+
+def merge_rows(earlier: list[dict[str, Any]], rows: list[ExportRow]) -> list[dict[str, Any]]:
+    """`earlier` rows with `rows` merged in by (format, precision): a new row replaces the earlier one
+    of its key in place, and one of a new key is appended."""
+    merged = {(row["format"], row["precision"]): row for row in earlier}
+    merged.update({(row.format, row.precision): asdict(row) for row in rows})
+    return list(merged.values())
