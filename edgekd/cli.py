@@ -104,7 +104,7 @@ def fit(
         list[str] | None,
         typer.Option(
             help="Distillation loss term NAME[:WEIGHT], repeatable: kd, logit_mse, dkd, fitnet, at, rkd, "
-            "sp, ce (default: kd)."
+            "sp, dist, ce (default: kd)."
         ),
     ] = None,
     temperature: Annotated[float | None, typer.Option(help="KD temperature T.")] = None,

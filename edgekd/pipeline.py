@@ -284,8 +284,8 @@ def _check_teacher_fits_plan(config: FitConfig, plan: DistillPlan) -> None:
         needing = [t.name for t in loss.terms if t.needs_features or t.needs_embedding]
         raise ConfigError(
             f"--loss {', '.join(needing)} reads the teacher's feature maps or embeddings, but the ONNX "
-            f"teacher {config.teacher} gives logits only; use a loss on logits (kd, dkd, logit_mse, ce) "
-            "or a timm teacher."
+            f"teacher {config.teacher} gives logits only; use a loss on logits (kd, dkd, dist, "
+            "logit_mse, ce) or a timm teacher."
         )
     if plan.scheme == "online":
         raise ConfigError(

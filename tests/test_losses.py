@@ -1,16 +1,17 @@
 """Every loss against a NumPy computation written from its paper's formula, plus the properties the papers
-state (DKD's decomposition of KD, the invariances of AT, RKD and SP), composition and spec errors."""
+state (DKD's decomposition of KD, the invariances of DIST, AT, RKD and SP), composition and spec errors."""
 
 import re
 
 import numpy as np
 import pytest
 import torch
+from scipy.stats import pearsonr
 
 from edgekd.distill.losses import LOSSES, DistillOutputs, WeightedSum, make_loss, parse_loss_specs
 from edgekd.errors import ConfigError, EdgeKDError, UnknownNameError
 
-ALL_LOSSES = {"ce", "kd", "logit_mse", "dkd", "fitnet", "at", "rkd", "sp"}
+ALL_LOSSES = {"ce", "kd", "logit_mse", "dkd", "dist", "fitnet", "at", "rkd", "sp"}
 
 
 # --- NumPy references, one per paper --------------------------------------------------------------
@@ -55,6 +56,14 @@ def numpy_dkd(student, teacher, labels, temperature, alpha, beta):
         nckd = (ht * np.log(ht / hs)).sum()
         total += alpha * tckd + beta * nckd
     return temperature**2 * total / len(labels)
+
+
+def numpy_dist(student, teacher, temperature, beta, gamma):
+    """Pearson's r from SciPy, one row (inter-class) or one column (intra-class) at a time."""
+    ys, yt = _softmax(student / temperature), _softmax(teacher / temperature)
+    inter = 1 - np.mean([pearsonr(ys[i], yt[i]).statistic for i in range(len(ys))])
+    intra = 1 - np.mean([pearsonr(ys[:, j], yt[:, j]).statistic for j in range(ys.shape[1])])
+    return beta * temperature**2 * inter + gamma * temperature**2 * intra
 
 
 def numpy_fitnet(student_maps, teacher_maps, weights, biases):
@@ -179,6 +188,13 @@ def test_dkd_matches_numpy(temperature, alpha, beta):
     assert float(loss(_outputs())) == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("temperature,beta,gamma", [(1.0, 1.0, 1.0), (4.0, 2.0, 2.0), (2.0, 0.5, 0.0)])
+def test_dist_matches_scipy_pearson(temperature, beta, gamma):
+    loss = make_loss("dist", temperature=temperature, inter_weight=beta, intra_weight=gamma)
+    expected = numpy_dist(STUDENT, TEACHER, temperature, beta, gamma)
+    assert float(loss(_outputs())) == pytest.approx(expected, rel=1e-10)
+
+
 def test_fitnet_matches_numpy_with_its_adapters():
     loss = _built("fitnet")
     weights = [a.weight.detach().numpy()[:, :, 0, 0] for a in loss.adapters]
@@ -204,8 +220,9 @@ def test_sp_matches_numpy():
 
 
 def test_paper_defaults():
-    dkd, at, rkd, sp = (make_loss(n) for n in ("dkd", "at", "rkd", "sp"))
+    dkd, dist, at, rkd, sp = (make_loss(n) for n in ("dkd", "dist", "at", "rkd", "sp"))
     assert (dkd.tckd_weight, dkd.nckd_weight, dkd.temperature) == (1.0, 8.0, 4.0)
+    assert (dist.inter_weight, dist.intra_weight, dist.temperature) == (1.0, 1.0, 1.0)
     assert (at.beta, at.power) == (1000.0, 2.0)
     assert (rkd.distance_weight, rkd.angle_weight) == (25.0, 50.0)
     assert sp.gamma == 3000.0
@@ -230,10 +247,46 @@ def test_dkd_decomposes_classical_kd(sample, temperature):
     assert float(dkd(one)) == pytest.approx(float(kd(one)), rel=1e-10)
 
 
-def test_kd_dkd_and_logit_mse_vanish_when_the_student_is_the_teacher():
+def test_kd_dkd_dist_and_logit_mse_vanish_when_the_student_is_the_teacher():
     same = _outputs(student=TEACHER)
-    for loss in (make_loss("kd", alpha=1.0), make_loss("dkd"), make_loss("logit_mse")):
+    losses = [make_loss("kd", alpha=1.0), make_loss("dkd"), make_loss("logit_mse")]
+    losses += [make_loss("dist", temperature=t) for t in (1.0, 4.0)]
+    for loss in losses:
         assert float(loss(same)) == pytest.approx(0.0, abs=1e-12), loss.name
+
+
+def _affine_probabilities(logits, scale, shift):
+    """Logits whose softmax is scale · softmax(logits) + shift: still a distribution when
+    scale + C · shift = 1, with every probability positive."""
+    return np.log(scale * _softmax(logits) + shift)
+
+
+@pytest.mark.parametrize("scale", [0.3, 0.6, 0.95])
+def test_dist_is_invariant_to_scaling_and_shifting_the_students_probabilities(scale):
+    """Pearson's r is invariant to a positive affine map, so a student and a less sure one (its
+    probabilities mixed with the uniform distribution) lose the same under DIST (at τ = 1, where the
+    logits' softmax is the compared distribution); KD tells them apart."""
+    shift = (1 - scale) / C
+    assert (scale * _softmax(STUDENT) + shift).min() > 0
+    moved = _outputs(student=_affine_probabilities(STUDENT, scale, shift))
+    assert np.allclose(_softmax(moved.student_logits.numpy()), scale * _softmax(STUDENT) + shift)
+    dist, kd = make_loss("dist"), make_loss("kd", temperature=1.0, alpha=1.0)
+    assert float(dist(moved)) == pytest.approx(float(dist(_outputs())), rel=1e-10)
+    assert float(kd(moved)) != pytest.approx(float(kd(_outputs())), rel=1e-3)
+    # the teacher's own probabilities, scaled and shifted: no loss at all
+    same = _outputs(student=_affine_probabilities(TEACHER, scale, shift))
+    assert float(dist(same)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_dist_on_a_batch_of_one_keeps_the_inter_class_term_and_a_finite_gradient():
+    """A single image has no intra-class relation: each class column is one number, constant, so the
+    intra-class term is 1 (times γτ²) with no gradient; the inter-class term alone trains."""
+    one = DistillOutputs(_t(STUDENT[:1], grad=True), torch.tensor(LABELS[:1]), _t(TEACHER[:1]))
+    value = make_loss("dist", inter_weight=1.0, intra_weight=3.0)(one)
+    value.backward()
+    inter = 1 - pearsonr(_softmax(STUDENT[:1])[0], _softmax(TEACHER[:1])[0]).statistic
+    assert float(value) == pytest.approx(inter + 3.0, rel=1e-10)
+    assert torch.isfinite(one.student_logits.grad).all() and one.student_logits.grad.abs().sum() > 0
 
 
 def test_at_is_invariant_to_scaling_a_feature_map():
@@ -367,6 +420,8 @@ def test_fitnet_needs_prepare_and_one_teacher_tap_per_student_tap():
         ("kd", {"alpha": 1.5}, "alpha"),
         ("ce", {"label_smoothing": 1.0}, "label_smoothing"),
         ("dkd", {"nckd_weight": -1.0}, "nckd_weight"),
+        ("dist", {"temperature": -1.0}, "temperature"),
+        ("dist", {"intra_weight": float("nan")}, "intra_weight"),
         ("at", {"power": 0.0}, "power"),
         ("rkd", {"angle_weight": float("inf")}, "angle_weight"),
         ("kd", {"tempreature": 2.0}, "Did you mean 'temperature'"),
@@ -422,7 +477,7 @@ def test_weighted_sum_forwards_prepare_and_checkpoints_the_adapters():
     "specs,message",
     [
         (["kd:abc"], r"'kd:abc'.*not a number"),
-        (["nope:1"], r"'nope:1'.*Valid: at, ce, dkd, fitnet, kd, logit_mse, rkd, sp"),
+        (["nope:1"], r"'nope:1'.*Valid: at, ce, dist, dkd, fitnet, kd, logit_mse, rkd, sp"),
         (["fitnets:0.5"], r"'fitnets:0.5'.*Did you mean 'fitnet'"),
         (["kd:-1"], r"'kd:-1'.*positive"),
         (["kd:nan"], r"'kd:nan'.*positive"),
