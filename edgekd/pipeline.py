@@ -139,9 +139,10 @@ def _validate(config: FitConfig) -> None:
         raise bad("weight_decay", "must be a finite number, 0 or more")
     if not (math.isfinite(config.temperature) and config.temperature > 0):
         raise bad("temperature", "must be a finite number above 0 (e.g. 4)")
-    for name in ("alpha", "label_smoothing"):
-        if not 0 <= getattr(config, name) <= 1:  # also refuses nan
-            raise bad(name, "must be between 0 and 1")
+    if not 0 <= config.alpha <= 1:  # also refuses nan
+        raise bad("alpha", "must be between 0 and 1")
+    if not 0 <= config.label_smoothing < 1:
+        raise bad("label_smoothing", "may not be 1 (no label would be left) and must be between 0 and 1")
     if config.ema_decay is not None and not 0 < config.ema_decay < 1:
         raise bad("ema_decay", "must be between 0 and 1, both excluded (e.g. 0.999)")
     if config.clip_grad_norm is not None and not (
@@ -240,6 +241,7 @@ def _distill_plan(config: FitConfig, targets) -> DistillPlan:
         loss=tuple(config.loss),
         temperature=config.temperature,
         alpha=config.alpha,
+        label_smoothing=config.label_smoothing,
         teacher_cache=config.teacher_cache,
         qat_epochs=qat_epochs,
     )

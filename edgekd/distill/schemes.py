@@ -10,8 +10,9 @@ Example:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -49,15 +50,16 @@ class MutualLoss(DistillLoss):
         L = CE(s, y) + CE(p, y) + T² · KL(σ(p/T) ‖ σ(s/T)) + T² · KL(σ(s/T) ‖ σ(p/T))
 
     with the target side of each KL detached, so both networks are updated in the same step (the
-    paper alternates the two updates; the joint step is the usual implementation)."""
+    paper alternates the two updates; the joint step is the usual implementation). `label_smoothing`
+    smooths both label terms (the paper has none)."""
 
     name = "mutual"
     needs_teacher = False
 
-    def __init__(self, pair: MutualPair, temperature: float = 1.0) -> None:
+    def __init__(self, pair: MutualPair, temperature: float = 1.0, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self._pair = [pair]  # a plain list: the pair's parameters belong to the model, not to the loss
-        self.temperature = temperature
+        self.temperature, self.label_smoothing = temperature, label_smoothing
 
     def forward(self, outputs: DistillOutputs) -> torch.Tensor:
         student, peer, labels, t = (
@@ -78,8 +80,8 @@ class MutualLoss(DistillLoss):
             )
 
         return (
-            F.cross_entropy(student, labels)
-            + F.cross_entropy(peer, labels)
+            F.cross_entropy(student, labels, label_smoothing=self.label_smoothing)
+            + F.cross_entropy(peer, labels, label_smoothing=self.label_smoothing)
             + t**2 * (kl(peer, student) + kl(student, peer))
         )
 
@@ -91,6 +93,7 @@ def mutual_learning(
     config: TrainConfig,
     *,
     temperature: float = 1.0,
+    label_smoothing: float = 0.0,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> list[EpochMetrics]:
@@ -101,7 +104,7 @@ def mutual_learning(
         pair,
         data,
         config,
-        loss=MutualLoss(pair, temperature),
+        loss=MutualLoss(pair, temperature, label_smoothing),
         checkpoint_dir=checkpoint_dir,
         observer=observer,
         description="mutual learning",
@@ -119,12 +122,14 @@ def born_again(
     *,
     generations: int = 2,
     loss_specs: Sequence[str] = ("kd",),
+    loss_params: Mapping[str, Any] | None = None,
     cache_for: CacheFactory | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> tuple[nn.Module, list[list[EpochMetrics]]]:
     """Born-again networks, Furlanello et al., ICML 2018: generation 1 is distilled from `teacher`;
-    every later generation is a fresh copy of the same architecture distilled from the one before."""
+    every later generation is a fresh copy of the same architecture distilled from the one before.
+    Every generation's loss is `parse_loss_specs(loss_specs, **loss_params)`."""
     if generations < 1:
         raise ValueError(f"generations must be at least 1, got {generations}")
     histories = []
@@ -136,7 +141,7 @@ def born_again(
                 student,
                 data,
                 config,
-                loss=parse_loss_specs(loss_specs),
+                loss=parse_loss_specs(loss_specs, **(loss_params or {})),
                 teacher=current_teacher,
                 teacher_cache=cache_for(current_teacher) if cache_for else None,
                 checkpoint_dir=checkpoint_dir / f"generation-{generation}" if checkpoint_dir else None,
@@ -154,18 +159,20 @@ def teacher_assistant_chain(
     config: TrainConfig,
     *,
     loss_specs: Sequence[str] = ("kd",),
+    loss_params: Mapping[str, Any] | None = None,
     cache_for: CacheFactory | None = None,
     checkpoint_dir: Path | None = None,
     observer: Observer | None = None,
 ) -> list[list[EpochMetrics]]:
     """Teacher-assistant knowledge distillation, Mirzadeh et al., AAAI 2020: when the capacity gap is
     large, the trained teacher `chain[0]` teaches an intermediate model, which teaches the next, down
-    to the student `chain[-1]`. Every model after the first is trained in place."""
+    to the student `chain[-1]`. Every model after the first is trained in place, each step with the
+    loss `parse_loss_specs(loss_specs, **loss_params)`."""
     if len(chain) < 2:
         raise ValueError("a chain needs at least a teacher and a student")
     histories = []
     for step, (teacher, student) in enumerate(itertools.pairwise(chain), start=1):
-        loss: DistillLoss = parse_loss_specs(loss_specs)
+        loss: DistillLoss = parse_loss_specs(loss_specs, **(loss_params or {}))
         histories.append(
             train(
                 student,

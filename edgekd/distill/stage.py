@@ -49,14 +49,16 @@ class DistillPlan:
     - ``born-again``: an offline student teaches a fresh copy of itself (Furlanello et al. 2018);
     - ``assistant``: the teacher teaches `assistant`, which teaches the student (Mirzadeh et al. 2020).
 
-    `teacher_cache` stores the frozen teacher's logits for every augmented view once (offline,
-    born-again and assistant). `qat_epochs` > 0 fine-tunes an int8 student quantization-aware.
+    `temperature`, `alpha` and `label_smoothing` reach every term of `loss` that takes them, in every
+    scheme and step. `teacher_cache` stores the frozen teacher's logits for every augmented view once
+    (offline, born-again and assistant). `qat_epochs` > 0 fine-tunes an int8 student quantization-aware.
     """
 
     scheme: str = "offline"
     loss: tuple[str, ...] = ("kd",)
     temperature: float = 4.0
     alpha: float = 0.9
+    label_smoothing: float = 0.0
     teacher_cache: bool = True
     qat_epochs: int = 0
 
@@ -73,9 +75,23 @@ class DistillPlan:
             )
         if self.qat_epochs < 0:
             raise ConfigError(f"qat_epochs must be 0 or more, got {self.qat_epochs}")
+        # Online, both networks learn the labels through the mutual-learning loss, which smooths them.
+        if (
+            self.label_smoothing
+            and self.scheme != "online"
+            and not any(hasattr(term, "label_smoothing") for term in self.losses().terms)
+        ):
+            raise ConfigError(
+                f"--label-smoothing {self.label_smoothing:g} smooths the labels of a ce or kd term, and "
+                f"--loss {' '.join(self.loss)} has none; add --loss ce or drop --label-smoothing."
+            )
+
+    def loss_params(self) -> dict[str, float]:
+        """The hyperparameters shared by the terms of `loss`: each term takes those it has."""
+        return {"temperature": self.temperature, "alpha": self.alpha, "label_smoothing": self.label_smoothing}
 
     def losses(self):
-        return parse_loss_specs(self.loss, temperature=self.temperature, alpha=self.alpha)
+        return parse_loss_specs(self.loss, **self.loss_params())
 
 
 @dataclass
@@ -148,6 +164,7 @@ def distil_student(
             data,
             config,
             temperature=plan.temperature,
+            label_smoothing=plan.label_smoothing,
             checkpoint_dir=at("mutual"),
             observer=observer,
         )
@@ -160,6 +177,7 @@ def distil_student(
             config,
             generations=2,
             loss_specs=plan.loss,
+            loss_params=plan.loss_params(),
             cache_for=cache_for,
             checkpoint_dir=at("born-again"),
             observer=observer,
@@ -176,6 +194,7 @@ def distil_student(
             data,
             config,
             loss_specs=plan.loss,
+            loss_params=plan.loss_params(),
             cache_for=cache_for,
             checkpoint_dir=at("assistant-chain"),
             observer=observer,
@@ -225,7 +244,7 @@ def quantization_aware(
     distilling it from the float teacher at a tenth of the learning rate.
 
     Response KD only: the captured graph has no timm feature taps, so feature and relation terms of
-    `plan.loss` cannot be computed on it; the KD temperature and alpha are the plan's.
+    `plan.loss` cannot be computed on it; the KD temperature, alpha and label smoothing are the plan's.
     """
     from edgekd.quantize import prepare_qat
 
@@ -236,7 +255,7 @@ def quantization_aware(
         qat,
         data,
         qat_config,
-        loss=make_loss("kd", temperature=plan.temperature, alpha=plan.alpha),
+        loss=make_loss("kd", **plan.loss_params()),
         teacher=teacher,
         teacher_cache=cache,
         checkpoint_dir=checkpoint_dir,

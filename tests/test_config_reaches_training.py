@@ -1,0 +1,206 @@
+"""What `edgekd fit` is told reaches what it trains: label smoothing changes the student's weights in
+every scheme, and every field of the configs on the way to the trainer is read by something other than
+its own checks and the writing of config.yaml."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgekd.cli import main
+from edgekd.distill.stage import DistillPlan, distil_student
+from edgekd.distill.trainer import TrainConfig
+from edgekd.errors import ConfigError
+from edgekd.pipeline import FitConfig, _distill_plan, _train_config
+from edgekd.targets import get_target
+from tests.helpers import one_torch_thread, subset
+
+EDGEKD = Path(__file__).resolve().parents[1] / "edgekd"
+
+
+@pytest.fixture(scope="module")
+def tiny(digits):
+    return dataclasses.replace(digits, train=subset(digits.train, 96), val=subset(digits.val, 32))
+
+
+def _cnn(width: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, 10),
+    )  # fmt: skip
+
+
+def _trained_weights(data, **options) -> list[torch.Tensor]:
+    """The student's weights after one epoch of three steps, configured as `edgekd fit` would be from
+    `options` (through the same `_distill_plan` and `_train_config`)."""
+    config = FitConfig(epochs=1, batch_size=32, lr=0.05, alpha=0.5, teacher_cache=False, **options)
+    plan = _distill_plan(config, [get_target("pi5")])
+    with one_torch_thread():
+        result = distil_student(
+            lambda: _cnn(4, 1),
+            _cnn(6, 0).eval(),  # an untrained teacher: its logits differ from the labels all the same
+            data,
+            _train_config(config, data.input_size),
+            plan,
+            make_assistant=lambda: _cnn(5, 2),
+        )
+    return [t.detach().clone() for t in result.student.state_dict().values()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},  # offline, kd
+        {"loss": ("dkd", "ce")},
+        {"scheme": "online"},
+        {"scheme": "born-again"},
+        {"scheme": "assistant"},
+    ],
+    ids=["offline-kd", "offline-dkd+ce", "online", "born-again", "assistant"],
+)
+def test_label_smoothing_changes_the_trained_student_in_every_scheme(tiny, options):
+    plain = _trained_weights(tiny, label_smoothing=0.0, **options)
+    smoothed = _trained_weights(tiny, label_smoothing=0.1, **options)
+    assert _same(plain, _trained_weights(tiny, label_smoothing=0.0, **options))  # deterministic
+    assert _same(smoothed, _trained_weights(tiny, label_smoothing=0.1, **options))
+    assert not _same(plain, smoothed)
+
+
+@pytest.mark.slow
+def test_label_smoothing_reaches_the_quantization_aware_kd_term(tiny):
+    """An int8 target's fine-tuning trains its own kd term on the fake-quantized graph (~8 s a run)."""
+    from edgekd.distill.stage import quantization_aware
+
+    def fine_tuned(label_smoothing: float) -> list[torch.Tensor]:
+        config = FitConfig(
+            target="ethos-u55", epochs=1, batch_size=32, lr=0.05, alpha=0.5, label_smoothing=label_smoothing
+        )
+        plan = _distill_plan(config, [get_target("ethos-u55")])
+        assert plan.qat_epochs == 2
+        plan = dataclasses.replace(plan, qat_epochs=1)
+        with one_torch_thread():
+            qat = quantization_aware(
+                _cnn(4, 1), _cnn(6, 0).eval(), tiny, _train_config(config, tiny.input_size), plan, arch="cnn"
+            )
+        return [t.detach().clone() for t in qat.model.state_dict().values()]
+
+    assert not _same(fine_tuned(0.0), fine_tuned(0.1))
+
+
+def test_label_smoothing_without_a_label_term_is_refused(tmp_path, monkeypatch, capsys):
+    with pytest.raises(
+        ConfigError, match=r"--label-smoothing 0.1 .* --loss dkd fitnet has none; add --loss ce"
+    ):
+        DistillPlan(loss=("dkd", "fitnet"), label_smoothing=0.1)
+    assert DistillPlan(loss=("dkd", "ce"), label_smoothing=0.1).losses().terms[1].label_smoothing == 0.1
+    assert DistillPlan(scheme="online", label_smoothing=0.1).label_smoothing == 0.1
+    monkeypatch.chdir(tmp_path)
+    # --data names no folder: were the plan not refused, fit would fail loading it, not train
+    assert main(["fit", "--loss", "dist", "--label-smoothing", "0.1", "--data", str(tmp_path / "none")]) == 2
+    out, err = capsys.readouterr()
+    assert "error: --label-smoothing 0.1 smooths the labels of a ce or kd term" in err + out
+    assert not (tmp_path / "runs").exists()
+
+
+def test_label_smoothing_of_one_is_refused_where_the_config_is_built():
+    with pytest.raises(ConfigError, match=r"label_smoothing \(--label-smoothing\) may not be 1"):
+        FitConfig(label_smoothing=1.0)
+
+
+# --- every config field is read ---------------------------------------------------------------------
+
+
+class _Reads(ast.NodeVisitor):
+    """`<variable>.<name>` reads outside the functions in `skip` and outside the class `owner`, whose
+    methods and properties are kept apart with the names they read through `self`."""
+
+    def __init__(self, variable: str, owner: str, skip: set[str]) -> None:
+        self.variable, self.owner, self.skip = variable, owner, skip
+        self.outside: set[str] = set()
+        self.members: dict[str, set[str]] = {}
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if node.name not in self.skip:
+            self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        if node.name != self.owner:
+            self.generic_visit(node)
+            return
+        for item in node.body:
+            if isinstance(item, ast.FunctionDef) and item.name not in self.skip:
+                self.members[item.name] = {
+                    n.attr
+                    for n in ast.walk(item)
+                    if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+                }
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.value, ast.Name) and node.value.id == self.variable:
+            self.outside.add(node.attr)
+        self.generic_visit(node)
+
+
+def _reads(sources: list[Path], variable: str, cls: type, skip: set[str]) -> set[str]:
+    """Names read as `<variable>.<name>` in `sources`, outside the functions named in `skip` (which
+    only check values) and outside `cls`'s own body; reading a property or method of `cls` counts as
+    reading what it reads through `self`. Nothing else counts: `asdict`, `to_mapping` and
+    `dataclasses.replace` treat every field alike, so passing a config through them consumes none."""
+    reads = _Reads(variable, cls.__name__, skip)
+    for path in sources:
+        reads.visit(ast.parse(path.read_text()))
+    read, pending = set(), set(reads.outside)
+    while pending:
+        name = pending.pop()
+        read.add(name)
+        pending |= reads.members.get(name, set()) - read
+    return read
+
+
+CONSUMERS = [
+    # (the config, the modules that read it, the name it goes by there, functions that only check it)
+    (FitConfig, ["pipeline.py"], "config", {"_validate", "resume_config", "__post_init__", "from_yaml"}),
+    (DistillPlan, ["distill/stage.py", "pipeline.py"], "plan", {"__post_init__"}),
+    (TrainConfig, ["distill/trainer.py"], "config", {"__post_init__"}),
+]
+
+
+@pytest.mark.parametrize("cls,modules,variable,skip", CONSUMERS, ids=[c[0].__name__ for c in CONSUMERS])
+def test_every_config_field_is_read_by_what_it_configures(cls, modules, variable, skip):
+    read = _reads([EDGEKD / m for m in modules], variable, cls, skip)
+    unread = [f.name for f in dataclasses.fields(cls) if f.name not in read]
+    assert not unread, f"{cls.__name__} fields that nothing in {', '.join(modules)} reads: {unread}"
+
+
+def test_the_field_check_finds_a_field_that_is_only_validated(tmp_path):
+    """The check itself can fail: a config whose field is only range-checked and written out is unread."""
+    source = tmp_path / "consumer.py"
+    source.write_text(
+        "def _validate(config):\n"
+        "    if config.used < 0 or config.unused < 0:\n"
+        "        raise ValueError(config)\n"
+        "def run(config):\n"
+        "    save(to_mapping(config))\n"
+        "    return config.total\n"
+        "class Config:\n"
+        "    @property\n"
+        "    def total(self):\n"
+        "        return self.used + 1\n"
+    )
+
+    @dataclasses.dataclass
+    class Config:
+        used: int = 0
+        unused: int = 0
+
+    assert _reads([source], "config", Config, {"_validate"}) & {"used", "unused"} == {"used"}
