@@ -4,8 +4,9 @@ Python runs a signal handler at the next bytecode, which can be inside a garbage
 and an exception raised there is printed as "Exception ignored" and dropped. JAX, which the TFLite
 converter imports, registers a callback that runs at every collection, so a Ctrl-C during an export
 (or any stage after one) was often lost and the run went on as if nothing had happened. The handler
-here sees that it was called inside such a callback and posts the interrupt again, so it is raised at
-the first bytecode after the callback returns.
+here sees that it was called inside such a callback and has the interrupt sent again a moment later,
+from another thread (sent from the handler itself, it would be handled at once, in the handler),
+until it arrives outside the callback and is raised there.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+# A gc callback takes microseconds: an interrupt sent again after this lands after it returns.
+RESEND_AFTER_S = 0.001
 
 
 def _inside_gc_callback(frame: FrameType | None) -> bool:
@@ -31,7 +35,7 @@ def _inside_gc_callback(frame: FrameType | None) -> bool:
 
 def _raise_interrupt_outside_gc_callbacks(signum: int, frame: FrameType | None) -> None:
     if _inside_gc_callback(frame):
-        _thread.interrupt_main(signum)  # trips the signal again without handling it here
+        threading.Timer(RESEND_AFTER_S, _thread.interrupt_main, (signum,)).start()
         return
     raise KeyboardInterrupt
 
