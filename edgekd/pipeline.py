@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from edgekd._config import from_mapping, load_yaml, to_mapping
-from edgekd._io import write_json_atomic, write_text_atomic
-from edgekd.errors import ConfigError, RunInterrupted
+from edgekd._io import describe_os_error, write_json_atomic, write_text_atomic
+from edgekd.errors import ConfigError, FileSystemError, RunInterrupted
 from edgekd.progress import Observer, SilentObserver, StageTracker
 
 if TYPE_CHECKING:
@@ -481,7 +481,8 @@ def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | N
 
 def _interrupts_name_stage_and_run(fit_body):
     """`fit` whose Ctrl-C raises `RunInterrupted` with the stage under way and the run directory to
-    resume: the body gets a `StageTracker` as its observer and tells it the run directory."""
+    resume, and whose file-system errors (a full disk) say how to resume once they are mended: the
+    body gets a `StageTracker` as its observer and tells it the run directory."""
 
     @functools.wraps(fit_body)
     def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None):
@@ -491,6 +492,13 @@ def _interrupts_name_stage_and_run(fit_body):
             return fit_body(config, resume=resume, observer=stages)
         except KeyboardInterrupt as e:
             raise RunInterrupted(stages.current or "setup", stages.run) from e
+        except OSError as e:
+            if stages.run is None:
+                raise
+            said = str(e) if isinstance(e, FileSystemError) else describe_os_error(e)
+            raise FileSystemError(
+                f"{said}; then resume with: edgekd fit --resume {stages.run}", e.errno, e.filename
+            ) from e
 
     return fit
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from edgekd._interrupts import interrupts_outside_gc_callbacks
+from edgekd._io import file_sha256
 from tests import tmpfs
 from tests.conftest import REPO
 
@@ -94,7 +96,7 @@ def _interrupt_when(args: list[str], env: dict[str, str], stage: str, then: str 
         process.wait()
         pytest.fail(f"{stage} never started (exit {process.returncode}):\n{''.join(seen)[-3000:]}")
     process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=300)
+    _, rest = process.communicate(timeout=300)
     return process.returncode, "".join(seen) + rest
 
 
@@ -150,14 +152,18 @@ def test_ctrl_c_in_every_stage_exits_130_and_resumes_to_the_uninterrupted_studen
     reference = _edgekd(["fit", *SMALL_FIT, *targets, "--runs-dir", str(reference_runs)], env)
     assert reference.returncode == 0, reference.stderr[-3000:]
     (reference_run,) = reference_runs.iterdir()
+    assert len(json.loads((Path(run) / "search.json").read_text())["trials"]) >= 2  # the search trained
     interrupted_hash = _tensors_sha256(Path(run) / "student.safetensors")
     reference_hash = _tensors_sha256(reference_run / "student.safetensors")
+    exported = [file_sha256(r / "exports" / "student-fp32.tflite") for r in (Path(run), reference_run)]
     reference_seconds = time.monotonic() - started - interrupted_seconds
     print(
         f"\nstudent tensors sha256: interrupted 5 times {interrupted_hash}, uninterrupted {reference_hash}; "
+        f"student-fp32.tflite sha256: {exported[0]}, {exported[1]}; "
         f"interrupted and resumed {interrupted_seconds:.0f} s, reference {reference_seconds:.0f} s"
     )
     assert interrupted_hash == reference_hash
+    assert exported[0] == exported[1]
 
 
 @pytest.mark.slow
@@ -175,7 +181,8 @@ def test_a_full_disk_fails_on_one_line_and_the_run_resumes_once_there_is_space(f
         (run,) = runs.iterdir()
         assert errors == [
             f"error: no space left on device writing {run}/checkpoints/student/last.pt (a training "
-            "checkpoint); free space there or write somewhere else"
+            "checkpoint); free space there or write somewhere else; then resume with: "
+            f"edgekd fit --resume {run}"
         ], failed.stderr[-3000:]
         left = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
         assert left == ["config.yaml", "search.csv", "search.json"], (
@@ -200,6 +207,8 @@ def test_ctrl_c_inside_a_gc_callback_still_interrupts():
             for _ in range(100):
                 pass
 
+    # Python's own SIGINT handling, also where the test runner was started with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     gc.callbacks.append(callback)
     try:
         with interrupts_outside_gc_callbacks(), pytest.raises(KeyboardInterrupt):
@@ -209,4 +218,5 @@ def test_ctrl_c_inside_a_gc_callback_still_interrupts():
                 pass
     finally:
         gc.callbacks.remove(callback)
+        signal.signal(signal.SIGINT, previous)
     assert sent
