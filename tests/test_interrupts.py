@@ -195,6 +195,36 @@ def test_a_full_disk_fails_on_one_line_and_the_run_resumes_once_there_is_space(f
         assert (run / "result.json").exists() and (run / "report.html").exists()
 
 
+def test_ctrl_c_in_another_command_exits_130_and_names_it(tmp_path):
+    """Typer turns a KeyboardInterrupt in a command into a return value of 130, which `main` used to
+    drop (exit 0); now it is the exit code, with a line naming the command."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgekd",
+            "latency",
+            "validate",
+            "--target",
+            "host",
+            "--out",
+            str(tmp_path / "v.json"),
+        ],
+        cwd=REPO,
+        env=_environment(tmp_path / "cache", tmp_path / "config"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_default,
+    )
+    time.sleep(5)  # past the imports, well inside the two minutes leave-one-out takes here
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert re.search(r"^error: interrupted during edgekd latency validate\b", stderr, re.M), stderr[-3000:]
+    assert "Traceback" not in stderr and not (tmp_path / "v.json").exists()
+
+
 def test_ctrl_c_inside_a_gc_callback_still_interrupts():
     """JAX collects in a gc callback; Python drops an exception raised in one, so a Ctrl-C handled
     there was lost. Inside `interrupts_outside_gc_callbacks` it is raised after the callback."""
