@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -34,7 +35,11 @@ FILE_KINDS = {
     ".html": "a report",
     ".png": "a plot",
     ".npy": "a cached array",
+    ".mlpackage": "a Core ML package",
 }
+# How writers that do not raise OSError report one (safetensors: "os error 28"; torch.save: "file write
+# failed"; OpenVINO: "iostream error"). Some remove their partial file, so the disk no longer looks full.
+WRITER_IO_FAILURE = re.compile(r"os error (\d+)|file write failed|iostream error", re.IGNORECASE)
 # Below this many free bytes a file system counts as full: a library that writes through its own
 # stream (torch.save, safetensors) reports ENOSPC as a RuntimeError or its own error type.
 FULL_BELOW_BYTES = 64 << 10
@@ -51,9 +56,16 @@ def file_kind(path: str | os.PathLike[str]) -> str:
     return FILE_KINDS.get(Path(path).suffix.lower(), "a file")
 
 
+def _reason(error: OSError) -> str:
+    """The OS's words for the error ("no space left on device"), else the error's own message."""
+    if error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
 def describe_os_error(error: OSError) -> str:
     """An OSError as one line: what failed, on which path, and what to do."""
-    reason = (error.strerror or os.strerror(error.errno or 0) or type(error).__name__).lower()
+    reason = _reason(error)
     paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
     advice = _ADVICE.get(error.errno, "")
     return reason + (f": {paths}" if paths else "") + (f"; {advice}" if advice else "")
@@ -61,7 +73,7 @@ def describe_os_error(error: OSError) -> str:
 
 def write_failure(path: str | os.PathLike[str], error: OSError) -> FileSystemError:
     """`error`, met while writing `path`, as one line: what failed, on which file, and what to do."""
-    reason = (error.strerror or os.strerror(error.errno or 0) or "failed").lower()
+    reason = _reason(error)
     advice = _ADVICE.get(error.errno, "")
     return FileSystemError(
         f"{reason} writing {path} ({file_kind(path)})" + (f"; {advice}" if advice else ""),
@@ -102,10 +114,37 @@ def _nearly_full(directory: Path) -> bool:
 
 
 @contextmanager
+def write_failures_named(path: str | os.PathLike[str], scratch: str | os.PathLike[str]):
+    """Around the code that writes `path` through `scratch` (a temporary file or directory beside
+    it): an OSError on either, or any error of a writer that filled the disk (torch.save and
+    safetensors report ENOSPC as their own error types), becomes a `FileSystemError` about `path`."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, EdgeKDError):
+            raise
+        if isinstance(e, OSError) and (
+            e.filename is None or str(e.filename) == str(path) or str(e.filename).startswith(str(scratch))
+        ):
+            raise write_failure(path, e) from e
+        if _nearly_full(Path(path).parent):
+            raise write_failure(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from e
+        said = WRITER_IO_FAILURE.search(str(e))
+        if said is None:
+            raise
+        if said.group(1):
+            raise write_failure(path, OSError(int(said.group(1)), os.strerror(int(said.group(1))))) from e
+        raise FileSystemError(
+            f"could not write {path} ({file_kind(path)}): {e}; check the free space and permissions there",
+            errno.EIO,
+            str(path),
+        ) from e
+
+
+@contextmanager
 def atomic_path(path: str | os.PathLike[str]):
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed.
-    An OSError on the temporary file, or any error of a writer that filled the disk, becomes a
-    `FileSystemError` about `path`."""
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed
+    (and a failure to write it named as in `write_failures_named`)."""
     path = Path(path)
     _make_parent(path)
     try:
@@ -116,16 +155,11 @@ def atomic_path(path: str | os.PathLike[str]):
     # mkstemp creates the file 0600; a published artifact gets the permissions open() would give it
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        full = not isinstance(e, EdgeKDError | KeyboardInterrupt) and _nearly_full(path.parent)
+        with write_failures_named(path, tmp):
+            yield Path(tmp)
+            os.replace(tmp, path)
+    except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        on_this_file = isinstance(e, OSError) and e.filename in (None, tmp, str(path), path)
-        if on_this_file and not isinstance(e, EdgeKDError):
-            raise write_failure(path, e) from e
-        if full:
-            raise write_failure(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from e
         raise
 
 

@@ -195,6 +195,38 @@ def test_a_full_disk_fails_on_one_line_and_the_run_resumes_once_there_is_space(f
         assert (run / "result.json").exists() and (run / "report.html").exists()
 
 
+def test_every_writer_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    """safetensors, torch.save and plain writes each report a full disk their own way (an error type
+    of their own, a RuntimeError, an OSError); each becomes one FileSystemError naming the file."""
+    import torch
+
+    from edgekd._io import write_bytes_atomic, write_with
+    from edgekd.catalog import build_model
+    from edgekd.checkpoint import ModelInfo, save_model
+    from edgekd.errors import FileSystemError
+
+    model = build_model("lcnet_035", 10)  # 1.5 MB of weights
+    info = ModelInfo("lcnet_035", [str(i) for i in range(10)], 32, (0.5,) * 3, (0.5,) * 3)
+    writers = {
+        "student.safetensors": ("model weights", lambda path: save_model(path, model, info)),
+        "last.pt": (
+            "a training checkpoint",
+            lambda path: write_with(path, lambda tmp: torch.save(model.state_dict(), tmp)),
+        ),
+        "report.html": ("a report", lambda path: write_bytes_atomic(path, b"x" * (2 << 20))),
+    }
+    with tmpfs.tmpfs(tmp_path / "disk", "256k") as disk:
+        for name, (kind, write) in writers.items():
+            with pytest.raises(FileSystemError) as failed:
+                write(disk / "run" / name)
+            assert str(failed.value) == (
+                f"no space left on device writing {disk}/run/{name} ({kind}); free space there or write "
+                "somewhere else"
+            )
+            assert failed.value.exit_code == 1 and failed.value.filename == str(disk / "run" / name)
+            assert list((disk / "run").iterdir()) == []
+
+
 def test_ctrl_c_in_another_command_exits_130_and_names_it(tmp_path):
     """Typer turns a KeyboardInterrupt in a command into a return value of 130, which `main` used to
     drop (exit 0); now it is the exit code, with a line naming the command."""
