@@ -1,57 +1,47 @@
 """Ctrl-C that always stops edgekd.
 
-Python runs a signal handler at the next bytecode, which can be inside a garbage-collector callback,
-and an exception raised there is printed as "Exception ignored" and dropped. JAX, which the TFLite
-converter imports, registers a callback that runs at every collection, so a Ctrl-C during an export
-(or any stage after one) was often lost and the run went on as if nothing had happened. The handler
-here sees that it was called inside such a callback and has the interrupt sent again a moment later,
-from another thread (sent from the handler itself, it would be handled at once, in the handler),
-until it arrives outside the callback and is raised there.
+Python raises KeyboardInterrupt at the next bytecode after SIGINT arrives, which can be inside a
+garbage-collector callback, a `__del__` or a weakref callback; an exception raised there is printed as
+"Exception ignored" and dropped. JAX, which the TFLite converter imports, registers a gc callback that
+runs at every collection, so a Ctrl-C during an export (or any stage after one) was often lost and
+the run went on as if nothing had happened. Within `deliver_dropped_interrupts`, a dropped
+KeyboardInterrupt is sent again a moment later, from another thread (sent from the hook itself, it
+would be raised in the same place), until it is raised where the running code sees it.
 """
 
 from __future__ import annotations
 
 import _thread
-import gc
 import signal
-import threading
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 
-# A gc callback takes microseconds: an interrupt sent again after this lands after it returns.
-RESEND_AFTER_S = 0.001
-
-
-def _inside_gc_callback(frame: FrameType | None) -> bool:
-    codes = {getattr(getattr(cb, "__func__", cb), "__code__", None) for cb in gc.callbacks}
-    codes.discard(None)
-    while frame is not None:
-        if frame.f_code in codes:
-            return True
-        frame = frame.f_back
-    return False
+# A gc callback or finaliser takes microseconds: an interrupt sent again after this lands after it.
+RESEND_AFTER_S = 0.01
 
 
-def _raise_interrupt_outside_gc_callbacks(signum: int, frame: FrameType | None) -> None:
-    if _inside_gc_callback(frame):
-        threading.Timer(RESEND_AFTER_S, _thread.interrupt_main, (signum,)).start()
-        return
-    raise KeyboardInterrupt
+def _resend_interrupt() -> None:
+    time.sleep(RESEND_AFTER_S)
+    _thread.interrupt_main(signal.SIGINT)
 
 
 @contextmanager
-def interrupts_outside_gc_callbacks() -> Iterator[None]:
-    """Within the block, Ctrl-C raises KeyboardInterrupt where the code that was running can see it.
-    Leaves SIGINT alone when it is ignored or handled by someone else, or off the main thread."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
-    ):
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, _raise_interrupt_outside_gc_callbacks)
+def deliver_dropped_interrupts() -> Iterator[None]:
+    """Within the block, a KeyboardInterrupt that Python would drop as unraisable is raised again."""
+    previous = sys.unraisablehook
+
+    def resend_interrupts(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            # A bare thread: threading.Thread.start() waits for it, and the interrupt it sends could
+            # then be raised in this hook, where it would be dropped again.
+            _thread.start_new_thread(_resend_interrupt, ())
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = resend_interrupts
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous

@@ -791,14 +791,14 @@ def main(argv: list[str] | None = None) -> int:
     has a bug; 2 the input or the options are wrong; 130 interrupted (Ctrl-C).
     """
     from edgekd import _console
-    from edgekd._interrupts import interrupts_outside_gc_callbacks
+    from edgekd._interrupts import deliver_dropped_interrupts
 
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = False
     _console.activity = None
     try:
-        with interrupts_outside_gc_callbacks():
+        with deliver_dropped_interrupts():
             code = command.main(args=args, prog_name="edgekd", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code

@@ -730,7 +730,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "device_latency": device_latency,
         "history": history,
     }
-    write_json_atomic(run / "result.json", result)
     observer.stage("report")
     write_reports(run, result)
+    write_json_atomic(run / "result.json", result)  # last: a run with result.json finished
     return result

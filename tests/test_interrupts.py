@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd._interrupts import interrupts_outside_gc_callbacks
+from edgekd._interrupts import deliver_dropped_interrupts
 from edgekd._io import file_sha256
 from tests import tmpfs
 from tests.conftest import REPO
@@ -142,6 +142,7 @@ def test_ctrl_c_in_every_stage_exits_130_and_resumes_to_the_uninterrupted_studen
         run = run or hint.group(2)
         assert hint.group(2) == run and Path(run).parent == runs
         assert not any(p.name.endswith(".tmp") for p in Path(run).rglob("*"))
+        assert not (Path(run) / "result.json").exists()  # nothing says this run finished
         args = ["fit", "--resume", run]
     resumed = _edgekd(args, env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -257,28 +258,43 @@ def test_ctrl_c_in_another_command_exits_130_and_names_it(tmp_path):
     assert "Traceback" not in stderr and not (tmp_path / "v.json").exists()
 
 
-def test_ctrl_c_inside_a_gc_callback_still_interrupts():
-    """JAX collects in a gc callback; Python drops an exception raised in one, so a Ctrl-C handled
-    there was lost. Inside `interrupts_outside_gc_callbacks` it is raised after the callback."""
+class _InterruptedFinaliser:
+    def __del__(self) -> None:
+        _interrupt_here()
+
+
+def _interrupt_here() -> None:
+    os.kill(os.getpid(), signal.SIGINT)  # Python raises it at the next bytecode: here
+    for _ in range(100):
+        pass
+
+
+@pytest.mark.parametrize("where", ["gc callback", "__del__"])
+def test_ctrl_c_where_python_drops_exceptions_still_interrupts(where):
+    """JAX collects in a gc callback; Python drops an exception raised in one (or in a finaliser), so
+    a Ctrl-C that arrived there was lost. Inside `deliver_dropped_interrupts` it is raised after."""
     sent = []
 
     def callback(phase, info):
         if phase == "start" and not sent:
             sent.append(True)
-            os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode: in this callback
-            for _ in range(100):
-                pass
+            _interrupt_here()
 
     # Python's own SIGINT handling, also where the test runner was started with SIGINT ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    gc.callbacks.append(callback)
     try:
-        with interrupts_outside_gc_callbacks(), pytest.raises(KeyboardInterrupt):
-            gc.collect()
+        with deliver_dropped_interrupts(), pytest.raises(KeyboardInterrupt):
+            if where == "gc callback":
+                gc.callbacks.append(callback)
+                gc.collect()
+            else:
+                _InterruptedFinaliser()  # dropped at once: __del__ runs
+                sent.append(True)
             deadline = time.monotonic() + 5
             while time.monotonic() < deadline:  # the interrupt, sent again, lands here
                 pass
     finally:
-        gc.callbacks.remove(callback)
+        if callback in gc.callbacks:
+            gc.callbacks.remove(callback)
         signal.signal(signal.SIGINT, previous)
     assert sent
