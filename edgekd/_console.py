@@ -18,6 +18,8 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+# The stage or task the CLI last drew: an interrupted command says what it was doing.
+activity: str | None = None
 
 
 def _edgekd_info_or_any_warning(record: logging.LogRecord) -> bool:
@@ -71,7 +73,11 @@ class RichObserver:
         self.progress.stop()
 
     def stage(self, name: str, detail: str = "") -> None:
+        global activity
+        activity = name
         console.rule(f"[bold]{name}[/bold]" + (f" [dim]({detail})[/dim]" if detail else ""), align="left")
 
     def task(self, description: str, total: int | None) -> _RichTask:
+        global activity
+        activity = description
         return _RichTask(self.progress, self.progress.add_task(description, total=total, extra=""))

@@ -1,4 +1,6 @@
-"""Atomic writes: a reader never sees half a file, and an interrupted write leaves the old one intact."""
+"""Atomic writes: a reader never sees half a file, and an interrupted write leaves the old one intact.
+A write that fails for want of space, permission or a directory raises `FileSystemError`, naming the
+file, what kind of file it is and what to do."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -15,26 +18,152 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edgekd.errors import DiskFullError, EdgeKDError
+from edgekd.errors import DiskFullError, EdgeKDError, FileSystemError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _MB = 1 << 20
 
+# What a file is, by its suffix, for the message that says it could not be written.
+FILE_KINDS = {
+    ".pt": "a training checkpoint",
+    ".safetensors": "model weights",
+    ".tflite": "a TFLite model",
+    ".onnx": "an ONNX model",
+    ".data": "an ONNX model's weights",
+    ".xml": "an OpenVINO model",
+    ".bin": "an OpenVINO model's weights",
+    ".json": "a JSON record",
+    ".yaml": "a YAML file",
+    ".csv": "a CSV table",
+    ".md": "a report",
+    ".html": "a report",
+    ".png": "a plot",
+    ".npy": "a cached array",
+    ".mlpackage": "a Core ML package",
+}
+# How writers that do not raise OSError report one (safetensors: "os error 28"; torch.save: "file write
+# failed"; OpenVINO: "iostream error"). Some remove their partial file, so the disk no longer looks full.
+WRITER_IO_FAILURE = re.compile(r"os error (\d+)|file write failed|iostream error", re.IGNORECASE)
+# Below this many free bytes a file system counts as full: a library that writes through its own
+# stream (torch.save, safetensors) reports ENOSPC as a RuntimeError or its own error type.
+FULL_BELOW_BYTES = 64 << 10
+_ADVICE = {
+    errno.ENOSPC: "free space there or write somewhere else",
+    errno.EDQUOT: "free space there or write somewhere else",
+    errno.EROFS: "choose a directory on a writable file system",
+    errno.EACCES: "choose a directory you may write to",
+    errno.EPERM: "choose a directory you may write to",
+}
+
+
+def file_kind(path: str | os.PathLike[str]) -> str:
+    return FILE_KINDS.get(Path(path).suffix.lower(), "a file")
+
+
+def _reason(error: OSError) -> str:
+    """The OS's words for the error ("no space left on device"), else the error's own message."""
+    if error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError as one line: what failed, on which path, and what to do."""
+    reason = _reason(error)
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    advice = _ADVICE.get(error.errno, "")
+    return reason + (f": {paths}" if paths else "") + (f"; {advice}" if advice else "")
+
+
+def write_failure(path: str | os.PathLike[str], error: OSError) -> FileSystemError:
+    """`error`, met while writing `path`, as one line: what failed, on which file, and what to do."""
+    reason = _reason(error)
+    advice = _ADVICE.get(error.errno, "")
+    return FileSystemError(
+        f"{reason} writing {path} ({file_kind(path)})" + (f"; {advice}" if advice else ""),
+        error.errno,
+        str(path),
+    )
+
+
+def _file_in_the_way(directory: Path) -> Path | None:
+    """The first of `directory` and its parents that exists but is not a directory."""
+    for candidate in (directory, *directory.parents):
+        if candidate.exists() or candidate.is_symlink():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = _file_in_the_way(path.parent)
+        if blocker is not None:
+            raise FileSystemError(
+                f"cannot write {path} ({file_kind(path)}): {blocker} is a file, not a directory; move it "
+                "away or point edgekd at another directory",
+                errno.ENOTDIR,
+                str(path),
+            ) from e
+        raise write_failure(path, e) from e
+
+
+def _nearly_full(directory: Path) -> bool:
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < FULL_BELOW_BYTES
+
+
+@contextmanager
+def write_failures_named(path: str | os.PathLike[str], scratch: str | os.PathLike[str]):
+    """Around the code that writes `path` through `scratch` (a temporary file or directory beside
+    it): an OSError on either, or any error of a writer that filled the disk (torch.save and
+    safetensors report ENOSPC as their own error types), becomes a `FileSystemError` about `path`."""
+    try:
+        yield
+    except Exception as e:
+        if isinstance(e, EdgeKDError):
+            raise
+        if isinstance(e, OSError) and (
+            e.filename is None or str(e.filename) == str(path) or str(e.filename).startswith(str(scratch))
+        ):
+            raise write_failure(path, e) from e
+        if _nearly_full(Path(path).parent):
+            raise write_failure(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))) from e
+        said = WRITER_IO_FAILURE.search(str(e))
+        if said is None:
+            raise
+        if said.group(1):
+            raise write_failure(path, OSError(int(said.group(1)), os.strerror(int(said.group(1))))) from e
+        raise FileSystemError(
+            f"could not write {path} ({file_kind(path)}): {e}; check the free space and permissions there",
+            errno.EIO,
+            str(path),
+        ) from e
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]):
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed."""
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed
+    (and a failure to write it named as in `write_failures_named`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _make_parent(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_failure(path, e) from e
     os.close(fd)
     # mkstemp creates the file 0600; a published artifact gets the permissions open() would give it
     os.chmod(tmp, 0o666 & ~_umask())
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        with write_failures_named(path, tmp):
+            yield Path(tmp)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

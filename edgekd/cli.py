@@ -841,28 +841,77 @@ def latency_calibrate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, print `EdgeKDError`s as one line, and return the exit code."""
+    """Entry point: run the app and return its exit code. Every failure is one line on stderr
+    (`--debug` adds the traceback), except a bug, which shows its traceback and asks for a report.
+
+    Exit codes: 0 done; 1 the machine failed (a full disk, a read-only or unwritable path) or edgekd
+    has a bug; 2 the input or the options are wrong; 130 interrupted (Ctrl-C).
+    """
+    from edgekd import _console
+    from edgekd._interrupts import deliver_dropped_interrupts
+
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = False
+    _console.activity = None
     try:
-        command.main(args=args, prog_name="edgekd", standalone_mode=False)
+        with deliver_dropped_interrupts():
+            code = command.main(args=args, prog_name="edgekd", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:
         typer.echo("Aborted.", err=True)
-        return 130
+        return 1
     except typer.TyperException as e:  # usage errors: bad option values, unknown options
         e.show()
         return getattr(e, "exit_code", 2)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted; `edgekd fit --resume RUN_DIR` continues a run.", err=True)
-        return 130
+    except KeyboardInterrupt:  # before or after the command's own code, where Typer does not see it
+        return _interrupted(command, args)
     except EdgeKDError as e:
-        if _state["debug"]:
-            raise
-        typer.secho(f"error: {e}", err=True, fg="red")
-        return 2
-    return 0
+        return _failed(str(e), e.exit_code)
+    except OSError as e:
+        from edgekd._io import describe_os_error
+
+        return _failed(describe_os_error(e), 1)
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        typer.secho(
+            "error: this is a bug in edgekd; please report it with the traceback above and the command.",
+            err=True,
+            fg="red",
+        )
+        return 1
+    if code == 130:  # Typer turns a KeyboardInterrupt in a command into this exit code
+        return _interrupted(command, args)
+    return code if isinstance(code, int) else 0
+
+
+def _failed(message: str, code: int) -> int:
+    if _state["debug"] and sys.exc_info()[0] is not None:
+        import traceback
+
+        traceback.print_exc()
+    typer.secho(f"error: {message}", err=True, fg="red")
+    return code
+
+
+def _interrupted(command, args: list[str]) -> int:
+    """Report a Ctrl-C that reached no `Interrupted` error: name the command and what it last drew."""
+    from edgekd import _console
+
+    words, group = ["edgekd"], command
+    for arg in args:
+        if arg.startswith("-"):
+            continue
+        sub = getattr(group, "commands", {}).get(arg)
+        if sub is None:
+            break
+        words.append(arg)
+        group = sub
+    doing = " ".join(words) + (f" ({_console.activity})" if _console.activity else "")
+    return _failed(f"interrupted during {doing}", 130)
 
 
 def run() -> None:

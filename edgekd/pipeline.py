@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from edgekd._config import check_directory, from_mapping, load_yaml, to_mapping
-from edgekd._io import write_json_atomic, write_text_atomic
-from edgekd.errors import ConfigError
-from edgekd.progress import Observer, SilentObserver
+from edgekd._io import describe_os_error, write_json_atomic, write_text_atomic
+from edgekd.errors import ConfigError, FileSystemError, RunInterrupted
+from edgekd.progress import Observer, SilentObserver, StageTracker
 
 if TYPE_CHECKING:
     from edgekd.distill.stage import DistillPlan
@@ -596,6 +597,31 @@ def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | N
     }
 
 
+def _interrupts_name_stage_and_run(fit_body):
+    """`fit` whose Ctrl-C raises `RunInterrupted` with the stage under way and the run directory to
+    resume, and whose file-system errors (a full disk) say how to resume once they are mended: the
+    body gets a `StageTracker` as its observer and tells it the run directory."""
+
+    @functools.wraps(fit_body)
+    def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None):
+        stages = StageTracker(observer or SilentObserver())
+        stages.run = str(resume) if resume is not None else None
+        try:
+            return fit_body(config, resume=resume, observer=stages)
+        except KeyboardInterrupt as e:
+            raise RunInterrupted(stages.current or "setup", stages.run) from e
+        except OSError as e:
+            if stages.run is None:
+                raise
+            said = str(e) if isinstance(e, FileSystemError) else describe_os_error(e)
+            raise FileSystemError(
+                f"{said}; then resume with: edgekd fit --resume {stages.run}", e.errno, e.filename
+            ) from e
+
+    return fit
+
+
+@_interrupts_name_stage_and_run
 def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | None = None) -> dict[str, Any]:
     """Distil a student for `config.target` and write everything into a run directory.
 
@@ -660,6 +686,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         write_text_atomic(run / "config.yaml", yaml.safe_dump(to_mapping(config), sort_keys=False))
     run = share_from_main(run if world.is_main or resume is not None else None, world)
     log.info("run directory %s", run)
+    observer.run = str(run)  # the StageTracker of _interrupts_name_stage_and_run
 
     observer.stage("data")
     # Images are decoded once into the cache, so every epoch after the first reads plain arrays.
@@ -834,7 +861,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "device_latency": device_latency,
         "history": history,
     }
-    write_json_atomic(run / "result.json", result)
     observer.stage("report")
     write_reports(run, result)
+    write_json_atomic(run / "result.json", result)  # last: a run with result.json finished
     return result

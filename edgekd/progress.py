@@ -6,7 +6,10 @@ library users get the silent default.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
@@ -37,3 +40,21 @@ class SilentObserver:
 
     def task(self, description: str, total: int | None) -> Task:
         return _SilentTask()
+
+
+class StageTracker:
+    """Passes every call on to `observer` and remembers the stage under way and the run directory,
+    so that an interrupted `fit` can say where it stopped and what resumes it."""
+
+    def __init__(self, observer: Observer) -> None:
+        self._observer = observer
+        self.current: str | None = None
+        self.run: str | None = None
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self.current = name
+        log.debug("stage %s started", name)
+        self._observer.stage(name, detail)
+
+    def task(self, description: str, total: int | None) -> Task:
+        return self._observer.task(description, total)

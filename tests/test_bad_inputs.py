@@ -482,7 +482,35 @@ RUN_CASES: list[Case] = [
 
 
 # --- the error path: interrupts, file system errors ---------------------------------------------
-ERROR_PATH_CASES: list[Case] = []
+def _runs_dir_on_a_read_only_mount(tmp: Path) -> list[str]:
+    from tests.tmpfs import read_only_dir
+
+    return ["fit", "--target", "pi5", "--runs-dir", str(read_only_dir(tmp / "read-only") / "runs")]
+
+
+def _config_dir_that_is_a_file(tmp: Path) -> list[str]:
+    import os
+
+    # conftest's autouse fixture set this through monkeypatch, which restores it after the test
+    os.environ["EDGEKD_CONFIG_DIR"] = str(_write(tmp / "config-file", "not a directory\n"))
+    return ["devices", "add", "desk", "local"]
+
+
+ERROR_PATH_CASES = [
+    Case(
+        "runs dir on a read-only file system",
+        _runs_dir_on_a_read_only_mount,
+        1,
+        r"^error: read-only file system: \S+/read-only/runs; choose a directory on a writable file system",
+    ),
+    Case(
+        "config dir is a file",
+        _config_dir_that_is_a_file,
+        1,
+        r"^error: cannot write \S+/config-file/devices\.yaml \(a YAML file\): \S+/config-file is a file, "
+        r"not a directory",
+    ),
+]
 
 
 ALL_CASES = [*OPTION_CASES, *DEVICE_CASES, *CHECKPOINT_CASES, *RUN_CASES, *ERROR_PATH_CASES]

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from edgekd._io import write_failures_named
 from edgekd.errors import ExportError
 from edgekd.export import Contract, converter_output, with_versions
 from edgekd.export.diagnose import conversion_error
@@ -133,7 +134,7 @@ def export_model(
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         package = staging / path.name
-        with converter_output("coremltools"):  # tqdm bars for every pass
+        with converter_output("coremltools"), write_failures_named(path, staging):  # tqdm bars for every pass
             mlmodel.save(str(package))
         (package / _EXECUTORCH_DEBUG_FILE).unlink(missing_ok=True)
         report = validate_package(package, written)

@@ -37,6 +37,7 @@ import torch.nn as nn
 from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
+from edgekd._io import write_failures_named
 from edgekd.errors import ExportError
 from edgekd.export import Contract, converter_output, package_version, with_versions
 from edgekd.export.diagnose import conversion_error
@@ -181,7 +182,8 @@ def _save_atomic(ov_model: ov.Model, path: Path, *, compress_to_fp16: bool) -> N
     staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         staged = staging / path.name
-        ov.save_model(ov_model, staged, compress_to_fp16=compress_to_fp16)
+        with write_failures_named(path, staging):
+            ov.save_model(ov_model, staged, compress_to_fp16=compress_to_fp16)
         os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
         os.replace(staged, path)
     finally:
