@@ -61,7 +61,9 @@ OPTION_CASES = [
     Case("zero epochs", ["fit", "--epochs", "0"], 2, r"epochs must be at least 1"),
     Case("epochs not a number", ["fit", "--epochs", "abc"], 2, r"Invalid value for '--epochs'"),
     Case("unknown option", ["fit", "--bogus-option"], 2, r"No such option: --bogus-option"),
-    Case("unknown loss", ["fit", "--loss", "bogus"], 2, r"Unknown KD loss 'bogus'\. Valid: at, ce, dist, dkd"),
+    Case(
+        "unknown loss", ["fit", "--loss", "bogus"], 2, r"Unknown KD loss 'bogus'\. Valid: at, ce, dist, dkd"
+    ),
     Case("loss weight not a number", ["fit", "--loss", "kd:abc"], 2, r"the weight 'abc' is not a number"),
     Case("unknown scheme", ["fit", "--scheme", "bogus"], 2, r"unknown scheme 'bogus'.*offline"),
     Case("bad search budget", ["fit", "--search-budget", "7x"], 2, r"search budget '7x' is neither"),
