@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from edgekd._io import full_disk_as_error, write_with
+from edgekd._io import write_with
 from edgekd.augment import Augmentation
 from edgekd.data import DataSplits
 from edgekd.distill.cache import TeacherOutputCache
@@ -359,8 +359,8 @@ def train(
                 "rng": _rng_state(),
                 "history": [asdict(m) for m in history],
             }
-            with full_disk_as_error(checkpoint, elsewhere="--runs-dir (or --cache-dir for a teacher's)"):
-                write_with(checkpoint, lambda tmp, state=state: _save_state(state, tmp))
+            # write_with names a full disk (or any write failure) as one FileSystemError about `checkpoint`.
+            write_with(checkpoint, lambda tmp, state=state: _save_state(state, tmp))
         barrier(world)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
