@@ -78,6 +78,9 @@ ROWS = {
     },
     "plain-scratch": {"plain": True, "teacher": False},
     "edgekd-scratch": {"teacher": False},
+    # Run-to-run spread: another student initialisation and batch order, nothing else changed.
+    "edgekd-kd-seed1": {"config": {"seed": 1}},
+    "plain-kd-seed1": {"plain": True, "seed": 1},
 }
 
 
@@ -267,20 +270,19 @@ def plain_row(row: dict, data, teacher, train_x, train_y, epochs: int) -> dict:
 
     from edgekd.catalog import build_model
 
-    torch.manual_seed(0)
+    seed = row.get("seed", 0)
+    torch.manual_seed(seed)
     student = build_model(STUDENT_ARCH, data.num_classes)
     started = time.perf_counter()
-    distilling = row.get("teacher", True)
-    student, seconds = plain_kd.fit(
-        student, train_x, train_y, epochs, PLAIN_LR, teacher if distilling else None
-    )
+    teaching = teacher if row.get("teacher", True) else None
+    student, seconds = plain_kd.fit(student, train_x, train_y, epochs, PLAIN_LR, teaching, seed=seed)
     return {
         "student": student,
         "wall_seconds": time.perf_counter() - started,
         "train_epoch_seconds": [round(s, 2) for s in seconds],
         "recipe": "benchmarks/plain_kd.py: SGD-Nesterov lr 0.05, wd 5e-4, batch 128, one-cycle 15 % warm-up, "
         "fresh 4-px reflect crop + flip per epoch"
-        + (", live teacher, KD T=4 α=0.9" if distilling else ", CE"),
+        + (", live teacher, KD T=4 α=0.9" if teaching is not None else ", CE"),
     }
 
 
@@ -293,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
     parser.add_argument("--limit", type=int, help="training images (default: the dataset's, see above)")
-    parser.add_argument("--threads", type=int, default=2)
+    # One: on a shared 2-core machine under load, 2 intra-op threads spin waiting for each other (a plain
+    # KD row that takes 100 s with 1 thread had not finished after 15 min with 2).
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
