@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+PADDINGS = ("zeros", "reflect")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -39,24 +40,31 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random translation (zero-padded shift of up to `max_shift` pixels, zero = the mean after
-    normalisation) and horizontal flip, drawn per (sample, draw)."""
+    """Random translation (a shift of up to `max_shift` pixels) and horizontal flip, drawn per
+    (sample, draw). `padding` fills what the shift uncovers: "zeros" (the mean after normalisation)
+    or "reflect" (the mirrored border, the usual CIFAR random crop)."""
 
     draws: int = 4
     max_shift: int = 4
     hflip: bool = True
     seed: int = 0
+    padding: str = "zeros"
 
     def __post_init__(self) -> None:
         if self.draws < 1 or self.max_shift < 0:
             raise ValueError(f"draws must be >= 1 and max_shift >= 0: {self}")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
 
     def draw_for_epoch(self, epoch: int) -> int:
         return (epoch - 1) % self.draws
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(repr(sorted(asdict(self).items())).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if fields["padding"] == "zeros":  # so the teacher-output caches keyed before it existed still match
+            del fields["padding"]
+        return hashlib.sha256(repr(sorted(fields.items())).encode()).hexdigest()[:16]
 
     def params(self, indices: torch.Tensor, draw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(dx, dy, flip) for each sample index at `draw`."""
@@ -74,7 +82,8 @@ class Augmentation:
         """The views of `images` (N, C, H, W) whose dataset indices are `indices`, at `draw`."""
         dx, dy, flip = self.params(indices, draw)
         s = self.max_shift
-        padded = F.pad(images, (s, s, s, s)) if s else images
+        mode = "reflect" if self.padding == "reflect" else "constant"
+        padded = F.pad(images, (s, s, s, s), mode=mode) if s else images
         height, width = images.shape[-2:]
         views = []
         for image, x_shift, y_shift, mirrored in zip(padded, dx, dy, flip, strict=True):

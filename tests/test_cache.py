@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -31,6 +33,39 @@ def test_augmentation_replays_the_same_view_and_draws_differ():
         expected = expected.flip(-1)
     assert torch.equal(first[i], expected)
     assert [aug.draw_for_epoch(e) for e in range(1, 6)] == [0, 1, 2, 0, 1]
+
+
+def test_reflect_padding_mirrors_the_border_the_shift_uncovers():
+    zeros, reflect = (
+        Augmentation(draws=2, max_shift=3, seed=5),
+        Augmentation(draws=2, max_shift=3, seed=5, padding="reflect"),
+    )
+    x = torch.randn(32, 3, 8, 8)
+    idx = torch.arange(32)
+    views = reflect.apply(x, idx, 1)
+    dx, dy, flip = reflect.params(idx, 1)
+    # the same draws as zero padding: only the fill differs
+    for got, want in zip(zeros.params(idx, 1), (dx, dy, flip), strict=True):
+        assert np.array_equal(got, want)
+
+    def mirrored(k: int) -> int:  # numpy/torch "reflect": the edge pixel is not repeated
+        return -k if k < 0 else 2 * 7 - k if k > 7 else k
+
+    shifted = [i for i in range(32) if dx[i] or dy[i]]
+    assert shifted
+    for i in shifted:
+        expected = torch.empty(3, 8, 8)
+        for r in range(8):
+            for c in range(8):
+                expected[:, r, c] = x[i][:, mirrored(r + dy[i]), mirrored(c + dx[i])]
+        assert torch.equal(views[i], expected.flip(-1) if flip[i] else expected)
+    assert not torch.equal(views[shifted[0]], zeros.apply(x, idx, 1)[shifted[0]])
+    # a zero-padded augmentation keeps the fingerprint it had before `padding` existed
+    old = {"draws": 2, "max_shift": 3, "hflip": True, "seed": 5}
+    assert zeros.fingerprint == hashlib.sha256(repr(sorted(old.items())).encode()).hexdigest()[:16]
+    assert reflect.fingerprint != zeros.fingerprint
+    with pytest.raises(ValueError, match="padding must be one of"):
+        Augmentation(padding="edge")
 
 
 class _Data(torch.utils.data.Dataset):

@@ -1,0 +1,391 @@
+"""Why edgekd's default distillation recipe loses to a plain PyTorch KD loop (issue 15): the plain loop
+(benchmarks/plain_kd.py) and edgekd's trainer side by side, then edgekd's default with one difference
+at a time changed toward the plain loop.
+
+Both sides distil mobilenetv3_small_050 from the SAME teacher (resnet18 trained 8 epochs by the plain
+loop, cached per dataset), so the table isolates the student's recipe. edgekd's rows use the trainer,
+loss and teacher-output cache as `edgekd fit` does, with the TrainConfig fit builds from its default
+options (`edgekd.pipeline._train_config`): AdamW at 3e-3, batch 64, weight decay 1e-4, one-cycle,
+4 replayed zero-padded shift views (no flip), the teacher's logits cached per view. Every cached row
+fills its own fresh cache, so its wall time includes the teacher's work, as a first fit would.
+
+    python benchmarks/recipe.py --dataset eurosat32                      # every row, in ROWS order
+    python benchmarks/recipe.py --dataset eurosat32 --rows plain-kd edgekd-kd
+    python benchmarks/recipe.py --dataset digits --epochs 1 --limit 500  # a smoke run (its own JSON)
+
+Datasets: eurosat64 / eurosat32 (EuroSAT RGB at 64 px / resized to 32 px, 6,000 seeded random training
+images, the 4,050-image test split), fashion3 (Fashion-MNIST, grey replicated to 3 channels and resized
+to 32 px, 10,000 seeded random training images, 5,000 others for validation, the 10,000-image test
+split) and digits (scikit-learn's, 32 px). Rows are written to benchmarks/results/recipe-<dataset>.json
+as they finish; a re-run skips finished rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import struct
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+ARCHIVE = Path(
+    os.environ.get("EDGEKD_EUROSAT_ARCHIVE") or ROOT.parent / "shared" / "datasets" / "eurosat-rgb.tar.gz"
+)
+ARCHIVE_SHA256 = "ab0be06997063ed898c9c4a3b00c0a7f6a34cb9303fe4c02a3e5e2555fe8d879"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag")
+FASHION_CLASSES += ("Ankle boot",)
+DATASETS = ("eurosat32", "eurosat64", "fashion3", "digits")
+TRAIN_IMAGES = {"eurosat32": 6000, "eurosat64": 6000, "fashion3": 10000, "digits": None}
+FASHION_VAL_IMAGES = 5000
+EPOCHS = TEACHER_EPOCHS = 8
+TEACHER_ARCH, STUDENT_ARCH = "resnet18", "mobilenetv3_small_050"
+PLAIN_LR, PLAIN_TEACHER_LR, PLAIN_BATCH, PLAIN_WEIGHT_DECAY = 0.05, 0.1, 128, 5e-4
+EMA_DECAY = 0.99  # ~100-step memory: the runs here are 300-800 steps long
+
+# Each row is edgekd's default with the named fields changed: `config` (TrainConfig), `augmentation`
+# (Augmentation; draws "epochs": a fresh view every epoch), `loss` (the loss's parameters), `cached`
+# (the teacher-output cache), `teacher` (False: no teacher, loss ce). "plain" rows run plain_kd.fit.
+TOWARD_PLAIN = {
+    "sgd": {"config": {"optimizer": "sgd", "lr": "sgd"}},  # lr 0.05 × batch / 128
+    "batch128": {"config": {"batch_size": 128}},
+    "fresh-views": {"augmentation": {"draws": "epochs"}},
+    "live-teacher": {"cached": False},
+    "wd5e-4": {"config": {"weight_decay": PLAIN_WEIGHT_DECAY}},
+    "hflip": {"augmentation": {"hflip": True}},
+    "reflect-pad": {"augmentation": {"padding": "reflect"}},
+}
+ROWS = {
+    "plain-kd": {"plain": True},
+    "edgekd-kd": {},
+    **TOWARD_PLAIN,
+    "ema": {"config": {"ema_decay": EMA_DECAY}},  # neither side uses these two; fit offers both
+    "label-smoothing": {"loss": {"label_smoothing": 0.1}},
+    "all-plain": {
+        "config": {"optimizer": "sgd", "lr": "sgd", "batch_size": 128, "weight_decay": PLAIN_WEIGHT_DECAY},
+        "augmentation": {"draws": "epochs", "hflip": True, "padding": "reflect"},
+        "cached": False,
+    },
+    "plain-scratch": {"plain": True, "teacher": False},
+    "edgekd-scratch": {"teacher": False},
+    # Run-to-run spread: another student initialisation and batch order, nothing else changed.
+    "edgekd-kd-seed1": {"config": {"seed": 1}},
+    "plain-kd-seed1": {"plain": True, "seed": 1},
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or ROOT / "benchmarks" / ".cache")
+
+
+def eurosat(input_size: int):
+    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once at `input_size`."""
+    from edgekd.data import decode_once, load_image_folder
+
+    target = cache_root() / "datasets"
+    root = target / "eurosat-rgb"
+    if not (root / "train").is_dir():
+        if not ARCHIVE.is_file():
+            raise SystemExit(f"{ARCHIVE}: no EuroSAT archive; set EDGEKD_EUROSAT_ARCHIVE to its path")
+        digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()
+        if digest != ARCHIVE_SHA256:
+            raise SystemExit(f"{ARCHIVE}: sha256 {digest} is not the published {ARCHIVE_SHA256}")
+        target.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(ARCHIVE) as archive:
+            archive.extractall(target, filter="data")
+    return decode_once(load_image_folder(root, input_size), cache_root())
+
+
+def _idx(path: Path):
+    """An IDX file (LeCun's MNIST format): a big-endian header of dimension sizes, then uint8 data."""
+    import numpy as np
+
+    with gzip.open(path) as f:
+        raw = f.read()
+    dims = struct.unpack(f">{raw[3]}I", raw[4 : 4 + 4 * raw[3]])
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * raw[3]).reshape(dims)
+
+
+def fashion3(train_images: int):
+    """Fashion-MNIST, grey replicated to 3 channels, 32 px: `train_images` of the 60,000 training images
+    (seeded), the next 5,000 of that order for validation, the 10,000 test images."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import TensorDataset
+
+    from edgekd.data import IMAGENET_MEAN, IMAGENET_STD, DataSplits
+
+    files = [
+        FASHION_MNIST / f"{s}-{k}-idx{d}-ubyte.gz"
+        for s in ("train", "t10k")
+        for k, d in (("images", 3), ("labels", 1))
+    ]
+    if not all(f.is_file() for f in files):
+        raise SystemExit(
+            f"Fashion-MNIST is not under {FASHION_MNIST}: install it with "
+            "`apt-get update && apt-get install -y dataset-fashion-mnist`"
+        )
+    train_x, train_y, test_x, test_y = (_idx(f) for f in files)
+    order = np.random.default_rng(0).permutation(len(train_y))
+    train, val = order[:train_images], order[train_images : train_images + FASHION_VAL_IMAGES]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def split(images, labels):
+        grey = torch.from_numpy(images.astype(np.float32) / 255)[:, None]
+        grey = F.interpolate(grey, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
+        return TensorDataset(
+            ((grey.expand(-1, 3, -1, -1) - mean) / std).contiguous(),
+            torch.from_numpy(labels.astype(np.int64)),
+        )
+
+    digest = hashlib.sha256(json.dumps(["fashion3", 32, train_images, FASHION_VAL_IMAGES, 0]).encode())
+    for array in (train_x, train_y, test_x, test_y):
+        digest.update(array.tobytes())
+    return DataSplits(
+        "fashion3", split(train_x[train], train_y[train]), split(train_x[val], train_y[val]),
+        split(test_x, test_y), FASHION_CLASSES, 32, IMAGENET_MEAN, IMAGENET_STD, digest.hexdigest(),
+    )  # fmt: skip
+
+
+def load(dataset: str, limit: int | None):
+    from edgekd.data import load_digits_splits, with_train_subset
+
+    if dataset == "fashion3":
+        return fashion3(limit or 60000 - FASHION_VAL_IMAGES)
+    data = load_digits_splits(32) if dataset == "digits" else eurosat(int(dataset.removeprefix("eurosat")))
+    return with_train_subset(data, limit, seed=0) if limit else data
+
+
+def plain_teacher(data, train_x, train_y, epochs: int):
+    """resnet18 trained by the plain loop (CE, lr 0.1), cached per data and epochs."""
+    import plain_kd
+    import torch
+
+    from edgekd.catalog import build_model
+    from edgekd.checkpoint import ModelInfo, load_model, save_model
+
+    key = hashlib.sha256(
+        json.dumps([data.fingerprint, TEACHER_ARCH, epochs, PLAIN_TEACHER_LR, torch.__version__]).encode()
+    ).hexdigest()[:20]
+    path = cache_root() / "recipe-teachers" / f"{TEACHER_ARCH}-{key}.safetensors"
+    if path.exists():
+        return load_model(path)[0].eval(), json.loads(path.with_suffix(".json").read_text())
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    teacher, seconds = plain_kd.fit(
+        build_model(TEACHER_ARCH, data.num_classes), train_x, train_y, epochs, PLAIN_TEACHER_LR
+    )
+    info = {"epochs": epochs, "lr": PLAIN_TEACHER_LR, "wall_seconds": round(time.perf_counter() - started, 1)}
+    info["epoch_seconds"] = seconds
+    save_model(path, teacher, ModelInfo(TEACHER_ARCH, data.classes, data.input_size, data.mean, data.std))
+    from edgekd._io import write_json_atomic
+
+    write_json_atomic(path.with_suffix(".json"), info)
+    return teacher.eval(), info
+
+
+def edgekd_default(epochs: int, input_size: int):
+    """The TrainConfig and DistillPlan `edgekd fit` builds from its default options."""
+    from edgekd.distill.stage import DistillPlan
+    from edgekd.pipeline import FitConfig, _train_config
+
+    fit = FitConfig(epochs=epochs)
+    plan = DistillPlan(
+        loss=fit.loss, temperature=fit.temperature, alpha=fit.alpha, teacher_cache=fit.teacher_cache
+    )
+    return _train_config(fit, input_size), plan
+
+
+def edgekd_row(row: dict, data, teacher, epochs: int) -> dict:
+    """edgekd's default with `row`'s changes, trained by `edgekd.distill.trainer.train`."""
+    import torch
+
+    from edgekd.catalog import build_model
+    from edgekd.distill.cache import TeacherOutputCache
+    from edgekd.distill.losses import parse_loss_specs
+    from edgekd.distill.trainer import train
+
+    config, plan = edgekd_default(epochs, data.input_size)
+    augmentation = dataclasses.replace(
+        config.augmentation,
+        **{k: epochs if v == "epochs" else v for k, v in row.get("augmentation", {}).items()},
+    )
+    changes = dict(row.get("config", {}))
+    if changes.get("lr") == "sgd":
+        changes["lr"] = PLAIN_LR * changes.get("batch_size", config.batch_size) / PLAIN_BATCH
+    config = dataclasses.replace(config, augmentation=augmentation, **changes)
+    distilling = row.get("teacher", True)
+    specs = plan.loss if distilling else ("ce",)
+    params = {"temperature": plan.temperature, "alpha": plan.alpha} if distilling else {}
+    loss = parse_loss_specs(specs, **params, **row.get("loss", {}))
+    torch.manual_seed(config.seed)  # as fit's make_student
+    student = build_model(STUDENT_ARCH, data.num_classes)
+    cached = distilling and row.get("cached", plan.teacher_cache)
+    with tempfile.TemporaryDirectory(dir=cache_root()) as fresh_cache:
+        started = time.perf_counter()
+        cache, fill_seconds = None, 0.0
+        if cached:
+            cache = TeacherOutputCache.open(
+                Path(fresh_cache), teacher, data.fingerprint, augmentation, len(data.train), data.num_classes
+            )
+            cache.fill(teacher, data.train, augmentation)
+            fill_seconds = time.perf_counter() - started
+        history = train(
+            student,
+            data,
+            config,
+            loss=loss,
+            teacher=teacher if distilling else None,
+            teacher_cache=cache,
+            description=f"{STUDENT_ARCH} {'+'.join(specs)}",
+        )
+        wall = time.perf_counter() - started
+    return {
+        "student": student,
+        "wall_seconds": wall,
+        "cache_fill_seconds": round(fill_seconds, 1),
+        "train_epoch_seconds": [round(m.seconds, 2) for m in history],
+        "val_accuracy": [m.val_accuracy for m in history],
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "augmentation"},
+        "augmentation": dataclasses.asdict(augmentation),
+        "loss": {"specs": list(specs), **params, **row.get("loss", {})},
+        "teacher_cache": bool(cached),
+    }
+
+
+def plain_row(row: dict, data, teacher, train_x, train_y, epochs: int) -> dict:
+    import plain_kd
+    import torch
+
+    from edgekd.catalog import build_model
+
+    seed = row.get("seed", 0)
+    torch.manual_seed(seed)
+    student = build_model(STUDENT_ARCH, data.num_classes)
+    started = time.perf_counter()
+    teaching = teacher if row.get("teacher", True) else None
+    student, seconds = plain_kd.fit(student, train_x, train_y, epochs, PLAIN_LR, teaching, seed=seed)
+    return {
+        "student": student,
+        "wall_seconds": time.perf_counter() - started,
+        "train_epoch_seconds": [round(s, 2) for s in seconds],
+        "recipe": "benchmarks/plain_kd.py: SGD-Nesterov lr 0.05, wd 5e-4, batch 128, one-cycle 15 % warm-up, "
+        "fresh 4-px reflect crop + flip per epoch"
+        + (", live teacher, KD T=4 α=0.9" if teaching is not None else ", CE"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dataset", choices=DATASETS, default="eurosat32")
+    parser.add_argument("--rows", nargs="*", default=list(ROWS))
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="student epochs")
+    parser.add_argument("--teacher-epochs", type=int, default=TEACHER_EPOCHS)
+    parser.add_argument("--limit", type=int, help="training images (default: the dataset's, see above)")
+    # One: on a shared 2-core machine under load, 2 intra-op threads spin waiting for each other (a plain
+    # KD row that takes 100 s with 1 thread had not finished after 15 min with 2).
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    unknown = [r for r in args.rows if r not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
+
+    import logging
+
+    import torch
+
+    from edgekd._io import write_json_atomic
+    from edgekd.data import stack
+    from edgekd.distill.trainer import accuracy, predict
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
+    limit = args.limit if args.limit is not None else TRAIN_IMAGES[args.dataset]
+    name = f"recipe-{args.dataset}"
+    if (args.epochs, args.teacher_epochs, limit) != (EPOCHS, TEACHER_EPOCHS, TRAIN_IMAGES[args.dataset]):
+        name += f"-{args.epochs}ep-{args.teacher_epochs}tep-{limit}img"
+    out = ROOT / "benchmarks" / "results" / f"{name}.json"
+    results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
+    cache_root().mkdir(parents=True, exist_ok=True)
+
+    data = load(args.dataset, limit)
+    train_x, train_y = stack(data.train)
+    teacher, teacher_info = plain_teacher(data, train_x, train_y, args.teacher_epochs)
+    test_logits_teacher, test_labels = predict(teacher, data.test)
+    config, plan = edgekd_default(args.epochs, data.input_size)
+    results.update(
+        dataset=args.dataset,
+        images={"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+        input_size=data.input_size,
+        epochs=args.epochs,
+        teacher={
+            "arch": TEACHER_ARCH,
+            "test_accuracy": accuracy(test_logits_teacher, test_labels),
+            **teacher_info,
+        },
+        student=STUDENT_ARCH,
+        edgekd_default={**dataclasses.asdict(config), "plan": dataclasses.asdict(plan)},
+        threads=args.threads,
+    )
+    write_json_atomic(out, results)
+    for row_name in args.rows:
+        if row_name in results["rows"]:
+            print(f"{row_name}: done earlier, skipped")
+            continue
+        row = ROWS[row_name]
+        if row.get("plain"):
+            info = plain_row(row, data, teacher, train_x, train_y, args.epochs)
+        else:
+            info = edgekd_row(row, data, teacher, args.epochs)
+        logits, labels = predict(info.pop("student"), data.test)
+        info["test_accuracy"] = accuracy(logits, labels)
+        info["teacher_agreement"] = float((logits.argmax(1) == test_logits_teacher.argmax(1)).float().mean())
+        info["wall_seconds"] = round(info["wall_seconds"], 1)
+        info["seconds_per_epoch"] = round(info["wall_seconds"] / args.epochs, 2)
+        info["changes"] = {k: v for k, v in row.items() if k != "plain"}
+        results["rows"][row_name] = info
+        write_json_atomic(out, results)
+        print(
+            f"{row_name}: {100 * info['test_accuracy']:.2f} % test, {info['wall_seconds']:.0f} s", flush=True
+        )
+    print_table(results)
+    return 0
+
+
+def print_table(results: dict) -> None:
+    rows = results["rows"]
+    print(
+        f"\n{results['dataset']} ({results['images']['train']} training images, {results['epochs']} epochs); "
+        f"teacher {results['teacher']['arch']} {100 * results['teacher']['test_accuracy']:.2f} % test"
+    )
+    reference = {k: rows[k]["test_accuracy"] for k in ("plain-kd", "edgekd-kd") if k in rows}
+    print(
+        f"{'row':16s} {'test %':>7s} {'vs plain-kd':>11s} {'vs edgekd-kd':>12s} {'wall s':>7s} "
+        f"{'s/epoch':>8s}"
+    )
+    for name, row in rows.items():
+        deltas = [
+            f"{100 * (row['test_accuracy'] - reference[k]):+.2f}" if k in reference else "-"
+            for k in ("plain-kd", "edgekd-kd")
+        ]
+        print(
+            f"{name:16s} {100 * row['test_accuracy']:7.2f} {deltas[0]:>11s} {deltas[1]:>12s} "
+            f"{row['wall_seconds']:7.0f} {row['seconds_per_epoch']:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
