@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARCHIVE = ROOT.parent / "shared" / "datasets" / "eurosat-rgb.tar.gz"
+ARCHIVE = Path(
+    os.environ.get("EDGEKD_EUROSAT_ARCHIVE") or ROOT.parent / "shared" / "datasets" / "eurosat-rgb.tar.gz"
+)
 ARCHIVE_SHA256 = "ab0be06997063ed898c9c4a3b00c0a7f6a34cb9303fe4c02a3e5e2555fe8d879"
 INPUT_SIZE = 64
 EPOCHS, TRAIN_IMAGES = 8, 6000
@@ -74,20 +76,27 @@ def cache_root() -> Path:
     return Path(os.environ.get("EDGEKD_CACHE_DIR") or ROOT / "benchmarks" / ".cache")
 
 
-def eurosat(limit: int | None = None):
-    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once."""
-    from edgekd.data import decode_once, load_image_folder, with_train_subset
-
+def eurosat_folder() -> Path:
+    """EuroSAT RGB's ImageFolder (train/valid/test), extracted into the cache once, checksum verified."""
     target = cache_root() / "datasets"
     root = target / "eurosat-rgb"
     if not (root / "train").is_dir():
+        if not ARCHIVE.is_file():
+            raise SystemExit(f"{ARCHIVE}: no EuroSAT archive; set EDGEKD_EUROSAT_ARCHIVE to its path")
         digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()
         if digest != ARCHIVE_SHA256:
             raise SystemExit(f"{ARCHIVE}: sha256 {digest} is not the published {ARCHIVE_SHA256}")
         target.mkdir(parents=True, exist_ok=True)
         with tarfile.open(ARCHIVE) as archive:
             archive.extractall(target, filter="data")
-    data = decode_once(load_image_folder(root, INPUT_SIZE), cache_root())
+    return root
+
+
+def eurosat(limit: int | None = None):
+    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once."""
+    from edgekd.data import decode_once, load_image_folder, with_train_subset
+
+    data = decode_once(load_image_folder(eurosat_folder(), INPUT_SIZE), cache_root())
     return with_train_subset(data, limit, seed=0) if limit else data
 
 

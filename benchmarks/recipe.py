@@ -30,7 +30,6 @@ import json
 import os
 import struct
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -38,10 +37,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-ARCHIVE = Path(
-    os.environ.get("EDGEKD_EUROSAT_ARCHIVE") or ROOT.parent / "shared" / "datasets" / "eurosat-rgb.tar.gz"
-)
-ARCHIVE_SHA256 = "ab0be06997063ed898c9c4a3b00c0a7f6a34cb9303fe4c02a3e5e2555fe8d879"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag")
 FASHION_CLASSES += ("Ankle boot",)
@@ -89,21 +84,12 @@ def cache_root() -> Path:
 
 
 def eurosat(input_size: int):
-    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once at `input_size`."""
+    """EuroSAT RGB (extracted by distill_eurosat's `eurosat_folder`) decoded once at `input_size`."""
+    from distill_eurosat import eurosat_folder
+
     from edgekd.data import decode_once, load_image_folder
 
-    target = cache_root() / "datasets"
-    root = target / "eurosat-rgb"
-    if not (root / "train").is_dir():
-        if not ARCHIVE.is_file():
-            raise SystemExit(f"{ARCHIVE}: no EuroSAT archive; set EDGEKD_EUROSAT_ARCHIVE to its path")
-        digest = hashlib.sha256(ARCHIVE.read_bytes()).hexdigest()
-        if digest != ARCHIVE_SHA256:
-            raise SystemExit(f"{ARCHIVE}: sha256 {digest} is not the published {ARCHIVE_SHA256}")
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(ARCHIVE) as archive:
-            archive.extractall(target, filter="data")
-    return decode_once(load_image_folder(root, input_size), cache_root())
+    return decode_once(load_image_folder(eurosat_folder(), input_size), cache_root())
 
 
 def _idx(path: Path):
