@@ -340,9 +340,7 @@ def _teacher_cost(model, input_size: int) -> tuple[int, int | None]:
 def _assistant(config: FitConfig, plan, assessments, chosen, teacher_macs: int | None, num_classes: int):
     """A factory for the teacher assistant, or None when the scheme needs none; without --assistant,
     `edgekd.search.choose_assistant` picks one from the catalog."""
-    if plan.scheme != "assistant":
-        if config.assistant is not None:
-            raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
+    if plan.scheme != "assistant":  # --assistant without it was refused by _check_models
         return None
     from edgekd.catalog import build_model
 

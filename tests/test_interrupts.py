@@ -57,31 +57,27 @@ def _sigint_default() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _edgekd(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgekd", *args],
+def _edgekd_process(args: list[str], env: dict[str, str]) -> dict:
+    """How every `edgekd` subprocess here is started: stderr read as text, SIGINT left to Python."""
+    return dict(
+        args=[sys.executable, "-m", "edgekd", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        timeout=900,
         preexec_fn=_sigint_default,
     )
+
+
+def _edgekd(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(**_edgekd_process(args, env), timeout=900)
 
 
 def _interrupt_when(args: list[str], env: dict[str, str], stage: str, then: str | None = None):
     """Run `edgekd ARGS`, send SIGINT once stderr shows `stage`'s banner (and, if given, a line
     matching `then` after it); return the exit code and all of stderr."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edgekd", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_sigint_default,
-    )
+    process = subprocess.Popen(**_edgekd_process(args, env))
     banner, waiting_for = re.compile(rf"^{stage}\b.*─"), None
     seen = []
     for line in process.stderr:
