@@ -85,8 +85,11 @@ class Augmentation:
         mode = "reflect" if self.padding == "reflect" else "constant"
         padded = F.pad(images, (s, s, s, s), mode=mode) if s else images
         height, width = images.shape[-2:]
-        views = []
-        for image, x_shift, y_shift, mirrored in zip(padded, dx, dy, flip, strict=True):
-            view = image[:, s + y_shift : s + y_shift + height, s + x_shift : s + x_shift + width]
-            views.append(view.flip(-1) if mirrored else view)
-        return torch.stack(views)
+        # one gather for the whole batch: per image, the rows and columns its shift (and flip) keeps
+        rows = torch.from_numpy(s + dy)[:, None] + torch.arange(height)
+        columns = torch.arange(width).expand(len(dx), width)
+        columns = torch.where(torch.from_numpy(flip)[:, None], columns.flip(-1), columns)
+        columns = torch.from_numpy(s + dx)[:, None] + columns
+        batch = torch.arange(len(dx))[:, None, None]
+        views = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], columns[:, None, :]]
+        return views.permute(0, 3, 1, 2).contiguous()

@@ -98,8 +98,14 @@ def fit(
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate (AdamW, one-cycle).")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0.0001).")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Peak learning rate (one-cycle); default 0.05 × batch / 128 for sgd, "
+            "0.003 × batch / 64 for adamw."
+        ),
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0.0005).")] = None,
     loss: Annotated[
         list[str] | None,
         typer.Option(
@@ -137,7 +143,9 @@ def fit(
         bool | None,
         typer.Option("--hflip/--no-hflip", help="Random horizontal flips (if classes survive mirroring)."),
     ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw (default) or sgd.")] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd (default; Nesterov momentum 0.9) or adamw.")
+    ] = None,
     schedule: Annotated[str | None, typer.Option(help="onecycle (default) or cosine.")] = None,
     ema_decay: Annotated[
         float | None, typer.Option(help="Keep and ship an exponential moving average of the weights.")
@@ -145,6 +153,13 @@ def fit(
     clip_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
     bf16: Annotated[
         bool | None, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on the CPU.")
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            help="scratch: also train the chosen student without the teacher (same recipe), so the report "
+            "shows what distillation bought; doubles the training time."
+        ),
     ] = None,
     qat_epochs: Annotated[
         int | None,

@@ -50,8 +50,10 @@ class FitConfig:
     student: str | None = None
     epochs: int = 15
     batch_size: int = 64
-    lr: float = 0.003
-    weight_decay: float = 0.0001
+    lr: float | None = (
+        None  # peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
+    )
+    weight_decay: float = 0.0005
     loss: tuple[str, ...] = ("kd",)  # "name[:weight]" terms of a weighted sum (edgekd.distill.losses)
     temperature: float = 4.0
     alpha: float = 0.9
@@ -65,11 +67,12 @@ class FitConfig:
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
     augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
     hflip: bool = False  # random horizontal flips: only for classes that survive mirroring (not digits)
-    optimizer: str = "adamw"
+    optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
     schedule: str = "onecycle"
     ema_decay: float | None = None
     clip_grad_norm: float | None = None
     bf16: bool = False
+    baseline: str | None = None  # "scratch": also train the student without the teacher, for the report
     qat_epochs: int | None = None  # int8 targets: quantization-aware epochs (default 2); others: none
     teacher_epochs: int | None = None
     seed: int = 0
@@ -104,6 +107,9 @@ class FitConfig:
 # 1024 px one batch of 64 fp32 images is 800 MB before the first activation, and no target's runtime
 # (every shipped target takes 96-256 px) is built for it.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+# `scratch`: the chosen student trained on the same recipe with labels only, so the report shows what
+# the teacher bought. None: no baseline (it costs as much as the distillation).
+BASELINES = (None, "scratch")
 # Options that only change the stages after training (parity, latency, the device profile), so a
 # resumed run may take new values; every other option is the run's and stays as its config.yaml says.
 RESUMABLE_OPTIONS = ("device", "threads")
@@ -134,8 +140,8 @@ def _validate(config: FitConfig) -> None:
             raise bad(name, "must be 0 or more")
     if config.input_size is not None and not MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE:
         raise bad("input_size", f"must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels")
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise bad("lr", "must be a finite number above 0 (e.g. 0.003)")
+    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
+        raise bad("lr", "must be a finite number above 0 (e.g. 0.025)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise bad("weight_decay", "must be a finite number, 0 or more")
     if not (math.isfinite(config.temperature) and config.temperature > 0):
@@ -156,6 +162,8 @@ def _validate(config: FitConfig) -> None:
             hint = did_you_mean(value, list(choices))
             raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
     parse_budget(config.search_budget)
+    if config.baseline not in BASELINES:
+        raise ConfigError(f"unknown baseline {config.baseline!r} (--baseline): the one baseline is scratch.")
     if config.teacher_weights is not None and config.teacher is None:
         raise ConfigError(
             "teacher_weights needs teacher (the timm architecture those weights are for): add --teacher ARCH."
@@ -250,7 +258,7 @@ def _distill_plan(config: FitConfig, targets) -> DistillPlan:
 
 def _train_config(config: FitConfig, input_size: int):
     from edgekd.augment import Augmentation
-    from edgekd.distill.trainer import TrainConfig
+    from edgekd.distill.trainer import TrainConfig, default_lr
 
     augmentation = None
     if config.augment_draws:
@@ -261,7 +269,7 @@ def _train_config(config: FitConfig, input_size: int):
     return TrainConfig(
         config.epochs,
         config.batch_size,
-        config.lr,
+        config.lr if config.lr is not None else default_lr(config.optimizer, config.batch_size),
         config.weight_decay,
         config.seed,
         optimizer=config.optimizer,
@@ -595,6 +603,42 @@ def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | N
     }
 
 
+def _scratch_baseline(config: FitConfig, run: Path, make_student, data, train_config, observer) -> dict:
+    """The chosen student trained on the same data, recipe, augmentation and seed with the labels alone
+    (`--baseline scratch`): its test accuracy against the distilled student's is what the teacher
+    bought. Checkpointed like the distillation, and kept in `baseline.json` once finished."""
+    from edgekd.distill.distributed import current_world
+    from edgekd.distill.losses import make_loss
+    from edgekd.distill.trainer import accuracy, predict, train
+
+    path = run / "baseline.json"
+    if path.exists():
+        observer.stage("baseline", "done in an earlier attempt")
+        return json.loads(path.read_text())
+    observer.stage("baseline")
+    student = make_student()
+    started = time.perf_counter()
+    history = train(
+        student,
+        data,
+        train_config,
+        loss=make_loss("ce", label_smoothing=config.label_smoothing),
+        checkpoint_dir=run / "checkpoints" / "baseline",
+        observer=observer,
+        description="baseline: the student without the teacher",
+    )
+    baseline = {
+        "kind": "scratch",
+        "description": "the same student, data, recipe and seed, trained on the labels alone",
+        "test_accuracy": accuracy(*predict(student, data.test)),
+        "seconds": round(time.perf_counter() - started, 1),
+        "history": [asdict(m) for m in history],
+    }
+    if current_world().is_main:
+        write_json_atomic(path, baseline)
+    return baseline
+
+
 def _interrupts_name_stage_and_run(fit_body):
     """`fit` whose Ctrl-C raises `RunInterrupted` with the stage under way and the run directory to
     resume, and whose file-system errors (a full disk) say how to resume once they are mended: the
@@ -781,6 +825,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
             arch=chosen.candidate.arch,
             checkpoint_dir=checkpoints / "qat",
         ).model
+    baseline = None
+    if config.baseline == "scratch":
+        baseline = _scratch_baseline(config, run, make_student, data, train_config, observer)
     barrier(world)
     if not world.is_main:
         return {"run": str(run), "rank": world.rank}
@@ -858,6 +905,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "host_latency": first["host_latency"],
         "device_latency": device_latency,
         "history": history,
+        "baseline": baseline,
     }
     observer.stage("report")
     write_reports(run, result)

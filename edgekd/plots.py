@@ -49,7 +49,9 @@ _CURVES = (
 )
 
 
-def curve_panels(history: Sequence[dict[str, Any]]) -> list[Panel]:
+def curve_panels(
+    history: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]] | None = None
+) -> list[Panel]:
     """Which curves the training-curves figure shows.
 
     A series that no epoch recorded (no teacher, hence no agreement or KL) is left out, and so is a panel
@@ -57,6 +59,8 @@ def curve_panels(history: Sequence[dict[str, Any]]) -> list[Panel]:
 
     Args:
         history: one dict per epoch, as `dataclasses.asdict(EpochMetrics)` writes it.
+        baseline: the same for the student trained without the teacher (`--baseline scratch`), drawn
+            beside the distilled student's validation accuracy.
 
     Returns:
         The panels in drawing order; empty when there is nothing to draw.
@@ -72,12 +76,17 @@ def curve_panels(history: Sequence[dict[str, Any]]) -> list[Panel]:
             for key, label, scale in curves
             if any(m.get(key) is not None for m in history)
         )
+        if series and baseline and curves[0][0] == "val_accuracy":
+            values = tuple(100.0 * m["val_accuracy"] for m in baseline)
+            series = (*series, Series("accuracy without the teacher", values))
         if series:
             panels.append(Panel(title, series))
     return panels
 
 
-def training_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
+def training_curves(
+    history: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]] | None = None
+) -> bytes | None:
     """Draw the per-epoch training curves, one panel per quantity, epoch on the x axis.
 
     Args:
@@ -91,7 +100,7 @@ def training_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
         >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
         True
     """
-    panels = curve_panels(history)
+    panels = curve_panels(history, baseline)
     if not history or not panels:
         return None
     from matplotlib.figure import Figure
@@ -106,7 +115,9 @@ def training_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
         for series in panel.series:
             # NaN leaves a gap where one epoch did not record the value, instead of joining its neighbours.
             values = [math.nan if v is None else v for v in series.values]
-            axes.plot(epochs, values, marker="o", markersize=3, label=series.label)
+            # the baseline trains its own epochs, which need not be as many as the history's
+            x = epochs if len(values) == len(epochs) else list(range(1, len(values) + 1))
+            axes.plot(x, values, marker="o", markersize=3, label=series.label)
         axes.set_title(panel.title)
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers

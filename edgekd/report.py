@@ -80,7 +80,7 @@ def make_plots(result: dict[str, Any]) -> list[Plot]:
         The figures in the order the reports show them.
     """
     plots = []
-    curves = training_curves(result["history"])
+    curves = training_curves(result["history"], (result.get("baseline") or {}).get("history"))
     if curves is not None:
         plots.append(Plot("Training curves", "training-curves.png", curves))
     search = result.get("search") or {}
@@ -242,6 +242,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                 f"Teacher: {t['source']}.",
                 f"Student choice: {s['reason']}",
                 *([f"Distillation: {s['distillation']}."] if s.get("distillation") else []),
+                *_baseline_lines(result.get("baseline"), s["test_accuracy"]),
             ),
         ),
         Section(
@@ -295,6 +296,20 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
+
+
+def _baseline_lines(baseline: dict[str, Any] | None, student_accuracy: float) -> tuple[str, ...]:
+    if not baseline:
+        return ()
+    gain = 100 * (student_accuracy - baseline["test_accuracy"])
+    verdict = (
+        f"distillation added {gain:.2f} points" if gain >= 0 else f"distillation cost {-gain:.2f} points"
+    )
+    return (
+        f"Without the teacher (--baseline scratch: {baseline['description']}) the student reaches "
+        f"{_pct(baseline['test_accuracy'])} test accuracy in {baseline['seconds']:.0f} s of training: "
+        f"{verdict}.",
+    )
 
 
 def _shipped_to(record: dict[str, Any], records: list[dict[str, Any]]) -> str:

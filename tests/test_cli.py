@@ -59,6 +59,8 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "kd",
         "--loss",
         "fitnet:0.5",
+        "--baseline",  # the same student without the teacher, for the report's comparison
+        "scratch",
         "--runs-dir",
         str(tmp_path / "runs"),
         "--cache-dir",
@@ -96,6 +98,12 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     report = (run / "report.md").read_text()
     assert "| test accuracy |" in report and "uncalibrated" in report
     assert "data:image/png;base64," in (run / "report.html").read_text()
+    baseline = result["baseline"]
+    assert baseline == json.loads((run / "baseline.json").read_text()) and baseline["kind"] == "scratch"
+    assert len(baseline["history"]) == 2 and 0 < baseline["test_accuracy"] <= 1
+    assert all(m["val_teacher_agreement"] is None for m in baseline["history"])  # no teacher in its loss
+    gain = 100 * (result["student"]["test_accuracy"] - baseline["test_accuracy"])
+    assert f"{abs(gain):.2f} points" in report and "Without the teacher (--baseline scratch" in report
     # offline by default: the teacher's outputs were computed once per augmented view, then read
     assert result["student"]["scheme"] == "offline"
     assert any((tmp_path / "cache" / "teacher-outputs").iterdir())
@@ -103,6 +111,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     resumed = subprocess.run([*EDGEKD, "fit", "--resume", str(run)], capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "done in an earlier attempt" in resumed.stderr and "reusing cached teacher" in resumed.stderr
+    assert "baseline: the student without the teacher epoch" not in resumed.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
     # the run's student to two more formats, parity on the run's own validation images

@@ -171,3 +171,44 @@ def test_a_sixteen_bit_pgm_opened_as_mode_i_keeps_its_scale(tmp_path):
         assert img.mode == "I"
     image = decode_image(tmp_path / "scan.pgm", 4, (0, 0, 0), (1, 1, 1))
     assert torch.equal(image[:, 0, :] * 255, torch.tensor([[0.0, 1.0, 128.0, 255.0]] * 3))
+
+
+def test_a_batch_is_sliced_whole_yet_equals_the_samples_stacked_one_by_one():
+    from torch.utils.data import Subset, TensorDataset
+
+    from edgekd.data import DecodedDataset, batch_of
+
+    rng = np.random.default_rng(0)
+    decoded = DecodedDataset(
+        rng.integers(0, 256, (50, 9, 7, 3), dtype=np.uint8),
+        rng.integers(0, 5, 50),
+        (0.4, 0.5, 0.6),
+        (0.2, 0.3, 0.25),
+    )
+    subset = Subset(decoded, rng.permutation(50)[:30].tolist())
+    tensors = TensorDataset(torch.randn(20, 3, 5, 5), torch.arange(20))
+    for dataset in (decoded, subset, tensors):
+        indices = torch.as_tensor(rng.permutation(len(dataset))[:11])  # unsorted, as a shuffled epoch's
+        images, labels = batch_of(dataset, indices)
+        assert torch.equal(images, torch.stack([dataset[int(i)][0] for i in indices]))
+        assert labels.tolist() == [int(dataset[int(i)][1]) for i in indices]
+
+
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+def test_the_batched_augmentation_gives_each_image_its_own_shifted_and_mirrored_crop(padding):
+    import torch.nn.functional as F
+
+    from edgekd.augment import Augmentation
+
+    augmentation = Augmentation(draws=3, max_shift=2, hflip=True, padding=padding)
+    images, indices, s = torch.randn(40, 3, 9, 7), torch.arange(40), 2
+    dx, dy, flip = augmentation.params(indices, draw=1)
+    assert 0 < flip.sum() < 40 and len(set(dx.tolist())) == 5
+    padded = F.pad(images, (s, s, s, s), mode="reflect" if padding == "reflect" else "constant")
+    crops = [
+        image[:, s + y : s + y + 9, s + x : s + x + 7] for image, x, y in zip(padded, dx, dy, strict=True)
+    ]
+    expected = torch.stack(
+        [crop.flip(-1) if mirrored else crop for crop, mirrored in zip(crops, flip, strict=True)]
+    )
+    assert torch.equal(augmentation.apply(images, indices, draw=1), expected)

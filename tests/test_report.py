@@ -212,6 +212,31 @@ def test_curves_keep_a_gap_for_a_partly_missing_series_and_show_fractions_as_per
     assert [s.values for s in accuracy.series] == [(41.0, 72.0, 86.0), (None, 75.0, 88.0)]
 
 
+def test_the_scratch_baseline_is_drawn_beside_the_distilled_curve_and_its_gain_stated():
+    result = make_result()
+    baseline_history = [
+        {"epoch": e, "val_accuracy": a} for e, a in ((1, 0.30), (2, 0.55), (3, 0.61), (4, 0.7))
+    ]
+    result["baseline"] = {
+        "kind": "scratch",
+        "description": "the same student trained on the labels alone",
+        "test_accuracy": result["student"]["test_accuracy"] - 0.0425,
+        "seconds": 12.0,
+        "history": baseline_history,
+    }
+    (accuracy,) = (
+        p for p in curve_panels(result["history"], baseline_history) if p.title == "val accuracy (%)"
+    )
+    assert [s.label for s in accuracy.series][-1] == "accuracy without the teacher"
+    assert accuracy.series[-1].values == pytest.approx((30.0, 55.0, 61.0, 70.0))  # 4 baseline epochs beside 3
+    assert training_curves(result["history"], baseline_history).startswith(PNG_SIGNATURE)
+    markdown = report.render_markdown(result)
+    assert "distillation added 4.25 points" in markdown and "in 12 s of training" in markdown
+    result["baseline"]["test_accuracy"] = result["student"]["test_accuracy"] + 0.01
+    assert "distillation cost 1.00 points" in report.render_markdown(result)
+    assert "Without the teacher" not in report.render_markdown(make_result())
+
+
 def test_a_failed_write_keeps_the_old_report_and_leaves_no_temporary_file(tmp_path, monkeypatch):
     report.write_reports(tmp_path, make_result(history=[]))
     before = (tmp_path / "report.html").read_text()

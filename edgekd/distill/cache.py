@@ -42,6 +42,7 @@ from torch.utils.data import Dataset
 
 from edgekd._io import full_disk_as_error, move_aside, reserve_space, write_json_atomic
 from edgekd.augment import Augmentation
+from edgekd.data import batch_of
 from edgekd.progress import Observer, SilentObserver
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class TeacherOutputCache:
         for draw, rows in todo:
             for start in range(0, len(rows), batch_size):
                 batch = torch.as_tensor(rows[start : start + batch_size])
-                images = torch.stack([dataset[int(i)][0] for i in batch])
+                images = batch_of(dataset, batch)[0]
                 with torch.no_grad():
                     logits = teacher(augmentation.apply(images, batch, draw))
                 self.put(batch, draw, logits)
