@@ -93,3 +93,48 @@ class Augmentation:
         batch = torch.arange(len(dx))[:, None, None]
         views = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], columns[:, None, :]]
         return views.permute(0, 3, 1, 2).contiguous()
+
+
+# Flips are on by default when the teacher keeps this share of its accuracy on mirrored images: the
+# classes survive mirroring (photos, satellite tiles, clothes) rather than change under it (digits, text).
+MIRROR_RETENTION = 0.97
+
+
+@dataclass(frozen=True)
+class MirrorCheck:
+    """A model's accuracy on `images` validation images and on the same images mirrored left-right."""
+
+    accuracy: float
+    mirrored_accuracy: float
+    images: int
+
+    @property
+    def survives(self) -> bool:
+        return self.mirrored_accuracy >= MIRROR_RETENTION * self.accuracy
+
+    def sentence(self) -> str:
+        verdict = "on" if self.survives else "off"
+        keeps = "keeps" if self.survives else "keeps only"
+        share = self.mirrored_accuracy / max(self.accuracy, 1e-9)
+        return (
+            f"horizontal flips {verdict}: the teacher {keeps} {share:.1%} "
+            f"of its accuracy on {self.images} mirrored validation images ({self.mirrored_accuracy:.1%} vs "
+            f"{self.accuracy:.1%}; flips need {MIRROR_RETENTION:.0%})"
+        )
+
+
+@torch.no_grad()
+def mirror_check(model: torch.nn.Module, dataset, images: int = 1000, batch_size: int = 256) -> MirrorCheck:
+    """Whether `model`'s classes survive mirroring, judged on up to `images` samples of `dataset`
+    (seeded). Meaningful for a teacher trained without flips, as edgekd trains its own; a teacher
+    trained with them survives by construction, which says its author found flips harmless."""
+    from edgekd.data import stack_sample
+
+    x, y = stack_sample(dataset, images)
+    model.eval()
+    correct = mirrored = 0
+    for start in range(0, len(y), batch_size):
+        batch, labels = x[start : start + batch_size], y[start : start + batch_size]
+        correct += int((model(batch).argmax(1) == labels).sum())
+        mirrored += int((model(batch.flip(-1)).argmax(1) == labels).sum())
+    return MirrorCheck(correct / len(y), mirrored / len(y), len(y))

@@ -110,11 +110,15 @@ def fit(
         list[str] | None,
         typer.Option(
             help="Distillation loss term NAME[:WEIGHT], repeatable: kd, logit_mse, dkd, fitnet, at, rkd, "
-            "sp, dist, ce (default: kd)."
+            "sp, dist, ce (default: ce + dist:2; kd for --scheme online)."
         ),
     ] = None,
-    temperature: Annotated[float | None, typer.Option(help="KD temperature T.")] = None,
-    alpha: Annotated[float | None, typer.Option(help="Weight of the KD term (1-alpha on labels).")] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Temperature of the kd, dkd and dist terms (default 4).")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="kd's weight on the teacher (1-alpha on labels; default 0.9).")
+    ] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing of the label term.")] = None,
     scheme: Annotated[
         str | None,
@@ -141,7 +145,11 @@ def fit(
     ] = None,
     hflip: Annotated[
         bool | None,
-        typer.Option("--hflip/--no-hflip", help="Random horizontal flips (if classes survive mirroring)."),
+        typer.Option(
+            "--hflip/--no-hflip",
+            help="Random horizontal flips (default: on when the teacher keeps 97 % of its validation "
+            "accuracy on mirrored images, i.e. the classes survive mirroring).",
+        ),
     ] = None,
     optimizer: Annotated[
         str | None, typer.Option(help="sgd (default; Nesterov momentum 0.9) or adamw.")

@@ -54,9 +54,11 @@ class FitConfig:
         None  # peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
     )
     weight_decay: float = 0.0005
-    loss: tuple[str, ...] = ("kd",)  # "name[:weight]" terms of a weighted sum (edgekd.distill.losses)
+    # "name[:weight]" terms of a weighted sum (edgekd.distill.losses); default: the scheme's
+    # (edgekd.distill.stage.default_loss: ce + dist:2, or kd for online)
+    loss: tuple[str, ...] | None = None
     temperature: float = 4.0
-    alpha: float = 0.9
+    alpha: float | None = None  # kd's weight on the teacher; default 0.9 (edgekd.distill.stage.DistillPlan)
     label_smoothing: float = 0.0
     scheme: str = "offline"  # offline, online, born-again, assistant (edgekd.distill.stage)
     assistant: str | None = None  # the teacher assistant's architecture; default: picked from the catalog
@@ -66,7 +68,9 @@ class FitConfig:
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
     augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
-    hflip: bool = False  # random horizontal flips: only for classes that survive mirroring (not digits)
+    hflip: bool | None = (
+        None  # random horizontal flips; default: on when the teacher's classes survive mirroring
+    )
     optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
     schedule: str = "onecycle"
     ema_decay: float | None = None
@@ -146,7 +150,7 @@ def _validate(config: FitConfig) -> None:
         raise bad("weight_decay", "must be a finite number, 0 or more")
     if not (math.isfinite(config.temperature) and config.temperature > 0):
         raise bad("temperature", "must be a finite number above 0 (e.g. 4)")
-    if not 0 <= config.alpha <= 1:  # also refuses nan
+    if config.alpha is not None and not 0 <= config.alpha <= 1:  # also refuses nan
         raise bad("alpha", "must be between 0 and 1")
     if not 0 <= config.label_smoothing < 1:
         raise bad("label_smoothing", "may not be 1 (no label would be left) and must be between 0 and 1")
@@ -235,7 +239,7 @@ def _new_run_dir(config: FitConfig) -> Path:
 def _distill_plan(config: FitConfig, targets) -> DistillPlan:
     """The distillation plan for `targets`: when one of them ships int8, the student trains
     quantization-aware by default (the float student serves the others)."""
-    from edgekd.distill.stage import DistillPlan
+    from edgekd.distill.stage import DistillPlan, default_loss
 
     int8 = any(t.default_precision == "int8" for t in targets)
     if config.qat_epochs and not int8:
@@ -245,18 +249,25 @@ def _distill_plan(config: FitConfig, targets) -> DistillPlan:
             f"{ships}; drop --qat-epochs or pick an int8 target."
         )
     qat_epochs = config.qat_epochs if config.qat_epochs is not None else (2 if int8 else 0)
-    return DistillPlan(
+    plan = DistillPlan(
         scheme=config.scheme,
-        loss=tuple(config.loss),
+        loss=tuple(config.loss) if config.loss is not None else default_loss(config.scheme),
         temperature=config.temperature,
-        alpha=config.alpha,
+        **({} if config.alpha is None else {"alpha": config.alpha}),
         label_smoothing=config.label_smoothing,
         teacher_cache=config.teacher_cache,
         qat_epochs=qat_epochs,
     )
+    if config.alpha is not None and not any(hasattr(t, "alpha") for t in plan.losses().terms):
+        raise ConfigError(
+            f"--alpha {config.alpha:g} weighs the kd term, and --loss {' '.join(plan.loss)} has none; "
+            "add --loss kd or drop --alpha."
+        )
+    return plan
 
 
-def _train_config(config: FitConfig, input_size: int):
+def _train_config(config: FitConfig, input_size: int, hflip: bool = False):
+    """The training recipe of `config`; `hflip` is the flip decision when `config.hflip` leaves it open."""
     from edgekd.augment import Augmentation
     from edgekd.distill.trainer import TrainConfig, default_lr
 
@@ -264,7 +275,10 @@ def _train_config(config: FitConfig, input_size: int):
     if config.augment_draws:
         shift = config.augment_shift if config.augment_shift is not None else max(1, input_size // 8)
         augmentation = Augmentation(
-            draws=config.augment_draws, max_shift=shift, hflip=config.hflip, seed=config.seed
+            draws=config.augment_draws,
+            max_shift=shift,
+            hflip=config.hflip if config.hflip is not None else hflip,
+            seed=config.seed,
         )
     return TrainConfig(
         config.epochs,
@@ -603,6 +617,18 @@ def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | N
     }
 
 
+def _flip_decision(config: FitConfig, teacher, data) -> dict[str, Any]:
+    """Whether the student trains on mirrored views, and why: `--hflip/--no-hflip` decides when given;
+    otherwise the teacher's accuracy on mirrored validation images does (`edgekd.augment.mirror_check`)."""
+    from edgekd.augment import mirror_check
+
+    if config.hflip is not None:
+        return {"hflip": config.hflip, "why": f"horizontal flips {'on' if config.hflip else 'off'}: as asked"}
+    check = mirror_check(teacher, data.val)
+    log.info("%s", check.sentence())
+    return {"hflip": check.survives, "why": check.sentence(), **dataclasses.asdict(check)}
+
+
 def _scratch_baseline(config: FitConfig, run: Path, make_student, data, train_config, observer) -> dict:
     """The chosen student trained on the same data, recipe, augmentation and seed with the labels alone
     (`--baseline scratch`): its test accuracy against the distilled student's is what the teacher
@@ -750,9 +776,10 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     teacher_test = accuracy(*predict(teacher.model, data.test))
     teacher_params, teacher_macs = _teacher_cost(teacher.model, data.input_size)
 
+    flips = _flip_decision(config, teacher.model, data)
     observer.stage("search")
     assessments = assess_targets(candidates, targets, data.input_size, data.num_classes)
-    train_config = _train_config(config, data.input_size)
+    train_config = _train_config(config, data.input_size, hflip=flips["hflip"])
     cache_dir = config.cache_dir or default_cache_dir()
     search = _search(config, run, assessments, teacher.model, data, train_config, plan, cache_dir, observer)
     chosen = next(a for a in assessments if a.candidate.name == search.chosen)
@@ -905,6 +932,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "host_latency": first["host_latency"],
         "device_latency": device_latency,
         "history": history,
+        "augmentation": flips,
         "baseline": baseline,
     }
     observer.stage("report")

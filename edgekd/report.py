@@ -242,6 +242,11 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                 f"Teacher: {t['source']}.",
                 f"Student choice: {s['reason']}",
                 *([f"Distillation: {s['distillation']}."] if s.get("distillation") else []),
+                *(
+                    [f"Training views: {result['augmentation']['why']}."]
+                    if result.get("augmentation")
+                    else []
+                ),
                 *_baseline_lines(result.get("baseline"), s["test_accuracy"]),
             ),
         ),

@@ -385,6 +385,13 @@ RUN_CASES: list[Case] = [
     Case("student unknown", ["fit", "--student", "resnet9000"], 2, r"resnet9000"),
     Case("assistant without its scheme", ["fit", "--assistant", "lcnet_050"], 2, r"needs --scheme assistant"),
     Case(
+        "alpha with no kd term",
+        ["fit", "--alpha", "0.5"],
+        2,
+        r"--alpha 0\.5 weighs the kd term, and --loss ce",
+    ),
+    Case("baseline unknown", ["fit", "--baseline", "none"], 2, r"unknown baseline 'none' \(--baseline\)"),
+    Case(
         "teacher misspelt",
         ["fit", "--teacher", "resnet1B"],
         2,

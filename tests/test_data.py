@@ -212,3 +212,33 @@ def test_the_batched_augmentation_gives_each_image_its_own_shifted_and_mirrored_
         [crop.flip(-1) if mirrored else crop for crop, mirrored in zip(crops, flip, strict=True)]
     )
     assert torch.equal(augmentation.apply(images, indices, draw=1), expected)
+
+
+def test_flips_are_on_only_for_classes_that_survive_mirroring():
+    from torch.utils.data import TensorDataset
+
+    from edgekd.augment import MIRROR_RETENTION, mirror_check
+
+    # class 1: the left half is the brighter one; mirroring swaps the halves, hence the class
+    images = torch.rand(300, 3, 6, 6)
+    labels = torch.randint(0, 2, (300,))
+    images[labels == 1, :, :, :3] += 1.0
+    images[labels == 0, :, :, 3:] += 1.0
+    data = TensorDataset(images, labels)
+
+    class Halves(torch.nn.Module):  # reads which half is brighter: right answers, but not mirror-proof
+        def forward(self, x):
+            return torch.stack([x[..., 3:].mean((1, 2, 3)), x[..., :3].mean((1, 2, 3))], 1)
+
+    class Contrast(torch.nn.Module):  # reads only how unequal the halves are: the same on mirrored images
+        def forward(self, x):
+            gap = (x[..., :3].mean((1, 2, 3)) - x[..., 3:].mean((1, 2, 3))).abs()
+            return torch.stack([gap, torch.full_like(gap, 0.5)], 1)
+
+    asymmetric = mirror_check(Halves(), data, images=200)
+    assert (asymmetric.accuracy, asymmetric.mirrored_accuracy, asymmetric.images) == (1.0, 0.0, 200)
+    assert not asymmetric.survives and "horizontal flips off" in asymmetric.sentence()
+    symmetric = mirror_check(Contrast(), data)
+    assert symmetric.images == 300 and symmetric.mirrored_accuracy == symmetric.accuracy
+    assert symmetric.survives and "horizontal flips on" in symmetric.sentence()
+    assert 0.9 < MIRROR_RETENTION < 1
