@@ -258,7 +258,9 @@ def _distill_plan(config: FitConfig, targets) -> DistillPlan:
         teacher_cache=config.teacher_cache,
         qat_epochs=qat_epochs,
     )
-    if config.alpha is not None and not any(hasattr(t, "alpha") for t in plan.losses().terms):
+    # The quantization-aware epochs distil with kd whatever the loss, so there --alpha always applies.
+    kd_term = plan.qat_epochs or any(hasattr(t, "alpha") for t in plan.losses().terms)
+    if config.alpha is not None and not kd_term:
         raise ConfigError(
             f"--alpha {config.alpha:g} weighs the kd term, and --loss {' '.join(plan.loss)} has none; "
             "add --loss kd or drop --alpha."

@@ -39,7 +39,7 @@ def _cnn(width: int, seed: int) -> nn.Module:
 def _trained_weights(data, **options) -> list[torch.Tensor]:
     """The student's weights after one epoch of three steps, configured as `edgekd fit` would be from
     `options` (through the same `_distill_plan` and `_train_config`)."""
-    config = FitConfig(epochs=1, batch_size=32, lr=0.05, alpha=0.5, teacher_cache=False, **options)
+    config = FitConfig(epochs=1, batch_size=32, lr=0.05, teacher_cache=False, **options)
     plan = _distill_plan(config, [get_target("pi5")])
     with one_torch_thread():
         result = distil_student(
@@ -60,13 +60,14 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 @pytest.mark.parametrize(
     "options",
     [
-        {},  # offline, kd
+        {},  # fit's default: offline, ce + dist
+        {"loss": ("kd",), "alpha": 0.5},
         {"loss": ("dkd", "ce")},
         {"scheme": "online"},
-        {"scheme": "born-again"},
+        {"scheme": "born-again", "loss": ("kd",)},
         {"scheme": "assistant"},
     ],
-    ids=["offline-kd", "offline-dkd+ce", "online", "born-again", "assistant"],
+    ids=["offline-default", "offline-kd", "offline-dkd+ce", "online", "born-again-kd", "assistant-default"],
 )
 def test_label_smoothing_changes_the_trained_student_in_every_scheme(tiny, options):
     plain = _trained_weights(tiny, label_smoothing=0.0, **options)
