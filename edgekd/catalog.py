@@ -29,6 +29,31 @@ class Candidate:
     kwargs: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     family: str = ""  # the architecture family (mobilenetv3, lcnet, ...): `edgekd search --list` groups by it
+    # The published ImageNet-1k top-1 (percent) at `imagenet_size` px: the search's prior for the
+    # candidate's capacity. None where no figure was found; `imagenet_source` cites it or says why not.
+    imagenet_top1: float | None = None
+    imagenet_size: int | None = None
+    imagenet_source: str = ""
+
+    def __post_init__(self) -> None:
+        # ConfigError is a ValueError: from_mapping prefixes the file it read this entry from.
+        if self.imagenet_top1 is None:
+            return
+        if not 0 < self.imagenet_top1 < 100:
+            raise ConfigError(
+                f"student {self.arch!r}: imagenet_top1 {self.imagenet_top1} is not a percentage in (0, 100). "
+                "Give the top-1 accuracy in percent (e.g. 57.9), or null where none is published."
+            )
+        if not self.imagenet_source.strip():
+            raise ConfigError(
+                f"student {self.arch!r}: imagenet_top1 {self.imagenet_top1} has no imagenet_source. Cite "
+                'where the figure comes from (e.g. "timm results-imagenet.csv, <arch.tag>, commit <sha>").'
+            )
+        if self.imagenet_size is None or self.imagenet_size <= 0:
+            raise ConfigError(
+                f"student {self.arch!r}: imagenet_top1 {self.imagenet_top1} needs imagenet_size, the "
+                f"resolution in px it was measured at (got {self.imagenet_size})."
+            )
 
     @property
     def name(self) -> str:

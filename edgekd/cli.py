@@ -482,11 +482,13 @@ def search_command(
             title=f"search space for {names}: {len(candidates)} candidates from {families} families x "
             f"input sizes = {len(space)} (candidate, input size) pairs"
         )
-        for column in ("family", "timm arch", "input sizes", "notes"):
+        for column in ("family", "timm arch", "ImageNet top-1 @px", "input sizes", "notes"):
             table.add_column(column)
         sizes = sorted({size for _, size in space})
         for candidate in candidates:
-            table.add_row(candidate.family, candidate.arch, " ".join(map(str, sizes)), candidate.notes)
+            top1 = candidate.imagenet_top1
+            prior = "-" if top1 is None else f"{top1:.1f} @{candidate.imagenet_size}"
+            table.add_row(candidate.family, candidate.arch, prior, " ".join(map(str, sizes)), candidate.notes)
         console.print(table)
         return
     table = Table(title=f"candidates for {names} (predicted; * = Pareto front of the feasible)")
