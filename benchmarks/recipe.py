@@ -58,7 +58,6 @@ EMA_DECAY = 0.99  # ~100-step memory: the runs here are 300-800 steps long
 # (the loss terms), `cached` (the teacher-output cache), `teacher` (False: no teacher, loss ce).
 # "plain" rows run plain_kd.fit.
 TOWARD_PLAIN = {  # the differences left between edgekd's default and the plain loop, one at a time
-    "kd-loss": {"specs": ("kd",)},  # Hinton KD, T = 4, α = 0.9
     "batch128": {"config": {"batch_size": 128}},
     "fresh-views": {"augmentation": {"draws": "epochs"}},
     "live-teacher": {"cached": False},
@@ -69,8 +68,11 @@ BEYOND_PLAIN = {  # what the default used to do, and what neither side does
     "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the default's weight decay before issue 15
     "no-hflip": {"augmentation": {"hflip": False}},  # before issue 15 flips were off unless asked for
     "batch32": {"config": {"batch_size": 32}},
-    "kd-alpha1": {"specs": ("kd",), "loss": {"alpha": 1.0}},
+    "alpha1": {"loss": {"alpha": 1.0}},
     "t2": {"loss": {"temperature": 2.0}},
+    "dist": {"specs": ("ce", "dist:2")},  # DIST's CIFAR setting: CE + 2·(inter + intra), τ = 4
+    "dist-t2": {"specs": ("ce", "dist:2"), "loss": {"temperature": 2.0}},
+    "dist-t1": {"specs": ("ce", "dist"), "loss": {"temperature": 1.0}},  # DIST's ImageNet setting
     # how fragile the default learning rate is: half and double fit's (SGD: 0.025 at batch 64)
     "lr-half": {"config": {"lr": PLAIN_LR * 64 / PLAIN_BATCH / 2}},
     "lr-double": {"config": {"lr": PLAIN_LR * 64 / PLAIN_BATCH * 2}},
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table: time plain-kd and edgekd-kd alternately N times each in this one "
         "process and write recipe-<dataset>-timing.json (the ratio the issue bounds at 1.3x)",
     )
+    parser.add_argument("--tag", help="write recipe-<dataset>-<tag>.json (parallel runs of one dataset)")
     args = parser.parse_args(argv)
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
@@ -326,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     name = f"recipe-{args.dataset}"
     if (args.epochs, args.teacher_epochs, limit) != (EPOCHS, TEACHER_EPOCHS, TRAIN_IMAGES[args.dataset]):
         name += f"-{args.epochs}ep-{args.teacher_epochs}tep-{limit}img"
+    if args.tag:
+        name += f"-{args.tag}"
     out = ROOT / "benchmarks" / "results" / f"{name}.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
     cache_root().mkdir(parents=True, exist_ok=True)
@@ -339,7 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     default = json.loads(json.dumps({**dataclasses.asdict(config), "plan": dataclasses.asdict(plan)}))
     if results.get("edgekd_default") not in (None, default):
         # edgekd rows are changes from fit's default: those measured from an older default are not reused
-        stale = [name for name in results["rows"] if not ROWS.get(name, {}).get("plain")]
+        # a scratch row reads only the training config, a distilling row the plan too
+        config_changed = {k: v for k, v in default.items() if k != "plan"} != {
+            k: v for k, v in results["edgekd_default"].items() if k != "plan"
+        }
+        stale = [
+            name
+            for name, row in ((n, ROWS.get(n, {})) for n in results["rows"])
+            if not row.get("plain") and (config_changed or row.get("teacher", True))
+        ]
         if stale:
             print(f"fit's default changed since {out.name} was written: dropping its rows {', '.join(stale)}")
         results["rows"] = {k: v for k, v in results["rows"].items() if k not in stale}

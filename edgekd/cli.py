@@ -110,7 +110,7 @@ def fit(
         list[str] | None,
         typer.Option(
             help="Distillation loss term NAME[:WEIGHT], repeatable: kd, logit_mse, dkd, fitnet, at, rkd, "
-            "sp, dist, ce (default: ce + dist:2; kd for --scheme online)."
+            "sp, dist, ce (default: kd)."
         ),
     ] = None,
     temperature: Annotated[

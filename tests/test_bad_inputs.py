@@ -386,9 +386,9 @@ RUN_CASES: list[Case] = [
     Case("assistant without its scheme", ["fit", "--assistant", "lcnet_050"], 2, r"needs --scheme assistant"),
     Case(
         "alpha with no kd term",
-        ["fit", "--alpha", "0.5"],
+        ["fit", "--loss", "ce", "--loss", "dist", "--alpha", "0.5"],
         2,
-        r"--alpha 0\.5 weighs the kd term, and --loss ce",
+        r"--alpha 0\.5 weighs the kd term, and --loss ce dist has none",
     ),
     Case("baseline unknown", ["fit", "--baseline", "none"], 2, r"unknown baseline 'none' \(--baseline\)"),
     Case(

@@ -60,14 +60,23 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 @pytest.mark.parametrize(
     "options",
     [
-        {},  # fit's default: offline, ce + dist
+        {},  # fit's default: offline, kd
         {"loss": ("kd",), "alpha": 0.5},
+        {"loss": ("ce", "dist")},
         {"loss": ("dkd", "ce")},
         {"scheme": "online"},
         {"scheme": "born-again", "loss": ("kd",)},
         {"scheme": "assistant"},
     ],
-    ids=["offline-default", "offline-kd", "offline-dkd+ce", "online", "born-again-kd", "assistant-default"],
+    ids=[
+        "offline-default",
+        "offline-kd",
+        "offline-ce+dist",
+        "offline-dkd+ce",
+        "online",
+        "born-again-kd",
+        "assistant-default",
+    ],
 )
 def test_label_smoothing_changes_the_trained_student_in_every_scheme(tiny, options):
     plain = _trained_weights(tiny, label_smoothing=0.0, **options)
