@@ -310,7 +310,15 @@ def main(argv: list[str] | None = None) -> int:
         "process and write recipe-<dataset>-timing.json (the ratio the issue bounds at 1.3x)",
     )
     parser.add_argument("--tag", help="write recipe-<dataset>-<tag>.json (parallel runs of one dataset)")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="print the acceptance table of every dataset's results (Markdown)",
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        print(summary())
+        return 0
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
@@ -431,6 +439,45 @@ def time_epochs(args, data, teacher, train_x, train_y, results: dict) -> int:
         f"(median {median(ratios):.2f})"
     )
     return 0
+
+
+def _mean(rows: dict, names: tuple[str, ...]) -> tuple[float | None, str]:
+    found = [rows[n] for n in names if n in rows]
+    if not found:
+        return None, "-"
+    accuracies = [100 * r["test_accuracy"] for r in found]
+    cell = " / ".join(f"{a:.2f} ({r['wall_seconds']:.0f} s)" for a, r in zip(accuracies, found, strict=True))
+    return sum(accuracies) / len(accuracies), cell
+
+
+def summary() -> str:
+    """Issue 15's acceptance table: per dataset, edgekd's default KD student against the plain loop's
+    KD (+1 point needed) and scratch (+3) students, every seed's cell with its wall time, and the mean."""
+    lines = [
+        "| dataset | teacher | plain KD | plain scratch | edgekd KD | edgekd scratch | edgekd KD − plain KD "
+        "| edgekd KD − plain scratch |",
+        "| --- | ---: | --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for dataset in ("eurosat64", "eurosat32", "fashion3"):
+        path = ROOT / "benchmarks" / "results" / f"recipe-{dataset}.json"
+        if not path.exists():
+            continue
+        results = json.loads(path.read_text())
+        rows = results["rows"]
+        cells = {
+            name: _mean(rows, (name, f"{name}-seed1"))
+            for name in ("plain-kd", "plain-scratch", "edgekd-kd", "edgekd-scratch")
+        }
+        edgekd, plain, scratch = (cells[n][0] for n in ("edgekd-kd", "plain-kd", "plain-scratch"))
+        gaps = [
+            f"{edgekd - other:+.2f}" if None not in (edgekd, other) else "-" for other in (plain, scratch)
+        ]
+        lines.append(
+            f"| {dataset} | {100 * results['teacher']['test_accuracy']:.2f} | "
+            + " | ".join(cells[n][1] for n in ("plain-kd", "plain-scratch", "edgekd-kd", "edgekd-scratch"))
+            + f" | {gaps[0]} | {gaps[1]} |"
+        )
+    return "\n".join(lines)
 
 
 def print_table(results: dict) -> None:

@@ -97,7 +97,10 @@ class Augmentation:
 
 # Flips are on by default when the teacher keeps this share of its accuracy on mirrored images: the
 # classes survive mirroring (photos, satellite tiles, clothes) rather than change under it (digits, text).
-MIRROR_RETENTION = 0.97
+# Measured: a digits teacher keeps 35.7 %; teachers trained with flips keep 99-101 % (EuroSAT, Fashion-
+# MNIST); edgekd's own teacher, trained without flips on 1,000 EuroSAT images, keeps 95.1 %, since a
+# teacher that never saw a mirrored image is not exactly invariant even where its classes are.
+MIRROR_RETENTION = 0.90
 
 
 @dataclass(frozen=True)

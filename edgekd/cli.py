@@ -147,7 +147,7 @@ def fit(
         bool | None,
         typer.Option(
             "--hflip/--no-hflip",
-            help="Random horizontal flips (default: on when the teacher keeps 97 % of its validation "
+            help="Random horizontal flips (default: on when the teacher keeps 90 % of its validation "
             "accuracy on mirrored images, i.e. the classes survive mirroring).",
         ),
     ] = None,

@@ -241,4 +241,4 @@ def test_flips_are_on_only_for_classes_that_survive_mirroring():
     symmetric = mirror_check(Contrast(), data)
     assert symmetric.images == 300 and symmetric.mirrored_accuracy == symmetric.accuracy
     assert symmetric.survives and "horizontal flips on" in symmetric.sentence()
-    assert 0.9 < MIRROR_RETENTION < 1
+    assert 0.8 < MIRROR_RETENTION < 1
