@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.summary:
-        print(summary())
+        print(summary(), ablation(), sep="\n\n")
         return 0
     unknown = [r for r in args.rows if r not in ROWS]
     if unknown:
@@ -476,6 +476,26 @@ def summary() -> str:
             f"| {dataset} | {100 * results['teacher']['test_accuracy']:.2f} | "
             + " | ".join(cells[n][1] for n in ("plain-kd", "plain-scratch", "edgekd-kd", "edgekd-scratch"))
             + f" | {gaps[0]} | {gaps[1]} |"
+        )
+    return "\n".join(lines)
+
+
+def ablation(dataset: str = "eurosat32") -> str:
+    """Issue 15's ablation table: each row's change from edgekd's default and its effect in points."""
+    results = json.loads((ROOT / "benchmarks" / "results" / f"recipe-{dataset}.json").read_text())
+    rows = results["rows"]
+    reference = rows["edgekd-kd"]["test_accuracy"]
+    lines = [
+        "| row | change from edgekd's default | test % | effect (pts) | wall s |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for name, row in rows.items():
+        if row.get("changes", {}).get("plain") or name.startswith("plain"):
+            continue
+        change = json.dumps(row.get("changes", {}), ensure_ascii=False) if name != "edgekd-kd" else "—"
+        lines.append(
+            f"| {name} | `{change}` | {100 * row['test_accuracy']:.2f} | "
+            f"{100 * (row['test_accuracy'] - reference):+.2f} | {row['wall_seconds']:.0f} |"
         )
     return "\n".join(lines)
 

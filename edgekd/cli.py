@@ -231,6 +231,12 @@ def _print_summary(console, result) -> None:
     table.add_row(
         "student", f"{s['arch']}: test accuracy {100 * s['test_accuracy']:.2f} %, {s['params']:,} params"
     )
+    if result.get("baseline"):
+        scratch = result["baseline"]["test_accuracy"]
+        gain = 100 * (s["test_accuracy"] - scratch)
+        table.add_row(
+            "without teacher", f"test accuracy {100 * scratch:.2f} % (distillation {gain:+.2f} points)"
+        )
     records = result.get("targets") or []
     several = len(records) > 1
     for record in records:

@@ -104,6 +104,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert all(m["val_teacher_agreement"] is None for m in baseline["history"])  # no teacher in its loss
     gain = 100 * (result["student"]["test_accuracy"] - baseline["test_accuracy"])
     assert f"{abs(gain):.2f} points" in report and "Without the teacher (--baseline scratch" in report
+    assert f"distillation {gain:+.2f} points" in first.stderr  # the closing summary table
     # offline by default: the teacher's outputs were computed once per augmented view, then read
     assert result["student"]["scheme"] == "offline"
     assert any((tmp_path / "cache" / "teacher-outputs").iterdir())
