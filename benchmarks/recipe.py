@@ -8,7 +8,7 @@ loss and teacher-output cache as `edgekd fit` does, with the TrainConfig and Dis
 from its default options (`edgekd.pipeline._train_config`, `_distill_plan`, `_flip_decision`):
 SGD-Nesterov at 0.05 × batch / 128, batch 64, weight decay 5e-4, one-cycle, 4 replayed zero-padded
 shift views (flips when the teacher's classes survive mirroring), the teacher's logits cached per view,
-loss CE + 2·DIST at τ = 4. Every cached row fills its own fresh cache, so its wall time includes the
+Hinton KD (T = 4, α = 0.9). Every cached row fills its own fresh cache, so its wall time includes the
 teacher's work, as a first fit would. A results file written under another default keeps its plain rows
 and drops the edgekd ones.
 
