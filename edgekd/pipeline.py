@@ -50,9 +50,8 @@ class FitConfig:
     student: str | None = None
     epochs: int = 15
     batch_size: int = 64
-    lr: float | None = (
-        None  # peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
-    )
+    # the peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
+    lr: float | None = None
     weight_decay: float = 0.0005
     # "name[:weight]" terms of a weighted sum (edgekd.distill.losses). Hinton KD: in benchmarks/recipe.py
     # (EuroSAT 32 px) DIST, CE + 2·DIST at τ = 4, matched it without flips and, with them, spiked at the
@@ -69,9 +68,8 @@ class FitConfig:
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
     augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
-    hflip: bool | None = (
-        None  # random horizontal flips; default: on when the teacher's classes survive mirroring
-    )
+    # random horizontal flips; default: on when the teacher's classes survive mirroring (_flip_decision)
+    hflip: bool | None = None
     optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
     schedule: str = "onecycle"
     ema_decay: float | None = None
