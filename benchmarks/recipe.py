@@ -208,8 +208,9 @@ def edgekd_default(epochs: int, data, teacher):
     return _train_config(fit, data.input_size, hflip=flips["hflip"]), plan
 
 
-def edgekd_row(row: dict, data, teacher, epochs: int) -> dict:
-    """edgekd's default with `row`'s changes, trained by `edgekd.distill.trainer.train`."""
+def edgekd_row(row: dict, data, teacher, default) -> dict:
+    """edgekd's default (the `edgekd_default` pair) with `row`'s changes, trained by
+    `edgekd.distill.trainer.train`."""
     import torch
 
     from edgekd.catalog import build_model
@@ -217,7 +218,8 @@ def edgekd_row(row: dict, data, teacher, epochs: int) -> dict:
     from edgekd.distill.losses import parse_loss_specs
     from edgekd.distill.trainer import default_lr, train
 
-    config, plan = edgekd_default(epochs, data, teacher)
+    config, plan = default
+    epochs = config.epochs
     augmentation = dataclasses.replace(
         config.augmentation,
         **{k: epochs if v == "epochs" else v for k, v in row.get("augmentation", {}).items()},
@@ -380,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     write_json_atomic(out, results)
     if args.timing:
-        return time_epochs(args, data, teacher, train_x, train_y, results)
+        return time_epochs(args, data, teacher, train_x, train_y, results, (config, plan))
     for row_name in args.rows:
         if row_name in results["rows"]:
             print(f"{row_name}: done earlier, skipped")
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("plain"):
             info = plain_row(row, data, teacher, train_x, train_y, args.epochs)
         else:
-            info = edgekd_row(row, data, teacher, args.epochs)
+            info = edgekd_row(row, data, teacher, (config, plan))
         logits, labels = predict(info.pop("student"), data.test)
         info["test_accuracy"] = accuracy(logits, labels)
         info["teacher_agreement"] = float((logits.argmax(1) == test_logits_teacher.argmax(1)).float().mean())
@@ -405,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def time_epochs(args, data, teacher, train_x, train_y, results: dict) -> int:
+def time_epochs(args, data, teacher, train_x, train_y, results: dict, default) -> int:
     """plain-kd and edgekd-kd, alternated so that both see the same load on a shared machine; the
     edgekd wall time includes filling its teacher-output cache and the validation after every epoch."""
     from statistics import median
@@ -419,7 +421,7 @@ def time_epochs(args, data, teacher, train_x, train_y, results: dict) -> int:
             if row.get("plain"):
                 info = plain_row(row, data, teacher, train_x, train_y, args.epochs)
             else:
-                info = edgekd_row(row, data, teacher, args.epochs)
+                info = edgekd_row(row, data, teacher, default)
             walls[name].append(round(info["wall_seconds"] / args.epochs, 2))
             print(f"attempt {attempt + 1}: {name} {walls[name][-1]:.2f} s/epoch", flush=True)
     ratios = [e / p for p, e in zip(walls["plain-kd"], walls["edgekd-kd"], strict=True)]

@@ -292,8 +292,20 @@ class DecodedDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        image = torch.from_numpy(np.array(self.images[index])).permute(2, 0, 1).float() / 255.0
-        return (image - self._mean) / self._std, int(self.labels[index])
+        return self.normalised(np.array(self.images[index])[None])[0], int(self.labels[index])
+
+    def batch(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and labels at `rows`, read from the array in one go."""
+        # numpy's fancy indexing of a memory map wants its rows in order; undo the sort afterwards
+        order = np.argsort(rows, kind="stable")
+        images = np.empty((len(rows), *self.images.shape[1:]), self.images.dtype)
+        images[order] = self.images[rows[order]]
+        return self.normalised(images), torch.from_numpy(np.asarray(self.labels)[rows].astype(np.int64))
+
+    def normalised(self, images: np.ndarray) -> torch.Tensor:
+        """uint8 images (N, H, W, 3) as a normalised float batch (N, 3, H, W)."""
+        batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+        return (batch - self._mean) / self._std
 
 
 def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSplits:
@@ -394,8 +406,7 @@ def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, tor
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         return images[:n], labels[:n]
-    items = [dataset[i] for i in range(n)]
-    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+    return batch_of(dataset, torch.arange(n))
 
 
 def batch_of(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -412,13 +423,7 @@ def batch_of(dataset: Dataset, indices: torch.Tensor) -> tuple[torch.Tensor, tor
         picked = torch.from_numpy(rows)
         return images[picked], labels[picked]
     if isinstance(dataset, DecodedDataset):
-        # numpy's fancy indexing of a memory map wants its rows in order; undo the sort afterwards
-        order = np.argsort(rows, kind="stable")
-        images = np.empty((len(rows), *dataset.images.shape[1:]), dataset.images.dtype)
-        images[order] = dataset.images[rows[order]]
-        labels = torch.from_numpy(np.asarray(dataset.labels)[rows].astype(np.int64))
-        batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return (batch - dataset._mean) / dataset._std, labels
+        return dataset.batch(rows)
     samples = [dataset[int(i)] for i in rows]
     return torch.stack([x for x, _ in samples]), torch.as_tensor([int(y) for _, y in samples])
 
@@ -452,5 +457,5 @@ def representative_images(dataset: Dataset, count: int, seed: int = 0) -> torch.
 def stack_sample(dataset: Dataset, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` samples drawn at random (seeded) from `dataset` as an image batch and a label vector.
     Random, not the first `count`: an image folder is ordered by class, so a prefix would be one class."""
-    items = [dataset[int(i)] for i in np.sort(_seeded_choice(len(dataset), count, seed))]
-    return torch.stack([image for image, _ in items]), torch.tensor([int(label) for _, label in items])
+    images, labels = batch_of(dataset, torch.from_numpy(np.sort(_seeded_choice(len(dataset), count, seed))))
+    return images, labels.long()
