@@ -1,9 +1,11 @@
 """The student search on EuroSAT against an oracle: does successive halving pick (nearly) the student
 that full training would, for a fraction of the compute?
 
-The oracle distils every candidate below fully, with issue 4's recipe (benchmarks/distill_eurosat.py:
-8 epochs of KD from the cached resnet18 teacher on the 6,000-image training subset, 64 px), and ranks
-them by test accuracy. The search ranks the same candidates by successive halving
+The oracle distils every candidate below fully, with `edgekd fit`'s default student recipe
+(`edgekd.pipeline._train_config`: SGD-Nesterov, one-cycle, 4 replayed views, flips as the teacher
+decides, Hinton KD) for 8 epochs from the cached resnet18 teacher (benchmarks/distill_eurosat.py's
+teacher recipe) on a seeded training subset (6,000 images by default, `--train-images`), 64 px, and
+ranks them by test accuracy. The search ranks the same candidates by successive halving
 (`edgekd.search.select_student`): short distillation runs from the same teacher on seeded subsets,
 the best third going on, the last rung the full recipe's 8 epochs on half the images. Its cost
 is compared with the oracle's in
@@ -15,6 +17,8 @@ So does it for several targets at once (pi5 + ethos-u55, pi5 + android-cpu): the
 feasible on every one of them, as `fit --target pi5 --target ethos-u55` searches them.
 
     python benchmarks/search_eurosat.py                # writes benchmarks/results/search_eurosat.json
+    python benchmarks/search_eurosat.py --oracle-only  # train (and cache) the oracle students only
+    python benchmarks/search_eurosat.py --train-images 1000   # search_eurosat-1000img.json
 
 Oracle students are cached (benchmarks/.cache/students), shared with distill_eurosat.py's kd rows.
 """
@@ -38,7 +42,6 @@ from distill_eurosat import (
     cached_teacher,
     eurosat,
     kd_student,
-    student_recipe,
 )
 
 # Eight pi5-feasible candidates from seven families, all under 1/10 of the teacher's MACs at 64 px.
@@ -55,17 +58,29 @@ ORACLE = (
 TARGETS = ("pi5", "ethos-u55")
 # Several targets at once (`fit --target A --target B`): one student feasible on all of them.
 JOINT_TARGETS = (("pi5", "ethos-u55"), ("pi5", "android-cpu"))
-# The last rung trains the full recipe's epochs on half the training subset.
-SEARCH_LAST_RUNG_IMAGES = TRAIN_IMAGES // 2
 OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
+
+
+def fit_recipe(data, teacher):
+    """The TrainConfig `edgekd fit` trains its student with by default, for `teacher` on `data`."""
+    from edgekd.pipeline import FitConfig, _flip_decision, _train_config
+
+    fit = FitConfig(epochs=EPOCHS)
+    return _train_config(fit, data.input_size, hflip=_flip_decision(fit, teacher, data)["hflip"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--out", type=Path, help=f"default: {OUT.name}, or one named for --train-images")
+    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="seeded training subset")
+    parser.add_argument("--oracle-only", action="store_true", help="distil (and cache) the oracle, then stop")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     args = parser.parse_args(argv)
+    if args.out is None:
+        suffix = "" if args.train_images == TRAIN_IMAGES else f"-{args.train_images}img"
+        args.out = OUT.with_name(f"search_eurosat{suffix}.json")
 
     import torch
 
@@ -78,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.search.select import select_student
     from edgekd.targets import get_target
 
-    torch.set_num_threads(2)
-    data = eurosat(TRAIN_IMAGES)
+    torch.set_num_threads(args.threads)
+    data = eurosat(args.train_images)
     teacher = cached_teacher(data)
-    config = student_recipe()
+    config = fit_recipe(data, teacher)
     registry = student_registry(load_students())
     candidates = [registry.get(name) for name in ORACLE]
 
@@ -104,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     results["oracle"] = oracle
+    if args.oracle_only:
+        for name in sorted(oracle, key=lambda n: -oracle[n]["test_accuracy"]):
+            row = oracle[name]
+            print(f"{name:34s} {100 * row['test_accuracy']:6.2f} % test, {row['seconds']:.0f} s")
+        return 0
 
     def build(name: str):
         torch.manual_seed(config.seed)
@@ -128,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluate,
             budget=Budget(),
             max_epochs=EPOCHS,
-            max_images=SEARCH_LAST_RUNG_IMAGES,
+            max_images=len(data.train) // 2,
             target_name=target_name,
             min_images=1000,
             min_images_seen=50 * config.batch_size,  # at least 50 optimizer steps per trial
@@ -165,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             evaluate,
             budget=Budget(),
             max_epochs=EPOCHS,
-            max_images=SEARCH_LAST_RUNG_IMAGES,
+            max_images=len(data.train) // 2,
             target_name=" and ".join(names),
             min_images=1000,
             min_images_seen=50 * config.batch_size,
