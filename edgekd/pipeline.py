@@ -398,7 +398,8 @@ def _search(
     config: FitConfig, run: Path, assessments, teacher, data, train_config, plan, cache_dir, observer
 ):
     """The student choice: read from the run's `search.json` when an earlier attempt finished it, else
-    successive halving over the feasible candidates (`edgekd.search.select`), saved for a resume.
+    successive halving over the feasible candidates ranked by `config.objective`, with the chance
+    check against the validation labels' largest class (`edgekd.search.select`), saved for a resume.
     Under torchrun every rank trains the trials together and rank 0's choice is the one kept."""
     from edgekd.catalog import build_model
     from edgekd.distill.distributed import current_world, share_from_main
