@@ -180,8 +180,8 @@ def test_chance_scores_are_run_again_longer_then_the_search_is_abandoned_for_the
     assert sum(t.retry for t in result.trials) == 4
     assert result.at_chance and result.chosen == "fast" and result.front == ()
     assert result.reason.startswith(
-        "Objective retention: trial scores stayed at chance (best 12.0 %, CI 8.8–16.2 %, chance 10.0 %) after the first rung ran "
-        "again with twice the epochs and images"
+        "Objective retention: trial scores stayed at chance (best 12.0 %, CI 8.8–16.2 %, chance 10.0 %) "
+        "after the first rung ran again with twice the epochs and images"
     )
     assert "fast chosen by ImageNet prior per unit latency (58 % top-1 at 224 px)" in result.reason
     assert any(r.levelname == "WARNING" and "stayed at chance" in r.getMessage() for r in caplog.records)
