@@ -90,6 +90,22 @@ def fit(
             "(20m, 1.5h), 0 (no trials: the feasible candidate with the most MACs) or all."
         ),
     ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            help="What the student search chooses for: retention (default: the fastest student whose "
+            "trial accuracy stays within --min-retention of the best trial's, error bars included), "
+            "accuracy (the most accurate; near-ties go to the faster) or latency (the fastest that "
+            "learns clearly more than guessing the largest class)."
+        ),
+    ] = None,
+    min_retention: Annotated[
+        float | None,
+        typer.Option(
+            help="For --objective retention: the share of the best trial accuracy a student must keep, "
+            "in (0, 1] (default 0.97)."
+        ),
+    ] = None,
     search_epochs: Annotated[
         int | None, typer.Option(help="Epochs of the search's last rung (default: a fifth of --epochs).")
     ] = None,

@@ -63,6 +63,11 @@ class FitConfig:
     scheme: str = "offline"  # offline, online, born-again, assistant (edgekd.distill.stage)
     assistant: str | None = None  # the teacher assistant's architecture; default: picked from the catalog
     search_budget: str = "4"  # trials (first-rung candidates), wall clock (20m), 0 (no trials) or all
+    # What the search chooses for (edgekd.search.select): retention (the fastest student that keeps
+    # min_retention of the best trial accuracy), accuracy (the most accurate) or latency (the fastest
+    # clearly above chance).
+    objective: str = "retention"
+    min_retention: float = 0.97
     search_epochs: int | None = None  # epochs of the search's last rung; default: a fifth of `epochs`
     search_images: int | None = None  # training images of the last rung; default: all of them
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
@@ -128,6 +133,7 @@ def _validate(config: FitConfig) -> None:
     from edgekd._registry import did_you_mean
     from edgekd.distill.trainer import OPTIMIZERS, SCHEDULES
     from edgekd.search.halving import parse_budget
+    from edgekd.search.select import check_objective
 
     def bad(name: str, rule: str) -> ConfigError:
         return ConfigError(f"{name} ({_option(name)}) {rule}, got {getattr(config, name)!r}.")
@@ -165,6 +171,7 @@ def _validate(config: FitConfig) -> None:
             hint = did_you_mean(value, list(choices))
             raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
     parse_budget(config.search_budget)
+    check_objective(config.objective, config.min_retention)
     if config.baseline not in BASELINES:
         raise ConfigError(f"unknown baseline {config.baseline!r} (--baseline): the one baseline is scratch.")
     if config.teacher_weights is not None and config.teacher is None:
@@ -391,11 +398,12 @@ def _search(
     config: FitConfig, run: Path, assessments, teacher, data, train_config, plan, cache_dir, observer
 ):
     """The student choice: read from the run's `search.json` when an earlier attempt finished it, else
-    successive halving over the feasible candidates (`edgekd.search.select`), saved for a resume.
+    successive halving over the feasible candidates ranked by `config.objective`, with the chance
+    check against the validation labels' largest class (`edgekd.search.select`), saved for a resume.
     Under torchrun every rank trains the trials together and rank 0's choice is the one kept."""
     from edgekd.catalog import build_model
     from edgekd.distill.distributed import current_world, share_from_main
-    from edgekd.search.evidence import evidence
+    from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import parse_budget
     from edgekd.search.select import SearchResult, select_student
 
@@ -426,6 +434,10 @@ def _search(
         target_name=_in_words(config.targets),
         min_images=SEARCH_MIN_IMAGES,
         min_images_seen=SEARCH_MIN_STEPS * config.batch_size,
+        objective=config.objective,
+        min_retention=config.min_retention,
+        chance=chance_level(data.val),
+        available_images=len(data.train),
     )
     world = current_world()
     result = share_from_main(result, world)
@@ -435,9 +447,19 @@ def _search(
 
 
 def _search_summary(assessments, search) -> dict[str, Any]:
-    """What result.json and the report keep of the search: its cost and every candidate's point on
-    the Pareto plot (latency: by target; accuracy: the first rung's, the only one every candidate ran)."""
+    """What result.json and the report keep of the search: the objective it chose by, its cost and
+    every candidate's point on the Pareto plot (latency: by target; accuracy: the first rung's, the
+    only one every candidate ran, with its 95 % interval)."""
+
+    def first_interval(name: str) -> list[float] | None:
+        first = (search.trials_of(name) or [None])[0]
+        return None if first is None or first.ci_low is None else [first.ci_low, first.ci_high]
+
     return {
+        "objective": search.objective,
+        "min_retention": search.min_retention,
+        "chance": search.chance,
+        "at_chance": search.at_chance,
         "trials": len(search.trials),
         "rungs": search.rungs,
         "seconds": search.seconds,
@@ -449,6 +471,7 @@ def _search_summary(assessments, search) -> dict[str, Any]:
                 "predicted_latency_ms": {name: x.predicted_latency_ms for name, x in a.per_target.items()},
                 "peak_memory_mb": a.peak_memory_mb,
                 "first_rung_accuracy": (search.accuracies(a.candidate.name) or [None])[0],
+                "first_rung_ci95": first_interval(a.candidate.name),
                 "feasible": a.feasible,
                 "on_front": a.candidate.name in search.front,
                 "chosen": a.candidate.name == search.chosen,

@@ -67,6 +67,32 @@ OPTION_CASES = [
     Case("loss weight not a number", ["fit", "--loss", "kd:abc"], 2, r"the weight 'abc' is not a number"),
     Case("unknown scheme", ["fit", "--scheme", "bogus"], 2, r"unknown scheme 'bogus'.*offline"),
     Case("bad search budget", ["fit", "--search-budget", "7x"], 2, r"search budget '7x' is neither"),
+    Case(
+        "unknown objective",
+        ["fit", "--objective", "fastest"],
+        2,
+        r"unknown objective 'fastest' \(--objective\); choose retention .* Valid: accuracy, latency",
+    ),
+    Case("objective misspelt in config", _config("objective: acuracy\n"), 2, r"Did you mean 'accuracy'"),
+    Case(
+        "min retention zero",
+        ["fit", "--min-retention", "0"],
+        2,
+        r"--min-retention\) .* in \(0, 1\].*got 0\.0",
+    ),
+    Case(
+        "min retention above one",
+        ["fit", "--min-retention", "1.5"],
+        2,
+        r"in \(0, 1\] such as 0\.97; got 1\.5",
+    ),
+    Case("min retention nan", ["fit", "--min-retention", "nan"], 2, r"in \(0, 1\].*got nan"),
+    Case(
+        "min retention not a number",
+        ["fit", "--min-retention", "most"],
+        2,
+        r"Invalid value for '--min-retention'",
+    ),
     Case("teacher weights without teacher", ["fit", "--teacher-weights", "w.pth"], 2, r"needs teacher"),
     Case(
         "unknown teacher",

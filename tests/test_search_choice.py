@@ -221,8 +221,8 @@ def test_pareto_plot_draws_feasible_rejected_and_untrained_candidates():
 
 def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cache(tmp_path, digits):
     """Successive halving over three tiny students from a briefly trained teacher on digits: every
-    trial is a real distillation run, scores are validation accuracies, and each rung's teacher
-    outputs are computed once for all its candidates."""
+    trial is a real distillation run, scores are validation accuracies with their interval, agreement
+    and KL, and each rung's teacher outputs are computed once for all its candidates."""
     import torch
 
     from edgekd.catalog import build_model
@@ -250,6 +250,9 @@ def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cac
         result = successive_halving(names, evaluate, rungs, macs=dict.fromkeys(names, 1))
     assert [len(result.rung(i)) for i in range(len(rungs))] == [3, 1]
     assert all(0.0 <= t.score <= 1.0 and t.seconds > 0 for t in result.trials)
+    for t in result.trials:  # each score with its precision and the student's distance to the teacher
+        assert t.val_images == len(digits.val) and t.ci_low < t.score < t.ci_high
+        assert 0.0 <= t.teacher_agreement <= 1.0 and t.teacher_kl >= 0.0
     assert result.winner == max(result.rung(0), key=lambda t: t.score).name
     assert [(t.epochs, t.images) for t in result.rung(1)] == [(2, 300)]
     # the cache is keyed by teacher, data subset and views: one entry per rung, however many students

@@ -22,9 +22,18 @@ from edgekd.search.constraints import (
     search_space,
 )
 from edgekd.search.pareto import pareto_front
-from edgekd.search.select import SearchResult, entry_order, select_student, write_search_csv
+from edgekd.search.select import (
+    OBJECTIVES,
+    SearchResult,
+    entry_order,
+    latency_load,
+    prior_per_latency,
+    select_student,
+    write_search_csv,
+)
 
 __all__ = [
+    "OBJECTIVES",
     "Assessment",
     "Costed",
     "JointAssessment",
@@ -36,8 +45,10 @@ __all__ = [
     "choose_student",
     "entry_order",
     "latencies",
+    "latency_load",
     "latency_phrase",
     "pareto_front",
+    "prior_per_latency",
     "search_space",
     "select_student",
     "write_search_csv",

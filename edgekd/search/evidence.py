@@ -8,6 +8,7 @@ logits for a rung are computed once and read by every candidate of that rung.
 Example:
     >>> # evaluate = evidence(build, teacher, data, train_config, DistillPlan(), cache_dir=cache)
     >>> # result = successive_halving(names, evaluate, plan_rungs(len(names), ...), macs=macs)
+    >>> # chance = chance_level(data.val)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from edgekd.search.halving import RungPlan
+from edgekd.search.halving import RungPlan, ValidationScore
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -40,13 +41,14 @@ def evidence(
     *,
     cache_dir: Path | None = None,
     observer: Observer | None = None,
-) -> Callable[[str, RungPlan], float]:
+) -> Callable[[str, RungPlan], ValidationScore]:
     """`evaluate(name, rung)` for `successive_halving`: distil a fresh `build(name)` for the rung's
-    epochs on its first `rung.images` (seeded) training images, return its validation accuracy."""
+    epochs on its first `rung.images` (seeded) training images, return its validation accuracy over
+    the validation images, with its agreement with the teacher and KL to it there."""
     from edgekd.data import with_train_subset
     from edgekd.distill.stage import distil_student
 
-    def evaluate(name: str, rung: RungPlan) -> float:
+    def evaluate(name: str, rung: RungPlan) -> ValidationScore:
         subset = with_train_subset(data, rung.images, seed=config.seed)
         short = dataclasses.replace(config, epochs=rung.epochs)
         result = distil_student(
@@ -59,10 +61,32 @@ def evidence(
             cache_dir=cache_dir,
             observer=observer,
         )
-        score = result.history[-1].val_accuracy
+        last = result.history[-1]
         log.info(
-            "search: %s, %d epochs on %d images: val accuracy %.4f", name, rung.epochs, rung.images, score
+            "search: %s, %d epochs on %d images: val accuracy %.4f (teacher agreement %s)",
+            name,
+            rung.epochs,
+            rung.images,
+            last.val_accuracy,
+            "n/a" if last.val_teacher_agreement is None else f"{last.val_teacher_agreement:.4f}",
         )
-        return score
+        return ValidationScore(
+            last.val_accuracy, len(data.val), last.val_teacher_agreement, last.val_teacher_kl
+        )
 
     return evaluate
+
+
+def chance_level(dataset) -> float:
+    """The accuracy of always answering the most common class: the largest class's share of the
+    labels of `dataset` (the validation split). A trial that cannot beat it has learnt nothing."""
+    import numpy as np
+
+    from edgekd.data import stack
+
+    # A decoded split holds its labels apart from the images: no need to read the images for them.
+    labels = getattr(dataset, "labels", None)
+    labels = np.asarray(stack(dataset)[1] if labels is None else labels, dtype=np.int64)
+    if not len(labels):
+        raise ValueError("chance_level needs at least one label")
+    return float(np.bincount(labels).max() / len(labels))

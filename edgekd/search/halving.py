@@ -1,7 +1,14 @@
 """Successive halving (Jamieson & Talwalkar, AISTATS 2016; Li et al., "Hyperband", JMLR 2018): rank
 feasible students by evidence, not by guessing. Every candidate gets a short distillation run on a
 subset of the data; the best 1/eta go on to a run with eta times the budget, and so on, until one
-is left or the budget is spent. The final choice is the best validation accuracy of the last rung.
+is left or the budget is spent. Which ones go on, and which one is chosen, is the objective's rule
+(`edgekd.search.select`); the default rule here ranks by validation accuracy.
+
+Every score comes with its Wilson 95 % interval over the validation images (`wilson_interval`), so a
+rule can tell a difference from noise. When even the first rung's best score is at chance (its
+interval reaches down to the share of the largest class), the rung is run once more with twice the
+epochs (and twice the images where the data has them); a rung still at chance ends the search with
+`at_chance` set, since ranking chance scores would pick a candidate by luck.
 
 Why this and not Optuna: the search space here is a short list of architectures (times a few input
 sizes), not a continuous space for a sampler to model, and what must be decided is how to spend a
@@ -41,6 +48,29 @@ class RungPlan:
 
 
 @dataclass(frozen=True)
+class ValidationScore:
+    """What a trial's `evaluate` returns: the validation accuracy, over how many images, and how
+    closely the student follows the teacher there (None where not measured)."""
+
+    accuracy: float
+    images: int | None = None  # validation images the accuracy is over; None: unknown, no interval
+    teacher_agreement: float | None = None  # top-1 agreement with the teacher on validation
+    teacher_kl: float | None = None  # KL(teacher ‖ student) at T = 1, mean over validation images
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's score interval for a binomial proportion (Wilson, JASA 1927): unlike the normal
+    approximation it stays inside [0, 1] and keeps its coverage near 0 % and 100 %, where short trials
+    and easy data sets put accuracies."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
 class Trial:
     name: str
     rung: int
@@ -50,6 +80,21 @@ class Trial:
     seconds: float
     mac_images: float  # training work: 3 x MACs x images x epochs
     reused: bool = False  # an identical earlier trial's score, not run again
+    # The evidence's precision (None in a search.json from before they were recorded, or when the
+    # evaluation gave no image count): the validation images and the score's Wilson 95 % interval.
+    val_images: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    teacher_agreement: float | None = None
+    teacher_kl: float | None = None
+    retry: bool = False  # the first rung run again with a longer budget, its scores having been at chance
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """The score's 95 % interval; a score without an image count is its own interval."""
+        if self.ci_low is None or self.ci_high is None:
+            return self.score, self.score
+        return self.ci_low, self.ci_high
 
 
 @dataclass(frozen=True)
@@ -61,7 +106,8 @@ class Budget:
 
 
 class TrialTotals:
-    """What a record holding `trials` reports about them: their cost, and how many rungs ran."""
+    """What a record holding `trials` reports about them: their cost, how many rungs ran, and each
+    rung's trials (a retried rung: the retry's)."""
 
     trials: tuple[Trial, ...]
 
@@ -77,15 +123,33 @@ class TrialTotals:
     def rungs(self) -> int:
         return max((t.rung for t in self.trials), default=-1) + 1
 
+    def rung(self, index: int) -> list[Trial]:
+        """The trials that rank rung `index`: a retried rung's retry, not its first attempt."""
+        trials = [t for t in self.trials if t.rung == index]
+        retried = [t for t in trials if t.retry]
+        return retried or trials
+
 
 @dataclass(frozen=True)
 class HalvingResult(TrialTotals):
     trials: tuple[Trial, ...]
-    winner: str
+    winner: str | None  # None: the first rung stayed at chance (`at_chance`), nothing was ranked
     stopped_early: bool  # the time budget ran out before the last planned rung
+    at_chance: bool = False  # the first rung's best score was at chance, also when run again longer
 
-    def rung(self, index: int) -> list[Trial]:
-        return [t for t in self.trials if t.rung == index]
+
+def at_chance(trials: Sequence[Trial], chance: float | None) -> bool:
+    """Whether the best of `trials` is indistinguishable from always answering the largest class: the
+    lower end of its 95 % interval is at or below `chance` (None: chance unknown, never at chance)."""
+    if chance is None or not trials:
+        return False
+    best = max(trials, key=lambda t: t.score)
+    return best.interval[0] <= chance
+
+
+def rank_by_score(trials: Sequence[Trial]) -> list[str]:
+    """The plain rule: best validation accuracy first; equal scores keep the entry order."""
+    return [t.name for t in sorted(trials, key=lambda t: -t.score)]
 
 
 def parse_budget(text: str) -> Budget:
@@ -143,17 +207,26 @@ def plan_rungs(
 
 def successive_halving(
     names: Sequence[str],
-    evaluate: Callable[[str, RungPlan], float],
+    evaluate: Callable[[str, RungPlan], ValidationScore | float],
     rungs: Sequence[RungPlan],
     *,
     macs: dict[str, int],
     budget: Budget | None = None,
+    rank: Callable[[Sequence[Trial]], list[str]] = rank_by_score,
+    chance: float | None = None,
+    available_images: int | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> HalvingResult:
-    """Run `rungs` (from `plan_rungs(len(names), ...)`) over `names`, best first by `evaluate`'s score
-    (validation accuracy after a run of the rung's epochs on the rung's images). Ties keep the
-    earlier name. With a time budget, no new rung starts once the budget is spent; the winner is
-    then the best of the last rung that finished."""
+    """Run `rungs` (from `plan_rungs(len(names), ...)`) over `names`: `evaluate` scores a candidate
+    after a run of the rung's epochs on the rung's images (a `ValidationScore`, or a bare accuracy),
+    `rank` orders a rung's trials best first (default: by score, ties keep the earlier name) and the
+    first of the last rung is the winner. With a time budget, no new rung starts once the budget is
+    spent; the winner is then the first of the last rung that finished.
+
+    `chance` (the largest class's share of the validation labels) turns on the chance check: a first
+    rung whose best score is at chance is run again with twice the epochs and twice the images (up to
+    `available_images`), and later rungs train at least as long; still at chance, the search stops
+    there with `at_chance` set and no winner."""
     budget = budget or Budget()
     alive = list(names)
     if budget.trials is not None:
@@ -163,34 +236,78 @@ def successive_halving(
     started = clock()
     trials: list[Trial] = []
     stopped_early = False
-    last_scores: dict[str, float] = {}
-    for index, plan in enumerate(rungs):
-        if index and budget.seconds is not None and clock() - started >= budget.seconds:
-            stopped_early = True
-            break
-        entering = alive  # the previous rung kept exactly as many as this one takes
-        scores: dict[str, float] = {}
+    last: list[Trial] = []
+    rungs = list(rungs)
+
+    def run_rung(index: int, plan: RungPlan, entering: list[str], retry: bool = False) -> list[Trial]:
+        rung_trials = []
         for name in entering:
             earlier = next(
                 (t for t in trials if (t.name, t.epochs, t.images) == (name, plan.epochs, plan.images)), None
             )
             if earlier is not None:  # the same run again (small data: rungs of equal size): no cost
-                trials.append(
-                    dataclasses.replace(earlier, rung=index, seconds=0.0, mac_images=0.0, reused=True)
+                trial = dataclasses.replace(
+                    earlier, rung=index, seconds=0.0, mac_images=0.0, reused=True, retry=retry
                 )
-                scores[name] = earlier.score
-                continue
-            t0 = clock()
-            score = evaluate(name, plan)
-            seconds = clock() - t0
-            work = TRAINING_MACS_PER_FORWARD_MAC * macs[name] * plan.images * plan.epochs
-            trials.append(Trial(name, index, plan.epochs, plan.images, score, seconds, work))
-            scores[name] = score
-        ranked = sorted(entering, key=lambda n: -scores[n])  # stable: ties keep the earlier name
-        last_scores = scores
+            else:
+                t0 = clock()
+                score = evaluate(name, plan)
+                seconds = clock() - t0
+                work = TRAINING_MACS_PER_FORWARD_MAC * macs[name] * plan.images * plan.epochs
+                trial = _trial(name, index, plan, score, seconds, work, retry)
+            trials.append(trial)
+            rung_trials.append(trial)
+        return rung_trials
+
+    for index, plan in enumerate(rungs):
+        if index and budget.seconds is not None and clock() - started >= budget.seconds:
+            stopped_early = True
+            break
+        entering = alive  # the previous rung kept exactly as many as this one takes
+        rung_trials = run_rung(index, plan, entering)
+        if index == 0 and at_chance(rung_trials, chance):
+            longer = RungPlan(
+                plan.candidates, 2 * plan.epochs, min(2 * plan.images, available_images or plan.images)
+            )
+            rung_trials = run_rung(index, longer, entering, retry=True)
+            if at_chance(rung_trials, chance):
+                return HalvingResult(tuple(trials), None, stopped_early, at_chance=True)
+            # A later rung no shorter than the retry: the planned budgets proved too short to learn.
+            rungs = [plan, *(_at_least(r, longer) for r in rungs[1:])]
+        ranked = rank(rung_trials)
+        last = rung_trials
         keep = rungs[index + 1].candidates if index + 1 < len(rungs) else 1
         alive = ranked[:keep]
         if len(entering) == 1:
             break
-    winner = max(last_scores, key=lambda n: (last_scores[n], -list(names).index(n)))
-    return HalvingResult(tuple(trials), winner, stopped_early)
+    return HalvingResult(tuple(trials), rank(last)[0], stopped_early)
+
+
+def _trial(
+    name: str, rung: int, plan: RungPlan, score: ValidationScore | float, seconds: float, work: float, retry
+) -> Trial:
+    """The record of one evaluation; a bare accuracy (no image count) gets no interval."""
+    if not isinstance(score, ValidationScore):
+        return Trial(name, rung, plan.epochs, plan.images, float(score), seconds, work, retry=retry)
+    low = high = None
+    if score.images:
+        low, high = wilson_interval(round(score.accuracy * score.images), score.images)
+    return Trial(
+        name,
+        rung,
+        plan.epochs,
+        plan.images,
+        score.accuracy,
+        seconds,
+        work,
+        val_images=score.images,
+        ci_low=low,
+        ci_high=high,
+        teacher_agreement=score.teacher_agreement,
+        teacher_kl=score.teacher_kl,
+        retry=retry,
+    )
+
+
+def _at_least(plan: RungPlan, floor: RungPlan) -> RungPlan:
+    return RungPlan(plan.candidates, max(plan.epochs, floor.epochs), max(plan.images, floor.images))

@@ -1,8 +1,21 @@
 """Choosing the student by evidence: the feasible candidates enter successive halving (`halving`)
-in an order that spreads a trial budget across the latency/memory/capacity trade-off, the winner is
-the best validation accuracy of the last rung, and the whole search (every trial, its cost, the
-Pareto front, the reason) is one `SearchResult` that `fit` saves as `search.json`, so a resumed run
-does not search again.
+in the order of their ImageNet prior per unit of predicted latency, each rung is ranked by the
+user's objective, and the whole search (every trial, its cost, the Pareto front, the reason) is one
+`SearchResult` that `fit` saves as `search.json`, so a resumed run does not search again.
+
+The objectives (`OBJECTIVES`), each a rule for ranking one rung's trials:
+- `retention`: the fastest candidates whose score keeps `min_retention` of the rung's best score
+  (the upper end of the score's 95 % interval reaches min_retention x best) go first, by latency; the
+  rest follow by score. A short trial cannot reach the teacher's full accuracy, so a candidate is
+  held against the best of its own rung, trained on the same budget.
+- `latency`: the fastest candidates whose score is clearly above chance (the lower end of its
+  interval above the largest class's share of the validation labels), then the rest by score.
+- `accuracy`: by score. Scores whose 95 % intervals overlap are tied (the overlap rule, stricter
+  than an interval of the difference, so a tie is never missed): a tie goes to the higher ImageNet
+  top-1 per unit latency (candidates without a prior after those with one), then to the faster.
+
+"Latency", with several targets, is the worst ratio of predicted latency to budget over the targets
+(`latency_load`): the student must fit each, so the target it loads most decides.
 
 Example:
     >>> # result = select_student(assessments, evaluate, budget=Budget(trials=8), max_epochs=5,
@@ -13,16 +26,30 @@ Example:
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgekd._io import atomic_path
-from edgekd.errors import NoFeasibleStudentError
+from edgekd.errors import ConfigError, NoFeasibleStudentError
 from edgekd.search.constraints import Costed, latencies, latency_phrase
-from edgekd.search.halving import Budget, RungPlan, Trial, TrialTotals, plan_rungs, successive_halving
+from edgekd.search.halving import (
+    Budget,
+    RungPlan,
+    Trial,
+    TrialTotals,
+    ValidationScore,
+    plan_rungs,
+    successive_halving,
+)
 from edgekd.search.pareto import pareto_front
+
+OBJECTIVES = ("retention", "accuracy", "latency")
+DEFAULT_MIN_RETENTION = 0.97
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,49 +60,100 @@ class SearchResult(TrialTotals):
     entered: tuple[str, ...] = ()  # candidates that entered the first rung, in entry order
     front: tuple[str, ...] = ()  # feasible candidates on the Pareto front (latency, memory, evidence)
     stopped_early: bool = False  # the time budget ran out before the last planned rung
+    # The rule the choice followed; a search.json from before objectives chose by accuracy.
+    objective: str = "accuracy"
+    min_retention: float | None = None  # the retention objective's floor
+    chance: float | None = None  # the largest class's share of the validation labels
+    at_chance: bool = False  # the trials stayed at chance: chosen by prior per latency instead
 
     def accuracies(self, name: str) -> list[float | None]:
-        """`name`'s validation accuracy at each rung (None where it did not run)."""
-        scores: list[float | None] = [None] * self.rungs
-        for t in self.trials:
+        """`name`'s validation accuracy at each rung (None where it did not run; a retried rung: the
+        retry's)."""
+        return [t.score if t else None for t in self.trials_of(name)]
+
+    def trials_of(self, name: str) -> list[Trial | None]:
+        """`name`'s trial at each rung, as `accuracies` picks them."""
+        picked: list[Trial | None] = [None] * self.rungs
+        for t in self.trials:  # in run order: a retry comes after the attempt it replaces
             if t.name == name:
-                scores[t.rung] = t.score
-        return scores
+                picked[t.rung] = t
+        return picked
 
     def to_json(self) -> dict:
         return {**asdict(self), "seconds": self.seconds, "mac_images": self.mac_images}
 
     @classmethod
     def from_json(cls, data: dict) -> SearchResult:
+        """The record `to_json` wrote, also one written before the evidence's intervals and the
+        objective were recorded (a run resumed from an older version): what it lacks takes the
+        defaults of that version, whose only rule was accuracy."""
         return cls(
-            data["chosen"],
-            data["reason"],
-            tuple(Trial(**t) for t in data["trials"]),
-            tuple(data["entered"]),
-            tuple(data["front"]),
-            data["stopped_early"],
+            chosen=data["chosen"],
+            reason=data["reason"],
+            trials=tuple(Trial(**t) for t in data["trials"]),
+            entered=tuple(data["entered"]),
+            front=tuple(data["front"]),
+            stopped_early=data["stopped_early"],
+            objective=data.get("objective", "accuracy"),
+            min_retention=data.get("min_retention"),
+            chance=data.get("chance"),
+            at_chance=data.get("at_chance", False),
         )
+
+
+def latency_load(a: Costed) -> float:
+    """How hard `a` presses on its latency budgets: the worst ratio of predicted latency to budget
+    over its targets (1.0 = at a budget). A target without a budget counts its latency in ms."""
+    return max(
+        x.predicted_latency_ms / x.budget_ms if math.isfinite(x.budget_ms) else x.predicted_latency_ms
+        for x in a.per_target.values()
+    )
+
+
+def prior_per_latency(a: Costed) -> float | None:
+    """The published ImageNet top-1 (percent) per unit of `latency_load`: the capacity a candidate
+    is expected to bring for the time it costs. None without a prior."""
+    top1 = a.candidate.imagenet_top1
+    if top1 is None:
+        return None
+    return top1 / max(latency_load(a), 1e-12)
+
+
+def _speed_key(a: Costed) -> tuple[float, float]:
+    """Fastest first: the worst budget ratio, then the total predicted latency."""
+    return latency_load(a), sum(latencies(a))
+
+
+def _prior_key(a: Costed) -> tuple[bool, float, float, float]:
+    """Highest prior per latency first; candidates without a prior after those with one, fastest first."""
+    prior = prior_per_latency(a)
+    return (prior is None, -(prior or 0.0), *_speed_key(a))
 
 
 def entry_order(feasible: Sequence[Costed]) -> list[Costed]:
     """Feasible candidates by non-dominated layer of (predicted latency on each target ↓, peak
-    memory ↓, MACs ↑);
-    within a layer, spread over capacity: the most MACs first, then each next one the farthest (in
-    log MACs) from those already taken. With a trial budget of N, the N that enter cover the
-    trade-off from the fastest to the most capable instead of N near-identical large models."""
+    memory ↓, MACs ↑); within a layer, by ImageNet top-1 per unit latency (`prior_per_latency`),
+    highest first. Candidates without a prior follow those with one in their layer, spread over
+    capacity: the most MACs first, then each next one the farthest (in log MACs) from those taken.
+    With a trial budget of N, the N that enter are those the prior expects most of per millisecond,
+    which is what a choice that favours fast students needs to have seen."""
     left = list(feasible)
     ordered: list[Costed] = []
     while left:
         layer = pareto_front(
             [(*latencies(a), a.peak_memory_mb, a.macs) for a in left], minimize=_minimize(left[0], False)
         )
-        ordered += _spread_by_macs([left[i] for i in layer])
+        members = [left[i] for i in layer]
+        with_prior = sorted((a for a in members if a.candidate.imagenet_top1 is not None), key=_prior_key)
+        ordered += with_prior + _spread_by_macs([a for a in members if a.candidate.imagenet_top1 is None])
         taken = set(layer)
         left = [a for i, a in enumerate(left) if i not in taken]
     return ordered
 
 
 def _spread_by_macs(layer: list[Costed]) -> list[Costed]:
+    if not layer:
+        return []
     remaining = sorted(layer, key=lambda a: -a.macs)
     picked = [remaining.pop(0)]
     while remaining:
@@ -105,9 +183,80 @@ def _minimize(a: Costed, last: bool) -> tuple[bool, ...]:
     return (True,) * (len(a.per_target) + 1) + (last,)
 
 
+def check_objective(objective: str, min_retention: float) -> None:
+    """Refuse an unknown objective or a retention floor outside (0, 1], naming the valid choices."""
+    if objective not in OBJECTIVES:
+        from edgekd._registry import did_you_mean
+
+        raise ConfigError(
+            f"unknown objective {objective!r} (--objective); choose retention (the fastest student that "
+            f"keeps --min-retention of the best accuracy), accuracy (the most accurate) or latency (the "
+            f"fastest clearly above chance).{did_you_mean(objective, list(OBJECTIVES))}"
+        )
+    number = isinstance(min_retention, int | float) and not isinstance(min_retention, bool)
+    if not (number and 0 < min_retention <= 1):  # also refuses nan
+        raise ConfigError(
+            f"min_retention (--min-retention) is the share of the best accuracy a student must keep, "
+            f"a number in (0, 1] such as 0.97; got {min_retention!r}."
+        )
+
+
+def _overlap(a: Trial, b: Trial) -> bool:
+    """Two scores are tied when their 95 % intervals overlap."""
+    return a.interval[0] <= b.interval[1] and b.interval[0] <= a.interval[1]
+
+
+def _tie_group(trials: Sequence[Trial]) -> list[Trial]:
+    """The trials tied with the best score of `trials` (the best among them)."""
+    best = max(trials, key=lambda t: t.score)
+    return [t for t in trials if _overlap(t, best)]
+
+
+def rank_within_noise(trials: Sequence[Trial], by_name: dict[str, Costed]) -> list[str]:
+    """By score, never by a difference inside the noise: the trials tied with the best go first, in
+    order of prior per latency then latency (`_prior_key`); then the same again on what is left."""
+    left = list(trials)
+    ranked: list[str] = []
+    while left:
+        group = _tie_group(left)
+        ranked += [t.name for t in sorted(group, key=lambda t: _prior_key(by_name[t.name]))]
+        left = [t for t in left if t not in group]
+    return ranked
+
+
+def _has_intervals(trials: Sequence[Trial]) -> bool:
+    return all(t.val_images for t in trials)
+
+
+def _passes(objective: str, trial: Trial, best: float, min_retention: float, chance: float | None) -> bool:
+    """Whether `trial` meets the objective's bar in its rung (`best`: the rung's best score)."""
+    if objective == "retention":
+        return trial.interval[1] >= min_retention * best
+    return chance is None or trial.interval[0] > chance  # latency: clearly above chance
+
+
+def rank_rung(
+    trials: Sequence[Trial],
+    by_name: dict[str, Costed],
+    objective: str,
+    min_retention: float = DEFAULT_MIN_RETENTION,
+    chance: float | None = None,
+) -> list[str]:
+    """One rung's candidates, best first by `objective` (see the module's docstring). Scores with no
+    validation image count have no interval, so no retention or chance bar can be judged on them:
+    they are ranked as for accuracy."""
+    if objective == "accuracy" or not _has_intervals(trials):
+        return rank_within_noise(trials, by_name)
+    best = max(t.score for t in trials)
+    passing = [t for t in trials if _passes(objective, t, best, min_retention, chance)]
+    rest = [t for t in trials if t not in passing]
+    fastest = sorted(passing, key=lambda t: _speed_key(by_name[t.name]))
+    return [t.name for t in fastest] + rank_within_noise(rest, by_name)
+
+
 def select_student(
     assessments: Sequence[Costed],
-    evaluate: Callable[[str, RungPlan], float],
+    evaluate: Callable[[str, RungPlan], ValidationScore | float],
     *,
     budget: Budget,
     max_epochs: int,
@@ -116,10 +265,19 @@ def select_student(
     eta: int = 3,
     min_images: int = 64,
     min_images_seen: int = 0,
+    objective: str = "accuracy",
+    min_retention: float = DEFAULT_MIN_RETENTION,
+    chance: float | None = None,
+    available_images: int | None = None,
 ) -> SearchResult:
-    """Rank the feasible candidates by short distillation runs (`evaluate`) and pick the best.
-    A trial budget of 0, or a single feasible candidate, chooses without training: the candidate
-    with the most MACs (the most capacity the target affords)."""
+    """Rank the feasible candidates by short distillation runs (`evaluate`) and pick the first by
+    `objective` (`fit` passes the user's, whose default is retention; this function's default is the
+    plain accuracy rule its earlier callers had). A trial budget of 0, or a single feasible
+    candidate, chooses without training: the candidate with the most MACs (the most capacity the
+    target affords). `chance` (the largest class's share of the validation labels) turns on the
+    chance check (`successive_halving`); trials still at chance after a longer re-run leave the
+    choice to the ImageNet prior per unit latency."""
+    check_objective(objective, min_retention)
     feasible = [a for a in assessments if a.feasible]
     if not feasible:
         details = "; ".join(f"{a.candidate.name}: {', '.join(a.reasons)}" for a in assessments)
@@ -127,13 +285,23 @@ def select_student(
     by_name = {a.candidate.name: a for a in feasible}
     ordered = entry_order(feasible)
     entering = ordered[: budget.trials] if budget.trials is not None else ordered
+    recorded = {
+        "objective": objective,
+        "min_retention": min_retention if objective == "retention" else None,
+        "chance": chance,
+    }
     if len(entering) <= 1:
         pick = max(feasible, key=lambda a: (a.macs, a.params)) if not entering else entering[0]
-        why = "the only feasible candidate" if len(feasible) == 1 else "no search trials: most MACs"
+        why = (
+            "the only feasible candidate"
+            if len(feasible) == 1
+            else f"no search trials, so no evidence for objective {objective}: most MACs"
+        )
         return SearchResult(
             pick.candidate.name,
             f"{pick.candidate.name} ({why}; {len(feasible)} of {len(assessments)} candidates fit "
             f"{target_name}) {latency_phrase(pick)}.",
+            **recorded,
         )
     names = [a.candidate.name for a in entering]
     rungs = plan_rungs(
@@ -150,17 +318,23 @@ def select_student(
         rungs,
         macs={a.candidate.name: a.macs for a in entering},
         budget=Budget(seconds=budget.seconds),
+        rank=lambda trials: rank_rung(trials, by_name, objective, min_retention, chance),
+        chance=chance,
+        available_images=available_images,
     )
-    winner = by_name[halving.winner]
-    last = max(t.rung for t in halving.trials)
-    final = next(t for t in halving.trials if t.name == halving.winner and t.rung == last)
-    cut = " (the time budget stopped it early)" if halving.stopped_early else ""
-    reason = (
-        f"{winner.candidate.name} had the best validation accuracy ({100 * final.score:.1f} %) in rung "
-        f"{last + 1} of successive halving{cut} over {len(names)} of the {len(feasible)} candidates "
-        f"that fit {target_name} ({final.epochs} epochs on {final.images} images; search "
-        f"{halving.seconds:.0f} s), and {latency_phrase(winner)}."
+    searched = (
+        f"successive halving over {len(names)} of the {len(feasible)} candidates that fit {target_name}"
+        f"{' (the time budget stopped it early)' if halving.stopped_early else ''}; search "
+        f"{halving.seconds:.0f} s"
     )
+    if halving.at_chance:
+        pick, reason = _chosen_by_prior(feasible, halving, chance, searched)
+        reason = f"Objective {objective}: {reason}"
+        log.warning("search: %s", reason)
+        return SearchResult(
+            pick, reason, halving.trials, tuple(names), (), halving.stopped_early, **recorded, at_chance=True
+        )
+    reason = _reason(halving, by_name, objective, min_retention, chance, searched)
     return SearchResult(
         halving.winner,
         reason,
@@ -168,12 +342,132 @@ def select_student(
         tuple(names),
         evidence_front(feasible, halving.trials),
         halving.stopped_early,
+        **recorded,
+    )
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def evidence_phrase(t: Trial) -> str:
+    """A score with its precision: "91.2 %, 95 % CI 89.0–93.0 %, 300 images" (the score alone when
+    the trial gave no image count)."""
+    if t.ci_low is None or t.ci_high is None or not t.val_images:
+        return _pct(t.score)
+    return f"{_pct(t.score)}, 95 % CI {100 * t.ci_low:.1f}–{100 * t.ci_high:.1f} %, {t.val_images} images"
+
+
+def _budget_phrase(t: Trial) -> str:
+    return f"{t.epochs} epoch{'s' if t.epochs != 1 else ''} on {t.images} training images"
+
+
+def _deciding_rung(halving: TrialTotals) -> int:
+    """The last rung that compared candidates: later rungs train the one winner longer."""
+    return max((r for r in range(halving.rungs) if len(halving.rung(r)) > 1), default=halving.rungs - 1)
+
+
+def _reason(halving, by_name, objective: str, min_retention: float, chance, searched: str) -> str:
+    """One sentence: the objective, the evidence the choice rests on (score, interval, images, the
+    rung's budget) and the chosen candidate's latency."""
+    d = _deciding_rung(halving)
+    trials = halving.rung(d)
+    mine = next(t for t in trials if t.name == halving.winner)
+    best = max(trials, key=lambda t: t.score)
+    winner = by_name[halving.winner]
+    final = next(t for t in halving.rung(halving.rungs - 1) if t.name == halving.winner)
+    later = (
+        f"; trained longer in rung {halving.rungs} ({_budget_phrase(final)}) it scored {_pct(final.score)}"
+        if halving.rungs - 1 > d
+        else ""
+    )
+    tail = f"{later} ({searched}), and {latency_phrase(winner)}."
+    rung = f"rung {d + 1} ({_budget_phrase(best)})"
+    if objective != "accuracy":
+        if not _has_intervals(trials):
+            fallback = "the trials gave no validation image count, so the noise in their scores is unknown"
+            return (
+                f"Objective {objective}: {fallback}; falling back to the most accurate: "
+                + _accuracy_words(trials, mine, by_name, rung, tail)
+            )
+        if not _passes(objective, mine, best.score, min_retention, chance):
+            bar = (
+                f"keeps {100 * min_retention:g} % of the best"
+                if objective == "retention"
+                else f"is clearly above chance ({_pct(chance)})"
+            )
+            return (
+                f"Objective {objective}: no candidate's accuracy {bar} in {rung}; falling back to the "
+                "most accurate: " + _accuracy_words(trials, mine, by_name, rung, tail)
+            )
+    if objective == "retention":
+        return (
+            f"Objective retention: {mine.name} is the fastest candidate whose validation accuracy "
+            f"({evidence_phrase(mine)}) stays within {100 * min_retention:g} % of the best in rung {d + 1} "
+            f"({best.name}, {_pct(best.score)}; {_budget_phrase(best)}){tail}"
+        )
+    if objective == "latency":
+        above = (
+            f"clearly above chance ({_pct(chance)}, the largest class's share)"
+            if chance is not None
+            else "scored (the chance level is unknown)"
+        )
+        return (
+            f"Objective latency: {mine.name} is the fastest candidate whose validation accuracy "
+            f"({evidence_phrase(mine)}) is {above} in {rung}{tail}"
+        )
+    return "Objective accuracy: " + _accuracy_words(trials, mine, by_name, rung, tail)
+
+
+def _accuracy_words(trials, mine: Trial, by_name, rung: str, tail: str) -> str:
+    """The accuracy rule's account of `mine`: the best score, or tied with it and first by prior."""
+    tied = [t for t in _tie_group(trials) if t.name != mine.name]
+    if not tied:
+        return f"{mine.name} had the best validation accuracy ({evidence_phrase(mine)}) in {rung}{tail}"
+    others = ", ".join(f"{t.name} {_pct(t.score)}" for t in tied)
+    chosen = by_name[mine.name]
+    if prior_per_latency(chosen) is not None:
+        why = f"has the most ImageNet top-1 per unit latency ({chosen.candidate.imagenet_top1:g} % top-1)"
+    else:
+        why = "is the fastest"
+    return (
+        f"{mine.name}'s validation accuracy ({evidence_phrase(mine)}) in {rung} is tied within the "
+        f"noise (overlapping 95 % intervals) with {others}, and of those it {why}{tail}"
+    )
+
+
+def _chosen_by_prior(feasible: Sequence[Costed], halving, chance: float, searched: str) -> tuple[str, str]:
+    """The choice when the trials stayed at chance: the feasible candidate with the most ImageNet
+    top-1 per unit latency (none with a prior: the most MACs), and the sentence that says so."""
+    retried = halving.rung(0)
+    first = next(t for t in halving.trials if t.rung == 0 and not t.retry)
+    best = max(retried, key=lambda t: t.score)
+    low, high = best.interval
+    images = " and images" if retried[0].images > first.images else ""
+    stayed = (
+        f"trial scores stayed at chance (best {_pct(best.score)}, CI {100 * low:.1f}–{100 * high:.1f} %, "
+        f"chance {_pct(chance)}) after the first rung ran again with twice the epochs{images} ({searched}), "
+        "so the search was abandoned"
+    )
+    with_prior = [a for a in feasible if prior_per_latency(a) is not None]
+    if not with_prior:
+        pick = max(feasible, key=lambda a: (a.macs, a.params))
+        return pick.candidate.name, (
+            f"{stayed}; no feasible candidate has an ImageNet prior, so {pick.candidate.name} has the most "
+            f"MACs and {latency_phrase(pick)}."
+        )
+    pick = min(with_prior, key=_prior_key)
+    c = pick.candidate
+    return c.name, (
+        f"{stayed}; {c.name} chosen by ImageNet prior per unit latency ({c.imagenet_top1:g} % top-1 at "
+        f"{c.imagenet_size} px), and {latency_phrase(pick)}."
     )
 
 
 def write_search_csv(path: Path, assessments: Sequence[Costed], search: SearchResult) -> None:
     """Every candidate: its cost on the target, whether it fits and why not, its validation accuracy
-    at each rung it ran, its share of the search's cost, and whether it is on the front or chosen.
+    at each rung it ran with its Wilson 95 % interval and its top-1 agreement with the teacher, its
+    share of the search's cost, and whether it is on the front or chosen.
     With several targets the per-target figures get a column per target (`predicted_latency_ms@pi5`)
     and `model_mb`/`peak_memory_mb` are the largest any target needs."""
     rungs = search.rungs
@@ -197,7 +491,11 @@ def write_search_csv(path: Path, assessments: Sequence[Costed], search: SearchRe
                 "fallback_ops",
                 "feasible",
                 "reasons",
-                *(f"rung{r}_val_accuracy" for r in range(rungs)),
+                *(
+                    f"rung{r}_{column}"
+                    for r in range(rungs)
+                    for column in ("val_accuracy", "ci95_low", "ci95_high", "teacher_agreement")
+                ),
                 "search_seconds",
                 "search_mac_images",
                 "on_front",
@@ -220,10 +518,21 @@ def write_search_csv(path: Path, assessments: Sequence[Costed], search: SearchRe
                     " ".join(a.fallback_ops),
                     a.feasible,
                     "; ".join(a.reasons),
-                    *("" if s is None else f"{s:.4f}" for s in search.accuracies(name)),
+                    *(cell for t in search.trials_of(name) for cell in _rung_cells(t)),
                     f"{sum(t.seconds for t in mine):.2f}" if mine else "",
                     f"{sum(t.mac_images for t in mine):.4g}" if mine else "",
                     name in search.front,
                     name == search.chosen,
                 ]
             )
+
+
+def _rung_cells(t: Trial | None) -> tuple[str, ...]:
+    """A trial's columns in search.csv; empty where it did not run or a figure was not recorded."""
+
+    def cell(x: float | None) -> str:
+        return "" if x is None else f"{x:.4f}"
+
+    if t is None:
+        return ("",) * 4
+    return cell(t.score), cell(t.ci_low), cell(t.ci_high), cell(t.teacher_agreement)
