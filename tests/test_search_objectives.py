@@ -17,7 +17,7 @@ from edgekd.catalog import Candidate
 from edgekd.search import SearchResult, entry_order, select_student, write_search_csv
 from edgekd.search.constraints import Assessment
 from edgekd.search.halving import Budget, ValidationScore, wilson_interval
-from edgekd.search.select import prior_per_latency
+from edgekd.search.select import entrants, prior_per_latency
 
 VAL_IMAGES = 300
 
@@ -107,7 +107,8 @@ def test_a_tie_decides_promotion_too():
 def test_retention_picks_the_fastest_candidate_that_keeps_the_share_of_the_best():
     # Rung 1: best 0.95, bar 0.97 x 0.95 = 92.2 %. fastest (0.80, CI up to 84.4 %) fails; second (0.91,
     # CI up to 93.7 %) passes although its score is below the bar; mid and heavy pass but are slower.
-    # second and mid go on; in rung 2 (best: mid, 94.0 %) second passes again and is the faster.
+    # second goes on with the rung's best, heavy (kept as the reference the next rung is measured
+    # against, not mid, the next fastest); in rung 2 second passes again against heavy's 95.0 %.
     assessments = [
         point("fastest", 0.5, 58.0),
         point("second", 1.0, 60.0),
@@ -119,7 +120,7 @@ def test_retention_picks_the_fastest_candidate_that_keeps_the_share_of_the_best(
     assert result.chosen == "second"
     assert result.reason.startswith(
         "Objective retention: second is the fastest candidate whose validation accuracy (91.0 %, "
-        "95 % CI 87.2–93.7 %, 300 images) stays within 97 % of the best in rung 2 (mid, 94.0 %; 1 epoch "
+        "95 % CI 87.2–93.7 %, 300 images) stays within 97 % of the best in rung 2 (heavy, 95.0 %; 1 epoch "
         "on 300 training images); trained longer in rung 3 (2 epochs on 900 training images) it scored "
         "91.0 % (successive halving over 4 of the 4 candidates that fit pi5; search "
     )
@@ -296,3 +297,16 @@ def test_objective_and_min_retention_reach_fit_config_from_yaml(tmp_path):
     path.write_text("objective: speed\n")
     with pytest.raises(ConfigError, match=r"unknown objective 'speed'.*Valid: accuracy, latency, retention"):
         FitConfig.from_yaml(path)
+
+
+def test_the_last_entry_slot_goes_to_the_most_capable_candidate():
+    # The entry order favours fast students; a budget of 3 keeps the first two and gives its last slot
+    # to the highest ImageNet prior, so retention has something capable to be measured against.
+    ordered = [point("a", 1.0, 60.0), point("b", 2.0, 62.0), point("c", 3.0, 64.0), point("big", 8.0, 80.0)]
+    assert [x.candidate.name for x in entrants(ordered, 3)] == ["a", "b", "big"]
+    assert [x.candidate.name for x in entrants(ordered, 2)] == ["a", "big"]
+    assert [x.candidate.name for x in entrants(ordered, 1)] == ["a"]  # one trial: no room for a reference
+    assert entrants(ordered, None) == entrants(ordered, 9) == ordered
+    # Already among the first: nothing is replaced.
+    first = [point("big", 8.0, 80.0), point("a", 1.0, 60.0), point("b", 2.0, 62.0)]
+    assert [x.candidate.name for x in entrants(first, 2)] == ["big", "a"]

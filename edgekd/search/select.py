@@ -151,6 +151,20 @@ def entry_order(feasible: Sequence[Costed]) -> list[Costed]:
     return ordered
 
 
+def entrants(ordered: Sequence[Costed], trials: int | None) -> list[Costed]:
+    """The first `trials` of the entry order, with the last slot kept for the candidate the prior
+    expects the most accuracy from (highest ImageNet top-1, then most MACs). The entry order favours
+    fast students, and retention is judged against the best score of a rung: without one capable
+    candidate a rung would hold small students only, with nothing to show what they give up."""
+    if trials is None or trials >= len(ordered):
+        return list(ordered)
+    head = list(ordered[:trials])
+    if trials < 2:
+        return head
+    reference = max(ordered, key=lambda a: (a.candidate.imagenet_top1 or -1.0, a.macs))
+    return head if reference in head else [*head[:-1], reference]
+
+
 def _spread_by_macs(layer: list[Costed]) -> list[Costed]:
     if not layer:
         return []
@@ -250,8 +264,14 @@ def rank_rung(
     best = max(t.score for t in trials)
     passing = [t for t in trials if _passes(objective, t, best, min_retention, chance)]
     rest = [t for t in trials if t not in passing]
-    fastest = sorted(passing, key=lambda t: _speed_key(by_name[t.name]))
-    return [t.name for t in fastest] + rank_within_noise(rest, by_name)
+    fastest = [t.name for t in sorted(passing, key=lambda t: _speed_key(by_name[t.name]))]
+    if objective == "retention" and len(fastest) > 1:
+        # The rung's best goes on second: the next rung then still holds the score the fastest is
+        # measured against, instead of judging small students only against each other.
+        leader = max(passing, key=lambda t: t.score).name
+        fastest.remove(leader)
+        fastest.insert(1, leader)
+    return fastest + rank_within_noise(rest, by_name)
 
 
 def select_student(
@@ -284,7 +304,7 @@ def select_student(
         raise NoFeasibleStudentError(f"no candidate fits {target_name}'s budgets ({details}).")
     by_name = {a.candidate.name: a for a in feasible}
     ordered = entry_order(feasible)
-    entering = ordered[: budget.trials] if budget.trials is not None else ordered
+    entering = entrants(ordered, budget.trials)
     recorded = {
         "objective": objective,
         "min_retention": min_retention if objective == "retention" else None,
