@@ -223,18 +223,26 @@ def fill_seconds(work: Workload, images: int) -> float:
     return work.views * images / work.teacher_rate if work.teacher_cache else 0.0
 
 
-def search_seconds(rungs, entering: Sequence[str], rates: dict[str, Rates], work: Workload) -> float:
+def search_seconds(
+    rungs, entering: Sequence[str], rates: dict[str, Rates], work: Workload, survivors: str = "mean"
+) -> float:
     """Predicted wall time of successive halving over `entering` (in entry order) with `rungs`: the
     first rung trains each one; a later rung trains as many as enter it, each at the entering
-    candidates' mean cost (which survive is what the search finds out). A rung that repeats an earlier
-    one's epochs and images reuses its scores (free), and each distinct subset fills its cache once."""
+    candidates' mean cost (`survivors="mean"`; which go on is what the search finds out), or the
+    "fastest" or "slowest" of them. A rung that repeats an earlier one's epochs and images reuses its
+    scores (free), and each distinct subset fills its cache once."""
     seconds, done, filled = 0.0, set(), set()
     for index, rung in enumerate(rungs):
         if (rung.epochs, rung.images) in done:
             continue
         done.add((rung.epochs, rung.images))
-        costs = [training_seconds(rates[n], work, rung.epochs, rung.images) for n in entering]
-        seconds += sum(costs) if index == 0 else rung.candidates * sum(costs) / len(costs)
+        costs = sorted(training_seconds(rates[n], work, rung.epochs, rung.images) for n in entering)
+        if index == 0:
+            seconds += sum(costs)
+        elif survivors == "mean":
+            seconds += rung.candidates * sum(costs) / len(costs)
+        else:
+            seconds += sum(costs[: rung.candidates] if survivors == "fastest" else costs[-rung.candidates :])
         if rung.images not in filled:
             filled.add(rung.images)
             seconds += fill_seconds(work, rung.images)
@@ -330,6 +338,7 @@ class FitTiming:
 
     table: str
     predicted_search: float
+    predicted_search_range: tuple[float, float]  # the fastest and the slowest candidates going on
     predicted_final: dict[str, float]  # candidate -> seconds of its final training
     entering: tuple[str, ...]
     assessments: list  # every candidate; ones dropped by the budget carry the reason
@@ -364,7 +373,11 @@ class FitTiming:
             "rungs": [dataclasses.asdict(r) for r in self.rungs],
             "search_budget": self.search_budget,
             "epochs": self.epochs,
-            "search": {"predicted_s": round(self.predicted_search, 1), "actual_s": round(search_actual, 1)},
+            "search": {
+                "predicted_s": round(self.predicted_search, 1),
+                "predicted_range_s": [round(x, 1) for x in self.predicted_search_range],
+                "actual_s": round(search_actual, 1),
+            },
             "final": {
                 "candidate": chosen,
                 "predicted_s": None if predicted is None else round(predicted, 1),
@@ -392,6 +405,12 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def _span(low: float, high: float) -> str:
+    return (
+        _duration(low) if math.isclose(low, high, rel_tol=0.05) else f"{_duration(low)} - {_duration(high)}"
+    )
 
 
 def _most_macs(assessments):
@@ -584,6 +603,10 @@ def plan_fit(
                 )
     rungs = rungs_for(len(entering), epochs) if entering else []
     predicted_search = search_seconds(rungs, entering, rates, work) if entering else 0.0
+    search_range = tuple(
+        search_seconds(rungs, entering, rates, work, survivors) if entering else 0.0
+        for survivors in ("fastest", "slowest")
+    )
     if entering:
         choosable = entering
     elif not kept:
@@ -599,6 +622,7 @@ def plan_fit(
     timing = FitTiming(
         table="",
         predicted_search=predicted_search,
+        predicted_search_range=search_range,
         predicted_final=predicted_final,
         entering=tuple(entering),
         assessments=marked,
@@ -640,15 +664,17 @@ def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int, config) -> 
     if timing.entering:
         rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
         rows.append(("trial budget", f"{rungs} (candidates x epochs x images)"))
-        share = "" if timing.search_share is None else f" (budget {_duration(timing.search_share)})"
-        rows.append(("search", f"{_duration(timing.predicted_search)} predicted{share}"))
+        low, high = timing.predicted_search_range
+        spread = [] if math.isclose(low, high, rel_tol=0.05) else [f"{_span(low, high)} by who goes on"]
+        share = [] if timing.search_share is None else [f"budget {_duration(timing.search_share)}"]
+        detail = f" ({'; '.join(spread + share)})" if spread or share else ""
+        rows.append(("search", f"{_duration(timing.predicted_search)} predicted{detail}"))
     else:
         rows.append(("search", "none: no trials"))
     low, high = timing.final_range() if timing.predicted_final else (0.0, 0.0)
-    span = (
-        _duration(low) if math.isclose(low, high, rel_tol=0.05) else f"{_duration(low)} - {_duration(high)}"
+    rows.append(
+        ("final training", f"{_span(low, high)} predicted ({timing.epochs} epochs x {n_train} images)")
     )
-    rows.append(("final training", f"{span} predicted ({timing.epochs} epochs x {n_train} images)"))
     rows += [("note", note) for note in timing.notes]
     width = max(len(k) for k, _ in rows)
     return "training plan:\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -100,6 +100,10 @@ def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, 
     second = (trial(FAST, 2, 1259) + trial(OTHER_FAST, 2, 1259)) / 2  # either may go on
     fills = DRAWS * (1000 + 1259) / teacher_rate
     assert timing.predicted_search == pytest.approx(first + second + fills, rel=1e-9)
+    going_on = sorted(trial(n, 2, 1259) for n in (FAST, OTHER_FAST))
+    assert timing.predicted_search_range == pytest.approx(
+        (first + going_on[0] + fills, first + going_on[1] + fills)
+    )
     # The final training's cache entry is the last rung's (all images): not filled again.
     assert timing.predicted_final == pytest.approx({n: trial(n, 10, train) for n in (FAST, OTHER_FAST)})
     assert timing.entering == (FAST, OTHER_FAST) or timing.entering == (OTHER_FAST, FAST)
