@@ -560,10 +560,9 @@ def plan_fit(
             dropped = {n: s for n, s in shorter.items() if n not in kept}
         if dropped:
             log.warning(
-                "--time-budget %s: dropped %s: their final training alone (%s) cannot fit the %s left",
+                "--time-budget %s: dropped %s: its final training alone is predicted not to fit the %s left",
                 config.time_budget,
-                ", ".join(dropped),
-                ", ".join(_duration(s) for s in dropped.values()),
+                ", ".join(f"{name} ({_duration(seconds)})" for name, seconds in dropped.items()),
                 _duration(left),
             )
             for name, seconds in dropped.items():
