@@ -795,18 +795,24 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     train_config = _train_config(config, data.input_size, hflip=flips["hflip"])
     cache_dir = config.cache_dir or default_cache_dir()
     # The training plan: predicted search and final-training seconds; under --time-budget it drops
-    # candidates, cuts epochs and gives the search its share (edgekd.training_time).
-    timing = training_time.plan_fit(
-        config,
-        assessments,
-        teacher.model,
-        teacher.info.arch,
-        data,
-        train_config,
-        plan,
-        cache_dir,
-        spent=time.perf_counter() - fit_started,
-        teacher_seconds=teacher_seconds,
+    # candidates, cuts epochs and gives the search its share (edgekd.training_time). Rank 0 times the
+    # candidates alone, and every rank follows its plan, so all train the same trials.
+    timing = share_from_main(
+        training_time.plan_fit(
+            config,
+            assessments,
+            teacher.model,
+            teacher.info.arch,
+            data,
+            train_config,
+            plan,
+            cache_dir,
+            spent=time.perf_counter() - fit_started,
+            teacher_seconds=teacher_seconds,
+        )
+        if world.is_main
+        else None,
+        world,
     )
     assessments, train_config = timing.assessments, timing.train_config(train_config)
     search_started = time.perf_counter()
@@ -897,9 +903,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     if config.baseline == "scratch":
         baseline = _scratch_baseline(config, run, make_student, data, train_config, observer)
     barrier(world)
-    timed = timing.outcome(chosen.candidate.name, search_seconds, time.perf_counter() - final_started)
     if not world.is_main:
         return {"run": str(run), "rank": world.rank}
+    timed = timing.outcome(chosen.candidate.name, search_seconds, time.perf_counter() - final_started)
     write_metrics_csv(run / "metrics.csv", history)
 
     test_images, test_labels = stack(data.test)
