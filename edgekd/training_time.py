@@ -358,9 +358,9 @@ class FitTiming:
     def train_config(self, train_config):
         return dataclasses.replace(train_config, epochs=self.epochs)
 
-    def final_range(self, names: Sequence[str] | None = None) -> tuple[float, float]:
-        values = [self.predicted_final[n] for n in (names or self.predicted_final)]
-        return min(values), max(values)
+    def final_range(self) -> tuple[float, float]:
+        """The final training's predicted seconds, fastest to slowest of the candidates that may win."""
+        return min(self.predicted_final.values()), max(self.predicted_final.values())
 
     def outcome(self, chosen: str, search_actual: float, final_actual: float) -> dict[str, Any]:
         """`result.json["plan"]`, and a log line of predicted against actual."""
@@ -635,12 +635,12 @@ def plan_fit(
         notes=tuple(notes),
         rungs=tuple(rungs),
     )
-    timing.table = _table(timing, rates, n_train, config)
+    timing.table = _table(timing, rates, n_train)
     log.info("%s", timing.table)
     return timing
 
 
-def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int, config) -> str:
+def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
     """The plan as aligned text: one log record, read before anything trains."""
     rows: list[tuple[str, str]] = []
     if timing.budget_seconds is not None:

@@ -159,7 +159,7 @@ def test_a_budget_too_small_for_any_cuts_the_epochs_or_refuses(rates_cache, teac
 
 def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache, teacher, digits):
     from edgekd.pipeline import FitConfig
-    from edgekd.training_time import SEARCH_SHARE
+    from edgekd.training_time import SEARCH_SHARE, report_line
 
     config = FitConfig(target="pi5", search_budget="2", epochs=10, time_budget="1h", cache_dir=rates_cache)
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
@@ -167,6 +167,13 @@ def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache,
     assert {a.candidate.name for a in timing.search_assessments} == {FAST, OTHER_FAST}
     assert timing.search_config(config).search_budget == timing.search_budget
     assert timing.predicted_search < SEARCH_SHARE * 3600 and timing.epochs == 10
+    record = timing.outcome(FAST, search_actual=40.0, final_actual=100.0)
+    assert record["search"]["actual_s"] == 40.0 and record["final"]["actual_s"] == 100.0
+    assert record["final"]["predicted_s"] == round(timing.predicted_final[FAST], 1)
+    assert record["search_budget"] == "1080s" and record["time_budget_s"] == 3600
+    (line,) = report_line(record)
+    assert line.startswith("Training time under a time budget of 60.0 min: the search was predicted")
+    assert "and took 40 s" in line and f"final training of {FAST} was predicted" in line
 
 
 @pytest.mark.slow
