@@ -112,6 +112,15 @@ def fit(
     search_images: Annotated[
         int | None, typer.Option(help="Training images of the search's last rung (default: all).")
     ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Wall clock for the whole fit (90s, 20m, 1.5h). The teacher's training counts first; "
+            "candidates whose final training cannot fit what is left are dropped (fewer epochs when none "
+            "can); the final training keeps what the slowest remaining choice needs, the search gets the "
+            "rest, at most 30 %, as its wall clock. Default: no limit."
+        ),
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
     lr: Annotated[

@@ -70,6 +70,9 @@ class FitConfig:
     min_retention: float = 0.97
     search_epochs: int | None = None  # epochs of the search's last rung; default: a fifth of `epochs`
     search_images: int | None = None  # training images of the last rung; default: all of them
+    # wall clock for the whole fit (20m, 1.5h), split between search and final training by their
+    # measured cost (edgekd.training_time); None: no limit
+    time_budget: str | None = None
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
     augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
@@ -172,6 +175,10 @@ def _validate(config: FitConfig) -> None:
             raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
     parse_budget(config.search_budget)
     check_objective(config.objective, config.min_retention)
+    if config.time_budget is not None:
+        from edgekd.training_time import parse_duration
+
+        parse_duration(config.time_budget)
     if config.baseline not in BASELINES:
         raise ConfigError(f"unknown baseline {config.baseline!r} (--baseline): the one baseline is scratch.")
     if config.teacher_weights is not None and config.teacher is None:
@@ -729,6 +736,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     """
     import torch
 
+    from edgekd import training_time
     from edgekd.catalog import build_model, load_students, load_teacher_recipe, student_registry
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.data import decode_once, load_data, stack
@@ -743,6 +751,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
 
     observer = observer or SilentObserver()
     world = current_world()
+    fit_started = time.perf_counter()
     if resume is not None:
         # The run's own config.yaml rules; where `config` differs from it, the difference is applied
         # if it only affects the stages after training and refused otherwise (`resume_config`), never
@@ -788,6 +797,9 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     recipe = load_teacher_recipe()
     if config.teacher_epochs is not None:
         recipe = dataclasses.replace(recipe, epochs=config.teacher_epochs)
+    teacher_seconds = training_time.check_teacher_time(
+        config, data, recipe, config.cache_dir or default_cache_dir()
+    )
     teacher = resolve_teacher(
         config.teacher,
         config.teacher_weights,
@@ -805,7 +817,40 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     assessments = assess_targets(candidates, targets, data.input_size, data.num_classes)
     train_config = _train_config(config, data.input_size, hflip=flips["hflip"])
     cache_dir = config.cache_dir or default_cache_dir()
-    search = _search(config, run, assessments, teacher.model, data, train_config, plan, cache_dir, observer)
+    # The training plan: predicted search and final-training seconds; under --time-budget it drops
+    # candidates, cuts epochs and gives the search its share (edgekd.training_time). Rank 0 times the
+    # candidates alone, and every rank follows its plan, so all train the same trials.
+    timing = share_from_main(
+        training_time.plan_fit(
+            config,
+            assessments,
+            teacher.model,
+            teacher.info.arch,
+            data,
+            train_config,
+            plan,
+            cache_dir,
+            spent=time.perf_counter() - fit_started,
+            teacher_seconds=teacher_seconds,
+        )
+        if world.is_main
+        else None,
+        world,
+    )
+    assessments, train_config = timing.assessments, timing.train_config(train_config)
+    search_started = time.perf_counter()
+    search = _search(
+        timing.search_config(config),
+        run,
+        timing.search_assessments,
+        teacher.model,
+        data,
+        train_config,
+        plan,
+        cache_dir,
+        observer,
+    )
+    search_seconds = time.perf_counter() - search_started
     chosen = next(a for a in assessments if a.candidate.name == search.chosen)
     reason = search.reason
     if world.is_main:
@@ -829,6 +874,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     student_path = run / "student.safetensors"
     history_path = run / "history.json"
     quantized = None
+    final_started = time.perf_counter()
     if student_path.exists() and history_path.exists():
         observer.stage("distill", "done in an earlier attempt")
         student, _ = load_model(student_path)
@@ -882,6 +928,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     barrier(world)
     if not world.is_main:
         return {"run": str(run), "rank": world.rank}
+    timed = timing.outcome(chosen.candidate.name, search_seconds, time.perf_counter() - final_started)
     write_metrics_csv(run / "metrics.csv", history)
 
     test_images, test_labels = stack(data.test)
@@ -958,6 +1005,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "history": history,
         "augmentation": flips,
         "baseline": baseline,
+        "plan": timed,
     }
     observer.stage("report")
     write_reports(run, result)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
 from edgekd.plots import CandidatePoint, pareto_plot, training_curves
+from edgekd.training_time import report_line
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -248,6 +249,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                     else []
                 ),
                 *_baseline_lines(result.get("baseline"), s["test_accuracy"]),
+                *report_line(result.get("plan")),
             ),
         ),
         Section(

@@ -545,6 +545,25 @@ ERROR_PATH_CASES = [
         r"^error: cannot write \S+/config-file/devices\.yaml \(a YAML file\): \S+/config-file is a file, "
         r"not a directory",
     ),
+    Case(
+        "time budget 0",
+        ["fit", "--time-budget", "0"],
+        2,
+        r"^error: --time-budget '0' is not a duration: .*90s",
+    ),
+    Case(
+        "time budget not a duration",
+        ["fit", "--time-budget", "abc"],
+        2,
+        r"--time-budget 'abc' is not a duration",
+    ),
+    Case(
+        "time budget negative", ["fit", "--time-budget", "-5m"], 2, r"--time-budget '-5m' is not a duration"
+    ),
+    Case(
+        "time budget without unit", ["fit", "--time-budget", "300"], 2, r"'300' is not a duration: .*a unit"
+    ),
+    Case("time budget in config", _config("time_budget: 0s\n"), 2, r"--time-budget '0s' is not a duration"),
 ]
 
 

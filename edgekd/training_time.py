@@ -1,0 +1,696 @@
+"""What a fit's training will cost in wall time, said before it is spent, and `--time-budget`.
+
+Every candidate's training rate (images per second of one optimizer step: forward, backward, SGD step,
+in train mode, at the run's input size and batch size) and evaluation rate are measured here, once per
+machine, and cached like the latency costs; the teacher's forward rate too (it fills the teacher-output
+cache and scores the validation images). From them and the rungs successive halving will run, `plan_fit`
+predicts the search's seconds and the final distillation's (a range over the candidates that can still
+be chosen), logs both as one table before any student trains, and, under a time budget, splits it:
+
+- the teacher's training (when it is not cached) is spent first and counted against the budget;
+- candidates whose final training alone cannot fit what is left are dropped, named in the log;
+- when not even the fastest one can train its epochs in it, the final epochs are cut (or, below one
+  epoch, the fit is refused);
+- the final training keeps what the slowest candidate that may be chosen needs; the search gets at most
+  the rest, and at most `SEARCH_SHARE` of what is left, as its wall-clock budget, with as many entering
+  candidates as are predicted to fit it (none: the choice is made without trials).
+
+Example:
+    >>> # rate = training_rate("lcnet_050", {}, 32, 10, 64, cache_dir=cache)  # images/s
+    >>> # timing = plan_fit(config, assessments, teacher, data, train_config, plan, cache_dir, spent=12.0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgekd._io import cached_json
+from edgekd.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+# The search's share of the time left after the teacher, at most: the final training is what ships.
+SEARCH_SHARE = 0.3
+# A rate is the median step of at least MIN_STEPS timed steps, timed for up to MAX_SECONDS after one
+# warm-up step (the first step allocates and picks kernels, and is several times slower).
+MIN_STEPS, MAX_STEPS, MAX_SECONDS = 3, 20, 1.0
+# The batch the teacher-output cache is filled with (TeacherOutputCache.fill's default).
+FILL_BATCH = 256
+RATES_CACHE_VERSION = 1
+
+
+def parse_duration(text: str, option: str = "--time-budget") -> float:
+    """`20m`, `90s`, `1.5h` as seconds, read by the search budget's parser (`parse_budget`); anything
+    else (a bare number, 0, a negative or unreadable value) is a ConfigError naming `option`."""
+    from edgekd.search.halving import parse_budget
+
+    try:
+        budget = parse_budget(str(text))
+    except ConfigError as e:
+        raise ConfigError(
+            f"{option} {text!r} is not a duration: give a positive number with a unit, e.g. 90s, 20m or 1.5h."
+        ) from e
+    if budget.seconds is None:
+        raise ConfigError(
+            f"{option} {text!r} is not a duration: give a positive number with a unit, e.g. 90s, 20m or 1.5h."
+        )
+    return budget.seconds
+
+
+# --- measured rates ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rates:
+    """Images per second of a model here: `train` (optimizer steps), `evaluate` (no-grad forward)."""
+
+    train: float
+    evaluate: float
+
+
+def _host_key() -> dict[str, Any]:
+    """What the rates depend on besides the model: this machine, torch and its thread count."""
+    import torch
+
+    from edgekd.hostinfo import detect_host
+
+    host = detect_host()
+    return {
+        "cpu": host.cpu,
+        "cores": host.cores,
+        "isa": list(host.isa),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _cache_path(cache_dir: Path, kind: str, name: str, setting: dict[str, Any]) -> Path:
+    key = json.dumps({**setting, **_host_key()}, sort_keys=True, default=str)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+    return Path(cache_dir) / "training-rates" / f"v{RATES_CACHE_VERSION}" / kind / f"{safe}-{digest}.json"
+
+
+def _median_seconds(step: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    """The median wall time of `step` after one warm-up call."""
+    step()
+    times: list[float] = []
+    started = clock()
+    while len(times) < MAX_STEPS and (len(times) < MIN_STEPS or clock() - started < MAX_SECONDS):
+        t0 = clock()
+        step()
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
+def measure_rates(model: nn.Module, input_size: int, num_classes: int, batch_size: int) -> Rates:
+    """`model`'s training and evaluation rates on random batches of `batch_size` images: an SGD step
+    (Nesterov momentum, as fit trains) on cross-entropy, and a no-grad forward in eval mode. The model's
+    weights are changed; pass a fresh copy."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    images = torch.randn(batch_size, 3, input_size, input_size)
+    labels = torch.randint(0, num_classes, (batch_size,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+
+    def train_step() -> None:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(images)
+
+    model.train()
+    train_seconds = _median_seconds(train_step)
+    model.eval()
+    forward_seconds = _median_seconds(forward)
+    return Rates(batch_size / train_seconds, batch_size / forward_seconds)
+
+
+def student_rates(
+    arch: str, kwargs: dict[str, Any], input_size: int, num_classes: int, batch_size: int, *, cache_dir: Path
+) -> Rates:
+    """`measure_rates` of a fresh `arch` (timm, built with `kwargs`), cached under `cache_dir` by the
+    architecture, its kwargs, the input size, classes, batch size, torch and its threads, and this
+    host: a second fit measures nothing."""
+    from edgekd.catalog import build_model
+
+    setting = {
+        "arch": arch,
+        "kwargs": kwargs,
+        "input": input_size,
+        "classes": num_classes,
+        "batch": batch_size,
+    }
+    return cached_json(
+        _cache_path(cache_dir, "train", arch, setting),
+        lambda: measure_rates(build_model(arch, num_classes, **kwargs), input_size, num_classes, batch_size),
+        dataclasses.asdict,
+        lambda saved: Rates(float(saved["train"]), float(saved["evaluate"])),
+    )
+
+
+def training_rate(
+    arch: str, kwargs: dict[str, Any], input_size: int, num_classes: int, batch_size: int, *, cache_dir: Path
+) -> float:
+    """Images per second `arch` trains at here (`student_rates`)."""
+    return student_rates(arch, kwargs, input_size, num_classes, batch_size, cache_dir=cache_dir).train
+
+
+def forward_rate(
+    model: nn.Module, name: str, input_size: int, *, cache_dir: Path, batch_size: int = FILL_BATCH
+) -> float:
+    """Images per second of `model`'s no-grad forward at `batch_size` (the teacher's: it fills the
+    teacher-output cache and scores the validation images), cached by `name` like `student_rates`."""
+    import torch
+
+    def measure() -> float:
+        images = torch.randn(batch_size, 3, input_size, input_size)
+        model.eval()
+
+        @torch.no_grad()
+        def forward() -> None:
+            model(images)
+
+        return batch_size / _median_seconds(forward)
+
+    return cached_json(
+        _cache_path(cache_dir, "forward", name, {"model": name, "input": input_size, "batch": batch_size}),
+        measure,
+        lambda rate: {"forward": rate},
+        lambda saved: float(saved["forward"]),
+    )
+
+
+# --- predictions ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workload:
+    """What one training run does besides its optimizer steps, in images."""
+
+    val_images: int
+    views: int  # teacher-output cache views per training image (augmentation draws; 1 without)
+    teacher_cache: bool  # offline outputs cached once; without, the teacher runs on every batch
+    teacher_rate: float  # the teacher's forward, images/s
+
+
+def training_seconds(rates: Rates, work: Workload, epochs: int, images: int) -> float:
+    """One `train` call: its epochs of steps, the validation forward after each epoch, and the
+    teacher's validation outputs at its start (the teacher-output cache fill is counted apart)."""
+    steps = epochs * images / rates.train
+    validation = epochs * work.val_images / rates.evaluate + work.val_images / work.teacher_rate
+    live_teacher = 0.0 if work.teacher_cache else epochs * images / work.teacher_rate
+    return steps + validation + live_teacher
+
+
+def fill_seconds(work: Workload, images: int) -> float:
+    """The teacher-output cache fill for a run on `images` training images."""
+    return work.views * images / work.teacher_rate if work.teacher_cache else 0.0
+
+
+def search_seconds(
+    rungs, entering: Sequence[str], rates: dict[str, Rates], work: Workload, survivors: str = "mean"
+) -> float:
+    """Predicted wall time of successive halving over `entering` (in entry order) with `rungs`: the
+    first rung trains each one; a later rung trains as many as enter it, each at the entering
+    candidates' mean cost (`survivors="mean"`; which go on is what the search finds out), or the
+    "fastest" or "slowest" of them. A rung that repeats an earlier one's epochs and images reuses its
+    scores (free), and each distinct subset fills its cache once."""
+    seconds, done, filled = 0.0, set(), set()
+    for index, rung in enumerate(rungs):
+        if (rung.epochs, rung.images) in done:
+            continue
+        done.add((rung.epochs, rung.images))
+        costs = sorted(training_seconds(rates[n], work, rung.epochs, rung.images) for n in entering)
+        if index == 0:
+            seconds += sum(costs)
+        elif survivors == "mean":
+            seconds += rung.candidates * sum(costs) / len(costs)
+        else:
+            seconds += sum(costs[: rung.candidates] if survivors == "fastest" else costs[-rung.candidates :])
+        if rung.images not in filled:
+            filled.add(rung.images)
+            seconds += fill_seconds(work, rung.images)
+    return seconds
+
+
+@dataclass(frozen=True)
+class FinalRecipe:
+    """What the final training of one candidate consists of (`final_seconds`)."""
+
+    epochs: int
+    qat_epochs: int
+    images: int
+    generations: int  # born-again trains the student twice
+    baseline: bool  # --baseline scratch trains it once more without the teacher
+    cache_filled_by_search: bool  # the search's last rung ran on all the images: same cache entry
+
+
+def final_seconds(rates: Rates, work: Workload, recipe: FinalRecipe) -> float:
+    epochs = recipe.epochs + recipe.qat_epochs
+    seconds = recipe.generations * training_seconds(rates, work, epochs, recipe.images)
+    if not recipe.cache_filled_by_search:
+        seconds += fill_seconds(work, recipe.images)
+    if recipe.generations > 1:  # generation 1's outputs become generation 2's cached targets
+        seconds += work.views * recipe.images / rates.evaluate
+    if recipe.baseline:
+        no_teacher = dataclasses.replace(work, teacher_cache=True)
+        seconds += training_seconds(rates, no_teacher, recipe.epochs, recipe.images)
+        seconds -= work.val_images / work.teacher_rate
+    return seconds
+
+
+def _per_epoch_and_fixed(rates: Rates, work: Workload, recipe: FinalRecipe) -> tuple[float, float]:
+    """`final_seconds` as fixed + per_epoch × epochs (it is linear in the epochs)."""
+    one = final_seconds(rates, work, dataclasses.replace(recipe, epochs=1))
+    two = final_seconds(rates, work, dataclasses.replace(recipe, epochs=2))
+    return two - one, 2 * one - two
+
+
+def teacher_training_seconds(config, data, recipe, cache_dir: Path) -> float | None:
+    """Predicted seconds of training the teacher in this fit, 0 when a cached one will be reused, None
+    when the teacher is the user's own (a file, or timm weights that may fit as they are)."""
+    from edgekd.catalog import TeacherRecipe
+    from edgekd.teachers import teacher_cache_key
+
+    if config.teacher is None:
+        start_id = None
+    elif config.teacher_weights is None and not Path(config.teacher).exists() and "." not in config.teacher:
+        start_id = f"timm-hub:{config.teacher}"
+        recipe = TeacherRecipe(
+            config.teacher,
+            recipe.epochs,
+            recipe.batch_size,
+            recipe.lr,
+            recipe.weight_decay,
+            recipe.label_smoothing,
+        )
+    else:
+        return None
+    key = teacher_cache_key(data, recipe, config.seed, start_id)
+    if (Path(cache_dir) / "teachers" / f"{recipe.arch}-{key}.safetensors").exists():
+        return 0.0
+    rates = student_rates(
+        recipe.arch, {}, data.input_size, data.num_classes, recipe.batch_size, cache_dir=cache_dir
+    )
+    n, val = len(data.train), len(data.val)
+    # train()'s epochs and validation, then one more validation pass once it is trained
+    return recipe.epochs * (n / rates.train + val / rates.evaluate) + val / rates.evaluate
+
+
+def check_teacher_time(config, data, recipe, cache_dir: Path) -> float | None:
+    """Before the teacher trains: its predicted seconds (logged), and under a time budget a
+    ConfigError when they alone exceed it."""
+    seconds = teacher_training_seconds(config, data, recipe, cache_dir)
+    if seconds:
+        log.info("teacher %s: %d epochs predicted to take %s", recipe.arch, recipe.epochs, _duration(seconds))
+    if config.time_budget is not None and seconds:
+        budget = parse_duration(config.time_budget)
+        if seconds >= budget:
+            raise ConfigError(
+                f"--time-budget {config.time_budget}: training the teacher {recipe.arch} alone is predicted "
+                f"to take {_duration(seconds)} ({recipe.epochs} epochs on {len(data.train)} images); give "
+                "a larger budget, fewer --teacher-epochs, or a trained --teacher."
+            )
+    return seconds
+
+
+# --- the plan ------------------------------------------------------------------------------------
+@dataclass
+class FitTiming:
+    """The plan `plan_fit` made, what the fit should use because of it, and (after training) what the
+    training actually took."""
+
+    table: str
+    predicted_search: float
+    predicted_search_range: tuple[float, float]  # the fastest and the slowest candidates going on
+    predicted_final: dict[str, float]  # candidate -> seconds of its final training
+    entering: tuple[str, ...]
+    assessments: list  # every candidate; ones dropped by the budget carry the reason
+    search_assessments: list  # what the search chooses among
+    search_budget: str  # the search budget to run with
+    epochs: int
+    teacher_seconds: float | None  # predicted; None: not trained here or not predicted
+    spent_before: float  # seconds of the fit before the plan (decoding, teacher)
+    budget_seconds: float | None
+    search_share: float | None
+    notes: tuple[str, ...] = ()
+    rungs: tuple = ()
+
+    def search_config(self, config):
+        return dataclasses.replace(config, search_budget=self.search_budget, epochs=self.epochs)
+
+    def train_config(self, train_config):
+        return dataclasses.replace(train_config, epochs=self.epochs)
+
+    def final_range(self) -> tuple[float, float]:
+        """The final training's predicted seconds, fastest to slowest of the candidates that may win."""
+        return min(self.predicted_final.values()), max(self.predicted_final.values())
+
+    def outcome(self, chosen: str, search_actual: float, final_actual: float) -> dict[str, Any]:
+        """`result.json["plan"]`, and a log line of predicted against actual."""
+        predicted = self.predicted_final.get(chosen)
+        record = {
+            "time_budget_s": self.budget_seconds,
+            "spent_before_search_s": round(self.spent_before, 1),
+            "teacher_predicted_s": None if self.teacher_seconds is None else round(self.teacher_seconds, 1),
+            "entering": list(self.entering),
+            "rungs": [dataclasses.asdict(r) for r in self.rungs],
+            "search_budget": self.search_budget,
+            "epochs": self.epochs,
+            "search": {
+                "predicted_s": round(self.predicted_search, 1),
+                "predicted_range_s": [round(x, 1) for x in self.predicted_search_range],
+                "actual_s": round(search_actual, 1),
+            },
+            "final": {
+                "candidate": chosen,
+                "predicted_s": None if predicted is None else round(predicted, 1),
+                "predicted_range_s": [round(x, 1) for x in self.final_range()]
+                if self.predicted_final
+                else None,
+                "actual_s": round(final_actual, 1),
+            },
+            "notes": list(self.notes),
+        }
+        log.info(
+            "training time: search predicted %s, took %s; final training of %s predicted %s, took %s",
+            _duration(self.predicted_search),
+            _duration(search_actual),
+            chosen,
+            "?" if predicted is None else _duration(predicted),
+            _duration(final_actual),
+        )
+        return record
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _span(low: float, high: float) -> str:
+    return (
+        _duration(low) if math.isclose(low, high, rel_tol=0.05) else f"{_duration(low)} - {_duration(high)}"
+    )
+
+
+def _most_macs(assessments):
+    return max(assessments, key=lambda a: (a.macs, a.params))
+
+
+def _marked_out(assessment, reason: str):
+    """`assessment` no longer feasible, `reason` added to its reasons."""
+    from edgekd.search.constraints import Assessment
+
+    if isinstance(assessment, Assessment):
+        return dataclasses.replace(assessment, reasons=(*assessment.reasons, reason))
+    per_target = {
+        name: dataclasses.replace(a, reasons=(*a.reasons, reason))
+        for name, a in assessment.per_target.items()
+    }
+    return dataclasses.replace(assessment, per_target=per_target)
+
+
+def plan_fit(
+    config,
+    assessments: Sequence,
+    teacher: nn.Module,
+    teacher_name: str,
+    data,
+    train_config,
+    plan,
+    cache_dir: Path,
+    *,
+    spent: float = 0.0,
+    teacher_seconds: float | None = None,
+) -> FitTiming:
+    """The fit's training plan (see the module's docstring): rates measured (or read from the cache)
+    for the candidates that may be chosen, the search's and the final training's predicted seconds,
+    and under `config.time_budget` the split, the dropped candidates and the epochs. Logs the table.
+    `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget."""
+    from edgekd.pipeline import SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS
+    from edgekd.search.halving import parse_budget, plan_rungs
+    from edgekd.search.select import entrants, entry_order
+
+    n_train, n_val = len(data.train), len(data.val)
+    augmentation = train_config.augmentation
+    work = Workload(
+        val_images=n_val,
+        views=augmentation.draws if augmentation is not None else 1,
+        teacher_cache=plan.teacher_cache and plan.scheme != "online",
+        teacher_rate=forward_rate(teacher, teacher_name, data.input_size, cache_dir=cache_dir),
+    )
+    user_budget = parse_budget(config.search_budget)
+    budget = parse_duration(config.time_budget) if config.time_budget is not None else None
+    left = None if budget is None else budget - spent
+    feasible = [a for a in assessments if a.feasible]
+    ordered = entry_order(feasible) if len(feasible) > 1 else list(feasible)
+    # The order select_student takes candidates in: by entry order, or by MACs when no trial runs.
+    if user_budget.trials == 0:
+        ordered = sorted(feasible, key=lambda a: (a.macs, a.params), reverse=True)
+    wanted = None if user_budget.trials is None else max(1, user_budget.trials)
+    rates: dict[str, Rates] = {}
+
+    def measured(a) -> str:
+        rates[a.candidate.name] = student_rates(
+            a.candidate.arch,
+            dict(a.candidate.kwargs),
+            data.input_size,
+            data.num_classes,
+            config.batch_size,
+            cache_dir=cache_dir,
+        )
+        return a.candidate.name
+
+    max_epochs_of = lambda epochs: config.search_epochs or max(1, epochs // 5)  # noqa: E731 (as _search)
+    max_images = min(config.search_images or n_train, n_train)
+
+    def rungs_for(count: int, epochs: int):
+        return plan_rungs(
+            count,
+            eta=3,
+            max_epochs=max_epochs_of(epochs),
+            max_images=max_images,
+            min_images=min(SEARCH_MIN_IMAGES, max_images),
+            min_images_seen=SEARCH_MIN_STEPS * config.batch_size,
+        )
+
+    def recipe(epochs: int, rungs) -> FinalRecipe:
+        return FinalRecipe(
+            epochs=epochs,
+            qat_epochs=plan.qat_epochs,
+            images=n_train,
+            generations=2 if plan.scheme == "born-again" else 1,
+            baseline=config.baseline == "scratch",
+            cache_filled_by_search=any(r.images == n_train for r in rungs),
+        )
+
+    notes: list[str] = []
+    if plan.scheme in ("online", "assistant"):
+        notes.append(
+            f"--scheme {plan.scheme} also trains "
+            f"{'a copy of the teacher' if plan.scheme == 'online' else 'an assistant'}: "
+            "the final training's prediction counts the student alone"
+        )
+    epochs = config.epochs
+    dropped: dict[str, float] = {}
+    by_name = {a.candidate.name: a for a in assessments}
+
+    def final_for(names, epochs, rungs) -> dict[str, float]:
+        return {n: final_seconds(rates[n], work, recipe(epochs, rungs)) for n in names}
+
+    if left is None:  # as select_student takes them, the last slot kept for the most capable
+        kept = [measured(a) for a in entrants(ordered, wanted)]
+    else:
+        if left <= 0:
+            raise ConfigError(
+                f"--time-budget {config.time_budget} is spent before the search: decoding the data and the "
+                f"teacher took {_duration(spent)}; give a larger budget."
+            )
+        # Timed in the order they would enter, until as many fit as may enter: a candidate that cannot
+        # fit is dropped and the next one takes its place.
+        kept = []
+        for a in ordered:
+            name = measured(a)
+            alone = final_for([name], epochs, ())[name]
+            if alone > left:
+                dropped[name] = alone
+            else:
+                kept.append(name)
+            if wanted is not None and len(kept) >= wanted:
+                break
+        if not kept and dropped:
+            fastest = min(dropped, key=dropped.get)
+            per_epoch, fixed = _per_epoch_and_fixed(rates[fastest], work, recipe(1, ()))
+            epochs = math.floor((left - fixed) / per_epoch) if per_epoch > 0 else 0
+            if epochs < 1:
+                raise ConfigError(
+                    f"--time-budget {config.time_budget}: not even the fastest candidate, {fastest}, can "
+                    f"train one epoch in the {_duration(left)} left (one epoch: "
+                    f"{_duration(fixed + per_epoch)}); give a larger budget or fewer training images."
+                )
+            note = (
+                f"--time-budget {config.time_budget} leaves {_duration(left)}: the fastest candidate, "
+                f"{fastest}, trains {epochs} of the {config.epochs} epochs in it, so the final training "
+                f"runs {epochs} epochs"
+            )
+            log.warning("%s", note)
+            notes.append(note)
+            shorter = final_for(list(dropped), epochs, ())
+            kept = [n for n in dropped if shorter[n] <= left][:wanted]
+            dropped = {n: s for n, s in shorter.items() if n not in kept}
+        if dropped:
+            log.warning(
+                "--time-budget %s: dropped %s: its final training alone is predicted not to fit the %s left",
+                config.time_budget,
+                ", ".join(f"{name} ({_duration(seconds)})" for name, seconds in dropped.items()),
+                _duration(left),
+            )
+            for name, seconds in dropped.items():
+                by_name[name] = _marked_out(
+                    by_name[name],
+                    f"its final training ({_duration(seconds)} predicted) does not fit --time-budget "
+                    f"{config.time_budget}",
+                )
+    marked = [by_name[a.candidate.name] for a in assessments]
+    if len(kept) > 1 and user_budget.trials != 0:  # the order the search enters them in
+        kept = [a.candidate.name for a in entry_order([by_name[n] for n in kept])]
+
+    # Who enters the search, and with what budget.
+    trials = len(kept) if user_budget.trials is None else min(user_budget.trials, len(kept))
+    search_budget, share = config.search_budget, None
+    entering: list[str] = kept[:trials] if trials > 1 else []
+    if left is not None:
+        entering = []
+        for count in range(trials, 1, -1):
+            names = kept[:count]
+            rungs = rungs_for(count, epochs)
+            final = final_for(names, epochs, rungs)
+            share = min(left - max(final.values()), SEARCH_SHARE * left)
+            if user_budget.seconds is not None:
+                share = min(share, user_budget.seconds)
+            if search_seconds(rungs, names, rates, work) <= share:
+                entering = names
+                break
+        if entering:
+            search_budget = f"{share:.0f}s"
+        else:
+            search_budget, share = "0", 0.0
+            if trials > 1:
+                notes.append(
+                    f"no search: two trials are predicted not to fit the search's share of --time-budget "
+                    f"{config.time_budget}"
+                )
+    rungs = rungs_for(len(entering), epochs) if entering else []
+    predicted_search = search_seconds(rungs, entering, rates, work) if entering else 0.0
+    search_range = tuple(
+        search_seconds(rungs, entering, rates, work, survivors) if entering else 0.0
+        for survivors in ("fastest", "slowest")
+    )
+    if entering:
+        choosable = entering
+    elif not kept:
+        choosable = []
+    elif search_budget.strip() == "0":  # no trials: select_student takes the one with the most MACs
+        choosable = [_most_macs([by_name[n] for n in kept]).candidate.name]
+    else:  # one trial or one candidate: the first to enter, chosen without training
+        choosable = kept[:1]
+    predicted_final = final_for(choosable, epochs, rungs)
+    # Under a budget the search enters exactly the candidates that fit its share, with its seconds,
+    # or without trials chooses among those whose final training fits.
+    search_assessments = marked if left is None or not kept else [by_name[n] for n in (entering or kept)]
+    timing = FitTiming(
+        table="",
+        predicted_search=predicted_search,
+        predicted_search_range=search_range,
+        predicted_final=predicted_final,
+        entering=tuple(entering),
+        assessments=marked,
+        search_assessments=search_assessments,
+        search_budget=search_budget,
+        epochs=epochs,
+        teacher_seconds=teacher_seconds,
+        spent_before=spent,
+        budget_seconds=budget,
+        search_share=share,
+        notes=tuple(notes),
+        rungs=tuple(rungs),
+    )
+    timing.table = _table(timing, rates, n_train)
+    log.info("%s", timing.table)
+    return timing
+
+
+def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
+    """The plan as aligned text: one log record, read before anything trains."""
+    rows: list[tuple[str, str]] = []
+    if timing.budget_seconds is not None:
+        rows.append(
+            (
+                "time budget",
+                f"{_duration(timing.budget_seconds)}; "
+                f"{_duration(timing.spent_before)} spent before the search",
+            )
+        )
+    if timing.teacher_seconds:
+        rows.append(("teacher training", f"{_duration(timing.teacher_seconds)} predicted"))
+    names = timing.entering or tuple(timing.predicted_final)
+    rows.append(
+        (
+            "candidates",
+            ", ".join(f"{n} ({rates[n].train:.0f} img/s)" for n in names) or "none",
+        )
+    )
+    if timing.entering:
+        rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
+        rows.append(("trial budget", f"{rungs} (candidates x epochs x images)"))
+        low, high = timing.predicted_search_range
+        spread = [] if math.isclose(low, high, rel_tol=0.05) else [f"{_span(low, high)} by who goes on"]
+        share = [] if timing.search_share is None else [f"budget {_duration(timing.search_share)}"]
+        detail = f" ({'; '.join(spread + share)})" if spread or share else ""
+        rows.append(("search", f"{_duration(timing.predicted_search)} predicted{detail}"))
+    else:
+        rows.append(("search", "none: no trials"))
+    low, high = timing.final_range() if timing.predicted_final else (0.0, 0.0)
+    rows.append(
+        ("final training", f"{_span(low, high)} predicted ({timing.epochs} epochs x {n_train} images)")
+    )
+    rows += [("note", note) for note in timing.notes]
+    width = max(len(k) for k, _ in rows)
+    return "training plan:\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def report_line(plan: dict[str, Any] | None) -> tuple[str, ...]:
+    """The report's sentence on predicted against actual training time."""
+    if not plan:
+        return ()
+    search, final = plan["search"], plan["final"]
+    predicted = final["predicted_s"]
+    budget = (
+        f" under a time budget of {_duration(plan['time_budget_s'])}" if plan.get("time_budget_s") else ""
+    )
+    return (
+        f"Training time{budget}: the search was predicted to take {_duration(search['predicted_s'])} "
+        f"and took {_duration(search['actual_s'])}; the final training of {final['candidate']} was "
+        f"predicted to take {'?' if predicted is None else _duration(predicted)} and took "
+        f"{_duration(final['actual_s'])}.",
+    )

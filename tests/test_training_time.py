@@ -1,0 +1,201 @@
+"""The training plan (`edgekd.training_time`): measured rates, predicted search and final-training
+seconds, and `--time-budget`'s split, on real tiny timm models at 32 px and the digits data."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import one_torch_thread
+
+FAST, OTHER_FAST, SLOW = "lcnet_050", "mobilenetv3_small_050", "efficientnet_lite0"
+DRAWS = 4  # FitConfig's default augment_draws: the teacher-output cache holds 4 views per image
+
+
+@pytest.fixture(scope="module")
+def rates_cache(tmp_path_factory) -> Path:
+    """One rate cache for the plan tests: each rate is measured once for the module."""
+    return tmp_path_factory.mktemp("rates")
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    from edgekd.catalog import build_model
+
+    return build_model("mobilenetv3_small_050", 10).eval()
+
+
+def _assessments(*names: str):
+    from edgekd.catalog import load_students, student_registry
+    from edgekd.search import assess_targets
+    from edgekd.targets import get_target
+
+    registry = student_registry(load_students())
+    return assess_targets([registry.get(n) for n in names], [get_target("pi5")], 32, 10)
+
+
+def _plan(config, names, teacher, digits, cache: Path):
+    from edgekd.pipeline import _distill_plan, _train_config
+    from edgekd.targets import get_target
+    from edgekd.training_time import plan_fit
+
+    with one_torch_thread():
+        return plan_fit(
+            config,
+            _assessments(*names),
+            teacher,
+            "test-teacher",
+            digits,
+            _train_config(config, 32),
+            _distill_plan(config, [get_target("pi5")]),
+            cache,
+        )
+
+
+def _rates(names, teacher, cache: Path):
+    """The cached rates the plan used, read back (a second call measures nothing)."""
+    from edgekd.training_time import forward_rate, student_rates
+
+    with one_torch_thread():
+        students = {n: student_rates(n, {}, 32, 10, 64, cache_dir=cache) for n in names}
+        return students, forward_rate(teacher, "test-teacher", 32, cache_dir=cache)
+
+
+def test_the_training_rate_is_measured_once_then_read_from_the_cache(tmp_path):
+    from edgekd.training_time import student_rates, training_rate
+
+    with one_torch_thread():
+        first = student_rates(FAST, {}, 32, 10, 64, cache_dir=tmp_path)
+        (entry,) = (tmp_path / "training-rates").rglob("*.json")
+        written = entry.stat().st_mtime_ns
+        again = training_rate(FAST, {}, 32, 10, 64, cache_dir=tmp_path)
+        other_batch = student_rates(FAST, {}, 32, 10, 32, cache_dir=tmp_path)
+    assert first.train > 0 and first.evaluate > first.train  # a forward is cheaper than a step
+    assert again == first.train and entry.stat().st_mtime_ns == written
+    assert json.loads(entry.read_text()) == {"train": first.train, "evaluate": first.evaluate}
+    assert len(list((tmp_path / "training-rates").rglob("*.json"))) == 2  # the batch size is in the key
+    assert other_batch != first
+
+
+def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, digits):
+    from edgekd.pipeline import FitConfig
+
+    config = FitConfig(target="pi5", search_budget="2", epochs=10, cache_dir=rates_cache)
+    timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
+    rates, teacher_rate = _rates([FAST, OTHER_FAST], teacher, rates_cache)
+    train, val = len(digits.train), len(digits.val)
+    assert (train, val) == (1259, 269)
+    # Rungs: 2 candidates x 2 epochs x 1000 images (SEARCH_MIN_IMAGES), then 1 x 2 x all 1259
+    # (the last rung's 10 // 5 epochs; 60 steps of 64 would need more, capped at the last rung's).
+    assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, 1000), (1, 2, 1259)]
+
+    def trial(name, epochs, images):
+        r = rates[name]
+        return epochs * images / r.train + epochs * val / r.evaluate + val / teacher_rate
+
+    first = trial(FAST, 2, 1000) + trial(OTHER_FAST, 2, 1000)
+    second = (trial(FAST, 2, 1259) + trial(OTHER_FAST, 2, 1259)) / 2  # either may go on
+    fills = DRAWS * (1000 + 1259) / teacher_rate
+    assert timing.predicted_search == pytest.approx(first + second + fills, rel=1e-9)
+    going_on = sorted(trial(n, 2, 1259) for n in (FAST, OTHER_FAST))
+    assert timing.predicted_search_range == pytest.approx(
+        (first + going_on[0] + fills, first + going_on[1] + fills)
+    )
+    # The final training's cache entry is the last rung's (all images): not filled again.
+    assert timing.predicted_final == pytest.approx({n: trial(n, 10, train) for n in (FAST, OTHER_FAST)})
+    assert timing.entering == (FAST, OTHER_FAST) or timing.entering == (OTHER_FAST, FAST)
+    assert timing.search_budget == "2" and timing.epochs == 10  # no time budget: nothing changes
+    assert "training plan:" in timing.table and "2x2x1000 + 1x2x1259" in timing.table
+
+
+def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache, teacher, digits, caplog):
+    from edgekd.pipeline import FitConfig
+    from edgekd.training_time import FinalRecipe, Workload, final_seconds
+
+    rates, teacher_rate = _rates([FAST, SLOW], teacher, rates_cache)
+    work = Workload(len(digits.val), DRAWS, True, teacher_rate)
+    alone = FinalRecipe(10, 0, len(digits.train), 1, False, False)
+    fast, slow = (final_seconds(rates[n], work, alone) for n in (FAST, SLOW))
+    assert slow > 2 * fast
+    config = FitConfig(
+        target="pi5",
+        search_budget="2",
+        epochs=10,
+        time_budget=f"{(fast + slow) / 2:.2f}s",
+        cache_dir=rates_cache,
+    )
+    with caplog.at_level(logging.WARNING, logger="edgekd.training_time"):
+        timing = _plan(config, [SLOW, FAST], teacher, digits, rates_cache)
+    assert f"dropped {SLOW} (" in caplog.text
+    by_name = {a.candidate.name: a for a in timing.assessments}
+    assert by_name[FAST].feasible and not by_name[SLOW].feasible
+    assert "does not fit --time-budget" in by_name[SLOW].reasons[-1]
+    # One candidate left: no trials, the search chooses it without training.
+    assert [a.candidate.name for a in timing.search_assessments] == [FAST]
+    assert timing.search_budget == "0" and timing.predicted_final == pytest.approx({FAST: fast})
+
+
+def test_a_budget_too_small_for_any_cuts_the_epochs_or_refuses(rates_cache, teacher, digits, caplog):
+    from edgekd.errors import ConfigError
+    from edgekd.pipeline import FitConfig
+    from edgekd.training_time import FinalRecipe, Workload, final_seconds
+
+    rates, teacher_rate = _rates([FAST], teacher, rates_cache)
+    work = Workload(len(digits.val), DRAWS, True, teacher_rate)
+    ten = final_seconds(rates[FAST], work, FinalRecipe(10, 0, len(digits.train), 1, False, False))
+    config = FitConfig(target="pi5", epochs=10, time_budget=f"{ten / 2:.3f}s", cache_dir=rates_cache)
+    with caplog.at_level(logging.WARNING, logger="edgekd.training_time"):
+        timing = _plan(config, [FAST], teacher, digits, rates_cache)
+    assert 1 <= timing.epochs < 10 and f"trains {timing.epochs} of the 10 epochs" in caplog.text
+    assert timing.predicted_final[FAST] <= ten / 2
+    assert timing.search_config(config).epochs == timing.epochs
+    tiny = FitConfig(target="pi5", epochs=10, time_budget="0.01s", cache_dir=rates_cache)
+    with pytest.raises(ConfigError, match=rf"not even the fastest candidate, {FAST}, can train one epoch"):
+        _plan(tiny, [FAST], teacher, digits, rates_cache)
+
+
+def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache, teacher, digits):
+    from edgekd.pipeline import FitConfig
+    from edgekd.training_time import SEARCH_SHARE, report_line
+
+    config = FitConfig(target="pi5", search_budget="2", epochs=10, time_budget="1h", cache_dir=rates_cache)
+    timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
+    assert timing.search_budget == f"{SEARCH_SHARE * 3600:.0f}s" and len(timing.entering) == 2
+    assert {a.candidate.name for a in timing.search_assessments} == {FAST, OTHER_FAST}
+    assert timing.search_config(config).search_budget == timing.search_budget
+    assert timing.predicted_search < SEARCH_SHARE * 3600 and timing.epochs == 10
+    record = timing.outcome(FAST, search_actual=40.0, final_actual=100.0)
+    assert record["search"]["actual_s"] == 40.0 and record["final"]["actual_s"] == 100.0
+    assert record["final"]["predicted_s"] == round(timing.predicted_final[FAST], 1)
+    assert record["search_budget"] == "1080s" and record["time_budget_s"] == 3600
+    (line,) = report_line(record)
+    assert line.startswith("Training time under a time budget of 60.0 min: the search was predicted")
+    assert "and took 40 s" in line and f"final training of {FAST} was predicted" in line
+
+
+@pytest.mark.slow
+def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(tmp_path, caplog):
+    from edgekd.pipeline import FitConfig, fit
+
+    config = FitConfig(
+        target="pi5",
+        search_budget="2",
+        epochs=2,
+        teacher_epochs=1,
+        time_budget="30m",
+        runs_dir=tmp_path / "runs",
+        cache_dir=tmp_path / "cache",
+    )
+    with one_torch_thread(), caplog.at_level(logging.INFO):
+        result = fit(config)
+    assert "training plan:" in caplog.text and "predicted" in caplog.text
+    assert caplog.text.index("training plan:") < caplog.text.index("distil epoch 1")
+    plan = result["plan"]
+    assert plan["search"]["predicted_s"] > 0 and plan["search"]["actual_s"] > 0
+    assert plan["final"]["candidate"] == result["student"]["arch"]
+    assert plan["final"]["predicted_s"] > 0 and plan["final"]["actual_s"] > 0
+    assert plan["time_budget_s"] == 1800 and plan["search_budget"].endswith("s")
+    assert "Training time under a time budget of 30.0 min" in (Path(result["run"]) / "report.md").read_text()
