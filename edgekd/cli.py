@@ -256,6 +256,10 @@ def _print_summary(console, result) -> None:
     table.add_row(
         "student", f"{s['arch']}: test accuracy {100 * s['test_accuracy']:.2f} %, {s['params']:,} params"
     )
+    if t["test_accuracy"]:
+        from edgekd.report import retention_sentence
+
+        table.add_row("retention", retention_sentence(result))
     if result.get("baseline"):
         scratch = result["baseline"]["test_accuracy"]
         gain = 100 * (s["test_accuracy"] - scratch)

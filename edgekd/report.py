@@ -242,6 +242,7 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                 ),
                 f"Teacher: {t['source']}.",
                 f"Student choice: {s['reason']}",
+                *([kept] if (kept := retention_sentence(result)) else []),
                 *([f"Distillation: {s['distillation']}."] if s.get("distillation") else []),
                 *(
                     [f"Training views: {result['augmentation']['why']}."]
@@ -303,6 +304,31 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
+
+
+def retention_sentence(result: dict[str, Any]) -> str | None:
+    """How much of the teacher's test accuracy the student keeps, held against `--min-retention` when
+    the search chose for retention. The search judges retention on short trials; this is the check on
+    the finished student, so a shortfall is said, not hidden behind the trial evidence."""
+    student, teacher = result["student"]["test_accuracy"], result["teacher"]["test_accuracy"]
+    if not teacher:
+        return None
+    kept = student / teacher
+    sentence = (
+        f"The student keeps {100 * kept:.1f} % of the teacher's test accuracy "
+        f"({_pct(student)} against {_pct(teacher)})"
+    )
+    search = result.get("search") or {}
+    wanted = search.get("min_retention") if search.get("objective") == "retention" else None
+    if wanted is None:
+        return f"{sentence}."
+    if kept >= wanted:
+        return f"{sentence}, meeting the {100 * wanted:g} % asked for (--min-retention)."
+    return (
+        f"{sentence}, short of the {100 * wanted:g} % asked for (--min-retention): the trials judged it "
+        "against the best trial, not the teacher. More --epochs, or --objective accuracy for a larger "
+        "student, would narrow the gap."
+    )
 
 
 def _baseline_lines(baseline: dict[str, Any] | None, student_accuracy: float) -> tuple[str, ...]:

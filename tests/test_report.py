@@ -332,3 +332,26 @@ def test_hostile_names_stay_literal_text_in_markdown(tmp_path):
     for literal in (hostile, "1. *loud* [click](http://evil) `tick`", "<img src=x onerror=alert(1)>_net_"):
         assert literal in text, literal
     assert "exports/a`b|<i>.tflite" in text  # the file name, whole, in one code span of its cell
+
+
+def test_the_finished_students_retention_is_held_against_what_was_asked():
+    # 0.8736 / 0.9591 = 91.1 % of the teacher's accuracy.
+    plain = report.retention_sentence(make_result())
+    assert plain == "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %)."
+    asked = make_result(search={"objective": "retention", "min_retention": 0.97})
+    short = report.retention_sentence(asked)
+    assert short.startswith(
+        "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %), "
+    )
+    assert "short of the 97 % asked for (--min-retention)" in short
+    met = make_result(search={"objective": "retention", "min_retention": 0.9})
+    assert report.retention_sentence(met).endswith("meeting the 90 % asked for (--min-retention).")
+    # Another objective asked for no share: the figure alone.
+    other = make_result(search={"objective": "accuracy", "min_retention": None})
+    assert report.retention_sentence(other) == plain
+
+
+def test_the_report_states_the_retention(tmp_path):
+    result = make_result(search={"objective": "retention", "min_retention": 0.97})
+    report.write_reports(tmp_path, result)
+    assert "short of the 97 % asked for" in (tmp_path / "report.md").read_text()
