@@ -6,7 +6,7 @@ Both sides distil mobilenetv3_small_050 from the SAME teacher (resnet18 trained 
 loop, cached per dataset), so the table isolates the student's recipe. edgekd's rows use the trainer,
 loss and teacher-output cache as `edgekd fit` does, with the TrainConfig and DistillPlan fit builds
 from its default options (`edgekd.pipeline._train_config`, `_distill_plan`, `_flip_decision`):
-SGD-Nesterov at 0.05 × batch / 128, batch 64, weight decay 5e-4, one-cycle, 4 replayed zero-padded
+SGD-Nesterov at 0.05 × batch / 128, batch 64, weight decay 5e-4, one-cycle, 4 replayed reflect-padded
 shift views (flips when the teacher's classes survive mirroring), the teacher's logits cached per view,
 Hinton KD (T = 4, α = 0.9). Every cached row fills its own fresh cache, so its wall time includes the
 teacher's work, as a first fit would. A results file written under another default keeps its plain rows
@@ -61,9 +61,9 @@ TOWARD_PLAIN = {  # the differences left between edgekd's default and the plain 
     "batch128": {"config": {"batch_size": 128}},
     "fresh-views": {"augmentation": {"draws": "epochs"}},
     "live-teacher": {"cached": False},
-    "reflect-pad": {"augmentation": {"padding": "reflect"}},
 }
 BEYOND_PLAIN = {  # what the default used to do, and what neither side does
+    "zero-pad": {"augmentation": {"padding": "zeros"}},  # the shift's fill before issue 16: the mean colour
     "adamw": {"config": {"optimizer": "adamw"}},  # the default before issue 15: AdamW, lr 3e-3 at batch 64
     "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the default's weight decay before issue 15
     "no-hflip": {"augmentation": {"hflip": False}},  # before issue 15 flips were off unless asked for
@@ -205,7 +205,7 @@ def edgekd_default(epochs: int, data, teacher):
     fit = FitConfig(epochs=epochs)
     plan = _distill_plan(fit, [get_target(fit.target)])
     flips = _flip_decision(fit, teacher, data)
-    return _train_config(fit, data.input_size, hflip=flips["hflip"]), plan
+    return _train_config(fit, data.input_size, hflip=flips["hflip"], train_images=len(data.train)), plan
 
 
 def edgekd_row(row: dict, data, teacher, default) -> dict:

@@ -66,7 +66,8 @@ def fit_recipe(data, teacher):
     from edgekd.pipeline import FitConfig, _flip_decision, _train_config
 
     fit = FitConfig(epochs=EPOCHS)
-    return _train_config(fit, data.input_size, hflip=_flip_decision(fit, teacher, data)["hflip"])
+    flips = _flip_decision(fit, teacher, data)
+    return _train_config(fit, data.input_size, hflip=flips["hflip"], train_images=len(data.train))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.search import assess, assess_targets
-    from edgekd.search.evidence import evidence
+    from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
-    from edgekd.search.select import select_student
+    from edgekd.search.select import OBJECTIVES, select_student
     from edgekd.targets import get_target
 
     torch.set_num_threads(args.threads)
@@ -130,13 +131,27 @@ def main(argv: list[str] | None = None) -> int:
         return build_model(name, data.num_classes)
 
     live = evidence(build, teacher, data, config, DistillPlan(), cache_dir=cache_root())
-    scores: dict[tuple[str, int, int], float] = {}
+    scores: dict[tuple[str, int, int], object] = {}
+
+    first_seconds: dict[tuple[str, int, int], float] = {}
 
     def evaluate(name, rung):  # the trials do not depend on the target: run each once
         key = (name, rung.epochs, rung.images)
         if key not in scores:
+            started = time.perf_counter()
             scores[key] = live(name, rung)
+            first_seconds[key] = time.perf_counter() - started
         return scores[key]
+
+    def cost(search) -> dict:
+        """A search's compute as if it had run alone: each distinct trial at its first run's seconds."""
+        runs = {(t.name, t.epochs, t.images) for t in search.trials}
+        seconds = sum(first_seconds.get(key, 0.0) for key in runs)
+        return {
+            "seconds": seconds,
+            "seconds_share": seconds / sum(o["seconds"] for o in oracle.values()),
+            "mac_image_share": search.mac_images / sum(o["mac_images"] for o in oracle.values()),
+        }
 
     results["targets"] = {}
     for target_name in TARGETS:
@@ -176,6 +191,35 @@ def main(argv: list[str] | None = None) -> int:
             },
         }
         print(f"{target_name}: {search.reason}", flush=True)
+
+    # Issue 16: the same trials ranked by each objective on pi5, against the oracle.
+    teacher_test = accuracy(*predict(teacher, data.test))
+    pi5 = assess(candidates, get_target("pi5"), INPUT_SIZE, data.num_classes)
+    results["teacher_test_accuracy"] = teacher_test
+    results["objectives"] = {}
+    for objective in OBJECTIVES:
+        started = time.perf_counter()
+        search = select_student(
+            pi5,
+            evaluate,
+            budget=Budget(),
+            max_epochs=EPOCHS,
+            max_images=len(data.train) // 2,
+            target_name="pi5",
+            min_images=1000,
+            min_images_seen=50 * config.batch_size,
+            objective=objective,
+            chance=chance_level(data.val),
+            available_images=len(data.train),
+        )
+        results["objectives"][objective] = {
+            "search": search.to_json(),
+            "wall_seconds_here": time.perf_counter() - started,
+            **judged(search.chosen, objective, oracle, pi5, teacher_test),
+            **cost(search),
+        }
+        print(f"objective {objective}: {search.reason}", flush=True)
+    results["rank_quality"] = rank_quality(results["objectives"]["accuracy"]["search"], oracle)
 
     results["joint"] = {}
     for names in JOINT_TARGETS:
@@ -231,6 +275,55 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def judged(chosen: str, objective: str, oracle: dict, assessments, teacher_test: float) -> dict:
+    """The choice held against the oracle: its full-training test accuracy and retention of the
+    teacher's; for retention, the fastest oracle candidate that keeps 97 % and the latency ratio to
+    it; for accuracy, the gap to the oracle's best."""
+    latency = {a.candidate.name: a.predicted_latency_ms for a in assessments}
+    mine = oracle[chosen]["test_accuracy"]
+    out = {"chosen": chosen, "oracle_test_accuracy": mine, "retention": mine / teacher_test}
+    keeping = [n for n in oracle if oracle[n]["test_accuracy"] >= 0.97 * teacher_test]
+    if keeping:
+        fastest = min(keeping, key=latency.get)
+        out.update(fastest_keeping_97=fastest, latency_ratio_to_it=latency[chosen] / latency[fastest])
+    best = max(oracle, key=lambda n: oracle[n]["test_accuracy"])
+    out.update(oracle_best=best, gap_to_best_points=100 * (oracle[best]["test_accuracy"] - mine))
+    return out
+
+
+def rank_quality(search: dict, oracle: dict) -> dict:
+    """Spearman's rank correlation between each evidence of the first rung (the only one every
+    candidate ran) and the oracle's test accuracy over the candidates, and for the deepest rung each
+    candidate reached (scores of different budgets: a looser reading)."""
+    from scipy.stats import spearmanr
+
+    def correlation(rung_of: dict, key: str, sign: float = 1.0) -> float | None:
+        names = [n for n in oracle if n in rung_of and rung_of[n].get(key) is not None]
+        if len(names) < 3:
+            return None
+        value = spearmanr(
+            [sign * rung_of[n][key] for n in names], [oracle[n]["test_accuracy"] for n in names]
+        )
+        return float(value.statistic)
+
+    first = {t["name"]: t for t in search["trials"] if t["rung"] == 0 and not t.get("retry")}
+    if any(t.get("retry") for t in search["trials"]):  # the chance check's longer re-run replaces rung 0
+        first = {t["name"]: t for t in search["trials"] if t["rung"] == 0 and t.get("retry")}
+    deepest: dict = {}
+    for t in search["trials"]:
+        if t["name"] not in deepest or t["rung"] >= deepest[t["name"]]["rung"]:
+            deepest[t["name"]] = t
+    return {
+        rung: {
+            "accuracy": correlation(trials, "score"),
+            "teacher_agreement": correlation(trials, "teacher_agreement"),
+            "teacher_kl": correlation(trials, "teacher_kl", -1.0),  # lower KL ranks higher
+            "candidates": len(trials),
+        }
+        for rung, trials in (("first_rung", first), ("deepest_rung", deepest))
+    }
+
+
 def print_table(results: dict) -> None:
     oracle, pi5 = results["oracle"], results["targets"]["pi5"]["search"]
     print(f"\n{'candidate':34s} {'oracle test %':>13s} {'oracle val %':>12s}  search val % by rung")
@@ -254,6 +347,24 @@ def print_table(results: dict) -> None:
             f"{name}: {c['name']}, predicted {c['predicted_latency_ms']:.2f} ms of {c['budget_ms']:g} ms, "
             f"peak {c['peak_memory_mb']:.2f} MB, weights {c['model_mb']:.2f} MB"
         )
+    teacher_test = results.get("teacher_test_accuracy")
+    for objective, o in results.get("objectives", {}).items():
+        extra = (
+            f", fastest keeping 97 %: {o['fastest_keeping_97']} "
+            f"(latency ratio {o['latency_ratio_to_it']:.2f})"
+            if "fastest_keeping_97" in o
+            else ", no oracle candidate keeps 97 %"
+        )
+        print(
+            f"objective {objective}: {o['chosen']} {100 * o['oracle_test_accuracy']:.2f} % "
+            f"(retention {100 * o['retention']:.1f} % of {100 * teacher_test:.2f} %; "
+            f"{o['gap_to_best_points']:.2f} points under {o['oracle_best']}){extra}; "
+            f"search {o['seconds']:.0f} s = {100 * o['seconds_share']:.1f} % of the oracle's seconds, "
+            f"{100 * o['mac_image_share']:.1f} % of its MAC-images"
+        )
+    for rung, r in results.get("rank_quality", {}).items():
+        cells = ", ".join(f"{k} {v:+.2f}" for k, v in r.items() if k != "candidates" and v is not None)
+        print(f"Spearman vs oracle ({rung}, {r['candidates']} candidates): {cells}")
     for names, j in results.get("joint", {}).items():
         c = j["chosen"]
         fits = "; ".join(

@@ -41,14 +41,17 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Augmentation:
     """Random translation (a shift of up to `max_shift` pixels) and horizontal flip, drawn per
-    (sample, draw). `padding` fills what the shift uncovers: "zeros" (the mean after normalisation)
-    or "reflect" (the mirrored border, the usual CIFAR random crop)."""
+    (sample, draw). `padding` fills what the shift uncovers: "reflect" (the mirrored border, the
+    usual CIFAR random crop; the default) or "zeros" (the mean colour after normalisation). Zeros
+    paint a grey band into images whose border is not grey: on digits (white on black) it held
+    mobilenetv3_small_050 at 87.4 % and lcnet_050 at 17.1 % test where reflect gave 97.8 % and
+    90.7 % (15 epochs, batch 16); on EuroSAT at 32 px the two were level (71.75 / 71.85 %)."""
 
     draws: int = 4
     max_shift: int = 4
     hflip: bool = True
     seed: int = 0
-    padding: str = "zeros"
+    padding: str = "reflect"
 
     def __post_init__(self) -> None:
         if self.draws < 1 or self.max_shift < 0:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # A search rung trains on at least this many images for at least this many optimizer steps: a
 # fresh network scores near chance after a few dozen steps, and a rung of chance scores ranks nothing.
 SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 60
+# The default batch (default_batch_size): the largest of these that gives an epoch this many steps.
+BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
 # Above this teacher/student parameter ratio fit suggests a teacher assistant (Mirzadeh et al. 2020
 # see the gap hurt plain KD once it is large; the issue's rule of thumb is 10x).
 CAPACITY_GAP = 10.0
@@ -49,7 +51,7 @@ class FitConfig:
     input_size: int | None = None
     student: str | None = None
     epochs: int = 15
-    batch_size: int = 64
+    batch_size: int | None = None  # default: 64, or less on small data (default_batch_size)
     # the peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
     lr: float | None = None
     weight_decay: float = 0.0005
@@ -142,7 +144,7 @@ def _validate(config: FitConfig) -> None:
         return ConfigError(f"{name} ({_option(name)}) {rule}, got {getattr(config, name)!r}.")
 
     for name in ("epochs", "batch_size", "threads"):
-        if getattr(config, name) < 1:
+        if getattr(config, name) is not None and getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)} ({_option(name)}).")
     for name in ("search_epochs", "search_images", "teacher_epochs"):
         if getattr(config, name) is not None and getattr(config, name) < 1:
@@ -281,8 +283,36 @@ def _distill_plan(config: FitConfig, targets) -> DistillPlan:
     return plan
 
 
-def _train_config(config: FitConfig, input_size: int, hflip: bool = False):
-    """The training recipe of `config`; `hflip` is the flip decision when `config.hflip` leaves it open."""
+def default_batch_size(train_images: int) -> int:
+    """The batch when the user names none: the largest of BATCH_SIZES that still gives an epoch
+    MIN_STEPS_PER_EPOCH optimizer steps, else the smallest. A small data set at batch 64 gives a
+    student too few steps to learn anything in a short recipe: on 1,000 EuroSAT images at 64 px,
+    mobilenetv3_small_050 reached 63.5 % at batch 64 and 68.8 % at batch 16 (15 epochs, lr 0.025)."""
+    return next((b for b in BATCH_SIZES if train_images / b >= MIN_STEPS_PER_EPOCH), BATCH_SIZES[-1])
+
+
+def _with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
+    """`config` with its batch decided (`default_batch_size` when it names none), logged once."""
+    if config.batch_size is not None:
+        return config
+    batch = default_batch_size(train_images)
+    if batch != BATCH_SIZES[0]:
+        log.info(
+            "batch size %d: %d training images give %d steps an epoch at %d, fewer than %d",
+            batch,
+            train_images,
+            train_images // BATCH_SIZES[0],
+            BATCH_SIZES[0],
+            MIN_STEPS_PER_EPOCH,
+        )
+    return dataclasses.replace(config, batch_size=batch)
+
+
+def _train_config(
+    config: FitConfig, input_size: int, hflip: bool = False, *, train_images: int | None = None
+):
+    """The training recipe of `config`; `hflip` is the flip decision when `config.hflip` leaves it open.
+    A config that names no batch size needs `train_images` to decide one (`default_batch_size`)."""
     from edgekd.augment import Augmentation
     from edgekd.distill.trainer import TrainConfig, default_lr
 
@@ -295,10 +325,15 @@ def _train_config(config: FitConfig, input_size: int, hflip: bool = False):
             hflip=config.hflip if config.hflip is not None else hflip,
             seed=config.seed,
         )
+    batch = config.batch_size
+    if batch is None:
+        if train_images is None:
+            raise ValueError("a config without a batch size needs train_images to decide one")
+        batch = default_batch_size(train_images)
     return TrainConfig(
         config.epochs,
-        config.batch_size,
-        config.lr if config.lr is not None else default_lr(config.optimizer, config.batch_size),
+        batch,
+        config.lr if config.lr is not None else default_lr(config.optimizer, batch),
         config.weight_decay,
         config.seed,
         optimizer=config.optimizer,
@@ -788,6 +823,10 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     run = share_from_main(run if world.is_main or resume is not None else None, world)
     log.info("run directory %s", run)
     observer.run = str(run)  # the StageTracker of _interrupts_name_stage_and_run
+
+    # Decided after config.yaml is written, which keeps the user's "no batch size" so that a resume
+    # with the same options matches it; the same data decide the same batch again.
+    config = _with_batch_size(config, len(splits.train))
 
     observer.stage("data")
     # Images are decoded once into the cache, so every epoch after the first reads plain arrays.

@@ -179,7 +179,12 @@ def _reads(sources: list[Path], variable: str, cls: type, skip: set[str]) -> set
 
 CONSUMERS = [
     # (the config, the modules that read it, the name it goes by there, functions that only check it)
-    (FitConfig, ["pipeline.py"], "config", {"_validate", "resume_config", "__post_init__", "from_yaml"}),
+    (
+        FitConfig,
+        ["pipeline.py", "training_time.py"],
+        "config",
+        {"_validate", "resume_config", "__post_init__", "from_yaml"},
+    ),
     (DistillPlan, ["distill/stage.py", "pipeline.py"], "plan", {"__post_init__"}),
     (TrainConfig, ["distill/trainer.py"], "config", {"__post_init__"}),
 ]

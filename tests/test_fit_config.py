@@ -78,3 +78,25 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
         with pytest.raises(ConfigError, match=message):
             FitConfig.from_yaml(path)
     assert FitConfig(input_size=8).input_size == 8 and FitConfig(input_size=1024).input_size == 1024
+
+
+def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
+    from edgekd.pipeline import _train_config, default_batch_size
+
+    # The largest of 64/32/16 that gives an epoch at least 50 steps.
+    assert [default_batch_size(n) for n in (6000, 3200, 3199, 1600, 1599, 1259, 10)] == [
+        64,
+        64,
+        32,
+        32,
+        16,
+        16,
+        16,
+    ]
+    small = _train_config(FitConfig(), 32, train_images=1259)
+    assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
+    assert _train_config(FitConfig(), 32, train_images=20000).batch_size == 64
+    assert _train_config(FitConfig(batch_size=128), 32).lr == pytest.approx(0.05)  # scaled above 64
+    assert _train_config(FitConfig(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
+    with pytest.raises(ValueError, match="train_images"):
+        _train_config(FitConfig(), 32)

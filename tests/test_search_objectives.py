@@ -302,7 +302,14 @@ def test_objective_and_min_retention_reach_fit_config_from_yaml(tmp_path):
 def test_the_last_entry_slot_goes_to_the_most_capable_candidate():
     # The entry order favours fast students; a budget of 3 keeps the first two and gives its last slot
     # to the highest ImageNet prior, so retention has something capable to be measured against.
-    ordered = [point("a", 1.0, 60.0), point("b", 2.0, 62.0), point("c", 3.0, 64.0), point("big", 8.0, 80.0)]
+    # Of at most the median MACs: "huge" (the highest prior, the most MACs) is too costly a reference.
+    ordered = [
+        point("a", 1.0, 60.0, macs=10**6),
+        point("b", 2.0, 62.0, macs=2 * 10**6),
+        point("c", 3.0, 64.0, macs=3 * 10**6),
+        point("big", 8.0, 80.0, macs=3 * 10**6),
+        point("huge", 20.0, 82.0, macs=20 * 10**6),
+    ]
     assert [x.candidate.name for x in entrants(ordered, 3)] == ["a", "b", "big"]
     assert [x.candidate.name for x in entrants(ordered, 2)] == ["a", "big"]
     assert [x.candidate.name for x in entrants(ordered, 1)] == ["a"]  # one trial: no room for a reference

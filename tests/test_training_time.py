@@ -13,6 +13,8 @@ from tests.helpers import one_torch_thread
 
 FAST, OTHER_FAST, SLOW = "lcnet_050", "mobilenetv3_small_050", "efficientnet_lite0"
 DRAWS = 4  # FitConfig's default augment_draws: the teacher-output cache holds 4 views per image
+# Named in every config here: on digits fit would decide 16 (default_batch_size); the rates are 64's.
+BATCH = 64
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,11 @@ def _assessments(*names: str):
 
 
 def _plan(config, names, teacher, digits, cache: Path):
-    from edgekd.pipeline import _distill_plan, _train_config
+    from edgekd.pipeline import _distill_plan, _train_config, _with_batch_size
     from edgekd.targets import get_target
     from edgekd.training_time import plan_fit
 
+    config = _with_batch_size(config, len(digits.train))  # as fit decides it before planning
     with one_torch_thread():
         return plan_fit(
             config,
@@ -60,7 +63,7 @@ def _rates(names, teacher, cache: Path):
     from edgekd.training_time import forward_rate, student_rates
 
     with one_torch_thread():
-        students = {n: student_rates(n, {}, 32, 10, 64, cache_dir=cache) for n in names}
+        students = {n: student_rates(n, {}, 32, 10, BATCH, cache_dir=cache) for n in names}
         return students, forward_rate(teacher, "test-teacher", 32, cache_dir=cache)
 
 
@@ -83,7 +86,7 @@ def test_the_training_rate_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, digits):
     from edgekd.pipeline import FitConfig
 
-    config = FitConfig(target="pi5", search_budget="2", epochs=10, cache_dir=rates_cache)
+    config = FitConfig(target="pi5", search_budget="2", epochs=10, batch_size=BATCH, cache_dir=rates_cache)
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
     rates, teacher_rate = _rates([FAST, OTHER_FAST], teacher, rates_cache)
     train, val = len(digits.train), len(digits.val)
@@ -124,6 +127,7 @@ def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache,
         target="pi5",
         search_budget="2",
         epochs=10,
+        batch_size=BATCH,
         time_budget=f"{(fast + slow) / 2:.2f}s",
         cache_dir=rates_cache,
     )
@@ -146,13 +150,15 @@ def test_a_budget_too_small_for_any_cuts_the_epochs_or_refuses(rates_cache, teac
     rates, teacher_rate = _rates([FAST], teacher, rates_cache)
     work = Workload(len(digits.val), DRAWS, True, teacher_rate)
     ten = final_seconds(rates[FAST], work, FinalRecipe(10, 0, len(digits.train), 1, False, False))
-    config = FitConfig(target="pi5", epochs=10, time_budget=f"{ten / 2:.3f}s", cache_dir=rates_cache)
+    config = FitConfig(
+        target="pi5", epochs=10, batch_size=BATCH, time_budget=f"{ten / 2:.3f}s", cache_dir=rates_cache
+    )
     with caplog.at_level(logging.WARNING, logger="edgekd.training_time"):
         timing = _plan(config, [FAST], teacher, digits, rates_cache)
     assert 1 <= timing.epochs < 10 and f"trains {timing.epochs} of the 10 epochs" in caplog.text
     assert timing.predicted_final[FAST] <= ten / 2
     assert timing.search_config(config).epochs == timing.epochs
-    tiny = FitConfig(target="pi5", epochs=10, time_budget="0.01s", cache_dir=rates_cache)
+    tiny = FitConfig(target="pi5", epochs=10, batch_size=BATCH, time_budget="0.01s", cache_dir=rates_cache)
     with pytest.raises(ConfigError, match=rf"not even the fastest candidate, {FAST}, can train one epoch"):
         _plan(tiny, [FAST], teacher, digits, rates_cache)
 
@@ -161,7 +167,9 @@ def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache,
     from edgekd.pipeline import FitConfig
     from edgekd.training_time import SEARCH_SHARE, report_line
 
-    config = FitConfig(target="pi5", search_budget="2", epochs=10, time_budget="1h", cache_dir=rates_cache)
+    config = FitConfig(
+        target="pi5", search_budget="2", epochs=10, batch_size=BATCH, time_budget="1h", cache_dir=rates_cache
+    )
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
     assert timing.search_budget == f"{SEARCH_SHARE * 3600:.0f}s" and len(timing.entering) == 2
     assert {a.candidate.name for a in timing.search_assessments} == {FAST, OTHER_FAST}
