@@ -91,6 +91,8 @@ class TeacherRecipe:
         if not self.augment_draws:
             for name in ("augment_draws", "augment_shift", "hflip"):
                 del fields[name]
+        elif self.augmentation.padding != "zeros":  # the views' fill (keys from before it stay valid)
+            fields["augment_padding"] = self.augmentation.padding
         return fields
 
 

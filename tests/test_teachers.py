@@ -296,3 +296,10 @@ def test_an_onnx_teacher_counts_its_weights_and_says_it_cannot_be_traced(digits,
     assert teacher.model.parameter_count == weight.size
     with pytest.raises(TeacherError, match="torch.export and torch.compile cannot trace it"):
         analyze(teacher.model, digits.input_size)
+
+
+def test_an_augmented_teachers_cache_key_names_the_fill_of_its_views():
+    # Teachers trained on zero-filled views before the fill changed to reflect must not be reused.
+    assert "augment_padding" not in RECIPE.key_fields()  # no views: nothing to fill
+    augmented = dataclasses.replace(RECIPE, augment_draws=2)
+    assert augmented.key_fields()["augment_padding"] == augmented.augmentation.padding == "reflect"
