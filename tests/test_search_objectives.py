@@ -317,3 +317,21 @@ def test_the_last_entry_slot_goes_to_the_most_capable_candidate():
     # Already among the first: nothing is replaced.
     first = [point("big", 8.0, 80.0), point("a", 1.0, 60.0), point("b", 2.0, 62.0)]
     assert [x.candidate.name for x in entrants(first, 2)] == ["big", "a"]
+
+
+def test_every_rung_after_a_retried_one_trains_at_least_as_long_as_the_retry():
+    # Three rungs (4 -> 2 -> 1, 1/1/3 epochs as planned): after the first rung's retry at 2 epochs the
+    # middle rung must not fall back to its planned 1 epoch and reuse the at-chance first attempts.
+    assessments = [
+        point(n, lat, top) for n, lat, top in (("a", 0.5, 58.0), ("b", 1.0, 62.0), ("c", 2.0, 66.0))
+    ]
+    assessments.append(point("d", 4.0, 70.0))
+
+    def learns_with_time(base):
+        return lambda rung: base if rung.epochs >= 2 else 0.1
+
+    evaluate = scores({n: learns_with_time(b) for n, b in (("a", 0.5), ("b", 0.7), ("c", 0.9), ("d", 0.95))})
+    result = choose(assessments, evaluate, objective="accuracy", chance=0.1, max_epochs=3, max_images=300)
+    assert result.rungs == 3
+    middle = result.rung(1)
+    assert len(middle) == 2 and all(t.epochs >= 2 and t.score > 0.1 and not t.reused for t in middle)

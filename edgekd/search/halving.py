@@ -259,7 +259,9 @@ def successive_halving(
             rung_trials.append(trial)
         return rung_trials
 
-    for index, plan in enumerate(rungs):
+    # By index: the chance check below lengthens the rungs after the first while this loop runs.
+    for index in range(len(rungs)):
+        plan = rungs[index]
         if index and budget.seconds is not None and clock() - started >= budget.seconds:
             stopped_early = True
             break
