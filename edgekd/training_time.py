@@ -447,7 +447,7 @@ def plan_fit(
     for the candidates that may be chosen, the search's and the final training's predicted seconds,
     and under `config.time_budget` the split, the dropped candidates and the epochs. Logs the table.
     `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget."""
-    from edgekd.pipeline import SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS
+    from edgekd.pipeline import search_rungs
     from edgekd.search.halving import parse_budget, plan_rungs
     from edgekd.search.select import entrants, entry_order
 
@@ -481,18 +481,8 @@ def plan_fit(
         )
         return a.candidate.name
 
-    max_epochs_of = lambda epochs: config.search_epochs or max(1, epochs // 5)  # noqa: E731 (as _search)
-    max_images = min(config.search_images or n_train, n_train)
-
     def rungs_for(count: int, epochs: int):
-        return plan_rungs(
-            count,
-            eta=3,
-            max_epochs=max_epochs_of(epochs),
-            max_images=max_images,
-            min_images=min(SEARCH_MIN_IMAGES, max_images),
-            min_images_seen=SEARCH_MIN_STEPS * config.batch_size,
-        )
+        return plan_rungs(count, eta=3, **search_rungs(config, epochs, n_train))
 
     def recipe(epochs: int, rungs) -> FinalRecipe:
         return FinalRecipe(

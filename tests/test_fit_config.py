@@ -100,3 +100,17 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
     assert _train_config(FitConfig(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
         _train_config(FitConfig(), 32)
+
+
+def test_the_search_trains_small_data_long_enough_to_learn():
+    from edgekd.pipeline import SEARCH_MIN_STEPS, search_rungs
+
+    # 6,000 images at batch 64: a fifth of 15 epochs, as before (the rung images carry the steps).
+    assert search_rungs(FitConfig(batch_size=64), 15, 6000)["max_epochs"] == 3
+    # 1,259 images at batch 16: raised until the last rung has SEARCH_MIN_STEPS steps ...
+    small = search_rungs(FitConfig(batch_size=16), 15, 1259)
+    assert small["max_epochs"] * 1259 // 16 >= SEARCH_MIN_STEPS > (small["max_epochs"] - 1) * 1259 // 16
+    assert small["min_images_seen"] == SEARCH_MIN_STEPS * 16
+    # ... never past the fit's own epochs, and --search-epochs rules.
+    assert search_rungs(FitConfig(batch_size=64), 5, 1259)["max_epochs"] == 5
+    assert search_rungs(FitConfig(batch_size=16, search_epochs=1), 15, 1259)["max_epochs"] == 1

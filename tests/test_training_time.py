@@ -86,13 +86,15 @@ def test_the_training_rate_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, digits):
     from edgekd.pipeline import FitConfig
 
-    config = FitConfig(target="pi5", search_budget="2", epochs=10, batch_size=BATCH, cache_dir=rates_cache)
+    config = FitConfig(
+        target="pi5", search_budget="2", epochs=10, search_epochs=2, batch_size=BATCH, cache_dir=rates_cache
+    )
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
     rates, teacher_rate = _rates([FAST, OTHER_FAST], teacher, rates_cache)
     train, val = len(digits.train), len(digits.val)
     assert (train, val) == (1259, 269)
     # Rungs: 2 candidates x 2 epochs x 1000 images (SEARCH_MIN_IMAGES), then 1 x 2 x all 1259
-    # (the last rung's 10 // 5 epochs; 60 steps of 64 would need more, capped at the last rung's).
+    # (--search-epochs 2; SEARCH_MIN_STEPS of 64 would need more, capped at the last rung's).
     assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, 1000), (1, 2, 1259)]
 
     def trial(name, epochs, images):
