@@ -122,12 +122,15 @@ def fit(
         ),
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="Batch size; default 64, or 32/16 when 64 would leave an epoch under 50 steps."),
+    ] = None,
     lr: Annotated[
         float | None,
         typer.Option(
             help="Peak learning rate (one-cycle); default 0.05 × batch / 128 for sgd, "
-            "0.003 × batch / 64 for adamw."
+            "0.003 × batch / 64 for adamw, batch counted as at least 64."
         ),
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0.0005).")] = None,
