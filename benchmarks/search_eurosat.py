@@ -153,12 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             "mac_image_share": search.mac_images / sum(o["mac_images"] for o in oracle.values()),
         }
 
-    results["targets"] = {}
-    for target_name in TARGETS:
-        target = get_target(target_name)
-        assessments = assess(candidates, target, INPUT_SIZE, data.num_classes)
-        started = time.perf_counter()
-        search = select_student(
+    def search_over(assessments, target_name: str, **objective):
+        """One search over the shared trials: the last rung trains the full 8 epochs on half the
+        images, every trial at least 50 optimizer steps."""
+        return select_student(
             assessments,
             evaluate,
             budget=Budget(),
@@ -166,8 +164,16 @@ def main(argv: list[str] | None = None) -> int:
             max_images=len(data.train) // 2,
             target_name=target_name,
             min_images=1000,
-            min_images_seen=50 * config.batch_size,  # at least 50 optimizer steps per trial
+            min_images_seen=50 * config.batch_size,
+            **objective,
         )
+
+    results["targets"] = {}
+    for target_name in TARGETS:
+        target = get_target(target_name)
+        assessments = assess(candidates, target, INPUT_SIZE, data.num_classes)
+        started = time.perf_counter()
+        search = search_over(assessments, target_name)
         chosen = next(a for a in assessments if a.candidate.name == search.chosen)
         results["targets"][target_name] = {
             "search": search.to_json(),
@@ -199,15 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     results["objectives"] = {}
     for objective in OBJECTIVES:
         started = time.perf_counter()
-        search = select_student(
+        search = search_over(
             pi5,
-            evaluate,
-            budget=Budget(),
-            max_epochs=EPOCHS,
-            max_images=len(data.train) // 2,
-            target_name="pi5",
-            min_images=1000,
-            min_images_seen=50 * config.batch_size,
+            "pi5",
             objective=objective,
             chance=chance_level(data.val),
             available_images=len(data.train),
@@ -224,16 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     results["joint"] = {}
     for names in JOINT_TARGETS:
         joint = assess_targets(candidates, [get_target(n) for n in names], INPUT_SIZE, data.num_classes)
-        search = select_student(
-            joint,
-            evaluate,
-            budget=Budget(),
-            max_epochs=EPOCHS,
-            max_images=len(data.train) // 2,
-            target_name=" and ".join(names),
-            min_images=1000,
-            min_images_seen=50 * config.batch_size,
-        )
+        search = search_over(joint, " and ".join(names))
         chosen = next(j for j in joint if j.candidate.name == search.chosen)
         results["joint"]["+".join(names)] = {
             "search": search.to_json(),
