@@ -65,6 +65,25 @@ def teacher_cache_key(data: DataSplits, recipe: TeacherRecipe, seed: int, start_
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
+def cached_teacher_path(
+    cache_dir: Path, data: DataSplits, recipe: TeacherRecipe, seed: int, start_id: str | None = None
+) -> Path:
+    """Where `train_cached_teacher` keeps the teacher of `recipe` trained on `data`."""
+    return (
+        Path(cache_dir)
+        / "teachers"
+        / f"{recipe.arch}-{teacher_cache_key(data, recipe, seed, start_id)}.safetensors"
+    )
+
+
+def fine_tune_recipe(teacher: str, recipe: TeacherRecipe) -> TeacherRecipe:
+    """The recipe that fine-tunes timm's `teacher` (pretrained weights, a new head) with `recipe`'s
+    training settings: plain images, as the catalog's teacher is trained."""
+    return TeacherRecipe(
+        teacher, recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.label_smoothing
+    )
+
+
 def _info(arch: str, data: DataSplits, **provenance) -> ModelInfo:
     return ModelInfo(arch, data.classes, data.input_size, data.mean, data.std, provenance=provenance)
 
@@ -105,8 +124,7 @@ def train_cached_teacher(
     `start` fine-tunes a given model (e.g. pretrained weights with a new head) instead of a fresh one;
     `start_id` names those weights in the cache key."""
     observer = observer or SilentObserver()
-    key = teacher_cache_key(data, recipe, seed, start_id)
-    path = cache_dir / "teachers" / f"{recipe.arch}-{key}.safetensors"
+    path = cached_teacher_path(cache_dir, data, recipe, seed, start_id)
     if path.exists():
         try:
             model, info = load_model(path)
@@ -201,9 +219,7 @@ def resolve_teacher(
         return Teacher(
             model.eval(), _info(teacher, data, weights=str(weights)), f"timm {teacher} from {weights}"
         )
-    fine_tune = TeacherRecipe(
-        teacher, recipe.epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.label_smoothing
-    )
+    fine_tune = fine_tune_recipe(teacher, recipe)
     origin = str(weights) if weights is not None else "timm hub weights"
     log.info("teacher %s: fine-tuning %s on %d classes", teacher, origin, data.num_classes)
     start_id = file_sha256(weights) if weights is not None else f"timm-hub:{teacher}"

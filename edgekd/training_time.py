@@ -57,16 +57,15 @@ def parse_duration(text: str, option: str = "--time-budget") -> float:
     else (a bare number, 0, a negative or unreadable value) is a ConfigError naming `option`."""
     from edgekd.search.halving import parse_budget
 
+    wrong = ConfigError(
+        f"{option} {text!r} is not a duration: give a positive number with a unit, e.g. 90s, 20m or 1.5h."
+    )
     try:
         budget = parse_budget(str(text))
     except ConfigError as e:
-        raise ConfigError(
-            f"{option} {text!r} is not a duration: give a positive number with a unit, e.g. 90s, 20m or 1.5h."
-        ) from e
+        raise wrong from e
     if budget.seconds is None:
-        raise ConfigError(
-            f"{option} {text!r} is not a duration: give a positive number with a unit, e.g. 90s, 20m or 1.5h."
-        )
+        raise wrong
     return budget.seconds
 
 
@@ -285,25 +284,16 @@ def _per_epoch_and_fixed(rates: Rates, work: Workload, recipe: FinalRecipe) -> t
 def teacher_training_seconds(config, data, recipe, cache_dir: Path) -> float | None:
     """Predicted seconds of training the teacher in this fit, 0 when a cached one will be reused, None
     when the teacher is the user's own (a file, or timm weights that may fit as they are)."""
-    from edgekd.catalog import TeacherRecipe
-    from edgekd.teachers import teacher_cache_key
+    from edgekd.teachers import cached_teacher_path, fine_tune_recipe
 
     if config.teacher is None:
         start_id = None
     elif config.teacher_weights is None and not Path(config.teacher).exists() and "." not in config.teacher:
         start_id = f"timm-hub:{config.teacher}"
-        recipe = TeacherRecipe(
-            config.teacher,
-            recipe.epochs,
-            recipe.batch_size,
-            recipe.lr,
-            recipe.weight_decay,
-            recipe.label_smoothing,
-        )
+        recipe = fine_tune_recipe(config.teacher, recipe)
     else:
         return None
-    key = teacher_cache_key(data, recipe, config.seed, start_id)
-    if (Path(cache_dir) / "teachers" / f"{recipe.arch}-{key}.safetensors").exists():
+    if cached_teacher_path(cache_dir, data, recipe, config.seed, start_id).exists():
         return 0.0
     rates = student_rates(
         recipe.arch, {}, data.input_size, data.num_classes, recipe.batch_size, cache_dir=cache_dir
