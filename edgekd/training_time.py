@@ -403,10 +403,6 @@ def _span(low: float, high: float) -> str:
     )
 
 
-def _most_macs(assessments):
-    return max(assessments, key=lambda a: (a.macs, a.params))
-
-
 def _marked_out(assessment, reason: str):
     """`assessment` no longer feasible, `reason` added to its reasons."""
     from edgekd.search.constraints import Assessment
@@ -439,7 +435,7 @@ def plan_fit(
     `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget."""
     from edgekd.pipeline import search_rungs
     from edgekd.search.halving import parse_budget, plan_rungs
-    from edgekd.search.select import entrants, entry_order
+    from edgekd.search.select import capacity, entrants, entry_order, most_capacity
 
     n_train, n_val = len(data.train), len(data.val)
     augmentation = train_config.augmentation
@@ -456,7 +452,7 @@ def plan_fit(
     ordered = entry_order(feasible) if len(feasible) > 1 else list(feasible)
     # The order select_student takes candidates in: by entry order, or by MACs when no trial runs.
     if user_budget.trials == 0:
-        ordered = sorted(feasible, key=lambda a: (a.macs, a.params), reverse=True)
+        ordered = sorted(feasible, key=capacity, reverse=True)
     wanted = None if user_budget.trials is None else max(1, user_budget.trials)
     rates: dict[str, Rates] = {}
 
@@ -591,7 +587,7 @@ def plan_fit(
     elif not kept:
         choosable = []
     elif search_budget.strip() == "0":  # no trials: select_student takes the one with the most MACs
-        choosable = [_most_macs([by_name[n] for n in kept]).candidate.name]
+        choosable = [most_capacity([by_name[n] for n in kept]).candidate.name]
     else:  # one trial or one candidate: the first to enter, chosen without training
         choosable = kept[:1]
     predicted_final = final_for(choosable, epochs, rungs)

@@ -101,6 +101,16 @@ class SearchResult(TrialTotals):
         )
 
 
+def capacity(a: Costed) -> tuple[int, int]:
+    """What "the most capacity" means when no evidence decides: MACs, then parameters."""
+    return a.macs, a.params
+
+
+def most_capacity(candidates: Sequence[Costed]) -> Costed:
+    """The candidate with the most capacity the target affords (`capacity`): the choice without trials."""
+    return max(candidates, key=capacity)
+
+
 def latency_load(a: Costed) -> float:
     """How hard `a` presses on its latency budgets: the worst ratio of predicted latency to budget
     over its targets (1.0 = at a budget). A target without a budget counts its latency in ms."""
@@ -316,7 +326,7 @@ def select_student(
         "chance": chance,
     }
     if len(entering) <= 1:
-        pick = max(feasible, key=lambda a: (a.macs, a.params)) if not entering else entering[0]
+        pick = most_capacity(feasible) if not entering else entering[0]
         why = (
             "the only feasible candidate"
             if len(feasible) == 1
@@ -476,7 +486,7 @@ def _chosen_by_prior(feasible: Sequence[Costed], halving, chance: float, searche
     )
     with_prior = [a for a in feasible if prior_per_latency(a) is not None]
     if not with_prior:
-        pick = max(feasible, key=lambda a: (a.macs, a.params))
+        pick = most_capacity(feasible)
         return pick.candidate.name, (
             f"{stayed}; no feasible candidate has an ImageNet prior, so {pick.candidate.name} has the most "
             f"MACs and {latency_phrase(pick)}."
