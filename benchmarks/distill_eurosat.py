@@ -363,10 +363,11 @@ def quantization_row(data, teacher, config, evaluate, arch: str, augmented_teach
 
     import torch
 
+    from edgekd.artifact import Contract
     from edgekd.data import stack
     from edgekd.distill.stage import DistillPlan, quantization_aware
     from edgekd.distill.trainer import accuracy
-    from edgekd.export import Contract, export
+    from edgekd.export import export
     from edgekd.runtimes import open_session, to_layout
     from edgekd.runtimes import predict as run_artifact
 

@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgekd._io import write_json_atomic
-    from edgekd.export import FORMATS
-    from edgekd.export.source import export_inputs
-    from edgekd.export.suite import export_matrix, requested_pairs, rows_as_dicts
+    from edgekd.artifact import FORMATS
+    from edgekd.export.suite import export_inputs, export_matrix, requested_pairs, rows_as_dicts
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(os.cpu_count() or 1)  # training, if the student is not cached yet

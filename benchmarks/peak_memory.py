@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.analysis import analyze
     from edgekd.catalog import build_model
     from edgekd.devices.local import measure_tflite_memory
-    from edgekd.teachers import default_cache_dir
+    from edgekd.paths import default_cache_dir
 
     rows = []
     print(

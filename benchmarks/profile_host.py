@@ -96,9 +96,10 @@ def artifact_dir(cache: Path, arch: str, size: int) -> Path:
 def convert(models: list[str], sizes: tuple[int, ...], cache: Path, results: dict):
     import torch
 
+    from edgekd.artifact import FORMATS, Contract
     from edgekd.catalog import build_model, folded_weight_count, randomize_norm_layers
     from edgekd.errors import EdgeKDError
-    from edgekd.export import FORMATS, Contract, export
+    from edgekd.export import export
 
     spec = FORMATS.get("tflite")
     for arch in models:
@@ -133,8 +134,8 @@ def convert(models: list[str], sizes: tuple[int, ...], cache: Path, results: dic
 
 
 def measure(cache: Path, results: dict, threads: int, min_seconds: float):
+    from edgekd.artifact import load_artifact
     from edgekd.devices.local import measure_latency
-    from edgekd.export import load_artifact
     from edgekd.profiles import ProfileRow, read_profile_file
 
     csv_path = ROOT / "profiles" / "host.csv"
@@ -175,8 +176,8 @@ def recheck(cache: Path, count: int, threads: int, min_seconds: float) -> dict:
     any predictor error should be read against."""
     import numpy as np
 
+    from edgekd.artifact import load_artifact
     from edgekd.devices.local import measure_latency
-    from edgekd.export import load_artifact
     from edgekd.profiles import read_profile_file
 
     rows = [r for r in read_profile_file(ROOT / "profiles" / "host.csv") if r.threads == threads]
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from edgekd._io import write_json_atomic
+    from edgekd.paths import default_cache_dir
     from edgekd.profiles import write_profile_file
-    from edgekd.teachers import default_cache_dir
 
     cache = default_cache_dir()
     results_path = ROOT / "benchmarks" / "results" / "profile_host.json"

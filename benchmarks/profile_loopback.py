@@ -31,8 +31,9 @@ PROTOCOL = dict(threads=1, runs=200, warmup=20, min_seconds=2.0)
 def artifact(scratch: Path) -> Path:
     if CACHED.exists():
         return CACHED
+    from edgekd.artifact import make_contract
     from edgekd.catalog import build_model, randomize_norm_layers
-    from edgekd.export import export, make_contract
+    from edgekd.export import export
 
     model = randomize_norm_layers(build_model("mobilenetv3_small_100", 10)).eval()
     contract = make_contract(

@@ -25,8 +25,9 @@ def main() -> int:
     import torch
 
     from edgekd._io import write_json_atomic
+    from edgekd.artifact import Contract
     from edgekd.catalog import build_model, randomize_norm_layers
-    from edgekd.export import Contract, export
+    from edgekd.export import export
     from edgekd.vela import compile_for_ethos_u
 
     model = randomize_norm_layers(build_model("mobilenetv2_100", 1000)).eval()

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgekd._config import from_mapping, load_yaml
 from edgekd._registry import Registry, did_you_mean
-from edgekd._resources import shipped_dir
 from edgekd.errors import ConfigError, TeacherError
+from edgekd.paths import shipped_dir
 
 if TYPE_CHECKING:
     import torch.nn as nn

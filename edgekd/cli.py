@@ -340,10 +340,10 @@ def export_command(
     from edgekd._config import check_directory
     from edgekd._console import RichObserver
     from edgekd._io import write_json_atomic
-    from edgekd.export import FORMATS
+    from edgekd.artifact import FORMATS
     from edgekd.export.parity import load_gates
-    from edgekd.export.source import export_inputs, load_export_source
-    from edgekd.export.suite import export_matrix, merge_rows, read_exports, requested_pairs
+    from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
+    from edgekd.export_source import load_export_source
 
     if all_formats and format_names:
         raise typer.BadParameter("--all exports every format; drop --format, or drop --all.")

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgekd.bench import cpu_info
+
 # Single-precision FLOP per cycle per core for the widest FMA the ISA offers, two FMA pipes assumed
 # (Intel Skylake-SP/Ice Lake with AVX-512, Haswell onwards with AVX2+FMA, Arm big cores with 2x128-bit NEON).
 _FLOP_PER_CYCLE = (("avx512f", 64), ("fma", 32), ("avx", 16), ("sse2", 8), ("asimd", 16))
@@ -35,17 +37,6 @@ class HostInfo:
     @property
     def peak_gflops_fp32(self) -> float:
         return self.cores * self.clock_ghz * self.flop_per_cycle
-
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
 
 
 def _clock_ghz(info: dict[str, str]) -> float:
@@ -87,7 +78,7 @@ def measure_copy_bandwidth_gbps(megabytes: int = 64, repeats: int = 5) -> float:
 
 @functools.cache
 def detect_host() -> HostInfo:
-    info = _cpuinfo()
+    info = cpu_info()
     flags = set((info.get("flags") or info.get("Features") or "").split())
     isa = tuple(name for name, _ in _FLOP_PER_CYCLE if name in flags)
     flop = next((f for name, f in _FLOP_PER_CYCLE if name in flags), 8)

@@ -255,7 +255,7 @@ def op_table(arch: str, input_size: int) -> OpTable:
     version: tracing takes ~1 s and a fit needs a hundred of them."""
     import timm
 
-    from edgekd.teachers import default_cache_dir
+    from edgekd.paths import default_cache_dir
 
     path = (
         default_cache_dir()
@@ -546,8 +546,9 @@ def estimate_on_npu(
 
     import torch
 
+    from edgekd.artifact import Contract
     from edgekd.catalog import randomize_norm_layers
-    from edgekd.export import Contract, export
+    from edgekd.export import export
     from edgekd.vela import compile_for_ethos_u
 
     if target.vela is None:

@@ -582,7 +582,8 @@ class _Trained:
 
 def _export_or_load(model, fmt: str, out_dir: Path, stem: str, contract, calibration, options):
     """The artifact `export` would write, read back when an earlier attempt already wrote it."""
-    from edgekd.export import FORMATS, export, load_artifact, sidecar_path
+    from edgekd.artifact import FORMATS, load_artifact, sidecar_path
+    from edgekd.export import export
 
     path = out_dir / f"{stem}-{contract.precision}{FORMATS.get(fmt).suffix}"
     if path.exists() and sidecar_path(path).exists():
@@ -596,12 +597,13 @@ def _ship(trained: _Trained, target, run: Path, out_dir: Path, observer: Observe
     same student quantized after training alone, for comparison. Returns the target's part of
     result.json (its export and host latency), the artifact, and the float student's test accuracy
     from whichever parity run had it as reference."""
+    from edgekd.artifact import FORMATS, make_contract
     from edgekd.data import representative_images
     from edgekd.devices.local import measure_latency
-    from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, make_contract
+    from edgekd.export import MIN_CALIBRATION_IMAGES
     from edgekd.export.parity import check_parity
-    from edgekd.export.source import target_format_options
     from edgekd.runtimes import can_run_here
+    from edgekd.targets import target_format_options
 
     data, precision = trained.data, target.default_precision
     contract = make_contract(
@@ -792,11 +794,11 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     from edgekd.distill.distributed import barrier, current_world, share_from_main
     from edgekd.distill.stage import distil_student, quantization_aware
     from edgekd.distill.trainer import accuracy, predict
-    from edgekd.export.source import target_format_options
+    from edgekd.paths import default_cache_dir
     from edgekd.report import write_metrics_csv, write_reports
     from edgekd.search import assess_targets, write_search_csv
-    from edgekd.targets import get_target
-    from edgekd.teachers import default_cache_dir, resolve_teacher
+    from edgekd.targets import get_target, target_format_options
+    from edgekd.teachers import resolve_teacher
 
     observer = observer or SilentObserver()
     world = current_world()

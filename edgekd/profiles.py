@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgekd._io import atomic_path
-from edgekd._resources import shipped_dir, user_config_dir
 from edgekd.errors import ConfigError
+from edgekd.paths import shipped_dir, user_config_dir
 
 STATISTICS = ("median", "mean", "min")
 

@@ -16,7 +16,7 @@ from edgekd._registry import Registry
 from edgekd.errors import EdgeKDError, ExportError, RuntimeUnavailableError
 
 if TYPE_CHECKING:
-    from edgekd.export import Artifact
+    from edgekd.artifact import Artifact
 
 
 class Session(Protocol):
@@ -197,7 +197,7 @@ def available_here(session_class: type) -> bool:
 
 def can_run_here(fmt: str) -> bool:
     """Whether this machine has the runtime that executes `fmt` (Core ML needs macOS)."""
-    from edgekd.export import FORMATS
+    from edgekd.artifact import FORMATS
 
     return available_here(RUNTIMES.get(FORMATS.get(fmt).runtime))
 
@@ -223,8 +223,8 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 def open_session(artifact: Artifact, threads: int = 1) -> Session:
     """A session of `artifact` in its runtime; a file the runtime cannot load is an `ExportError` that
     names it and its format."""
-    from edgekd.devices.bench import one_line
-    from edgekd.export import FORMATS
+    from edgekd.artifact import FORMATS
+    from edgekd.bench import one_line
 
     runtime = FORMATS.get(artifact.format).runtime
     try:

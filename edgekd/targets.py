@@ -22,8 +22,8 @@ from typing import Any
 
 from edgekd._config import from_mapping, load_yaml
 from edgekd._registry import Registry
-from edgekd._resources import shipped_dir
 from edgekd.errors import ConfigError, EdgeKDError
+from edgekd.paths import shipped_dir
 
 PRECISIONS = ("fp32", "fp16", "int8")
 ESTIMATORS = ("roofline", "vela")
@@ -318,3 +318,10 @@ def get_target(name: str, dirs: tuple[Path, ...] = ()) -> Target:
     an unknown name raises listing the valid ones and the closest match."""
     registry = target_registry(target_dirs(dirs))
     return load_target(registry.get(name), registry)
+
+
+def target_format_options(target) -> dict[str, dict[str, Any]]:
+    """Options a target sets for its own format: its minimum deployment target (Core ML's)."""
+    if target.deployment_target:
+        return {target.format: {"deployment_target": target.deployment_target}}
+    return {}

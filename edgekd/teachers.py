@@ -41,15 +41,6 @@ class Teacher:
     cached: bool = False
 
 
-def default_cache_dir() -> Path:
-    """`$EDGEKD_CACHE_DIR`, else the platform's user cache dir (`~/.cache/edgekd` on Linux)."""
-    import os
-
-    from platformdirs import user_cache_dir
-
-    return Path(os.environ.get("EDGEKD_CACHE_DIR") or user_cache_dir("edgekd"))
-
-
 def teacher_cache_key(data: DataSplits, recipe: TeacherRecipe, seed: int, start_id: str | None = None) -> str:
     """Same data, recipe, seed and starting weights give the same key, hence the same cached teacher."""
     payload = json.dumps(

@@ -29,7 +29,8 @@ def leftovers() -> list[str]:
 
 @pytest.fixture(scope="module")
 def tflite(tmp_path_factory):
-    from edgekd.export import export, make_contract
+    from edgekd.artifact import make_contract
+    from edgekd.export import export
 
     out = tmp_path_factory.mktemp("artifact")
     contract = make_contract(
@@ -63,7 +64,8 @@ def test_check_reports_the_devices_runtimes(device):
 
 
 def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
-    from edgekd.export import export, make_contract
+    from edgekd.artifact import make_contract
+    from edgekd.export import export
 
     contract = make_contract(
         "mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"

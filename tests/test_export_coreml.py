@@ -15,9 +15,10 @@ import torch.nn as nn
 ct = pytest.importorskip("coremltools")
 timm = pytest.importorskip("timm")
 
+from edgekd.artifact import load_artifact, make_contract  # noqa: E402
 from edgekd.data import stack  # noqa: E402
 from edgekd.errors import ExportError, RuntimeUnavailableError  # noqa: E402
-from edgekd.export import coreml, export, load_artifact, make_contract  # noqa: E402
+from edgekd.export import coreml, export  # noqa: E402
 from edgekd.export.parity import check_parity  # noqa: E402
 from edgekd.runtimes import open_session, prepare_input  # noqa: E402
 from tests.helpers import tiny_export_model  # noqa: E402

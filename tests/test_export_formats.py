@@ -9,9 +9,10 @@ import platform
 import pytest
 import torch
 
+from edgekd.artifact import FORMATS, load_artifact, make_contract
 from edgekd.data import representative_images, stack
 from edgekd.errors import ExportError
-from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, export, load_artifact, make_contract
+from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity, load_gates
 from edgekd.runtimes import can_run_here
 from tests.helpers import tiny_export_model

@@ -5,8 +5,9 @@ import onnx
 import pytest
 import torch.nn as nn
 
+from edgekd.artifact import load_artifact, make_contract
 from edgekd.errors import ExportError
-from edgekd.export import export, load_artifact, make_contract
+from edgekd.export import export
 from edgekd.export.onnx import export_model, read_onnx_metadata, supported_opsets
 from edgekd.runtimes import open_session
 from tests.helpers import tiny_export_model

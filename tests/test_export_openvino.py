@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgekd.artifact import Artifact, load_artifact, make_contract
 from edgekd.data import stack
 from edgekd.errors import ExportError
-from edgekd.export import MIN_CALIBRATION_IMAGES, Artifact, export, load_artifact, make_contract
+from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity
 from tests.helpers import tiny_export_model
 

@@ -157,7 +157,7 @@ def test_a_request_no_format_can_meet_is_refused_listing_the_pairs():
 
 
 def test_export_inputs_refuse_zero_images(digits):
-    from edgekd.export.source import export_inputs
+    from edgekd.export.suite import export_inputs
 
     with pytest.raises(
         ConfigError, match=r"--parity-images 0: parity and int8 calibration need at least one"

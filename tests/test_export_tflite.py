@@ -7,9 +7,10 @@ import timm
 import torch
 import torch.nn as nn
 
+from edgekd.artifact import FORMATS, Contract, load_artifact
 from edgekd.data import stack
 from edgekd.errors import ExportError
-from edgekd.export import FORMATS, MIN_CALIBRATION_IMAGES, Contract, export, load_artifact
+from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity
 from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
 from edgekd.runtimes import open_session, predict, to_layout

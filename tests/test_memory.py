@@ -5,8 +5,9 @@ import torch
 import torch.nn as nn
 
 from edgekd.analysis import Buffer, analyze, plan_arena
+from edgekd.artifact import Contract
 from edgekd.devices.local import measure_tflite_memory
-from edgekd.export import Contract, export
+from edgekd.export import export
 
 
 class _Net(nn.Module):

@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import timm
 
-from edgekd._resources import shipped_dir
 from edgekd.errors import ConfigError
+from edgekd.paths import shipped_dir
 from edgekd.profiles import COLUMNS, ProfileRow, read_profile, read_profile_file, write_profile_file
 
 SHIPPED = sorted(p.stem for p in shipped_dir("profiles").glob("*.csv"))

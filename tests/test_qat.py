@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgekd.artifact import Contract, load_artifact
 from edgekd.data import stack
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ExportError
-from edgekd.export import MIN_CALIBRATION_IMAGES, Contract, export, load_artifact
+from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.runtimes import open_session, predict, to_layout
 from tests.helpers import one_torch_thread
 

@@ -3,8 +3,8 @@ format, never the runtime's own exception (ValueError, RuntimeError, ONNX Runtim
 
 import pytest
 
+from edgekd.artifact import Artifact, make_contract
 from edgekd.errors import ExportError
-from edgekd.export import Artifact, make_contract
 from edgekd.runtimes import open_session
 
 

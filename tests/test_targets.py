@@ -66,7 +66,7 @@ def test_unknown_target_lists_valid_names_and_closest():
 
 
 def _write(tmp_path, mutate):
-    from edgekd._resources import shipped_dir
+    from edgekd.paths import shipped_dir
 
     data = yaml.safe_load((shipped_dir("targets") / "pi5.yaml").read_text())
     mutate(data)
@@ -108,7 +108,7 @@ def test_invalid_yaml_and_name_mismatch(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_target(bad)
-    from edgekd._resources import shipped_dir
+    from edgekd.paths import shipped_dir
 
     renamed = tmp_path / "pi9.yaml"
     shutil.copy(shipped_dir("targets") / "pi5.yaml", renamed)
@@ -160,7 +160,7 @@ def test_extends_errors_unknown_parent_and_cycle(tmp_path):
 
 
 def test_user_dirs_from_the_environment_and_no_silent_shadowing(tmp_path, monkeypatch):
-    from edgekd._resources import shipped_dir
+    from edgekd.paths import shipped_dir
 
     mine = tmp_path / "env-targets"
     mine.mkdir()

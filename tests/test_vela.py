@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from edgekd.artifact import Contract
 from edgekd.data import stack
 from edgekd.errors import ConfigError, DependencyError, ExportError
-from edgekd.export import Contract, export
+from edgekd.export import export
 from tests.test_export_tflite import export_zoo_int8
 
 

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from edgekd.devices.bench import COMPUTE_UNITS, SUFFIXES
+from edgekd.bench import COMPUTE_UNITS, SUFFIXES
 from edgekd.devices.local import LatencyStats
 from edgekd.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One artifact timed on one device under the shared protocol (`edgekd.devices.bench`)."""
+    """One artifact timed on one device under the shared protocol (`edgekd.bench`)."""
 
     device: str  # the URI it was measured on
     artifact: str  # the file name
@@ -82,7 +82,7 @@ FORMAT_NAMES = {"tflite": "TFLite", "openvino": "OpenVINO IR", "onnx": "ONNX", "
 def artifact_format(artifact: Path) -> str:
     """The format of the artifact at `artifact` (tflite, openvino, onnx, coreml), refusing, before any
     device is contacted, a path that is missing, of an unknown kind, or without its companion files."""
-    from edgekd.export import companion_files
+    from edgekd.artifact import companion_files
 
     artifact = Path(artifact)
     fmt = SUFFIXES.get(artifact.suffix)

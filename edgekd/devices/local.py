@@ -1,4 +1,4 @@
-"""The one timing protocol (STYLE.md item 9, `edgekd.devices.bench`), here on this host through
+"""The one timing protocol (STYLE.md item 9, `edgekd.bench`), here on this host through
 edgekd's runtime sessions. Benchmarks reuse it.
 
 Build the session once (its load + first inference is the cold start, reported apart), warm up, then
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgekd.devices.bench import summarize, timed_runs
-from edgekd.export import Artifact
+from edgekd.artifact import Artifact
+from edgekd.bench import cpu_info, summarize, timed_runs
 from edgekd.progress import Observer, SilentObserver
 from edgekd.runtimes import Session, open_session
 
@@ -47,12 +47,7 @@ class LatencyStats:
 
 
 def host_description() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_info().get("model name") or platform.processor() or platform.machine()
     return f"{model} ({os.cpu_count()} logical CPUs, {platform.system()} {platform.release()})"
 
 
@@ -218,19 +213,19 @@ def measure_tflite_memory(path: str) -> TFLiteMemory:
 
 
 class LocalDevice:
-    """This host, timed by the same script an SSH device runs (`edgekd.devices.bench`), in-process."""
+    """This host, timed by the same script an SSH device runs (`edgekd.bench`), in-process."""
 
     uri = "local"
 
     def check(self) -> dict:
-        from edgekd.devices.bench import fingerprint
+        from edgekd.bench import fingerprint
 
         return fingerprint()
 
     def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
         """`settings` (`ProfileSettings`): all but the timeout apply; nothing here is waited on."""
+        from edgekd.bench import MissingRuntime, UnreadableArtifact, bench, fingerprint
         from edgekd.devices import FORMAT_NAMES, Measurement, ProfileSettings, artifact_format
-        from edgekd.devices.bench import MissingRuntime, UnreadableArtifact, bench, fingerprint
         from edgekd.errors import DependencyError, ExportError, RuntimeUnavailableError
         from edgekd.runtimes import CoreMLSession, available_here
 
@@ -269,7 +264,7 @@ class LocalDevice:
 
 
 def latency_from_bench(result: dict, device: str) -> LatencyStats:
-    """The `LatencyStats` of one `edgekd.devices.bench` result (here or from a device's JSON)."""
+    """The `LatencyStats` of one `edgekd.bench` result (here or from a device's JSON)."""
     return LatencyStats(
         **{
             k: result[k]

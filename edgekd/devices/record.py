@@ -48,7 +48,7 @@ def device_mismatch(spec: str, target: str) -> str | None:
 def artifact_contract(artifact: Path):
     """The contract in the artifact's sidecar (edgekd wrote it), which a row needs: so a row is never
     guessed from a file name."""
-    from edgekd.export import load_artifact
+    from edgekd.artifact import load_artifact
 
     try:
         return load_artifact(artifact).contract

@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from edgekd._io import write_with
-from edgekd._resources import user_config_dir
 from edgekd.devices import Device, redacted
 from edgekd.errors import ConfigError, UnknownNameError
+from edgekd.paths import user_config_dir
 
 DEVICES_FILE = "devices.yaml"
 SCHEMES = ("local", "ssh://", "adb://")

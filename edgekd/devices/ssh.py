@@ -2,7 +2,7 @@
 
 The system OpenSSH client does the work, so the user's `~/.ssh/config`, keys, agent and jump hosts
 apply, and host-key checking stays on (an unknown host key fails; edgekd never accepts one). The
-artifact and the self-contained bench script (`edgekd.devices.bench`) go to a fresh temporary
+artifact and the self-contained bench script (`edgekd.bench`) go to a fresh temporary
 directory on the device as a tar stream over the SSH channel (no scp or sftp needed there); the
 script's JSON comes back on stdout; the directory, and any bench still running in it, are removed
 afterwards, also when the bench fails, times out or the user presses Ctrl-C.
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgekd import bench
+from edgekd.bench import MISSING_RUNTIME_EXIT, one_line
 from edgekd.devices import (
     Measurement,
     ProfileSettings,
@@ -32,13 +34,12 @@ from edgekd.devices import (
     refuse_option_like,
     refuse_unsafe_characters,
 )
-from edgekd.devices.bench import MISSING_RUNTIME_EXIT, one_line
 from edgekd.devices.local import latency_from_bench
 from edgekd.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)
 
-BENCH_SCRIPT = Path(__file__).with_name("bench.py")
+BENCH_SCRIPT = Path(bench.__file__)
 REMOTE_PREFIX = "edgekd-bench."
 UNREACHABLE = (
     "Connection refused",
@@ -230,7 +231,7 @@ class _RemoteWorkspace:
         return path
 
     def _payload(self) -> bytes:
-        from edgekd.export import companion_files
+        from edgekd.artifact import companion_files
 
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:

@@ -51,8 +51,9 @@ import torch
 import torch.nn as nn
 
 from edgekd._io import write_failures_named
+from edgekd.artifact import Contract, with_versions
 from edgekd.errors import ExportError
-from edgekd.export import Contract, converter_output, with_versions
+from edgekd.export import converter_output
 from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def _check_request(contract, calibration, qat, weight_quantization, target, targ
     if contract.layout != "NCHW" or len(contract.input_shape) != 4 or contract.input_shape[:2] != (1, 3):
         raise ExportError(
             f"the coreml exporter takes an RGB image, NCHW (1, 3, H, W); the contract asks for "
-            f"{contract.layout} {contract.input_shape}. Build it with edgekd.export.make_contract."
+            f"{contract.layout} {contract.input_shape}. Build it with edgekd.artifact.make_contract."
         )
     if len(contract.mean) != 3 or len(contract.std) != 3:
         raise ExportError(

@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 
 from edgekd._io import atomic_path
+from edgekd.artifact import Contract, with_versions
 from edgekd.errors import ExportError
-from edgekd.export import Contract, package_version, with_versions
+from edgekd.export import package_version
 from edgekd.export.diagnose import brief, conversion_error, without_colours
 
 log = logging.getLogger(__name__)

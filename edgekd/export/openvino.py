@@ -38,8 +38,9 @@ from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
 from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
 from edgekd._io import write_failures_named
+from edgekd.artifact import Contract, with_versions
 from edgekd.errors import ExportError
-from edgekd.export import Contract, converter_output, package_version, with_versions
+from edgekd.export import converter_output, package_version
 from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 
 from edgekd._config import from_mapping, load_yaml
-from edgekd._resources import shipped_dir
+from edgekd.artifact import Artifact
 from edgekd.errors import ConfigError, ExportError
-from edgekd.export import Artifact
+from edgekd.paths import shipped_dir
 from edgekd.runtimes import open_session, predict, prepare_input
 
 

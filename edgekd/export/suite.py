@@ -20,14 +20,16 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgekd.artifact import FORMATS, make_contract
 from edgekd.errors import ConfigError, ExportError, RuntimeUnavailableError
-from edgekd.export import FORMATS, export, make_contract
+from edgekd.export import export
 from edgekd.progress import Observer, SilentObserver
 
 if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
+    from edgekd.data import DataSplits
     from edgekd.export.parity import ParityGate
 
 log = logging.getLogger(__name__)
@@ -228,3 +230,34 @@ def merge_rows(earlier: list[dict[str, Any]], rows: list[ExportRow]) -> list[dic
     merged = {(row["format"], row["precision"]): row for row in earlier}
     merged.update({(row.format, row.precision): asdict(row) for row in rows})
     return list(merged.values())
+
+
+def export_inputs(
+    data: DataSplits,
+    parity_images: int | None,
+    calibration_images: int,
+    *,
+    split: str = "val",
+    seed: int = 0,
+) -> ExportInputs:
+    """Parity on `parity_images` images drawn (seeded) from `split` (None: all of it), int8
+    calibrated on `calibration_images` drawn from the training split."""
+    from edgekd.data import representative_images, stack, stack_sample
+
+    for option, count in (("--parity-images", parity_images), ("--calibration-images", calibration_images)):
+        if count is not None and count < 1:
+            raise ConfigError(f"{option} {count}: parity and int8 calibration need at least one image.")
+    dataset = getattr(data, split)
+    if parity_images is None:
+        images, targets = stack(dataset)
+    else:
+        images, targets = stack_sample(dataset, parity_images, seed=seed)
+    return ExportInputs(
+        input_size=data.input_size,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        labels=tuple(data.classes),
+        images=images,
+        targets=targets,
+        calibration=representative_images(data.train, calibration_images, seed=seed),
+    )

@@ -36,8 +36,9 @@ import torch
 import torch.nn as nn
 
 from edgekd._io import write_bytes_atomic
+from edgekd.artifact import Contract, with_versions
 from edgekd.errors import ExportError
-from edgekd.export import Contract, converter_output, package_version, with_versions
+from edgekd.export import converter_output, package_version
 from edgekd.export.diagnose import conversion_error
 
 log = logging.getLogger(__name__)

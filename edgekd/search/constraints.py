@@ -120,7 +120,7 @@ def _cache_path(kind: str, candidate: Candidate, setting: str) -> Path:
     import timm
     import torch
 
-    from edgekd.teachers import default_cache_dir
+    from edgekd.paths import default_cache_dir
 
     knobs = json.dumps(candidate.kwargs, sort_keys=True)
     key = hashlib.sha256(f"{candidate.arch}|{knobs}|{setting}".encode()).hexdigest()[:16]

@@ -1,6 +1,8 @@
 """The one timing protocol, as a script that runs anywhere: on this host (imported by
 `edgekd.devices.local`) and copied alone onto a device over SSH, where edgekd is not installed.
-It needs only the Python standard library, numpy, and the runtime of the artifact's format.
+It needs only the Python standard library, numpy, and the runtime of the artifact's format. As it
+imports nothing of edgekd it sits on the bottom floor, so that `edgekd.runtimes` and `edgekd.hostinfo`
+may use its helpers (`one_line`, `cpu_info`) without importing `edgekd.devices`.
 
 Protocol: build the interpreter once (its load + first inference is the cold start, reported
 apart), warm up, then invoke until both a minimum count and a minimum time are reached; report
@@ -102,12 +104,21 @@ def _clock_mhz() -> float | None:
     return _thousandths("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
 
 
+def cpu_info() -> dict:
+    """/proc/cpuinfo as {key: value}, each key's first value (the first core's); {} where there is
+    none (macOS). edgekd's one reader of it: `edgekd.hostinfo` and `edgekd.devices.local` use it too."""
+    info = {}
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info
+
+
 def _cpu_model() -> str:
-    info = _read("/proc/cpuinfo") or ""
+    info = cpu_info()
     for key in ("model name", "Model", "Hardware", "cpu model"):
-        for line in info.splitlines():
-            if line.split(":", 1)[0].strip() == key:
-                return line.split(":", 1)[1].strip()
+        if key in info:
+            return info[key]
     if platform.system() == "Darwin":
         import subprocess
 

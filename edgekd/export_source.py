@@ -1,6 +1,9 @@
 """What `edgekd export` exports: the student of a `fit` run directory, or an edgekd checkpoint, with the
 real images its parity is checked on and its int8 calibrated with.
 
+It reads a fit run (its `config.yaml` through `FitConfig`), so it sits on the pipeline's floor, above
+the converters in `edgekd.export`, which know nothing of runs.
+
 A run directory brings everything: its student (`student.safetensors`), the data it was fitted on
 (`config.yaml`) and its target (for format options such as Core ML's deployment target). A bare
 checkpoint carries its architecture, classes, input size and normalisation; its images come from
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from edgekd.data import DataSplits
-    from edgekd.export.suite import ExportInputs
 
 CHECKPOINT_SUFFIX = ".safetensors"
 
@@ -42,9 +44,9 @@ class ExportSource:
 def load_export_source(source: Path, data: Path | None = None, cache_dir: Path | None = None) -> ExportSource:
     from edgekd.checkpoint import load_model
     from edgekd.data import decode_once, load_data
+    from edgekd.paths import default_cache_dir
     from edgekd.pipeline import FitConfig
-    from edgekd.targets import get_target
-    from edgekd.teachers import default_cache_dir
+    from edgekd.targets import get_target, target_format_options
 
     source = Path(source)
     options: dict[str, dict[str, Any]] = {}
@@ -79,42 +81,3 @@ def load_export_source(source: Path, data: Path | None = None, cache_dir: Path |
             f"with {splits.mean} / {splits.std}."
         )
     return ExportSource(model.eval(), info.arch, splits, out_dir, options)
-
-
-def export_inputs(
-    data: DataSplits,
-    parity_images: int | None,
-    calibration_images: int,
-    *,
-    split: str = "val",
-    seed: int = 0,
-) -> ExportInputs:
-    """Parity on `parity_images` images drawn (seeded) from `split` (None: all of it), int8
-    calibrated on `calibration_images` drawn from the training split."""
-    from edgekd.data import representative_images, stack, stack_sample
-    from edgekd.export.suite import ExportInputs
-
-    for option, count in (("--parity-images", parity_images), ("--calibration-images", calibration_images)):
-        if count is not None and count < 1:
-            raise ConfigError(f"{option} {count}: parity and int8 calibration need at least one image.")
-    dataset = getattr(data, split)
-    if parity_images is None:
-        images, targets = stack(dataset)
-    else:
-        images, targets = stack_sample(dataset, parity_images, seed=seed)
-    return ExportInputs(
-        input_size=data.input_size,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        labels=tuple(data.classes),
-        images=images,
-        targets=targets,
-        calibration=representative_images(data.train, calibration_images, seed=seed),
-    )
-
-
-def target_format_options(target) -> dict[str, dict[str, Any]]:
-    """Options a target sets for its own format: its minimum deployment target (Core ML's)."""
-    if target.deployment_target:
-        return {target.format: {"deployment_target": target.deployment_target}}
-    return {}

@@ -1,4 +1,6 @@
-"""Where the YAML that ships with edgekd lives: inside the wheel, or at the top of a source checkout."""
+"""Where edgekd reads and writes outside a run directory: the YAML it ships (inside the wheel, or at the
+top of a source checkout), the user's config directory and the cache. The one module that decides
+these paths, so that every floor can ask for them without importing the module that fills them."""
 
 from __future__ import annotations
 
@@ -23,3 +25,11 @@ def user_config_dir() -> Path:
     if os.environ.get("EDGEKD_CONFIG_DIR"):
         return Path(os.environ["EDGEKD_CONFIG_DIR"])
     return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "edgekd"
+
+
+def default_cache_dir() -> Path:
+    """`$EDGEKD_CACHE_DIR`, else the platform's user cache dir (`~/.cache/edgekd` on Linux): cached
+    teachers, decoded data, analyses and measured rates."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("EDGEKD_CACHE_DIR") or user_cache_dir("edgekd"))
