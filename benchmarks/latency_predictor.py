@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from edgekd._io import write_json_atomic
-    from edgekd.latency import leave_one_out
+    from edgekd.latency_validation import leave_one_out
     from edgekd.profiles import profile_dirs
     from edgekd.targets import get_target
 

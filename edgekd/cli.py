@@ -570,7 +570,7 @@ def latency_predict(
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.latency import predict_model
+    from edgekd.predict import predict_model
     from edgekd.targets import get_target
 
     t = get_target(target, tuple(targets_dir or ()))
@@ -622,7 +622,7 @@ def latency_validate(
     from rich.table import Table
 
     from edgekd._console import RichObserver
-    from edgekd.latency import leave_one_out, write_validation
+    from edgekd.latency_validation import leave_one_out, write_validation
     from edgekd.targets import get_target
 
     t = get_target(target, tuple(targets_dir or ()))
@@ -877,7 +877,7 @@ def latency_calibrate(
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.latency import calibration_report
+    from edgekd.latency_validation import calibration_report
     from edgekd.targets import get_target
 
     if threads is not None and threads < 1:

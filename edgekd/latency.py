@@ -17,8 +17,12 @@ shared level plus per-class offsets, and the offsets are penalised, so a group w
 fits little more than a level and an overhead while the host's hundred rows fit every class. Without
 rows for the group the priors are used as they are, and the prediction says so.
 
+This module is the cost model and its calibration; `edgekd.latency_validation` checks it against
+the profiles (the calibration report, leave-one-out), and `edgekd.predict` is the façade that also
+covers Ethos-U targets through Vela (`edgekd.vela`), which this module never imports.
+
 Example:
-    >>> from edgekd.latency import predict_model
+    >>> from edgekd.predict import predict_model
     >>> # predict_model("mobilenetv3_small_100", get_target("host"), input_size=224).latency_ms
 """
 
@@ -27,15 +31,12 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from edgekd.analysis import BYTES_PER_VALUE, COST_CLASSES, ModelCost
-from edgekd.errors import EdgeKDError
 from edgekd.profiles import ProfileRow, read_profile
-from edgekd.progress import Observer, SilentObserver
 from edgekd.targets import Target
 
 log = logging.getLogger(__name__)
@@ -104,36 +105,6 @@ class Coefficients:
             invoke_overhead_us=float(values[2 * k + 1]),
             **fields,
         )
-
-
-@dataclass(frozen=True)
-class NpuEstimate:
-    """Vela's estimate for an Ethos-U target, from the int8 file edgekd would ship."""
-
-    latency_ms: float
-    sram_bytes: int
-    flash_bytes: int
-    npu_ops: int
-    cpu_ops: int
-    cpu_fallbacks: tuple[str, ...]  # "OP_TYPE name: Vela's reason"
-    provenance: str
-
-    @property
-    def npu_op_share(self) -> float:
-        return self.npu_ops / max(self.npu_ops + self.cpu_ops, 1)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    model: str
-    input_size: int
-    latency_ms: float
-    per_class_ms: dict[str, float]
-    coefficients: Coefficients
-    macs: int
-    params: int
-    peak_memory_bytes: int
-    npu: NpuEstimate | None = None  # an Ethos-U target: Vela's figures instead of the roofline
 
 
 def op_times_s(table: OpTable, target: Target, precision: str, threads: int, theta: np.ndarray) -> np.ndarray:
@@ -275,16 +246,6 @@ def op_table(arch: str, input_size: int) -> OpTable:
     )
 
 
-def _op_tables(rows: list[ProfileRow], observer: Observer, description: str) -> list[OpTable]:
-    task = observer.task(description, total=len(rows))
-    tables = []
-    for row in rows:
-        tables.append(op_table(row.model, row.input_size))
-        task.advance(1)
-    task.close()
-    return tables
-
-
 def calibration_rows(target: Target, precision: str, threads: int) -> list[ProfileRow]:
     rows = read_profile(target.name)
     return group_rows(rows).get((target.profile_runtime, precision, threads), [])
@@ -309,6 +270,13 @@ def calibrate(target: Target, precision: str | None = None, threads: int | None 
     if key not in _calibrations:
         _calibrations[key] = _calibrate(target, precision, threads)
     return _calibrations[key]
+
+
+def forget_calibration(target: Target, precision: str, threads: int) -> None:
+    """Drop this process's fit of (target, precision, threads), so that the next prediction refits it
+    to the profile rows as they are now."""
+    for key in [k for k in _calibrations if k[:3] == (target.name, precision, threads)]:
+        del _calibrations[key]
 
 
 def _calibrate(target: Target, precision: str, threads: int) -> Coefficients:
@@ -336,61 +304,6 @@ def _calibrate(target: Target, precision: str, threads: int) -> Coefficients:
     return coefficients_from_vector(theta, target, precision, threads, rows)
 
 
-@dataclass(frozen=True)
-class CalibrationReport:
-    """The predictor on one group of profile rows before calibration (the target file's priors) and
-    after (fitted to those rows)."""
-
-    rows: tuple[ProfileRow, ...]
-    before_ms: tuple[float, ...]
-    after_ms: tuple[float, ...]
-    coefficients: Coefficients
-
-    @staticmethod
-    def _mape(predicted: tuple[float, ...], rows: tuple[ProfileRow, ...]) -> float:
-        return 100 * float(
-            np.mean([abs(p / r.latency_ms_median - 1) for p, r in zip(predicted, rows, strict=True)])
-        )
-
-    @property
-    def before_mape(self) -> float:
-        return self._mape(self.before_ms, self.rows)
-
-    @property
-    def after_mape(self) -> float:
-        return self._mape(self.after_ms, self.rows)
-
-
-def calibration_report(
-    target: Target, precision: str | None = None, threads: int | None = None
-) -> CalibrationReport:
-    """Refit the predictor of (target, precision, threads) to its profile rows as they are now (new
-    `edgekd profile --record` rows included) and compare with the priors on the same rows."""
-    precision = precision or target.default_precision
-    threads = target.threads if threads is None else threads
-    rows = tuple(calibration_rows(target, precision, threads))
-    if not rows:
-        groups = group_rows(read_profile(target.name))
-        have = (
-            ", ".join(f"{r} {p} {t} threads ({len(v)})" for (r, p, t), v in sorted(groups.items())) or "none"
-        )
-        raise EdgeKDError(
-            f"profiles/{target.name}.csv has no {target.profile_runtime} {precision} rows at {threads} "
-            f"threads to calibrate on (groups there: {have}); record some with "
-            f"`edgekd profile ARTIFACT --device D --record --target {target.name}`."
-        )
-    for key in [k for k in _calibrations if k[:3] == (target.name, precision, threads)]:
-        del _calibrations[key]  # the next prediction in this process uses the new fit
-    fitted = calibrate(target, precision, threads)
-    prior = prior_coefficients(target, precision, threads)
-    tables = [op_table(r.model, r.input_size) for r in rows]
-
-    def predict(c: Coefficients) -> tuple[float, ...]:
-        return tuple(model_time_s(t, target, precision, threads, c.vector()) * 1e3 for t in tables)
-
-    return CalibrationReport(rows, predict(prior), predict(fitted), fitted)
-
-
 def predict_latency_ms(
     cost: ModelCost, target: Target, precision: str | None = None, threads: int | None = None
 ) -> float:
@@ -398,198 +311,4 @@ def predict_latency_ms(
     table = OpTable.from_cost(cost)
     return (
         model_time_s(table, target, coefficients.precision, coefficients.threads, coefficients.vector()) * 1e3
-    )
-
-
-def predict_model(
-    arch: str,
-    target: Target,
-    *,
-    input_size: int | None = None,
-    precision: str | None = None,
-    threads: int | None = None,
-    num_classes: int = 1000,
-) -> Prediction:
-    """Predict a timm architecture's latency on `target`, with the per-class breakdown."""
-    from edgekd.analysis import analyze
-    from edgekd.catalog import build_model
-
-    input_size = input_size or target.input_size
-    precision = precision or target.default_precision
-    if precision not in target.precisions:
-        raise EdgeKDError(
-            f"target {target.name} does not run {precision}; "
-            f"its precisions are {', '.join(target.precisions)}."
-        )
-    model = build_model(arch, num_classes)
-    cost = analyze(model, input_size)
-    if target.latency_model.estimator == "vela":
-        npu = estimate_on_npu(model, target, input_size)
-        return Prediction(
-            model=arch,
-            input_size=input_size,
-            latency_ms=npu.latency_ms,
-            per_class_ms={},
-            coefficients=prior_coefficients(target, precision, target.threads, npu.provenance),
-            macs=cost.macs,
-            params=cost.params,
-            peak_memory_bytes=npu.sram_bytes + npu.flash_bytes,
-            npu=npu,
-        )
-    coefficients = calibrate(target, precision, threads)
-    table = OpTable.from_cost(cost)
-    theta = coefficients.vector()
-    times = op_times_s(table, target, precision, coefficients.threads, theta)
-    per_class = {c: float(times[table.classes == i].sum() * 1e3) for i, c in enumerate(COST_CLASSES)}
-    per_class["invoke"] = coefficients.invoke_overhead_us * 1e-3
-    return Prediction(
-        model=arch,
-        input_size=input_size,
-        latency_ms=model_time_s(table, target, precision, coefficients.threads, theta) * 1e3,
-        per_class_ms={c: v for c, v in per_class.items() if v > 0},
-        coefficients=coefficients,
-        macs=cost.macs,
-        params=cost.params,
-        peak_memory_bytes=cost.peak_memory_bytes(precision),
-    )
-
-
-@dataclass(frozen=True)
-class GroupValidation:
-    """Leave-one-out over one (runtime, precision, threads) group of a target's profile."""
-
-    target: str
-    runtime: str
-    precision: str
-    threads: int
-    rows: int
-    mape: float
-    within_10: float
-    within_20: float
-    spearman: float | None
-    published_only: bool
-    prior_mape: float  # the target file's priors alone, nothing fitted: how far off an uncalibrated group is
-    predictions: list[dict] = field(default_factory=list)
-
-
-def leave_one_out(
-    target: Target, min_rows: int = 3, observer: Observer | None = None
-) -> list[GroupValidation]:
-    """For every group with at least `min_rows` rows: fit on all rows but one, predict that one."""
-    from scipy.stats import spearmanr
-
-    observer = observer or SilentObserver()
-    results = []
-    for (runtime, precision, threads), rows in sorted(group_rows(read_profile(target.name)).items()):
-        if len(rows) < min_rows or precision not in target.compute.peak_gflops:
-            continue
-        tables = _op_tables(rows, observer, f"tracing {runtime} {precision} {threads}-thread models")
-        measured = np.array([r.latency_ms_median for r in rows])
-        predicted = np.empty(len(rows))
-        task = observer.task(f"leave-one-out {runtime} {precision} {threads} threads", total=len(rows))
-        for i in range(len(rows)):
-            keep = [j for j in range(len(rows)) if j != i]
-            theta = fit_coefficients(
-                [tables[j] for j in keep], list(measured[keep]), target, precision, threads
-            )
-            predicted[i] = model_time_s(tables[i], target, precision, threads, theta) * 1e3
-            task.advance(1)
-        task.close()
-        errors = (predicted - measured) / measured
-        priors = prior_coefficients(target, precision, threads).vector()
-        from_priors = np.array([model_time_s(t, target, precision, threads, priors) * 1e3 for t in tables])
-        rho = spearmanr(predicted, measured).statistic if len(rows) >= 3 else None
-        results.append(
-            GroupValidation(
-                target=target.name,
-                runtime=runtime,
-                precision=precision,
-                threads=threads,
-                rows=len(rows),
-                mape=float(np.mean(np.abs(errors)) * 100),
-                within_10=float(np.mean(np.abs(errors) <= 0.10) * 100),
-                within_20=float(np.mean(np.abs(errors) <= 0.20) * 100),
-                spearman=None if rho is None or math.isnan(rho) else float(rho),
-                published_only=all(not r.source.startswith("measured") for r in rows),
-                prior_mape=float(np.mean(np.abs(from_priors / measured - 1)) * 100),
-                predictions=[
-                    {
-                        "model": r.model,
-                        "input_size": r.input_size,
-                        "measured_ms": float(m),
-                        "predicted_ms": round(float(p), 4),
-                        "error_pct": round(float(e) * 100, 2),
-                    }
-                    for r, m, p, e in zip(rows, measured, predicted, errors, strict=True)
-                ],
-            )
-        )
-    return results
-
-
-def write_validation(results: list[GroupValidation], path: Path) -> Path:
-    from edgekd._io import write_json_atomic
-
-    return write_json_atomic(path, {"groups": [asdict(r) for r in results]})
-
-
-def estimate_on_npu(
-    model, target: Target, input_size: int, *, work_dir: Path | None = None, calibration_images: int = 64
-) -> NpuEstimate:
-    """Export `model` to int8 TFLite the way edgekd ships it and let Vela estimate it for `target`.
-
-    The weights are re-initialised so no branch folds away (`catalog.randomize_norm_layers`), and the
-    quantizer is calibrated on random images: Vela's timing depends on shapes and on how well the
-    weights compress, not on accuracy, so a model's latency can be estimated before it is trained."""
-    import copy
-    import tempfile
-
-    import torch
-
-    from edgekd.artifact import Contract
-    from edgekd.catalog import randomize_norm_layers
-    from edgekd.export import export
-    from edgekd.vela import compile_for_ethos_u
-
-    if target.vela is None:
-        raise EdgeKDError(f"target {target.name} has no vela: section; Vela cannot estimate it.")
-    model = randomize_norm_layers(copy.deepcopy(model)).eval()
-    images = torch.randn(
-        calibration_images, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)
-    )
-    contract = Contract(
-        arch=getattr(model, "default_cfg", {}).get("architecture", type(model).__name__),
-        input_name="input",
-        input_shape=(1, input_size, input_size, 3),
-        layout="NHWC",
-        mean=(0.0,) * 3,
-        std=(1.0,) * 3,
-        labels=(),
-        precision="int8",
-    )
-    with tempfile.TemporaryDirectory(prefix="edgekd-vela-") as scratch:
-        out = Path(work_dir) if work_dir is not None else Path(scratch)
-        artifact = export(
-            model, "tflite", out, contract=contract, calibration=images, min_calibration=calibration_images
-        )
-        report = compile_for_ethos_u(
-            artifact.path,
-            out / "vela",
-            accelerator=target.vela.accelerator,
-            system_config=target.vela.system_config,
-            memory_mode=target.vela.memory_mode,
-        )
-    fallbacks = tuple(f"{op.op_type} {op.name}: {op.reason}" for op in report.cpu_fallbacks)
-    return NpuEstimate(
-        latency_ms=report.inference_ms,
-        sram_bytes=report.sram_bytes,
-        flash_bytes=report.flash_bytes,
-        npu_ops=report.npu_ops,
-        cpu_ops=report.cpu_ops,
-        cpu_fallbacks=fallbacks,
-        provenance=(
-            f"Vela {report.vela_version} estimate for {target.vela.accelerator} "
-            f"({target.vela.system_config}, {target.vela.memory_mode}) of the int8 TFLite file; "
-            f"CPU-side ops are not timed"
-        ),
     )

@@ -207,14 +207,14 @@ def prepare_qat(model: nn.Module, example_nchw: torch.Tensor, *, arch: str | Non
     import litert_torch
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from edgekd.export.tflite import _capture, int8_quantizer
+    from edgekd.export.tflite import capture, int8_quantizer
 
     # A dynamic batch dimension needs an example of at least 2 (torch.export specialises size 1).
     examples = example_nchw.detach().float()[:2]
     examples = examples.repeat(2, 1, 1, 1) if len(examples) == 1 else examples
     examples = examples.permute(0, 2, 3, 1).contiguous()  # the channel-last wrapper takes NHWC
     channels_last = litert_torch.to_channel_last_io(copy.deepcopy(model), args=[0]).train()
-    graph, _ = _capture(channels_last, examples, arch, max_batch=None, allow_batch_one=False)
+    graph, _ = capture(channels_last, examples, arch, max_batch=None, allow_batch_one=False)
     quantizer = int8_quantizer(qat=True)
     try:
         prepared = prepare_qat_pt2e(graph, quantizer)

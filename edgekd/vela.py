@@ -5,7 +5,9 @@ Vela runs in a subprocess (`python -m ethosu.vela`, from the `vela` extra); its 
 time, cycles and memory, its stdout the CPU/NPU operator counts and the reason each unsupported
 operator was refused, and the compiled `_vela.tflite` itself says which ops fall back: every op that
 is not Vela's `ethos-u` custom op runs on the CPU. The estimate is Vela's own performance model of
-the NPU, not a measurement; CPU-side ops are not included in it.
+the NPU, not a measurement; CPU-side ops are not included in it. `estimate_on_npu` is edgekd's one
+Vela estimate of a model: it exports the int8 file edgekd would ship and compiles it, so this module
+sits above the exporter (`edgekd.predict` and the search ask it; the cost model never does).
 
 What makes a PyTorch graph NPU-clean (checked with Vela 5.2 on Ethos-U55-256; `edgekd.export`
 int8 does all of it, and mobilenetv2_050, mobilenetv3_small_050, lcnet_050 and resnet10t at 96 px
@@ -42,10 +44,14 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgekd._io import write_json_atomic, write_text_atomic
 from edgekd._registry import did_you_mean
-from edgekd.errors import ConfigError, DependencyError, ExportError
+from edgekd.errors import ConfigError, DependencyError, EdgeKDError, ExportError
+
+if TYPE_CHECKING:
+    from edgekd.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -335,3 +341,81 @@ def _vela_version() -> str:
         return version("ethos-u-vela")
     except PackageNotFoundError:
         return "unknown"
+
+
+@dataclass(frozen=True)
+class NpuEstimate:
+    """Vela's estimate for an Ethos-U target, from the int8 file edgekd would ship."""
+
+    latency_ms: float
+    sram_bytes: int
+    flash_bytes: int
+    npu_ops: int
+    cpu_ops: int
+    cpu_fallbacks: tuple[str, ...]  # "OP_TYPE name: Vela's reason"
+    provenance: str
+
+    @property
+    def npu_op_share(self) -> float:
+        return self.npu_ops / max(self.npu_ops + self.cpu_ops, 1)
+
+
+def estimate_on_npu(
+    model, target: Target, input_size: int, *, work_dir: Path | None = None, calibration_images: int = 64
+) -> NpuEstimate:
+    """Export `model` to int8 TFLite the way edgekd ships it and let Vela estimate it for `target`.
+
+    The weights are re-initialised so no branch folds away (`catalog.randomize_norm_layers`), and the
+    quantizer is calibrated on random images: Vela's timing depends on shapes and on how well the
+    weights compress, not on accuracy, so a model's latency can be estimated before it is trained."""
+    import copy
+    import tempfile
+
+    import torch
+
+    from edgekd.artifact import Contract
+    from edgekd.catalog import randomize_norm_layers
+    from edgekd.export import export
+
+    if target.vela is None:
+        raise EdgeKDError(f"target {target.name} has no vela: section; Vela cannot estimate it.")
+    model = randomize_norm_layers(copy.deepcopy(model)).eval()
+    images = torch.randn(
+        calibration_images, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)
+    )
+    contract = Contract(
+        arch=getattr(model, "default_cfg", {}).get("architecture", type(model).__name__),
+        input_name="input",
+        input_shape=(1, input_size, input_size, 3),
+        layout="NHWC",
+        mean=(0.0,) * 3,
+        std=(1.0,) * 3,
+        labels=(),
+        precision="int8",
+    )
+    with tempfile.TemporaryDirectory(prefix="edgekd-vela-") as scratch:
+        out = Path(work_dir) if work_dir is not None else Path(scratch)
+        artifact = export(
+            model, "tflite", out, contract=contract, calibration=images, min_calibration=calibration_images
+        )
+        report = compile_for_ethos_u(
+            artifact.path,
+            out / "vela",
+            accelerator=target.vela.accelerator,
+            system_config=target.vela.system_config,
+            memory_mode=target.vela.memory_mode,
+        )
+    fallbacks = tuple(f"{op.op_type} {op.name}: {op.reason}" for op in report.cpu_fallbacks)
+    return NpuEstimate(
+        latency_ms=report.inference_ms,
+        sram_bytes=report.sram_bytes,
+        flash_bytes=report.flash_bytes,
+        npu_ops=report.npu_ops,
+        cpu_ops=report.cpu_ops,
+        cpu_fallbacks=fallbacks,
+        provenance=(
+            f"Vela {report.vela_version} estimate for {target.vela.accelerator} "
+            f"({target.vela.system_config}, {target.vela.memory_mode}) of the int8 TFLite file; "
+            f"CPU-side ops are not timed"
+        ),
+    )

@@ -93,7 +93,7 @@ def test_profile_over_ssh_records_a_row_that_calibration_fits(loop, tflite, tmp_
     )
     assert float(row["latency_ms_median"]) == pytest.approx(measured["latency"]["median_ms"], rel=1e-4)
 
-    from edgekd.latency import calibration_report
+    from edgekd.latency_validation import calibration_report
     from edgekd.targets import get_target
 
     report = calibration_report(get_target("host"), "fp32", 2)

@@ -211,7 +211,7 @@ def test_predict_command_prints_breakdown_and_provenance(capsys):
 
 
 def test_ethos_u55_latency_comes_from_vela_on_the_int8_file():
-    from edgekd.latency import predict_model
+    from edgekd.predict import predict_model
 
     prediction = predict_model("lcnet_050", get_target("ethos-u55"), input_size=64, num_classes=10)
     npu = prediction.npu

@@ -206,7 +206,7 @@ def _quantize_int8(model: nn.Module, calibration_nchw: torch.Tensor, arch: str):
 
     images = calibration_nchw.permute(0, 2, 3, 1).contiguous()  # the wrapper takes NHWC
     quantizer = int8_quantizer()
-    graph, batch = _capture(model, images, arch)
+    graph, batch = capture(model, images, arch)
     try:
         prepared = prepare_pt2e(graph, quantizer)
         with torch.no_grad():
@@ -352,7 +352,7 @@ def _decompose_for_int8(model: torch.fx.GraphModule) -> None:
         model.recompile()
 
 
-def _capture(
+def capture(
     model: nn.Module,
     images: torch.Tensor,
     arch: str,
@@ -360,7 +360,8 @@ def _capture(
     max_batch: int | None = CALIBRATION_BATCH,
     allow_batch_one: bool = True,
 ) -> tuple[torch.fx.GraphModule, int]:
-    """The aten graph PT2E annotates, and the batch size it accepts.
+    """The aten graph PT2E annotates, and the batch size it accepts. Public because quantization-aware
+    training (`edgekd.quantize.prepare_qat`) must capture its graph exactly as this exporter does.
 
     Strict (TorchDynamo) capture comes first: it records each node's `source_fn_stack`, which the
     stock litert annotators use to find `+`, `*`, `cat` and pooling (non-strict capture left

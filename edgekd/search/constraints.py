@@ -21,8 +21,9 @@ from edgekd._io import cached_json
 from edgekd.analysis import ModelCost, analyze
 from edgekd.catalog import Candidate, build_model, deploy_form
 from edgekd.errors import ConfigError, NoFeasibleStudentError
-from edgekd.latency import ANALYSIS_CACHE_VERSION, NpuEstimate, estimate_on_npu, predict_latency_ms
+from edgekd.latency import ANALYSIS_CACHE_VERSION, predict_latency_ms
 from edgekd.targets import Target
+from edgekd.vela import NpuEstimate, estimate_on_npu
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -86,7 +87,7 @@ def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> M
 def candidate_on_npu(
     candidate: Candidate, model: Callable[[], nn.Module], target: Target, input_size: int, num_classes: int
 ) -> NpuEstimate:
-    """Vela's estimate of the candidate on an Ethos-U target (`edgekd.latency.estimate_on_npu`),
+    """Vela's estimate of the candidate on an Ethos-U target (`edgekd.vela.estimate_on_npu`),
     cached on disk by Vela version and the target's Vela configuration: an int8 export and a Vela
     run take tens of seconds per candidate. The estimate is of a randomly initialised network
     anyway (Vela times shapes and weight compression, not accuracy), so a cached one loses nothing."""
