@@ -24,17 +24,13 @@ from edgekd._config import check_directory, from_mapping, load_yaml, to_mapping
 from edgekd._io import describe_os_error, write_json_atomic, write_text_atomic
 from edgekd.errors import ConfigError, FileSystemError, RunInterrupted
 from edgekd.progress import Observer, SilentObserver, StageTracker
+from edgekd.training_time import search_rungs
 
 if TYPE_CHECKING:
     from edgekd.distill.stage import DistillPlan
 
 log = logging.getLogger(__name__)
 
-# A search rung trains on at least this many images for at least this many optimizer steps (as far as
-# the search's epochs allow, which rise on small data to allow it: `search_rungs`): a fresh network
-# scores near chance after a few dozen steps, and a rung of chance scores ranks nothing. On digits
-# (1,259 images, batch 16) trials of 62-158 steps scored 9-24 % against 10 % chance.
-SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 250
 # The default batch (default_batch_size): the largest of these that gives an epoch this many steps.
 BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
 # Above this teacher/student parameter ratio fit suggests a teacher assistant (Mirzadeh et al. 2020
@@ -436,21 +432,6 @@ def _assistant(config: FitConfig, plan, assessments, chosen, teacher_macs: int |
         return build_model(arch, num_classes, **kwargs)
 
     return make_assistant
-
-
-def search_rungs(config: FitConfig, epochs: int, train_images: int) -> dict[str, int]:
-    """`plan_rungs`' limits for a fit of `epochs` on `train_images` (batch decided): the last rung's
-    epochs (`--search-epochs`, else a fifth of the fit's, raised on small data until the last rung
-    reaches SEARCH_MIN_STEPS, never past the fit's epochs) and images, and each rung's floors."""
-    max_images = min(config.search_images or train_images, train_images)
-    least = SEARCH_MIN_STEPS * config.batch_size
-    max_epochs = config.search_epochs or min(epochs, max(1, epochs // 5, math.ceil(least / max_images)))
-    return {
-        "max_epochs": max_epochs,
-        "max_images": max_images,
-        "min_images": min(SEARCH_MIN_IMAGES, max_images),
-        "min_images_seen": least,
-    }
 
 
 def _search(

@@ -103,7 +103,7 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
 
 
 def test_the_search_trains_small_data_long_enough_to_learn():
-    from edgekd.pipeline import SEARCH_MIN_STEPS, search_rungs
+    from edgekd.training_time import SEARCH_MIN_STEPS, search_rungs
 
     # 6,000 images at batch 64: a fifth of 15 epochs, as before (the rung images carry the steps).
     assert search_rungs(FitConfig(batch_size=64), 15, 6000)["max_epochs"] == 3
