@@ -16,8 +16,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edgekd.bench import COMPUTE_UNITS, SUFFIXES
-from edgekd.devices.local import LatencyStats
 from edgekd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Latency statistics of one artifact under the timing protocol, on any device."""
+
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    iqr_ms: float
+    mean_ms: float
+    runs: int
+    cold_start_ms: float
+    threads: int
+    runtime: str
+    runtime_version: str
+    device: str
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from edgekd.devices import (
+    LatencyStats,
     Measurement,
     ProfileSettings,
     artifact_format,
     refuse_option_like,
     refuse_unsafe_characters,
 )
-from edgekd.devices.local import LatencyStats
 from edgekd.errors import ConfigError, DeviceError
 
 REMOTE_ROOT = "/data/local/tmp"

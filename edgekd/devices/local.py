@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekd.artifact import Artifact
 from edgekd.bench import cpu_info, summarize, timed_runs
+from edgekd.devices import LatencyStats
 from edgekd.progress import Observer, SilentObserver
 from edgekd.runtimes import Session, open_session
 
@@ -29,21 +30,6 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from edgekd.devices import Measurement, ProfileSettings
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    median_ms: float
-    p90_ms: float
-    p99_ms: float
-    iqr_ms: float
-    mean_ms: float
-    runs: int
-    cold_start_ms: float
-    threads: int
-    runtime: str
-    runtime_version: str
-    device: str
 
 
 def host_description() -> str:
