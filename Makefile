@@ -28,9 +28,11 @@ sshd:
 		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; }; }; } || \
 		echo "openssh-server is not installed: the SSH profiling tests will skip"
 
+# lint-imports checks the floors declared in pyproject.toml (docs/architecture.md).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

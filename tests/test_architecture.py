@@ -1,0 +1,82 @@
+"""edgekd's floors (docs/architecture.md), checked: the import-linter contracts in pyproject.toml (every
+module of edgekd/ has a floor and imports only downwards; no cycle between sibling modules), and no
+import cycle at all between any two modules, which also covers a package's `__init__` and its own
+modules (import-linter's acyclic_siblings contract compares siblings only)."""
+
+from pathlib import Path
+
+import grimp
+from importlinter.cli import lint_imports
+
+import edgekd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_package_under_test_is_this_checkout():
+    # import-linter finds edgekd on sys.path: the contracts must be checked against these sources.
+    assert Path(edgekd.__file__).resolve().parent == ROOT / "edgekd"
+
+
+def test_import_linter_contracts_are_kept(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    exit_code = lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    report = capsys.readouterr().out
+    assert exit_code == 0, report
+    assert "2 kept, 0 broken" in report
+
+
+def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
+    imports = {m: sorted(graph.find_modules_directly_imported_by(m)) for m in graph.modules}
+    index: dict[str, int] = {}
+    lowest: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+    for start in sorted(imports):
+        if start in index:
+            continue
+        work = [(start, iter(imports[start]))]
+        index[start] = lowest[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            module, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = lowest[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(imports[child])))
+                elif child in on_stack:
+                    lowest[module] = min(lowest[module], index[child])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                lowest[parent] = min(lowest[parent], lowest[module])
+            if lowest[module] == index[module]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == module:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_module_imports_itself_back():
+    # Lazy imports inside functions and TYPE_CHECKING imports count: grimp reads them all.
+    assert import_cycles(grimp.build_graph("edgekd")) == []
+
+
+def test_a_cycle_is_found():
+    graph = grimp.ImportGraph()
+    for importer, imported in (("p", "p.a"), ("p.a", "p.b"), ("p.b", "p"), ("p.b", "p.c")):
+        graph.add_import(importer=importer, imported=imported)
+    assert import_cycles(graph) == [["p", "p.a", "p.b"]]
