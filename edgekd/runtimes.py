@@ -144,7 +144,7 @@ class OnnxRuntimeSession:
 class CoreMLSession:
     """Core ML's own runtime, which exists only on macOS: coremltools loads the .mlpackage and
     predicts with the requested compute units. On Linux this raises RuntimeUnavailableError, and
-    callers validate the package's spec instead (edgekd.export.coreml.validate_package)."""
+    callers validate the package's spec instead (edgekd.export.coreml_package.validate_package)."""
 
     runtime = "coreml"
     only_on = "Darwin"

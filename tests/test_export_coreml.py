@@ -19,6 +19,7 @@ from edgekd.artifact import load_artifact, make_contract  # noqa: E402
 from edgekd.data import stack  # noqa: E402
 from edgekd.errors import ExportError, RuntimeUnavailableError  # noqa: E402
 from edgekd.export import coreml, export  # noqa: E402
+from edgekd.export.coreml_package import validate_package  # noqa: E402
 from edgekd.export.parity import check_parity  # noqa: E402
 from edgekd.runtimes import open_session, prepare_input  # noqa: E402
 from tests.helpers import tiny_export_model  # noqa: E402
@@ -72,7 +73,7 @@ def test_package_validates_and_carries_its_contract(packages, kind):
     precision = KINDS[kind][0]
     assert artifact.path.name == f"model-{precision}.mlpackage"
     assert artifact.path.is_dir() and (artifact.path / "Manifest.json").is_file()
-    report = coreml.validate_package(artifact.path, artifact.contract)
+    report = validate_package(artifact.path, artifact.contract)
     assert report.ok, report.problems
     assert report.deployment_target == "iOS16" and report.spec_version == 7
     assert report.ops["conv"] > 10 and "custom" not in " ".join(report.ops)
@@ -111,9 +112,9 @@ def test_weights_shrink_with_precision(packages):
 
 
 def test_int8_weights_are_compressed_ops(packages):
-    fp16 = coreml.validate_package(packages["fp16"].path, packages["fp16"].contract).ops
-    linear = coreml.validate_package(packages["int8-linear"].path, packages["int8-linear"].contract).ops
-    lut = coreml.validate_package(packages["int8-palettize"].path, packages["int8-palettize"].contract).ops
+    fp16 = validate_package(packages["fp16"].path, packages["fp16"].contract).ops
+    linear = validate_package(packages["int8-linear"].path, packages["int8-linear"].contract).ops
+    lut = validate_package(packages["int8-palettize"].path, packages["int8-palettize"].contract).ops
     assert not any(op.startswith("constexpr_") for op in fp16)
     assert linear["constexpr_affine_dequantize"] > 10 and "constexpr_lut_to_dense" not in linear
     assert lut["constexpr_lut_to_dense"] > 10 and "constexpr_affine_dequantize" not in lut
@@ -136,7 +137,7 @@ def test_newer_deployment_target_uses_its_ops(tiny_model, tmp_path):
     contract = coreml.export_model(
         tiny_model, tmp_path / "m.mlpackage", _contract("int8"), deployment_target="iOS18"
     )
-    report = coreml.validate_package(tmp_path / "m.mlpackage", contract)
+    report = validate_package(tmp_path / "m.mlpackage", contract)
     assert report.ok, report.problems
     assert report.deployment_target == "iOS18" and "constexpr_blockwise_shift_scale" in report.ops
 
@@ -200,7 +201,7 @@ def test_tampered_package_fails_the_check_it_breaks(packages, tmp_path, tamper, 
     spec = ct.utils.load_spec(str(package))
     tamper(spec)
     _spec_path(package).write_bytes(spec.SerializeToString())
-    report = coreml.validate_package(package, packages["fp16"].contract)
+    report = validate_package(package, packages["fp16"].contract)
     assert not report.ok
     assert any(p.startswith(f"{check}: ") and message in p for p in report.problems), report.problems
 
@@ -215,19 +216,19 @@ def test_tampered_package_fails_the_check_it_breaks(packages, tmp_path, tamper, 
 )
 def test_package_is_checked_against_the_contract(packages, change, checks):
     artifact = packages["fp16"]
-    report = coreml.validate_package(artifact.path, replace(artifact.contract, **change))
+    report = validate_package(artifact.path, replace(artifact.contract, **change))
     assert {p.split(":")[0] for p in report.problems} == checks, report.problems
 
 
 def test_fp16_package_is_not_an_int8_one(packages):
     artifact = packages["fp16"]
-    report = coreml.validate_package(artifact.path, replace(artifact.contract, precision="int8"))
+    report = validate_package(artifact.path, replace(artifact.contract, precision="int8"))
     assert any("int8 has no" in p and p.startswith("precision: ") for p in report.problems), report.problems
 
 
 def test_unreadable_package_is_reported(tmp_path):
     (tmp_path / "broken.mlpackage").mkdir()
-    report = coreml.validate_package(tmp_path / "broken.mlpackage", _contract())
+    report = validate_package(tmp_path / "broken.mlpackage", _contract())
     assert len(report.problems) == 1 and report.problems[0].startswith("package: ")
 
 
@@ -242,7 +243,7 @@ def test_export_replaces_an_older_package_and_nothing_else(tmp_path):
     path = tmp_path / "m.mlpackage"
     coreml.export_model(_small_cnn(), path, _contract())
     second = coreml.export_model(_small_cnn(), path, _contract(labels=tuple("abcdefghij")))
-    assert coreml.validate_package(path, second).ok
+    assert validate_package(path, second).ok
     assert json.loads(
         dict(ct.utils.load_spec(str(path)).description.metadata.userDefined)["edgekd.labels"]
     ) == list("abcdefghij")
@@ -260,12 +261,12 @@ def test_export_replaces_an_older_package_and_nothing_else(tmp_path):
 def test_a_package_that_fails_validation_is_not_published(tmp_path, monkeypatch):
     path = tmp_path / "m.mlpackage"
     first = coreml.export_model(_small_cnn(), path, _contract())
-    failing = replace(coreml.validate_package(path, first), problems=("ops: 'x' is not a core MIL op.",))
+    failing = replace(validate_package(path, first), problems=("ops: 'x' is not a core MIL op.",))
     monkeypatch.setattr(coreml, "validate_package", lambda *a, **k: failing)
     with pytest.raises(ExportError, match=r"m\.mlpackage: the Core ML package .* fails validation:\n  ops: "):
         coreml.export_model(_small_cnn(), path, _contract(labels=tuple("abcdefghij")))
     monkeypatch.undo()
-    assert coreml.validate_package(path, first).ok  # the older package is untouched
+    assert validate_package(path, first).ok  # the older package is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage"]
 
 
