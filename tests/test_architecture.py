@@ -3,13 +3,19 @@ module of edgekd/ has a floor and imports only downwards; no cycle between sibli
 import cycle at all between any two modules, which also covers a package's `__init__` and its own
 modules (import-linter's acyclic_siblings contract compares siblings only)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import grimp
+import pytest
 
 import edgekd
+
+# import-linter (and grimp, which it brings) needs Python 3.11, where tomllib is standard too.
+pytest.importorskip("importlinter", reason="the dev extra installs import-linter on Python 3.11 and later")
+import grimp
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,3 +90,11 @@ def test_a_cycle_is_found():
     for importer, imported in (("p", "p.a"), ("p.a", "p.b"), ("p.b", "p"), ("p.b", "p.c")):
         graph.add_import(importer=importer, imported=imported)
     assert import_cycles(graph) == [["p", "p.a", "p.b"]]
+
+
+def test_docs_show_the_floors_the_contract_checks():
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [floors] = [c for c in contracts if c["type"] == "layers"]
+    docs = (ROOT / "docs" / "architecture.md").read_text()
+    [block] = re.findall(r"```toml\n(layers = \[.*?\n\])\n```", docs, flags=re.S)
+    assert tomllib.loads(block)["layers"] == floors["layers"]
