@@ -159,7 +159,6 @@ def load_artifact(path: Path) -> Artifact:
 
 def with_versions(contract: Contract, **versions: str) -> Contract:
     """`contract` recording the versions that wrote the artifact: edgekd's and the converter's."""
-    # The package's own __init__, imported when used: edgekd/__init__.py imports nothing but errors.
     from edgekd import __version__
 
     return replace(contract, versions={"edgekd": __version__, **contract.versions, **versions})
