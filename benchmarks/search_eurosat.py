@@ -63,11 +63,11 @@ OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
 
 def fit_recipe(data, teacher):
     """The TrainConfig `edgekd fit` trains its student with by default, for `teacher` on `data`."""
-    from edgekd.pipeline import FitConfig, _flip_decision, _train_config
+    from edgekd.pipeline import FitConfig, _train_config, _view_decision
 
     fit = FitConfig(epochs=EPOCHS)
-    flips = _flip_decision(fit, teacher, data)
-    return _train_config(fit, data.input_size, hflip=flips["hflip"], train_images=len(data.train))
+    views = _view_decision(fit, teacher, data)
+    return _train_config(fit, data.input_size, views, train_images=len(data.train))
 
 
 def main(argv: list[str] | None = None) -> int:

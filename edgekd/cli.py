@@ -169,7 +169,11 @@ def fit(
         int | None, typer.Option(help="Augmented views per image, cycled over epochs (0: none; default 4).")
     ] = None,
     augment_shift: Annotated[
-        int | None, typer.Option(help="Random translation in pixels (default: input size / 8).")
+        int | None,
+        typer.Option(
+            help="Random translation in pixels (default: input size / 8 when the teacher keeps 90 % of "
+            "its validation accuracy on views shifted that far, else 0)."
+        ),
     ] = None,
     hflip: Annotated[
         bool | None,

@@ -79,8 +79,10 @@ class FitConfig:
     time_budget: str | None = None
     teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
     augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
-    augment_shift: int | None = None  # pixels of random translation; default: an eighth of the input
-    # random horizontal flips; default: on when the teacher's classes survive mirroring (_flip_decision)
+    # pixels of random translation; default: an eighth of the input when the teacher answers the
+    # shifted views right (_view_decision), else 0
+    augment_shift: int | None = None
+    # random horizontal flips; default: on when the teacher's classes survive mirroring (_view_decision)
     hflip: bool | None = None
     optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
     schedule: str = "onecycle"
@@ -310,22 +312,22 @@ def _with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
     return dataclasses.replace(config, batch_size=batch)
 
 
-def _train_config(
-    config: FitConfig, input_size: int, hflip: bool = False, *, train_images: int | None = None
-):
-    """The training recipe of `config`; `hflip` is the flip decision when `config.hflip` leaves it open.
-    A config that names no batch size needs `train_images` to decide one (`default_batch_size`)."""
+def _train_config(config: FitConfig, input_size: int, views=None, *, train_images: int | None = None):
+    """The training recipe of `config`; `views` (an `edgekd.augment.ViewDecision`) is the flip and
+    shift decision where `config` leaves them open (without one: no flips, the default shift). A
+    config that names no batch size needs `train_images` to decide one (`default_batch_size`)."""
     from edgekd.augment import Augmentation
     from edgekd.distill.trainer import TrainConfig, default_lr
 
     augmentation = None
-    if config.augment_draws:
-        shift = config.augment_shift if config.augment_shift is not None else max(1, input_size // 8)
+    shift = config.augment_shift
+    if shift is None:
+        shift = views.max_shift if views is not None else default_shift(input_size)
+    hflip = config.hflip if config.hflip is not None else bool(views and views.hflip)
+    # Views that neither shift nor flip are the images themselves: no augmentation to replay.
+    if config.augment_draws and (shift or hflip):
         augmentation = Augmentation(
-            draws=config.augment_draws,
-            max_shift=shift,
-            hflip=config.hflip if config.hflip is not None else hflip,
-            seed=config.seed,
+            draws=config.augment_draws, max_shift=shift, hflip=hflip, seed=config.seed
         )
     batch = config.batch_size
     if batch is None:
@@ -697,16 +699,26 @@ def _target_record(target, costed, shipped: dict[str, Any], shared_with: str | N
     }
 
 
-def _flip_decision(config: FitConfig, teacher, data) -> dict[str, Any]:
-    """Whether the student trains on mirrored views, and why: `--hflip/--no-hflip` decides when given;
-    otherwise the teacher's accuracy on mirrored validation images does (`edgekd.augment.mirror_check`)."""
-    from edgekd.augment import mirror_check
+def _view_decision(config: FitConfig, teacher, data):
+    """The student's flips and shifts (`edgekd.augment.decide_views`): `--hflip/--no-hflip` and
+    `--augment-shift` decide when given; otherwise the teacher's accuracy on those views of the
+    validation images does. Logged once."""
+    from edgekd.augment import decide_views
 
-    if config.hflip is not None:
-        return {"hflip": config.hflip, "why": f"horizontal flips {'on' if config.hflip else 'off'}: as asked"}
-    check = mirror_check(teacher, data.val)
-    log.info("%s", check.sentence())
-    return {"hflip": check.survives, "why": check.sentence(), **dataclasses.asdict(check)}
+    decision = decide_views(
+        teacher,
+        data.val,
+        hflip=config.hflip,
+        max_shift=config.augment_shift,
+        default_shift=default_shift(data.input_size) if config.augment_draws else 0,
+    )
+    log.info("training views: %s", decision.why)
+    return decision
+
+
+def default_shift(input_size: int) -> int:
+    """Pixels of random translation when the user names none: an eighth of the input."""
+    return max(1, input_size // 8)
 
 
 def _scratch_baseline(config: FitConfig, run: Path, make_student, data, train_config, observer) -> dict:
@@ -865,10 +877,10 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
     teacher_test = accuracy(*predict(teacher.model, data.test))
     teacher_params, teacher_macs = _teacher_cost(teacher.model, data.input_size)
 
-    flips = _flip_decision(config, teacher.model, data)
+    views = _view_decision(config, teacher.model, data)
     observer.stage("search")
     assessments = assess_targets(candidates, targets, data.input_size, data.num_classes)
-    train_config = _train_config(config, data.input_size, hflip=flips["hflip"])
+    train_config = _train_config(config, data.input_size, views)
     cache_dir = config.cache_dir or default_cache_dir()
     # The training plan: predicted search and final-training seconds; under --time-budget it drops
     # candidates, cuts epochs and gives the search its share (edgekd.training_time). Rank 0 times the
@@ -1056,7 +1068,7 @@ def fit(config: FitConfig, *, resume: Path | None = None, observer: Observer | N
         "host_latency": first["host_latency"],
         "device_latency": device_latency,
         "history": history,
-        "augmentation": flips,
+        "augmentation": views.to_json(),
         "baseline": baseline,
         "plan": timed,
     }
