@@ -1,9 +1,5 @@
 """`fit()`: target → student choice → distillation → export → parity → latency → report, in a run
 directory. A stage whose outputs are complete is skipped on re-run, so an interrupted fit resumes.
-
-Example:
-    >>> # result = fit(FitConfig(target="pi5"))
-    >>> # result["student"]["test_accuracy"]
 """
 
 from __future__ import annotations

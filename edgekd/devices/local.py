@@ -3,10 +3,6 @@ edgekd's runtime sessions. Benchmarks reuse it.
 
 Build the session once (its load + first inference is the cold start, reported apart), warm up, then
 invoke until both a minimum count and a minimum time are reached; report median, p90, p99 and IQR.
-
-Example:
-    >>> # stats = measure_latency(artifact, threads=2)
-    >>> # stats.median_ms
 """
 
 from __future__ import annotations

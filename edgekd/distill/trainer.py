@@ -1,9 +1,5 @@
 """The training loop shared by teacher training and distillation: seeded, checkpointed every epoch,
 resumable, reporting progress through an `Observer`.
-
-Example:
-    >>> # history = train(student, splits, TrainConfig(epochs=5, batch_size=64, lr=3e-3),
-    >>> #                 loss=make_loss("kd"), teacher=teacher, checkpoint_dir=run / "checkpoints")
 """
 
 from __future__ import annotations
