@@ -210,6 +210,7 @@ def test_predict_command_prints_breakdown_and_provenance(capsys):
     assert "lcnet_050 @ 96 px on pi5" in out and "total" in out and "uncalibrated" in out
 
 
+@pytest.mark.slow
 def test_ethos_u55_latency_comes_from_vela_on_the_int8_file():
     from edgekd.latency import predict_model
 
