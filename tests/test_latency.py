@@ -74,6 +74,7 @@ def tables():
     return [OpTable.from_cost(analyze(build_model(a, 10), size)) for a in archs for size in (64, 96)]
 
 
+@pytest.mark.slow
 def test_fit_recovers_the_latencies_of_known_coefficients(tables):
     """Latencies generated from a known coefficient set are reproduced by the fit, which starts from the
     target's priors, far from the truth."""
@@ -145,6 +146,7 @@ def test_uncalibrated_group_falls_back_to_the_priors_and_says_so():
     assert predict_latency_ms(cost, target) == pytest.approx(expected * 1e3)
 
 
+@pytest.mark.slow
 def test_validate_leave_one_out_on_a_users_board(tmp_path, monkeypatch):
     """A user's target (extends pi5) with its own profile: `latency validate` fits all rows but one,
     predicts that one, and writes the table's figures as JSON."""
