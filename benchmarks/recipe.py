@@ -1,6 +1,6 @@
-"""edgekd's distillation recipe against a plain PyTorch KD loop (issue 15): the plain loop
+"""edgekd's distillation recipe against a plain PyTorch KD loop: the plain loop
 (benchmarks/plain_kd.py) and edgekd's trainer side by side, then edgekd's default with one difference
-at a time changed (toward the plain loop, back to the pre-issue-15 default, or beyond both).
+at a time changed (toward the plain loop, back to the old AdamW default, or beyond both).
 
 Both sides distil mobilenetv3_small_050 from the SAME teacher (resnet18 trained 8 epochs by the plain
 loop, cached per dataset), so the table isolates the student's recipe. edgekd's rows use the trainer,
@@ -63,10 +63,10 @@ TOWARD_PLAIN = {  # the differences left between edgekd's default and the plain 
     "live-teacher": {"cached": False},
 }
 BEYOND_PLAIN = {  # what the default used to do, and what neither side does
-    "zero-pad": {"augmentation": {"padding": "zeros"}},  # the shift's fill before issue 16: the mean colour
-    "adamw": {"config": {"optimizer": "adamw"}},  # the default before issue 15: AdamW, lr 3e-3 at batch 64
-    "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the default's weight decay before issue 15
-    "no-hflip": {"augmentation": {"hflip": False}},  # before issue 15 flips were off unless asked for
+    "zero-pad": {"augmentation": {"padding": "zeros"}},  # the shift's old fill: the mean colour
+    "adamw": {"config": {"optimizer": "adamw"}},  # the old default: AdamW, lr 3e-3 at batch 64
+    "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the old default's weight decay
+    "no-hflip": {"augmentation": {"hflip": False}},  # flips used to be off unless asked for
     "batch32": {"config": {"batch_size": 32}},
     "alpha1": {"loss": {"alpha": 1.0}},
     "t2": {"loss": {"temperature": 2.0}},
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="instead of the table: time plain-kd and edgekd-kd alternately N times each in this one "
-        "process and write recipe-<dataset>-timing.json (the ratio the issue bounds at 1.3x)",
+        "process and write recipe-<dataset>-timing.json (the ratio to keep at or under 1.3x)",
     )
     parser.add_argument("--tag", help="write recipe-<dataset>-<tag>.json (parallel runs of one dataset)")
     parser.add_argument(
@@ -453,7 +453,7 @@ def _mean(rows: dict, names: tuple[str, ...]) -> tuple[float | None, str]:
 
 
 def summary() -> str:
-    """Issue 15's acceptance table: per dataset, edgekd's default KD student against the plain loop's
+    """The recipe's acceptance table: per dataset, edgekd's default KD student against the plain loop's
     KD (+1 point needed) and scratch (+3) students, every seed's cell with its wall time, and the mean."""
     lines = [
         "| dataset | teacher | plain KD | plain scratch | edgekd KD | edgekd scratch | edgekd KD − plain KD "
@@ -483,7 +483,7 @@ def summary() -> str:
 
 
 def ablation(dataset: str = "eurosat32") -> str:
-    """Issue 15's ablation table: each row's change from edgekd's default and its effect in points."""
+    """The recipe's ablation table: each row's change from edgekd's default and its effect in points."""
     results = json.loads((ROOT / "benchmarks" / "results" / f"recipe-{dataset}.json").read_text())
     rows = results["rows"]
     reference = rows["edgekd-kd"]["test_accuracy"]

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         print(f"{target_name}: {search.reason}", flush=True)
 
-    # Issue 16: the same trials ranked by each objective on pi5, against the oracle.
+    # The same trials ranked by each objective on pi5, against the oracle.
     teacher_test = accuracy(*predict(teacher, data.test))
     pi5 = assess(candidates, get_target("pi5"), INPUT_SIZE, data.num_classes)
     results["teacher_test_accuracy"] = teacher_test

@@ -1,9 +1,5 @@
 """`fit()`: target → student choice → distillation → export → parity → latency → report, in a run
 directory. A stage whose outputs are complete is skipped on re-run, so an interrupted fit resumes.
-
-Example:
-    >>> # result = fit(FitConfig(target="pi5"))
-    >>> # result["student"]["test_accuracy"]
 """
 
 from __future__ import annotations
@@ -38,7 +34,8 @@ SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 250
 # The default batch (default_batch_size): the largest of these that gives an epoch this many steps.
 BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
 # Above this teacher/student parameter ratio fit suggests a teacher assistant (Mirzadeh et al. 2020
-# see the gap hurt plain KD once it is large; the issue's rule of thumb is 10x).
+# see the gap hurt plain KD once it is large; they give no single threshold, and 10x is a round rule
+# of thumb for "large", not a figure measured here).
 CAPACITY_GAP = 10.0
 
 

@@ -4,9 +4,6 @@
 Both reports render one document model (sections of paragraphs, tables and figures), so they carry the
 same information and differ only in markup. A new figure is one drawing function in `edgekd.plots` and
 one line in `make_plots`.
-
-Example:
-    >>> # write_reports(run, result)  # training-curves.png, report.md, report.html
 """
 
 from __future__ import annotations
@@ -148,9 +145,6 @@ def write_reports(run_dir: str | os.PathLike[str], result: dict[str, Any]) -> li
 
     Returns:
         The paths written: the figures, then `report.md`, then `report.html`.
-
-    Example:
-        >>> # write_reports(Path("runs/20250101-120000-pi5"), result)
     """
     run_dir = Path(run_dir)
     plots = make_plots(result)

@@ -16,8 +16,9 @@ be chosen), logs both as one table before any student trains, and, under a time 
   candidates as are predicted to fit it (none: the choice is made without trials).
 
 Example:
-    >>> # rate = training_rate("lcnet_050", {}, 32, 10, 64, cache_dir=cache)  # images/s
-    >>> # timing = plan_fit(config, assessments, teacher, data, train_config, plan, cache_dir, spent=12.0)
+    >>> from edgekd.training_time import parse_duration
+    >>> parse_duration("1.5h")  # --time-budget, in seconds
+    5400.0
 """
 
 from __future__ import annotations

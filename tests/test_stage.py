@@ -49,6 +49,7 @@ def _caches(root: Path) -> list[Path]:
     return sorted((root / "teacher-outputs").iterdir()) if (root / "teacher-outputs").exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scheme", "steps", "caches"),
     [
@@ -82,6 +83,7 @@ def test_every_scheme_trains_a_student_and_caches_each_frozen_teacher(
     assert scheme in result.description  # the report's sentence names the scheme that ran
 
 
+@pytest.mark.slow
 def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, teacher, tmp_path):
     with one_torch_thread():
         result = distil_student(
@@ -95,6 +97,7 @@ def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, te
     assert _caches(tmp_path / "cache") == [] and result.history[-1].val_teacher_agreement is not None
 
 
+@pytest.mark.slow
 def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
     def run(epochs):
         with one_torch_thread():
@@ -115,6 +118,7 @@ def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
     assert [m.seconds for m in resumed.history] == [m.seconds for m in full.history]  # not re-trained
 
 
+@pytest.mark.slow
 def test_quantization_aware_fine_tuning_returns_a_trained_qat_model(small, teacher, tmp_path):
     from edgekd.quantize import QATModel
 

@@ -16,11 +16,6 @@ The objectives (`OBJECTIVES`), each a rule for ranking one rung's trials:
 
 "Latency", with several targets, is the worst ratio of predicted latency to budget over the targets
 (`latency_load`): the student must fit each, so the target it loads most decides.
-
-Example:
-    >>> # result = select_student(assessments, evaluate, budget=Budget(trials=8), max_epochs=5,
-    >>> #                         max_images=2000, target_name="pi5")
-    >>> # result.chosen, result.reason
 """
 
 from __future__ import annotations
