@@ -1,11 +1,11 @@
-"""edgekd's distillation recipe against a plain PyTorch KD loop: the plain loop
+"""edgekd's distillation recipe against a plain PyTorch KD loop (issue 15): the plain loop
 (benchmarks/plain_kd.py) and edgekd's trainer side by side, then edgekd's default with one difference
-at a time changed (toward the plain loop, back to the old AdamW default, or beyond both).
+at a time changed (toward the plain loop, back to the pre-issue-15 default, or beyond both).
 
 Both sides distil mobilenetv3_small_050 from the SAME teacher (resnet18 trained 8 epochs by the plain
 loop, cached per dataset), so the table isolates the student's recipe. edgekd's rows use the trainer,
 loss and teacher-output cache as `edgekd fit` does, with the TrainConfig and DistillPlan fit builds
-from its default options (`edgekd.pipeline._train_config`, `_distill_plan`, `_view_decision`):
+from its default options (`edgekd.fit_recipe.make_train_config`, `make_distill_plan`, `view_decision`):
 SGD-Nesterov at 0.05 × batch / 128, batch 64, weight decay 5e-4, one-cycle, 4 replayed reflect-padded
 shift views (flips when the teacher's classes survive mirroring), the teacher's logits cached per view,
 Hinton KD (T = 4, α = 0.9). Every cached row fills its own fresh cache, so its wall time includes the
@@ -63,10 +63,10 @@ TOWARD_PLAIN = {  # the differences left between edgekd's default and the plain 
     "live-teacher": {"cached": False},
 }
 BEYOND_PLAIN = {  # what the default used to do, and what neither side does
-    "zero-pad": {"augmentation": {"padding": "zeros"}},  # the shift's old fill: the mean colour
-    "adamw": {"config": {"optimizer": "adamw"}},  # the old default: AdamW, lr 3e-3 at batch 64
-    "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the old default's weight decay
-    "no-hflip": {"augmentation": {"hflip": False}},  # flips used to be off unless asked for
+    "zero-pad": {"augmentation": {"padding": "zeros"}},  # the shift's fill before issue 16: the mean colour
+    "adamw": {"config": {"optimizer": "adamw"}},  # the default before issue 15: AdamW, lr 3e-3 at batch 64
+    "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the default's weight decay before issue 15
+    "no-hflip": {"augmentation": {"hflip": False}},  # before issue 15 flips were off unless asked for
     "batch32": {"config": {"batch_size": 32}},
     "alpha1": {"loss": {"alpha": 1.0}},
     "t2": {"loss": {"temperature": 2.0}},
@@ -198,14 +198,15 @@ def plain_teacher(data, train_x, train_y, epochs: int):
 
 def edgekd_default(epochs: int, data, teacher):
     """The TrainConfig and DistillPlan `edgekd fit` builds from its default options for `teacher` on
-    `data` (the teacher decides whether flips and shifts are on, `pipeline._view_decision`)."""
-    from edgekd.pipeline import FitConfig, _distill_plan, _train_config, _view_decision
+    `data` (the teacher decides whether flips and shifts are on, `fit_recipe.view_decision`)."""
+    from edgekd.fit_config import FitConfig
+    from edgekd.fit_recipe import make_distill_plan, make_train_config, view_decision
     from edgekd.targets import get_target
 
     fit = FitConfig(epochs=epochs)
-    plan = _distill_plan(fit, [get_target(fit.target)])
-    views = _view_decision(fit, teacher, data)
-    return _train_config(fit, data.input_size, views, train_images=len(data.train)), plan
+    plan = make_distill_plan(fit, [get_target(fit.target)])
+    views = view_decision(fit, teacher, data)
+    return make_train_config(fit, data.input_size, views, train_images=len(data.train)), plan
 
 
 def edgekd_row(row: dict, data, teacher, default) -> dict:
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="instead of the table: time plain-kd and edgekd-kd alternately N times each in this one "
-        "process and write recipe-<dataset>-timing.json (the ratio to keep at or under 1.3x)",
+        "process and write recipe-<dataset>-timing.json (the ratio the issue bounds at 1.3x)",
     )
     parser.add_argument("--tag", help="write recipe-<dataset>-<tag>.json (parallel runs of one dataset)")
     parser.add_argument(
@@ -453,7 +454,7 @@ def _mean(rows: dict, names: tuple[str, ...]) -> tuple[float | None, str]:
 
 
 def summary() -> str:
-    """The recipe's acceptance table: per dataset, edgekd's default KD student against the plain loop's
+    """Issue 15's acceptance table: per dataset, edgekd's default KD student against the plain loop's
     KD (+1 point needed) and scratch (+3) students, every seed's cell with its wall time, and the mean."""
     lines = [
         "| dataset | teacher | plain KD | plain scratch | edgekd KD | edgekd scratch | edgekd KD − plain KD "
@@ -483,7 +484,7 @@ def summary() -> str:
 
 
 def ablation(dataset: str = "eurosat32") -> str:
-    """The recipe's ablation table: each row's change from edgekd's default and its effect in points."""
+    """Issue 15's ablation table: each row's change from edgekd's default and its effect in points."""
     results = json.loads((ROOT / "benchmarks" / "results" / f"recipe-{dataset}.json").read_text())
     rows = results["rows"]
     reference = rows["edgekd-kd"]["test_accuracy"]
