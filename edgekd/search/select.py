@@ -278,9 +278,11 @@ def rank_rung(
     if objective == "retention" and len(fastest) > 1:
         # The rung's best goes on second: the next rung then still holds the score the fastest is
         # measured against, instead of judging small students only against each other.
+        # (When the best is also the fastest it stays first.)
         leader = max(passing, key=lambda t: t.score).name
-        fastest.remove(leader)
-        fastest.insert(1, leader)
+        if fastest[0] != leader:
+            fastest.remove(leader)
+            fastest.insert(1, leader)
     return fastest + rank_within_noise(rest, by_name)
 
 
