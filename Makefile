@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: fit test lint format install sshd
+.PHONY: fit test test-fast lint format install sshd
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ fit: $(STAMP)
 
 test: $(STAMP) sshd
 	$(VENV)/bin/python -m pytest -q
+
+# The edit loop: every test but the slow ones (conversions, longer training, sshd, torchrun, fit in a
+# subprocess), docstring examples included. `make test` stays the full suite and what CI runs.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
 
 # The SSH profiling tests run a real OpenSSH server on 127.0.0.1: install it from Debian's packages
 # when it is missing and this user may (root with apt-get); otherwise those tests skip, saying why.

@@ -1,4 +1,4 @@
-"""Issue 15's hand-written KD loop, no edgekd: SGD-Nesterov, one-cycle, fresh reflect-crop + flip views
+"""A hand-written KD loop, no edgekd: SGD-Nesterov, one-cycle, fresh reflect-crop + flip views
 every epoch, the teacher live on the same batch. Alone it fits digits; benchmarks/recipe.py imports it."""
 
 import time

@@ -5,7 +5,7 @@ at a time changed (toward the plain loop, back to the pre-issue-15 default, or b
 Both sides distil mobilenetv3_small_050 from the SAME teacher (resnet18 trained 8 epochs by the plain
 loop, cached per dataset), so the table isolates the student's recipe. edgekd's rows use the trainer,
 loss and teacher-output cache as `edgekd fit` does, with the TrainConfig and DistillPlan fit builds
-from its default options (`edgekd.pipeline._train_config`, `_distill_plan`, `_flip_decision`):
+from its default options (`edgekd.fit_recipe.make_train_config`, `make_distill_plan`, `view_decision`):
 SGD-Nesterov at 0.05 × batch / 128, batch 64, weight decay 5e-4, one-cycle, 4 replayed reflect-padded
 shift views (flips when the teacher's classes survive mirroring), the teacher's logits cached per view,
 Hinton KD (T = 4, α = 0.9). Every cached row fills its own fresh cache, so its wall time includes the
@@ -198,14 +198,15 @@ def plain_teacher(data, train_x, train_y, epochs: int):
 
 def edgekd_default(epochs: int, data, teacher):
     """The TrainConfig and DistillPlan `edgekd fit` builds from its default options for `teacher` on
-    `data` (the teacher decides whether flips are on, `pipeline._flip_decision`)."""
-    from edgekd.pipeline import FitConfig, _distill_plan, _flip_decision, _train_config
+    `data` (the teacher decides whether flips and shifts are on, `fit_recipe.view_decision`)."""
+    from edgekd.fit_config import FitConfig
+    from edgekd.fit_recipe import make_distill_plan, make_train_config, view_decision
     from edgekd.targets import get_target
 
     fit = FitConfig(epochs=epochs)
-    plan = _distill_plan(fit, [get_target(fit.target)])
-    flips = _flip_decision(fit, teacher, data)
-    return _train_config(fit, data.input_size, hflip=flips["hflip"], train_images=len(data.train)), plan
+    plan = make_distill_plan(fit, [get_target(fit.target)])
+    views = view_decision(fit, teacher, data)
+    return make_train_config(fit, data.input_size, views, train_images=len(data.train)), plan
 
 
 def edgekd_row(row: dict, data, teacher, default) -> dict:

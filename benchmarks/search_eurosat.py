@@ -2,7 +2,7 @@
 that full training would, for a fraction of the compute?
 
 The oracle distils every candidate below fully, with `edgekd fit`'s default student recipe
-(`edgekd.pipeline._train_config`: SGD-Nesterov, one-cycle, 4 replayed views, flips as the teacher
+(`edgekd.fit_recipe.make_train_config`: SGD-Nesterov, one-cycle, 4 replayed views, flips as the teacher
 decides, Hinton KD) for 8 epochs from the cached resnet18 teacher (benchmarks/distill_eurosat.py's
 teacher recipe) on a seeded training subset (6,000 images by default, `--train-images`), 64 px, and
 ranks them by test accuracy. The search ranks the same candidates by successive halving
@@ -63,11 +63,12 @@ OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
 
 def fit_recipe(data, teacher):
     """The TrainConfig `edgekd fit` trains its student with by default, for `teacher` on `data`."""
-    from edgekd.pipeline import FitConfig, _flip_decision, _train_config
+    from edgekd.fit_config import FitConfig
+    from edgekd.fit_recipe import make_train_config, view_decision
 
     fit = FitConfig(epochs=EPOCHS)
-    flips = _flip_decision(fit, teacher, data)
-    return _train_config(fit, data.input_size, hflip=flips["hflip"], train_images=len(data.train))
+    views = view_decision(fit, teacher, data)
+    return make_train_config(fit, data.input_size, views, train_images=len(data.train))
 
 
 def main(argv: list[str] | None = None) -> int:

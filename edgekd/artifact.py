@@ -69,8 +69,9 @@ for _spec in (
 
 @dataclass(frozen=True)
 class Contract:
-    """What a consumer of the artifact needs to feed it and read it; every artifact carries it, always in
-    its sidecar JSON and in the format's own metadata where the format has any."""
+    """What a consumer of the artifact needs to feed it and read it: it rides inside the artifact, in
+    the format's own metadata where there is any and always in the sidecar JSON, so the file alone says
+    how to use it."""
 
     arch: str
     input_name: str

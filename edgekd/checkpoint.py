@@ -1,10 +1,6 @@
 """The model file edgekd writes: weights in safetensors, and in its header the contract needed to
 rebuild and feed the model (timm arch, classes, input size, mean/std). No pickle, so loading a
 checkpoint cannot run code.
-
-Example:
-    >>> # save_model(run / "student.safetensors", model, ModelInfo("resnet10t", ("0", "1"), 32, mean, std))
-    >>> # model, info = load_model(run / "student.safetensors")
 """
 
 from __future__ import annotations

@@ -9,11 +9,6 @@ A run directory brings everything: its student (`student.safetensors`), the data
 checkpoint carries its architecture, classes, input size and normalisation; its images come from
 `data` (an ImageFolder directory; without one, the embedded digits, which fit only a checkpoint
 trained on them).
-
-Example:
-    >>> # source = load_export_source(Path("runs/20261201-094415-pi5"))
-    >>> # source.arch, source.out_dir
-    >>> # ('mobilenetv3_small_100', PosixPath('runs/20261201-094415-pi5/exports'))
 """
 
 from __future__ import annotations

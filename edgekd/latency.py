@@ -20,10 +20,6 @@ rows for the group the priors are used as they are, and the prediction says so.
 This module is the cost model and its calibration; `edgekd.latency_validation` checks it against
 the profiles (the calibration report, leave-one-out), and `edgekd.predict` is the façade that also
 covers Ethos-U targets through Vela (`edgekd.vela`), which this module never imports.
-
-Example:
-    >>> from edgekd.predict import predict_model
-    >>> # predict_model("mobilenetv3_small_100", get_target("host"), input_size=224).latency_ms
 """
 
 from __future__ import annotations

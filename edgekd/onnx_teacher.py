@@ -5,10 +5,6 @@ The file is validated against the data when it is loaded (one image input, 4-D, 
 input size if the size is fixed, one logit per class), so a mismatch fails before any training. The
 wrapper only produces logits: losses on feature maps or embeddings (fitnet, at, sp, rkd) need a timm
 teacher. `onnxruntime` and `onnx` come with the `edgekd[onnx]` extra and are imported only here.
-
-Example:
-    >>> # model, info = load_onnx_teacher(Path("teacher.onnx"), splits)
-    >>> # logits = model(images)  # NCHW float32, normalised with the data's mean/std
 """
 
 from __future__ import annotations
@@ -114,11 +110,6 @@ class OnnxTeacher(nn.Module):
     Raises:
         TeacherError: the file is missing, ONNX Runtime cannot load it, or it has other than one 4-D
             image input with 3 channels.
-
-    Example:
-        >>> # teacher = OnnxTeacher(Path("teacher.onnx"))
-        >>> # teacher(torch.zeros(8, 3, 224, 224)).shape
-        >>> # torch.Size([8, 1000])
     """
 
     def __init__(self, path: Path) -> None:
@@ -254,11 +245,6 @@ def load_onnx_teacher(path: Path, data: DataSplits) -> tuple[OnnxTeacher, ModelI
 
     Raises:
         TeacherError: the file is missing, invalid, or does not fit the data; the message says which.
-
-    Example:
-        >>> # model, info = load_onnx_teacher(Path("teacher.onnx"), splits)
-        >>> # info.arch
-        >>> # 'onnx:teacher'
     """
     model = OnnxTeacher(path)
     path = model.path

@@ -3,10 +3,6 @@
 matplotlib is imported inside the functions that draw, so `import edgekd` and `edgekd --help` stay light.
 Each figure is a plain `matplotlib.figure.Figure` on its own Agg canvas rather than a pyplot figure: that
 needs no display, leaves the user's chosen backend alone and keeps no global figure registry alive.
-
-Example:
-    >>> # png = training_curves(result["history"])
-    >>> # Path("training-curves.png").write_bytes(png)
 """
 
 from __future__ import annotations
@@ -147,7 +143,7 @@ def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None
 
     Example:
         >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)])
-        >>> png[:4] == b"\x89PNG"
+        >>> png[:4] == b"\\x89PNG"
         True
     """
     if not points:

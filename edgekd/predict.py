@@ -4,7 +4,9 @@ otherwise. The one place that knows both, so that the cost model needs neither t
 
 Example:
     >>> from edgekd.predict import predict_model
-    >>> # predict_model("mobilenetv3_small_100", get_target("host"), input_size=224).latency_ms
+    >>> from edgekd.targets import get_target
+    >>> predict_model("mobilenetv3_small_050", get_target("pi5"), input_size=32).latency_ms > 0
+    True
 """
 
 from __future__ import annotations

@@ -10,15 +10,6 @@ the trained graph itself, with no calibration, into an int8-in/int8-out `.tflite
 
 It lives beside `export/` rather than in `distill/` because it is the export's quantizer made
 trainable: it depends on `export.tflite`, and the trainer does not need to know it exists.
-
-Example:
-    >>> # from edgekd.quantize import prepare_qat
-    >>> # qat = prepare_qat(student, train_images[:2], arch="mobilenetv3_small_050")
-    >>> # train(qat, splits, TrainConfig(epochs=2, batch_size=64, lr=5e-4),
-    >>> #       loss=make_loss("kd"), teacher=student)   # the fp32 model teaches its int8 self
-    >>> # artifact = export(qat, "tflite", run / "exports", contract=replace(contract, precision="int8"))
-    >>> # artifact.contract.io_dtype
-    >>> # 'int8'
 """
 
 from __future__ import annotations

@@ -1,64 +1,26 @@
-"""The run's reports, `report.md` and a self-contained `report.html`, and its `metrics.csv`, from
-`result.json`'s content.
+"""The run's reports, `report.md` and a self-contained `report.html`, and its `metrics.csv`, from a
+fit's `FitResult` (what `result.json` holds).
 
-Both reports render one document model (sections of paragraphs, tables and figures), so they carry the
-same information and differ only in markup. A new figure is one drawing function in `edgekd.plots` and
-one line in `make_plots`.
-
-Example:
-    >>> # write_reports(run, result)  # training-curves.png, report.md, report.html
+Both reports render one document model (`edgekd.report_markup`: sections of paragraphs, tables and
+figures), so they carry the same information and differ only in markup. A new figure is one drawing
+function in `edgekd.plots` and one line in `make_plots`.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
-import os
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
 from edgekd.plots import CandidatePoint, pareto_plot, training_curves
+from edgekd.report_markup import Code, Plot, Section, Table, html_page, markdown
 from edgekd.training_time import report_line
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-
-
-@dataclass(frozen=True)
-class Plot:
-    """One figure of the report.
-
-    Attributes:
-        title: the caption, in both reports.
-        filename: the PNG's name in the run directory, which `report.md` links to.
-        png: the image; `report.html` inlines it so the file stands alone.
-    """
-
-    title: str
-    filename: str
-    png: bytes
-
-
-class Code(str):
-    """Text that the reports set as code, such as a file name."""
-
-
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class Section:
-    heading: str
-    blocks: tuple[str | Table | Plot, ...]  # a str is a paragraph
+if TYPE_CHECKING:
+    from edgekd.fit_result import ExportRecord, FitResult, TargetResult
+    from edgekd.rundir import RunDir
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
@@ -71,28 +33,28 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def make_plots(result: dict[str, Any]) -> list[Plot]:
+def make_plots(result: FitResult) -> list[Plot]:
     """Draw the report's figures; one that has no data to show is left out.
 
     Args:
-        result: the content of `result.json`.
+        result: the fit's result.
 
     Returns:
         The figures in the order the reports show them.
     """
     plots = []
-    curves = training_curves(result["history"], (result.get("baseline") or {}).get("history"))
+    curves = training_curves(list(result.history), (result.baseline or {}).get("history"))
     if curves is not None:
         plots.append(Plot("Training curves", "training-curves.png", curves))
-    search = result.get("search") or {}
+    search = result.search or {}
     if search.get("trials"):
-        records = _per_target(result)
+        records = result.targets
         for record in records:
-            name = record["target"]["name"]
+            name = record.target.name
             points = [
                 CandidatePoint(
                     c["name"],
-                    _latency_on(c["predicted_latency_ms"], name),
+                    c["predicted_latency_ms"][name],
                     c["peak_memory_mb"],
                     c["first_rung_accuracy"],
                     c["feasible"],
@@ -101,7 +63,7 @@ def make_plots(result: dict[str, Any]) -> list[Plot]:
                 )
                 for c in search["candidates"]
             ]
-            png = pareto_plot(points, budget_ms=record["target"]["budget_ms"])
+            png = pareto_plot(points, budget_ms=record.target.budget_ms)
             if png is None:
                 continue
             if len(records) == 1:
@@ -113,144 +75,78 @@ def make_plots(result: dict[str, Any]) -> list[Plot]:
     return plots
 
 
-def _latency_on(predicted: dict[str, float] | float, target: str) -> float:
-    # A result.json from before several targets kept one latency per candidate.
-    return predicted[target] if isinstance(predicted, dict) else predicted
-
-
-def _per_target(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target's record (`fit`'s `targets`); a result.json from before several targets has its
-    one target's figures at the top level."""
-    if result.get("targets"):
-        return result["targets"]
-    s = result["student"]
-    return [
-        {
-            "target": result["target"],
-            "predicted_latency_ms": s["predicted_latency_ms"],
-            "predicted_by": s.get("predicted_by", "roofline"),
-            "export": result["export"],
-            "host_latency": result["host_latency"],
-            "shared_with": None,
-        }
-    ]
-
-
-def write_reports(run_dir: str | os.PathLike[str], result: dict[str, Any]) -> list[Path]:
+def write_reports(run: RunDir, result: FitResult) -> list[Path]:
     """Write the figures as PNG files, `report.md` and `report.html` into a run directory.
 
     Every file is written atomically. The figures go first, so a report never links to an image that is
     not there yet.
 
     Args:
-        run_dir: the run directory.
-        result: the content of `result.json`.
+        run: the run directory, which names the reports.
+        result: the fit's result.
 
     Returns:
         The paths written: the figures, then `report.md`, then `report.html`.
-
-    Example:
-        >>> # write_reports(Path("runs/20250101-120000-pi5"), result)
     """
-    run_dir = Path(run_dir)
     plots = make_plots(result)
-    written = [write_bytes_atomic(run_dir / plot.filename, plot.png) for plot in plots]
-    written.append(write_text_atomic(run_dir / REPORT_MD, render_markdown(result, plots)))
-    written.append(write_text_atomic(run_dir / REPORT_HTML, render_html(result, plots)))
+    written = [write_bytes_atomic(run.path / plot.filename, plot.png) for plot in plots]
+    written.append(write_text_atomic(run.report_md, render_markdown(result, plots)))
+    written.append(write_text_atomic(run.report_html, render_html(result, plots)))
     return written
 
 
-def render_markdown(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
+def render_markdown(result: FitResult, plots: Sequence[Plot] = ()) -> str:
     """The report as Markdown; figures are links to their PNG files beside `report.md`.
 
     Args:
-        result: the content of `result.json`.
+        result: the fit's result.
         plots: the figures, as `make_plots` draws them.
     """
-    lines: list[str] = []
-    for index, section in enumerate(_document(result, plots)):
-        lines += [f"{'#' if index == 0 else '##'} {_md_text(section.heading)}", ""]
-        for block in section.blocks:
-            if isinstance(block, Table):
-                lines.append(_md_row(block.header))
-                lines.append("| " + " | ".join(("---",) * len(block.header)) + " |")
-                lines += [_md_row(row) for row in block.rows]
-            elif isinstance(block, Plot):
-                lines.append(f"![{_md_text(block.title)}]({quote(block.filename)})")
-            else:
-                lines.append(_md_line(block))
-            lines.append("")
-    return "\n".join(lines)
+    return markdown(_document(result, plots))
 
 
-def render_html(result: dict[str, Any], plots: Sequence[Plot] = ()) -> str:
+def render_html(result: FitResult, plots: Sequence[Plot] = ()) -> str:
     """The report as one self-contained HTML file: inline CSS, figures as data URIs, no scripts.
 
     Every piece of text from `result` is HTML-escaped.
 
     Args:
-        result: the content of `result.json`.
+        result: the fit's result.
         plots: the figures, as `make_plots` draws them.
     """
-    sections = _document(result, plots)
-    body: list[str] = []
-    for index, section in enumerate(sections):
-        tag = "h1" if index == 0 else "h2"
-        body.append(f"<{tag}>{_esc(section.heading)}</{tag}>")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                body.append(_html_table(block))
-            elif isinstance(block, Plot):
-                data = base64.b64encode(block.png).decode("ascii")
-                body.append(
-                    f'<figure><img src="data:image/png;base64,{data}" alt="{_esc(block.title)}">'
-                    f"<figcaption>{_esc(block.title)}</figcaption></figure>"
-                )
-            else:
-                body.append(f"<p>{_esc(block)}</p>")
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_esc(sections[0].heading)}</title>\n<style>\n{_CSS}</style>\n</head>\n<body>\n"
-        + "\n".join(body)
-        + "\n</body>\n</html>\n"
-    )
+    return html_page(_document(result, plots))
 
 
-def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
+def _document(result: FitResult, plots: Sequence[Plot]) -> list[Section]:
     """What the reports say, independent of markup."""
-    t, s, data = result["teacher"], result["student"], result["data"]
-    records = _per_target(result)
+    t, s, data = result.teacher, result.student, result.data
+    records = result.targets
     several = len(records) > 1
-    names = ", ".join(r["target"]["name"] for r in records)
-    described = " ".join(f"{r['target']['description']}." for r in records)
+    names = ", ".join(r.target.name for r in records)
+    described = " ".join(f"{r.target.description}." for r in records)
     sections = [
         Section(
-            f"edgekd fit: {s['arch']} for {names}",
+            f"edgekd fit: {s.arch} for {names}",
             (
-                f"{described} Data: {data['name']} "
-                f"({data['train']}/{data['val']}/{data['test']} train/val/test images, "
-                f"{data['num_classes']} classes, {data['input_size']} px).",
+                f"{described} Data: {data.name} "
+                f"({data.train}/{data.val}/{data.test} train/val/test images, "
+                f"{data.num_classes} classes, {data.input_size} px).",
                 Table(
                     ("", "teacher", "student"),
                     (
-                        ("model", t["arch"], s["arch"]),
-                        ("params", f"{t['params']:,}", f"{s['params']:,}"),
-                        ("MACs", _num(t["macs"], ","), f"{s['macs']:,}"),
-                        ("test accuracy", _pct(t["test_accuracy"]), _pct(s["test_accuracy"])),
+                        ("model", t.arch, s.arch),
+                        ("params", f"{t.params:,}", f"{s.params:,}"),
+                        ("MACs", _num(t.macs, ","), f"{s.macs:,}"),
+                        ("test accuracy", _pct(t.test_accuracy), _pct(s.test_accuracy)),
                     ),
                 ),
-                f"Teacher: {t['source']}.",
-                f"Student choice: {s['reason']}",
+                f"Teacher: {t.source}.",
+                f"Student choice: {s.reason}",
                 *([kept] if (kept := retention_sentence(result)) else []),
-                *([f"Distillation: {s['distillation']}."] if s.get("distillation") else []),
-                *(
-                    [f"Training views: {result['augmentation']['why']}."]
-                    if result.get("augmentation")
-                    else []
-                ),
-                *_baseline_lines(result.get("baseline"), s["test_accuracy"]),
-                *report_line(result.get("plan")),
+                *([f"Distillation: {s.distillation}."] if s.distillation else []),
+                *([f"Training views: {result.augmentation['why']}."] if result.augmentation else []),
+                *_baseline_lines(result.baseline, s.test_accuracy),
+                *report_line(result.plan),
             ),
         ),
         Section(
@@ -269,8 +165,8 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                     tuple(
                         (*((_shipped_to(r, records),) if several else ()), *row)
                         for r in records
-                        if not r.get("shared_with")
-                        for row in _export_rows(r["export"])
+                        if not r.shared_with
+                        for row in _export_rows(r.export)
                     ),
                 ),
             ),
@@ -285,32 +181,32 @@ def _document(result: dict[str, Any], plots: Sequence[Plot]) -> list[Section]:
                         for r in records
                         for row in (
                             (
-                                r["target"]["name"],
-                                f"predicted ({r['target']['default_precision']}): {r['predicted_by']}",
-                                f"{r['predicted_latency_ms']:.2f}",
+                                r.target.name,
+                                f"predicted ({r.target.default_precision}): {r.predicted_by}",
+                                f"{r.predicted_latency_ms:.2f}",
                                 "",
                             ),
-                            *(() if r.get("shared_with") else _host_latency_rows(r["host_latency"])),
+                            *(() if r.shared_with else _host_latency_rows(r.host_latency)),
                         )
                     ),
                 ),
                 *_cold_start_lines(records),
-                *_device_lines(result.get("device_latency")),
-                *_device_layers(result.get("device_latency")),
+                *_device_lines(result.device_latency),
+                *_device_layers(result.device_latency),
             ),
         ),
-        Section("Distillation", (_epoch_table(result["history"]),)),
+        Section("Distillation", (_epoch_table(result.history),)),
     ]
     if plots:
         sections.append(Section("Figures", tuple(plots)))
     return sections
 
 
-def retention_sentence(result: dict[str, Any]) -> str | None:
+def retention_sentence(result: FitResult) -> str | None:
     """How much of the teacher's test accuracy the student keeps, held against `--min-retention` when
     the search chose for retention. The search judges retention on short trials; this is the check on
     the finished student, so a shortfall is said, not hidden behind the trial evidence."""
-    student, teacher = result["student"]["test_accuracy"], result["teacher"]["test_accuracy"]
+    student, teacher = result.student.test_accuracy, result.teacher.test_accuracy
     if not teacher:
         return None
     kept = student / teacher
@@ -318,7 +214,7 @@ def retention_sentence(result: dict[str, Any]) -> str | None:
         f"The student keeps {100 * kept:.1f} % of the teacher's test accuracy "
         f"({_pct(student)} against {_pct(teacher)})"
     )
-    search = result.get("search") or {}
+    search = result.search or {}
     wanted = search.get("min_retention") if search.get("objective") == "retention" else None
     if wanted is None:
         return f"{sentence}."
@@ -345,22 +241,22 @@ def _baseline_lines(baseline: dict[str, Any] | None, student_accuracy: float) ->
     )
 
 
-def _shipped_to(record: dict[str, Any], records: list[dict[str, Any]]) -> str:
+def _shipped_to(record: TargetResult, records: Sequence[TargetResult]) -> str:
     """The targets an artifact ships to: its own and those that share it."""
-    name = record["target"]["name"]
-    return ", ".join([name, *(r["target"]["name"] for r in records if r.get("shared_with") == name)])
+    name = record.target.name
+    return ", ".join([name, *(r.target.name for r in records if r.shared_with == name)])
 
 
-def _export_rows(e: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+def _export_rows(e: ExportRecord) -> tuple[tuple[str, ...], ...]:
     """One artifact's row, its parity on the test split, and its post-training comparison if any."""
-    parity = e["parity"]
+    parity = e.parity
     return (
         (
-            Code(e["file"]),
-            f"{e['format']}, {e['precision']}"
-            + (" quantization-aware" if e.get("quantization_aware") else "")
-            + f", {e['layout']}",
-            f"{e['size_bytes'] / 1e6:.2f} MB",
+            Code(e.file),
+            f"{e.format}, {e.precision}"
+            + (" quantization-aware" if e.quantization_aware else "")
+            + f", {e.layout}",
+            f"{e.size_bytes / 1e6:.2f} MB",
             *(
                 (
                     _pct(parity["top1_agreement"]),
@@ -368,20 +264,20 @@ def _export_rows(e: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
                     _pct(parity["artifact_accuracy"]),
                 )
                 if parity
-                else (e.get("parity_note") or "not run", "", "")
+                else (e.parity_note or "not run", "", "")
             ),
         ),
         *_post_training_row(e),
     )
 
 
-def _cold_start_lines(records: list[dict[str, Any]]) -> tuple[str, ...]:
+def _cold_start_lines(records: Sequence[TargetResult]) -> tuple[str, ...]:
     """Load + first inference on this host, per artifact (or why it was not measured)."""
-    own = [r for r in records if not r.get("shared_with")]
+    own = [r for r in records if not r.shared_with]
     lines = []
     for r in own:
-        lat = r["host_latency"]
-        of = f" of {r['export']['file']}" if len(own) > 1 else ""
+        lat = r.host_latency
+        of = f" of {r.export.file}" if len(own) > 1 else ""
         lines.append(
             f"Cold start on this host (load + first inference){of}: {lat['cold_start_ms']:.1f} ms."
             if lat
@@ -433,17 +329,17 @@ def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...
     )
 
 
-def _post_training_row(export: dict[str, Any]) -> tuple[tuple[str, ...], ...]:
+def _post_training_row(export: ExportRecord) -> tuple[tuple[str, ...], ...]:
     """Beside a quantization-aware artifact, the same student quantized after training, for comparison
     (its agreement is with the float student)."""
-    ptq = export.get("post_training_int8")
+    ptq = export.post_training_int8
     if not ptq:
         return ()
     p = ptq["parity"]
     return (
         (
             Code(ptq["file"]),
-            f"{export['format']}, {export['precision']} post-training (comparison), {export['layout']}",
+            f"{export.format}, {export.precision} post-training (comparison), {export.layout}",
             f"{ptq['size_bytes'] / 1e6:.2f} MB",
             _pct(p["top1_agreement"]),
             f"{p['max_abs_diff']:.2e}",
@@ -487,72 +383,3 @@ def _pct(x: float | None) -> str:
 
 def _num(x: float | None, spec: str) -> str:
     return "n/a" if x is None else format(x, spec)
-
-
-def _md_row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(_md_cell(cell) for cell in cells) + " |"
-
-
-def _md_cell(cell: str) -> str:
-    if not isinstance(cell, Code):
-        return _md_text(cell)
-    # Markdown and HTML are inert in a code span; only a backtick run as long as its fence would end
-    # it, so the fence is one longer than the longest run. A table splits cells on "|" before it reads
-    # code spans, so that is escaped even here.
-    text = str(cell).replace("\n", " ").replace("|", "\\|")
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-# Characters that start Markdown inline syntax (emphasis, links, images, code, raw HTML and entities,
-# strikethrough, table cells) anywhere in a line.
-_MD_INLINE = re.compile(r"[\\`*\[\]<>&!|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-# What makes a paragraph a heading, quote, list item or rule when it comes first in its line.
-_MD_BLOCK_START = re.compile(r"^(\s*)([#>+\-=]|\d{1,9}(?=[.)]))")
-
-
-def _md_text(text: str) -> str:
-    """`text` as literal inline Markdown: every character that could start a link, an image, emphasis,
-    code or raw HTML is backslash-escaped (CommonMark renders an escaped punctuation character as
-    itself), and a newline becomes a space. Intraword underscores (model names) stay as they are."""
-    flat = " ".join(str(text).splitlines())
-    return _MD_INLINE.sub(lambda m: "\\" + m.group(0), flat)
-
-
-def _md_line(text: str) -> str:
-    """`text` as a literal Markdown paragraph: inline syntax escaped, and a first character that would
-    make the line a block (a heading, quote, list or rule) escaped too; after "1" of "1. " the mark."""
-    escaped = _md_text(text)
-    match = _MD_BLOCK_START.match(escaped)
-    if match is None:
-        return escaped
-    at = match.end() if match.group(2).isdigit() else match.start(2)
-    return escaped[:at] + "\\" + escaped[at:]
-
-
-def _esc(text: str) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _html_table(table: Table) -> str:
-    def cell(tag: str, value: str) -> str:
-        inner = f"<code>{_esc(value)}</code>" if isinstance(value, Code) else _esc(value)
-        return f"<{tag}>{inner}</{tag}>"
-
-    head = "".join(cell("th", h) for h in table.header)
-    rows = "\n".join("<tr>" + "".join(cell("td", v) for v in row) + "</tr>" for row in table.rows)
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody>\n</table>"
-
-
-_CSS = """\
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 72rem; margin: 2rem auto;
-       padding: 0 1rem; color: #1b1f24; line-height: 1.45; }
-h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #d0d7de; }
-table { border-collapse: collapse; margin: 0.75rem 0; font-variant-numeric: tabular-nums; }
-th, td { border: 1px solid #d0d7de; padding: 0.3rem 0.6rem; text-align: left; vertical-align: top; }
-thead th { background: #f6f8fa; }
-code { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 0.9em; }
-figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
-figcaption { color: #57606a; font-size: 0.9rem; }
-"""

@@ -1,9 +1,5 @@
 """Load and run an exported artifact in its real runtime. A session is built once; `invoke` runs the
 prepared input and is what the timing protocol measures.
-
-Example:
-    >>> # session = open_session(artifact, threads=2)
-    >>> # logits = session.predict(images_in_artifact_layout)
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Where the teacher comes from: a checkpoint edgekd wrote, a timm model (local weights or the hub),
 an ONNX file run by ONNX Runtime, or, with no teacher given, one trained here from
 `models/teachers.yaml` and cached.
-
-Example:
-    >>> # teacher = resolve_teacher(None, None, splits, cache_dir=default_cache_dir())
 """
 
 from __future__ import annotations

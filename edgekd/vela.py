@@ -21,14 +21,6 @@ come out with 100 % of their ops on the NPU):
   * NHWC I/O through `litert_torch.to_channel_last_io`: the converter cancels the wrapper's layout
     transposes. PyTorch's symmetric padding of a stride-2 convolution becomes an explicit PAD,
     which Vela fuses into the convolution, so it costs nothing.
-
-Example:
-    >>> # from edgekd.vela import compile_for_ethos_u
-    >>> # report = compile_for_ethos_u("exports/student-int8.tflite", "exports/ethos-u55-256")
-    >>> # report.inference_ms, report.sram_bytes, report.npu_op_share
-    >>> # (0.03, 20480, 1.0)
-    >>> # [(op.op_type, op.name) for op in report.cpu_fallbacks]
-    >>> # []
 """
 
 from __future__ import annotations
@@ -308,10 +300,6 @@ def tflite_ops(path: str | os.PathLike[str]) -> tuple[tuple[str, str], ...]:
     """(op type, output tensor name) of every operator in a `.tflite`, in graph order, read with the
     flatbuffer schema Vela ships. Builtins are named as TFLite names them ("CONV_2D"); custom ops
     by their custom code (Vela's NPU op is "ethos-u").
-
-    Example:
-        >>> # [t for t, _ in tflite_ops("model-int8.tflite")]
-        >>> # ['CONV_2D', 'MAX_POOL_2D', 'CONV_2D', 'MEAN', 'FULLY_CONNECTED']
     """
     _require_vela()
     from ethosu.vela.tflite.BuiltinOperator import BuiltinOperator

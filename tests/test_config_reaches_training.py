@@ -16,7 +16,8 @@ from edgekd.cli import main
 from edgekd.distill.stage import DistillPlan, distil_student
 from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import ConfigError
-from edgekd.pipeline import FitConfig, _distill_plan, _train_config
+from edgekd.fit_config import FitConfig
+from edgekd.fit_recipe import make_distill_plan, make_train_config
 from edgekd.targets import get_target
 from tests.helpers import one_torch_thread, subset
 
@@ -38,15 +39,15 @@ def _cnn(width: int, seed: int) -> nn.Module:
 
 def _trained_weights(data, **options) -> list[torch.Tensor]:
     """The student's weights after one epoch of three steps, configured as `edgekd fit` would be from
-    `options` (through the same `_distill_plan` and `_train_config`)."""
+    `options` (through the same `make_distill_plan` and `make_train_config`)."""
     config = FitConfig(epochs=1, batch_size=32, lr=0.05, teacher_cache=False, **options)
-    plan = _distill_plan(config, [get_target("pi5")])
+    plan = make_distill_plan(config, [get_target("pi5")])
     with one_torch_thread():
         result = distil_student(
             lambda: _cnn(4, 1),
             _cnn(6, 0).eval(),  # an untrained teacher: its logits differ from the labels all the same
             data,
-            _train_config(config, data.input_size),
+            make_train_config(config, data.input_size),
             plan,
             make_assistant=lambda: _cnn(5, 2),
         )
@@ -95,12 +96,17 @@ def test_label_smoothing_reaches_the_quantization_aware_kd_term(tiny):
         config = FitConfig(
             target="ethos-u55", epochs=1, batch_size=32, lr=0.05, alpha=0.5, label_smoothing=label_smoothing
         )
-        plan = _distill_plan(config, [get_target("ethos-u55")])
+        plan = make_distill_plan(config, [get_target("ethos-u55")])
         assert plan.qat_epochs == 2
         plan = dataclasses.replace(plan, qat_epochs=1)
         with one_torch_thread():
             qat = quantization_aware(
-                _cnn(4, 1), _cnn(6, 0).eval(), tiny, _train_config(config, tiny.input_size), plan, arch="cnn"
+                _cnn(4, 1),
+                _cnn(6, 0).eval(),
+                tiny,
+                make_train_config(config, tiny.input_size),
+                plan,
+                arch="cnn",
             )
         return [t.detach().clone() for t in qat.model.state_dict().values()]
 
@@ -181,11 +187,18 @@ CONSUMERS = [
     # (the config, the modules that read it, the name it goes by there, functions that only check it)
     (
         FitConfig,
-        ["pipeline.py", "training_time.py"],
+        [
+            "fit_config.py",
+            "pipeline.py",
+            "fit_recipe.py",
+            "fit_stages.py",
+            "fit_shipping.py",
+            "training_time.py",
+        ],
         "config",
         {"_validate", "resume_config", "__post_init__", "from_yaml"},
     ),
-    (DistillPlan, ["distill/stage.py", "pipeline.py"], "plan", {"__post_init__"}),
+    (DistillPlan, ["distill/stage.py", "fit_recipe.py", "fit_stages.py"], "plan", {"__post_init__"}),
     (TrainConfig, ["distill/trainer.py"], "config", {"__post_init__"}),
 ]
 

@@ -217,7 +217,7 @@ def test_the_batched_augmentation_gives_each_image_its_own_shifted_and_mirrored_
 def test_flips_are_on_only_for_classes_that_survive_mirroring():
     from torch.utils.data import TensorDataset
 
-    from edgekd.augment import MIRROR_RETENTION, mirror_check
+    from edgekd.augment import VIEW_RETENTION, mirror_check
 
     # class 1: the left half is the brighter one; mirroring swaps the halves, hence the class
     images = torch.rand(300, 3, 6, 6)
@@ -236,9 +236,44 @@ def test_flips_are_on_only_for_classes_that_survive_mirroring():
             return torch.stack([gap, torch.full_like(gap, 0.5)], 1)
 
     asymmetric = mirror_check(Halves(), data, images=200)
-    assert (asymmetric.accuracy, asymmetric.mirrored_accuracy, asymmetric.images) == (1.0, 0.0, 200)
+    assert (asymmetric.accuracy, asymmetric.view_accuracy, asymmetric.images) == (1.0, 0.0, 200)
     assert not asymmetric.survives and "horizontal flips off" in asymmetric.sentence()
     symmetric = mirror_check(Contrast(), data)
-    assert symmetric.images == 300 and symmetric.mirrored_accuracy == symmetric.accuracy
+    assert symmetric.images == 300 and symmetric.view_accuracy == symmetric.accuracy
     assert symmetric.survives and "horizontal flips on" in symmetric.sentence()
-    assert 0.8 < MIRROR_RETENTION < 1
+    assert 0.8 < VIEW_RETENTION < 1
+
+
+def test_shifts_are_on_only_when_the_teacher_answers_the_shifted_views_right():
+    from torch.utils.data import TensorDataset
+
+    from edgekd.augment import decide_views, shift_check
+
+    # the class is which column of a 16-px image holds a bright stripe: shifts move it to another class
+    labels = torch.randint(0, 4, (200,))
+    images = torch.zeros(200, 3, 16, 16)
+    images[torch.arange(200), :, :, 4 * labels + 2] = 1.0
+    data = TensorDataset(images, labels)
+
+    class Column(torch.nn.Module):  # right on the originals, and reads the stripe's position
+        def forward(self, x):
+            return x.mean((1, 2)).reshape(len(x), 4, 4)[..., 2]
+
+    class Count(torch.nn.Module):  # answers the same whatever the position: blind to shifts
+        def forward(self, x):
+            return torch.stack([x.mean((1, 2, 3))] * 4, 1)
+
+    moved = shift_check(Column(), data, max_shift=2)
+    assert moved.accuracy == 1.0 and moved.view_accuracy < 0.5 and not moved.survives
+    assert "shifts of up to 2 px off" in moved.sentence()
+    blind = shift_check(Count(), data, max_shift=2)
+    assert blind.view_accuracy == blind.accuracy and blind.survives
+
+    decided = decide_views(Column(), data, hflip=None, max_shift=None, default_shift=2)
+    assert decided.max_shift == 0 and len(decided.checks) == 2 and "shifts of up to 2 px off" in decided.why
+    kept = decide_views(Count(), data, hflip=None, max_shift=None, default_shift=2)
+    assert kept.max_shift == 2
+    # what the user set is kept without a check
+    asked = decide_views(Column(), data, hflip=True, max_shift=3, default_shift=2)
+    assert (asked.hflip, asked.max_shift, asked.checks) == (True, 3, ())
+    assert asked.why == "horizontal flips on: as asked; shifts of up to 3 px: as asked"

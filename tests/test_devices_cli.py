@@ -41,6 +41,7 @@ def loop(loopback_ssh):
     assert not leftovers()
 
 
+@pytest.mark.slow
 def test_the_registry_round_trips_and_refuses_bad_entries(loop, loopback_ssh, capsys):
     assert load_devices()[loop].uri == loopback_ssh.uri and connect(loop).uri == loopback_ssh.uri
     with pytest.raises(ConfigError, match="exists.*--replace"):
@@ -56,6 +57,7 @@ def test_the_registry_round_trips_and_refuses_bad_entries(loop, loopback_ssh, ca
     assert main(["devices", "remove", loop]) == 0 and loop not in load_devices()
 
 
+@pytest.mark.slow
 def test_profile_over_ssh_records_a_row_that_calibration_fits(loop, tflite, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "measurement.json"
     args = [
@@ -104,6 +106,7 @@ def test_profile_over_ssh_records_a_row_that_calibration_fits(loop, tflite, tmp_
     assert "before (priors)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_record_needs_a_target_and_a_wrong_target_fails_first(tflite, capsys):  # noqa: F811
     assert main(["profile", str(tflite.path), "--record"]) != 0
     assert "--record needs --target" in capsys.readouterr().err
@@ -137,6 +140,7 @@ def test_a_password_already_in_devices_yaml_is_refused_unshown_and_removable(tmp
     assert stat.S_IMODE(os.stat(devices_file()).st_mode) == 0o600
 
 
+@pytest.mark.slow
 def test_record_takes_the_targets_own_hardware_or_a_labelled_forced_row(tflite, tmp_path, capsys):  # noqa: F811
     base = ["profile", str(tflite.path), "--runs", "3", "--warmup", "1", "--min-seconds", "0"]
     profiles = tmp_path / "profiles"

@@ -46,6 +46,7 @@ def device(loopback_ssh):
     assert not leftovers(), leftovers()
 
 
+@pytest.mark.slow
 def test_profile_over_ssh_times_the_artifact_on_the_device_and_leaves_nothing(device, tflite):
     measured = device.profile(tflite.path, ProfileSettings(threads=1, runs=20, warmup=3, min_seconds=0.2))
     lat = measured.latency
@@ -57,12 +58,14 @@ def test_profile_over_ssh_times_the_artifact_on_the_device_and_leaves_nothing(de
     assert fingerprint["runtimes"]["ai-edge-litert"]  # the device's own runtime version
 
 
+@pytest.mark.slow
 def test_check_reports_the_devices_runtimes(device):
     found = device.check()
     assert found["runtimes"]["ai-edge-litert"] and found["runtimes"]["onnxruntime"]
     assert "tflite-runtime" in found["runtimes"]  # absent there: listed with None
 
 
+@pytest.mark.slow
 def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
     from edgekd.artifact import make_contract
     from edgekd.export import export
@@ -77,6 +80,7 @@ def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
     assert measured.layers[0]["ms"] == max(row["ms"] for row in measured.layers)
 
 
+@pytest.mark.slow
 def test_a_wrong_port_is_unreachable(loopback_ssh, tflite):
     from tests.sshd import free_port
 
@@ -88,6 +92,7 @@ def test_a_wrong_port_is_unreachable(loopback_ssh, tflite):
     assert not leftovers()
 
 
+@pytest.mark.slow
 def test_a_key_the_device_does_not_know_fails_authentication(loopback_ssh, tflite, tmp_path):
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True
@@ -100,6 +105,7 @@ def test_a_key_the_device_does_not_know_fails_authentication(loopback_ssh, tflit
         SSHDevice.from_uri(loopback_ssh.uri, ssh_config=config).profile(tflite.path)
 
 
+@pytest.mark.slow
 def test_an_unknown_host_key_is_refused_not_accepted(loopback_ssh, tflite, tmp_path):
     (tmp_path / "known_hosts").write_text("")
     config = tmp_path / "ssh_config"
@@ -113,6 +119,7 @@ def test_an_unknown_host_key_is_refused_not_accepted(loopback_ssh, tflite, tmp_p
     assert (tmp_path / "known_hosts").read_text() == ""  # nothing was added behind the user's back
 
 
+@pytest.mark.slow
 def test_a_device_without_the_runtime_names_the_package_to_install(loopback_ssh, tflite, tmp_path):
     # A Python with numpy but no TFLite runtime: this interpreter's site-packages minus the runtimes
     bare = tmp_path / "bare"
@@ -140,6 +147,7 @@ def test_a_device_without_the_runtime_names_the_package_to_install(loopback_ssh,
     assert not leftovers()
 
 
+@pytest.mark.slow
 def test_a_missing_python_on_the_device_is_named(device, tflite):
     broken = SSHDevice(
         device.host, device.user, device.port, python="/nonexistent/python3", ssh_config=device.ssh_config
@@ -148,6 +156,7 @@ def test_a_missing_python_on_the_device_is_named(device, tflite):
         broken.profile(tflite.path)
 
 
+@pytest.mark.slow
 def test_a_bench_killed_mid_run_fails_clearly_and_leaves_nothing(device, tflite):
     failure = []
 
@@ -172,6 +181,7 @@ def test_a_bench_killed_mid_run_fails_clearly_and_leaves_nothing(device, tflite)
     assert failure and "was killed on the device" in failure[0], failure
 
 
+@pytest.mark.slow
 def test_a_timeout_stops_the_bench_and_cleans_up(device, tflite):
     with pytest.raises(DeviceError, match="no answer within 3 s"):
         device.profile(tflite.path, ProfileSettings(runs=10**6, min_seconds=120, timeout_s=3))
@@ -185,6 +195,7 @@ def test_a_malformed_uri_is_refused():
             SSHDevice.from_uri(bad)
 
 
+@pytest.mark.slow
 def test_the_host_comes_after_a_double_dash_in_every_ssh_command(loopback_ssh, monkeypatch):
     """Every ssh edgekd starts goes through SSHDevice.run; its argv ends `-- HOST COMMAND`, so no
     OpenSSH can read the host as an option, whatever its own hostname checks."""
@@ -205,6 +216,7 @@ def test_the_host_comes_after_a_double_dash_in_every_ssh_command(loopback_ssh, m
         assert argv.count("--") == 1
 
 
+@pytest.mark.slow
 def test_the_double_dash_alone_stops_a_host_that_reads_as_an_option(loopback_ssh, tmp_path, monkeypatch):
     """A device whose host got past the URI checks (set on the object after they ran): without `--`,
     ssh would take `-oProxyCommand=...` as an option and the next word (the remote command, here
@@ -229,6 +241,7 @@ def injection_uris(port: int, user: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_option_like_hosts_and_users_never_run_anything(loopback_ssh, tmp_path, monkeypatch, capsys):
     from edgekd.cli import main
 
@@ -246,6 +259,7 @@ def test_option_like_hosts_and_users_never_run_anything(loopback_ssh, tmp_path, 
     assert list(cwd.iterdir()) == [] and not leftovers()
 
 
+@pytest.mark.slow
 def test_a_password_in_a_uri_is_refused_and_never_shown(loopback_ssh, capsys):
     from edgekd.cli import main
 
@@ -258,6 +272,7 @@ def test_a_password_in_a_uri_is_refused_and_never_shown(loopback_ssh, capsys):
         SSHDevice.from_uri(uri)
 
 
+@pytest.mark.slow
 def test_a_garbage_artifact_fails_on_the_device_in_one_line(device, tmp_path):
     garbage = tmp_path / "m.tflite"
     garbage.write_bytes(b"garbage!")

@@ -67,6 +67,7 @@ def packages(tiny_model, tmp_path_factory):
     return artifacts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_package_validates_and_carries_its_contract(packages, kind):
     artifact = packages[kind]
@@ -104,6 +105,7 @@ def test_package_validates_and_carries_its_contract(packages, kind):
     assert not (artifact.path / "executorch_debug_handle_mapping.json").exists()
 
 
+@pytest.mark.slow
 def test_weights_shrink_with_precision(packages):
     size = {kind: _weights_bytes(artifact.path) for kind, artifact in packages.items()}
     assert 0.45 < size["fp16"] / size["fp32"] < 0.55
@@ -111,6 +113,7 @@ def test_weights_shrink_with_precision(packages):
         assert 0.2 < size[kind] / size["fp32"] < 0.3, (kind, size)
 
 
+@pytest.mark.slow
 def test_int8_weights_are_compressed_ops(packages):
     fp16 = validate_package(packages["fp16"].path, packages["fp16"].contract).ops
     linear = validate_package(packages["int8-linear"].path, packages["int8-linear"].contract).ops
@@ -133,6 +136,7 @@ def test_baked_normalisation_matches_the_model(tiny_model, digits):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_newer_deployment_target_uses_its_ops(tiny_model, tmp_path):
     contract = coreml.export_model(
         tiny_model, tmp_path / "m.mlpackage", _contract("int8"), deployment_target="iOS18"
@@ -188,6 +192,7 @@ def _tamper_input(spec):
     spec.description.input[0].type.imageType.colorSpace = ct.proto.FeatureTypes_pb2.ImageFeatureType.BGR
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("tamper", "check", "message"),
     [
@@ -206,6 +211,7 @@ def test_tampered_package_fails_the_check_it_breaks(packages, tmp_path, tamper, 
     assert any(p.startswith(f"{check}: ") and message in p for p in report.problems), report.problems
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "checks"),
     [
@@ -220,6 +226,7 @@ def test_package_is_checked_against_the_contract(packages, change, checks):
     assert {p.split(":")[0] for p in report.problems} == checks, report.problems
 
 
+@pytest.mark.slow
 def test_fp16_package_is_not_an_int8_one(packages):
     artifact = packages["fp16"]
     report = validate_package(artifact.path, replace(artifact.contract, precision="int8"))
@@ -239,6 +246,7 @@ def _small_cnn() -> nn.Module:
     ).eval()
 
 
+@pytest.mark.slow
 def test_export_replaces_an_older_package_and_nothing_else(tmp_path):
     path = tmp_path / "m.mlpackage"
     coreml.export_model(_small_cnn(), path, _contract())
@@ -258,6 +266,7 @@ def test_export_replaces_an_older_package_and_nothing_else(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.mlpackage", "not-a-package.mlpackage"]
 
 
+@pytest.mark.slow
 def test_a_package_that_fails_validation_is_not_published(tmp_path, monkeypatch):
     path = tmp_path / "m.mlpackage"
     first = coreml.export_model(_small_cnn(), path, _contract())
@@ -287,12 +296,14 @@ def test_conversion_failure_names_the_op_and_layer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(ON_MAC, reason="Core ML predicts on macOS")
 def test_core_ml_session_is_unavailable_off_macos(packages):
     with pytest.raises(RuntimeUnavailableError, match="only on macOS"):
         open_session(packages["fp16"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_MAC, reason="Core ML predicts only on macOS")
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_core_ml_parity_on_real_images(packages, tiny_model, digits, kind):

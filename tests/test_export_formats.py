@@ -51,6 +51,7 @@ def test_the_registry_has_every_format_and_precision():
     assert set(load_gates()) == {"fp32", "fp16", "int8"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fmt", "precision"), CASES, ids=[f"{f}-{p}" for f, p in CASES])
 def test_export_reload_run_parity(exported, digits, fmt, precision):
     model, artifacts = exported
@@ -71,6 +72,7 @@ def test_export_reload_run_parity(exported, digits, fmt, precision):
         assert report.max_abs_diff < (1e-3 if precision == "fp32" else 5e-2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS.names())
 def test_smaller_precisions_make_smaller_files(exported, fmt):
     _, artifacts = exported
@@ -81,6 +83,7 @@ def test_smaller_precisions_make_smaller_files(exported, fmt):
         assert sizes["int8"] < 0.45 * sizes["fp32"], sizes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS.names())
 def test_no_temporary_files_are_left_behind(exported, fmt):
     _, artifacts = exported
@@ -89,6 +92,7 @@ def test_no_temporary_files_are_left_behind(exported, fmt):
     assert leftovers == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(platform.system() == "Darwin", reason="Core ML runs on macOS")
 def test_coreml_cannot_run_here_and_says_why(exported):
     from edgekd.errors import RuntimeUnavailableError
@@ -99,6 +103,7 @@ def test_coreml_cannot_run_here_and_says_why(exported):
         open_session(artifacts["coreml", "fp32"])
 
 
+@pytest.mark.slow
 def test_an_unsupported_op_is_named_with_its_layer(tmp_path, digits):
     class Histogram(torch.nn.Module):
         def forward(self, x):

@@ -27,6 +27,7 @@ def tiny_onnx(tmp_path_factory):
     return model, export(model, "onnx", out, contract=_contract(), stem="tiny")
 
 
+@pytest.mark.slow
 def test_onnx_file_is_valid_single_and_nchw(tiny_onnx):
     _, artifact = tiny_onnx
     assert artifact.path.suffix == ".onnx" and artifact.size_bytes > 100_000
@@ -47,6 +48,7 @@ def test_onnx_file_is_valid_single_and_nchw(tiny_onnx):
     assert session.output().shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_onnx_metadata_round_trips(tiny_onnx):
     _, artifact = tiny_onnx
     model = onnx.load(str(artifact.path), load_external_data=False)
@@ -74,6 +76,7 @@ def test_unsupported_opset_names_the_range(opset, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_older_opset_is_written_or_refused(tmp_path):
     plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten()).eval()
     export_model(plain, tmp_path / "plain.onnx", _contract("plain", 8), opset=17)
@@ -103,6 +106,7 @@ class MedianNet(nn.Module):
         return self.head(self.stem(x))
 
 
+@pytest.mark.slow
 def test_unconvertible_op_is_named_with_its_layer(tmp_path):
     with pytest.raises(ExportError) as raised:
         export(MedianNet().eval(), "onnx", tmp_path, contract=_contract("median_net", 16))
@@ -114,6 +118,7 @@ def test_unconvertible_op_is_named_with_its_layer(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_checker_failure_names_the_file(tmp_path, monkeypatch):
     def reject(path, full_check=False):
         raise onnx.checker.ValidationError("Nodes in a graph must be topologically sorted")

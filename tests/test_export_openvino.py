@@ -55,6 +55,7 @@ def _read(artifact: Artifact):
     return ov.Core().read_model(str(artifact.path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_ir_is_xml_and_bin_with_a_static_named_input(exported, precision):
     artifact = exported(precision)
@@ -73,6 +74,7 @@ def test_ir_is_xml_and_bin_with_a_static_named_input(exported, precision):
     assert load_artifact(artifact.path).contract == artifact.contract
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_rt_info_carries_the_contract(exported, precision):
     artifact = exported(precision)
@@ -103,6 +105,7 @@ PARITY = {  # precision: (max abs diff, min cosine)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_parity_on_real_images(exported, tiny_model, digits, precision):
     artifact = exported(precision)
@@ -113,6 +116,7 @@ def test_parity_on_real_images(exported, tiny_model, digits, precision):
     assert report.max_abs_diff < max_diff and report.cosine_similarity > min_cosine
 
 
+@pytest.mark.slow
 def test_fp16_halves_the_weights_and_int8_quarters_them(exported):
     fp32, fp16, int8 = (exported(p).path.with_suffix(".bin").stat().st_size for p in PRECISIONS)
     assert 0.45 < fp16 / fp32 < 0.55  # measured 0.500
@@ -123,6 +127,7 @@ def _op_types(artifact: Artifact) -> Counter:
     return Counter(op.get_type_name() for op in _read(artifact).get_ops())
 
 
+@pytest.mark.slow
 def test_int8_ir_is_quantized(exported):
     ops = _op_types(exported("int8"))
     convolutions = ops["Convolution"] + ops["GroupConvolution"] + ops["MatMul"]
@@ -138,12 +143,14 @@ def test_int8_ir_is_quantized(exported):
     assert _op_types(exported("fp32"))["FakeQuantize"] == 0
 
 
+@pytest.mark.slow
 def test_fp16_ir_stores_half_precision_weights(exported):
     ir = _read(exported("fp16"))
     constants = Counter(op.get_element_type() for op in ir.get_ops() if op.get_type_name() == "Constant")
     assert constants[ov.Type.f16] > 40 and constants[ov.Type.f32] < constants[ov.Type.f16]
 
 
+@pytest.mark.slow
 def test_exports_leave_no_temporary_files(exported, out_dir):
     for precision in PRECISIONS:
         exported(precision)
@@ -151,6 +158,7 @@ def test_exports_leave_no_temporary_files(exported, out_dir):
     assert {p.name for p in out_dir.iterdir()} == expected
 
 
+@pytest.mark.slow
 def test_a_failed_write_keeps_the_old_ir_and_leaves_nothing_behind(exported, tmp_path, monkeypatch):
     import edgekd.export.openvino as exporter
 
@@ -187,6 +195,7 @@ class HistogramNet(nn.Module):
         return self.hist(self.stem(x))
 
 
+@pytest.mark.slow
 def test_unsupported_op_names_the_op_and_layer(tmp_path):
     contract = make_contract("histogram_net", "openvino", 16, (0.5,) * 3, (0.25,) * 3, tuple("abcdefghij"))
     with pytest.raises(ExportError) as raised:
@@ -207,6 +216,7 @@ def test_qat_models_export_only_to_tflite(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_non_classifier_output_is_refused(tmp_path):
     contract = make_contract("conv_only", "openvino", 8, (0.5,) * 3, (0.25,) * 3, ("a", "b"))
     with pytest.raises(

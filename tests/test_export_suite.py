@@ -36,6 +36,7 @@ def test_requested_pairs_follow_the_registry():
         requested_pairs(["tfite"], None)
 
 
+@pytest.mark.slow
 def test_matrix_reports_ok_unsupported_failed_export_and_failed_parity(tmp_path, digits):
     model = tiny_model()
     # int8 rounding moves the logits' direction by ~1e-3 (cosine ~0.999): a gate demanding 0.99999
@@ -67,6 +68,7 @@ def test_matrix_reports_ok_unsupported_failed_export_and_failed_parity(tmp_path,
     assert bad.file.endswith("model-int8.tflite") and bad.top1_agreement is not None
 
 
+@pytest.mark.slow
 def test_a_converter_failure_is_a_row_not_a_crash(tmp_path, digits):
     class Histogram(torch.nn.Module):
         def forward(self, x):
@@ -90,6 +92,7 @@ def test_gates_come_from_config_and_bad_config_is_named(tmp_path):
     assert load_gates(path) == {"fp32": ParityGate(min_top1_agreement=0.5)}
 
 
+@pytest.mark.slow
 def test_export_command_on_a_checkpoint(tmp_path, digits, capsys):
     checkpoint = tmp_path / "student.safetensors"
     save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))
@@ -115,6 +118,7 @@ def test_export_command_refuses_all_with_format_and_a_missing_source(tmp_path, c
     assert "no such run directory or .safetensors checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_merges_its_rows_into_an_earlier_exports_json(tmp_path, digits, capsys):
     checkpoint = tmp_path / "student.safetensors"
     save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))

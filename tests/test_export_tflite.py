@@ -37,6 +37,7 @@ def tiny_export(tmp_path_factory):
     return model, export(model, "tflite", out, contract=_contract(32), stem="tiny")
 
 
+@pytest.mark.slow
 def test_artifact_is_nhwc_and_carries_its_contract(tiny_export):
     _, artifact = tiny_export
     assert artifact.path.suffix == ".tflite" and artifact.size_bytes > 10_000
@@ -55,6 +56,7 @@ def test_artifact_is_nhwc_and_carries_its_contract(tiny_export):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_parity_gate_fails_a_model_that_disagrees(tiny_export, digits):
     _model, artifact = tiny_export
     other = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
@@ -72,6 +74,7 @@ def test_unsupported_precision_names_the_supported_ones(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
     _, artifact = tiny_export
     metadata = read_tflite_metadata(artifact.path)
@@ -81,6 +84,7 @@ def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
     assert "min_runtime_version" in metadata  # the converter's own entries are kept
 
 
+@pytest.mark.slow
 def test_flatbuffer_buffers_stay_16_byte_aligned(tiny_export):
     # TFLite Micro reads weights in place; the schema asks for force_align 16 on buffer data.
     from ai_edge_litert import schema_py_generated as schema
@@ -96,6 +100,7 @@ def test_flatbuffer_buffers_stay_16_byte_aligned(tiny_export):
     assert len(starts) > 50 and all(start % 16 == 0 for start in starts)
 
 
+@pytest.mark.slow
 def test_embedding_replaces_an_entry_of_the_same_name(tiny_export, tmp_path):
     from ai_edge_litert import schema_py_generated as schema
 
@@ -119,6 +124,7 @@ class MedianPool(nn.Module):
         return x.flatten(2).median(dim=-1).values
 
 
+@pytest.mark.slow
 def test_unconvertible_op_is_named_with_its_layer(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), MedianPool(), nn.Linear(8, 10)).eval()
     with pytest.raises(ExportError) as raised:
@@ -139,6 +145,7 @@ def fp16_export(tiny_export, tmp_path_factory):
     return model, export(model, "tflite", out, contract=_contract(32, "fp16"), stem="tiny")
 
 
+@pytest.mark.slow
 def test_fp16_weights_are_float16_with_float32_io(fp16_export, tiny_export):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -161,6 +168,7 @@ def test_fp16_weights_are_float16_with_float32_io(fp16_export, tiny_export):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_fp16_parity_on_real_images(fp16_export, digits):
     # Measured (seed 0, 64 images): top-1 agreement 1.0, max abs diff 3.0e-4, mean 1.0e-4.
     model, artifact = fp16_export
@@ -222,6 +230,7 @@ def int8_export(trained_cnn, tmp_path_factory):
     return model, artifact
 
 
+@pytest.mark.slow
 def test_int8_accuracy_stays_close_to_fp32(int8_export, digits):
     # Measured (seed 0, 269 test images): fp32 PyTorch 99.6 %, int8 LiteRT 99.6 %, top-1 agreement
     # 100 %; over seeds 0-4 int8 stays within 0.4 points of fp32 (PyTorch and the fp32 .tflite agree
@@ -235,6 +244,7 @@ def test_int8_accuracy_stays_close_to_fp32(int8_export, digits):
     assert report.cosine_similarity > 0.999
 
 
+@pytest.mark.slow
 def test_int8_artifact_is_integer_in_and_out_and_says_so(int8_export):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -255,6 +265,7 @@ def test_int8_artifact_is_integer_in_and_out_and_says_so(int8_export):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_int8_session_quantizes_float_input_like_the_contract_says(int8_export, digits):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -277,6 +288,7 @@ def test_int8_session_quantizes_float_input_like_the_contract_says(int8_export, 
         np.testing.assert_allclose(logits[0], expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_int8_needs_enough_calibration_images(trained_cnn, tmp_path):
     model, train_images = trained_cnn
     contract = _contract(32, "int8")
@@ -291,6 +303,7 @@ def test_int8_needs_enough_calibration_images(trained_cnn, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_calibration_images_are_checked(trained_cnn, tmp_path):
     model, train_images = trained_cnn
     nhwc = train_images[:200].permute(0, 2, 3, 1)
@@ -339,6 +352,7 @@ def export_zoo_int8(out, digits):
     )
 
 
+@pytest.mark.slow
 def test_int8_leaves_no_float_tensor_for_common_activations(digits, tmp_path):
     # The stock litert quantizer leaves the SE mean, hard-sigmoid and SiLU in float; the exporter
     # annotates/decomposes them. Measured: cosine 0.99987, top-1 agreement 100 % on 64 images.

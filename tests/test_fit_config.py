@@ -23,7 +23,7 @@ def _run(tmp_path, **settings):
 
 def test_resume_applies_a_new_device_and_threads_to_the_runs_config(tmp_path, caplog):
     run = _run(tmp_path, epochs=2, device="loacl", runs_dir=tmp_path / "runs")
-    with caplog.at_level(logging.INFO, logger="edgekd.pipeline"):
+    with caplog.at_level(logging.INFO, logger="edgekd.fit_config"):
         config = resume_config(run, {"device": "local", "threads": 3, "epochs": 2})  # epochs: the run's own
     assert (config.device, config.threads, config.epochs) == ("local", 3, 2)
     saved = FitConfig.from_yaml(run / "config.yaml")
@@ -81,7 +81,7 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
 
 
 def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
-    from edgekd.pipeline import _train_config, default_batch_size
+    from edgekd.fit_recipe import default_batch_size, make_train_config
 
     # The largest of 64/32/16 that gives an epoch at least 50 steps.
     assert [default_batch_size(n) for n in (6000, 3200, 3199, 1600, 1599, 1259, 10)] == [
@@ -93,13 +93,13 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
         16,
         16,
     ]
-    small = _train_config(FitConfig(), 32, train_images=1259)
+    small = make_train_config(FitConfig(), 32, train_images=1259)
     assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
-    assert _train_config(FitConfig(), 32, train_images=20000).batch_size == 64
-    assert _train_config(FitConfig(batch_size=128), 32).lr == pytest.approx(0.05)  # scaled above 64
-    assert _train_config(FitConfig(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
+    assert make_train_config(FitConfig(), 32, train_images=20000).batch_size == 64
+    assert make_train_config(FitConfig(batch_size=128), 32).lr == pytest.approx(0.05)  # scaled above 64
+    assert make_train_config(FitConfig(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
-        _train_config(FitConfig(), 32)
+        make_train_config(FitConfig(), 32)
 
 
 def test_the_search_trains_small_data_long_enough_to_learn():

@@ -74,6 +74,7 @@ def tables():
     return [OpTable.from_cost(analyze(build_model(a, 10), size)) for a in archs for size in (64, 96)]
 
 
+@pytest.mark.slow
 def test_fit_recovers_the_latencies_of_known_coefficients(tables):
     """Latencies generated from a known coefficient set are reproduced by the fit, which starts from the
     target's priors, far from the truth."""
@@ -145,6 +146,7 @@ def test_uncalibrated_group_falls_back_to_the_priors_and_says_so():
     assert predict_latency_ms(cost, target) == pytest.approx(expected * 1e3)
 
 
+@pytest.mark.slow
 def test_validate_leave_one_out_on_a_users_board(tmp_path, monkeypatch):
     """A user's target (extends pi5) with its own profile: `latency validate` fits all rows but one,
     predicts that one, and writes the table's figures as JSON."""
@@ -210,6 +212,7 @@ def test_predict_command_prints_breakdown_and_provenance(capsys):
     assert "lcnet_050 @ 96 px on pi5" in out and "total" in out and "uncalibrated" in out
 
 
+@pytest.mark.slow
 def test_ethos_u55_latency_comes_from_vela_on_the_int8_file():
     from edgekd.predict import predict_model
 

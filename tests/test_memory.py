@@ -1,6 +1,7 @@
 """The peak-memory estimate against the activation memory of the real converted .tflite, and the arena
 planner against a layout worked out by hand."""
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -29,6 +30,7 @@ class _Net(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+@pytest.mark.slow
 def test_estimate_matches_the_converted_tflite_activation_memory(tmp_path):
     torch.manual_seed(0)
     net = _Net().eval()

@@ -131,6 +131,7 @@ def _accuracy(logits: np.ndarray, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels.numpy()).mean())
 
 
+@pytest.mark.slow
 def test_qat_int8_matches_fp32_accuracy_and_ptq(fp32_cnn, ptq_artifact, qat_run, digits):
     # Measured on the 269 test images, fp32 / PTQ int8 / QAT int8 accuracy with the model seeded 0-4:
     # 99.63/99.63/99.63, 99.26/98.88/99.26, 99.26/99.26/99.26, 99.63/99.63/99.63, 99.63/99.63/99.63 %;
@@ -152,6 +153,7 @@ def test_qat_int8_matches_fp32_accuracy_and_ptq(fp32_cnn, ptq_artifact, qat_run,
     assert history[-1].val_teacher_agreement >= 0.98  # the trainer's own KD bookkeeping worked
 
 
+@pytest.mark.slow
 def test_qat_artifact_runs_what_was_trained(qat_run, digits):
     # The fake-quantized PyTorch graph and the int8 file compute the same thing: over the 269 test
     # images and seeds 0-4 the logits differ by at most 2 output quantization steps (~0.2), and the
@@ -166,6 +168,7 @@ def test_qat_artifact_runs_what_was_trained(qat_run, digits):
     assert (trained.argmax(1) == shipped.argmax(1)).mean() >= 0.98
 
 
+@pytest.mark.slow
 def test_qat_artifact_is_fully_int8_with_the_ptq_contract(qat_run, ptq_artifact):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -190,6 +193,7 @@ def test_qat_artifact_is_fully_int8_with_the_ptq_contract(qat_run, ptq_artifact)
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_qat_export_refuses_what_would_not_ship_as_trained(qat_run, digits, tmp_path):
     qat, _, _, _ = qat_run
     contract = _int8_contract(digits)

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 
 from edgekd import report
+from edgekd.fit_result import FitResult
 from edgekd.plots import curve_panels, training_curves
+from edgekd.rundir import RunDir
 from tests.conftest import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -38,6 +40,7 @@ def make_result(**changes):
             "name": "pi5",
             "description": "Raspberry Pi 5, 4x Cortex-A76",
             "default_precision": "int8",
+            "format": "tflite",
             "budget_ms": 20.0,
         },
         "data": {
@@ -67,6 +70,9 @@ def make_result(**changes):
             "peak_memory_mb": 0.8,
             "reason": "mobilenetv3_small_050 has the most MACs.",
             "checkpoint": "student.safetensors",
+            "distillation": None,
+            "scheme": "offline",
+            "loss": ["kd"],
         },
         "export": {
             "file": "exports/student-fp32.tflite",
@@ -102,11 +108,44 @@ def make_result(**changes):
     return result
 
 
+def as_result(result: dict) -> FitResult:
+    """`make_result`'s dict as the FitResult fit returns: its top-level target, export and host latency
+    are its one target's record (which result.json repeats at the top level)."""
+    student = result["student"]
+    record = {
+        "target": result["target"],
+        "predicted_latency_ms": student["predicted_latency_ms"],
+        "predicted_by": student["predicted_by"],
+        "peak_memory_mb": student["peak_memory_mb"],
+        "model_mb": 2.2,
+        "fallback_ops": [],
+        "export": result["export"],
+        "host_latency": result["host_latency"],
+    }
+    return FitResult.from_json({**result, "targets": [record]})
+
+
+def write_reports(directory, result: dict):
+    return report.write_reports(RunDir(directory, ("pi5",)), as_result(result))
+
+
+def render_markdown(result: dict) -> str:
+    return report.render_markdown(as_result(result))
+
+
+def render_html(result: dict) -> str:
+    return report.render_html(as_result(result))
+
+
+def retention_sentence(result: dict) -> str | None:
+    return report.retention_sentence(as_result(result))
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     """One run directory with the reports written, shared because drawing is the slow part."""
     run = tmp_path_factory.mktemp("run")
-    paths = report.write_reports(run, make_result())
+    paths = write_reports(run, make_result())
     return run, paths
 
 
@@ -179,14 +218,14 @@ def test_an_epoch_without_agreement_reads_not_available(written):
 
 def test_text_from_the_result_is_escaped_in_html(tmp_path):
     target = dict(make_result()["target"], description="<script>alert('pwned')</script> & co")
-    report.write_reports(tmp_path, make_result(target=target, history=[]))
+    write_reports(tmp_path, make_result(target=target, history=[]))
     page = (tmp_path / "report.html").read_text()
     assert "<script" not in page
     assert "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;/script&gt; &amp; co" in page
 
 
 def test_an_empty_history_gives_reports_without_figures(tmp_path):
-    paths = report.write_reports(tmp_path, make_result(history=[]))
+    paths = write_reports(tmp_path, make_result(history=[]))
     assert [p.name for p in paths] == ["report.md", "report.html"]
     assert "<img" not in (tmp_path / "report.html").read_text()
     assert "![" not in (tmp_path / "report.md").read_text()
@@ -230,15 +269,15 @@ def test_the_scratch_baseline_is_drawn_beside_the_distilled_curve_and_its_gain_s
     assert [s.label for s in accuracy.series][-1] == "accuracy without the teacher"
     assert accuracy.series[-1].values == pytest.approx((30.0, 55.0, 61.0, 70.0))  # 4 baseline epochs beside 3
     assert training_curves(result["history"], baseline_history).startswith(PNG_SIGNATURE)
-    markdown = report.render_markdown(result)
+    markdown = render_markdown(result)
     assert "distillation added 4.25 points" in markdown and "in 12 s of training" in markdown
     result["baseline"]["test_accuracy"] = result["student"]["test_accuracy"] + 0.01
-    assert "distillation cost 1.00 points" in report.render_markdown(result)
-    assert "Without the teacher" not in report.render_markdown(make_result())
+    assert "distillation cost 1.00 points" in render_markdown(result)
+    assert "Without the teacher" not in render_markdown(make_result())
 
 
 def test_a_failed_write_keeps_the_old_report_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    report.write_reports(tmp_path, make_result(history=[]))
+    write_reports(tmp_path, make_result(history=[]))
     before = (tmp_path / "report.html").read_text()
 
     def broken(*args, **kwargs):
@@ -246,7 +285,7 @@ def test_a_failed_write_keeps_the_old_report_and_leaves_no_temporary_file(tmp_pa
 
     monkeypatch.setattr(report, "render_html", broken)
     with pytest.raises(RuntimeError):
-        report.write_reports(tmp_path, make_result())
+        write_reports(tmp_path, make_result())
     assert (tmp_path / "report.html").read_text() == before
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
 
@@ -274,14 +313,14 @@ def test_a_quantization_aware_artifact_is_shown_beside_post_training_int8(tmp_pa
         "parity": {**parity, "top1_agreement": 0.9665, "artifact_accuracy": 0.6208},
     }
     result["student"]["distillation"] = "distilled offline, then fine-tuned int8 quantization-aware"
-    markdown = report.render_markdown(result)
+    markdown = render_markdown(result)
     assert "| `exports/student-fp32.tflite` | tflite, int8 quantization-aware, NHWC |" in markdown
     assert (
         "| `exports/student-ptq-int8.tflite` | tflite, int8 post-training (comparison), NHWC | 1.50 MB"
         in markdown
     )
     assert "62.08 %" in markdown and "Distillation: distilled offline, then fine-tuned" in markdown
-    assert "int8 post-training (comparison)" in report.render_html(result)
+    assert "int8 post-training (comparison)" in render_html(result)
 
 
 def test_a_device_measurement_reads_against_the_prediction_with_its_slowest_layers():
@@ -303,13 +342,13 @@ def test_a_device_measurement_reads_against_the_prediction_with_its_slowest_laye
         "predicted_for": "pi5",
         "measured_over_predicted": 1.25,
     }
-    markdown = report.render_markdown(result)
+    markdown = render_markdown(result)
     assert (
         "Measured on pi5-desk (ssh://pi@raspberrypi.local; Cortex-A76, Linux 6.6): 2.500 ms median over "
         "240 runs against 2.000 ms predicted for pi5 (measured / predicted = 1.25)." in markdown
     )
     assert "| `stages.0/conv` | Convolution | 0.750 | 75.0 % |" in markdown
-    assert "Measured on pi5-desk" not in report.render_markdown(make_result(history=[]))
+    assert "Measured on pi5-desk" not in render_markdown(make_result(history=[]))
 
 
 def test_hostile_names_stay_literal_text_in_markdown(tmp_path):
@@ -323,7 +362,7 @@ def test_hostile_names_stay_literal_text_in_markdown(tmp_path):
     result["target"] = dict(result["target"], description="1. *loud* [click](http://evil) `tick`")
     result["student"]["arch"] = "<img src=x onerror=alert(1)>_net_"
     result["export"] = dict(result["export"], file="exports/a`b|<i>.tflite")
-    report.write_reports(tmp_path, result)
+    write_reports(tmp_path, result)
     markdown = (tmp_path / "report.md").read_text()
     rendered = MarkdownIt("commonmark").enable("table").render(markdown)
     for tag in ("<a ", "<script", "<img", "<em>", "<ol", "<i>"):
@@ -336,22 +375,22 @@ def test_hostile_names_stay_literal_text_in_markdown(tmp_path):
 
 def test_the_finished_students_retention_is_held_against_what_was_asked():
     # 0.8736 / 0.9591 = 91.1 % of the teacher's accuracy.
-    plain = report.retention_sentence(make_result())
+    plain = retention_sentence(make_result())
     assert plain == "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %)."
     asked = make_result(search={"objective": "retention", "min_retention": 0.97})
-    short = report.retention_sentence(asked)
+    short = retention_sentence(asked)
     assert short.startswith(
         "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %), "
     )
     assert "short of the 97 % asked for (--min-retention)" in short
     met = make_result(search={"objective": "retention", "min_retention": 0.9})
-    assert report.retention_sentence(met).endswith("meeting the 90 % asked for (--min-retention).")
+    assert retention_sentence(met).endswith("meeting the 90 % asked for (--min-retention).")
     # Another objective asked for no share: the figure alone.
     other = make_result(search={"objective": "accuracy", "min_retention": None})
-    assert report.retention_sentence(other) == plain
+    assert retention_sentence(other) == plain
 
 
 def test_the_report_states_the_retention(tmp_path):
     result = make_result(search={"objective": "retention", "min_retention": 0.97})
-    report.write_reports(tmp_path, result)
+    write_reports(tmp_path, result)
     assert "short of the 97 % asked for" in (tmp_path / "report.md").read_text()

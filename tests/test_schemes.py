@@ -57,6 +57,7 @@ def test_mutual_loss_matches_an_independent_computation():
     assert value == pytest.approx(ce + t**2 * (kl_ps + kl_sp), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_mutual_learning_trains_both_networks_and_reports_the_student(small):
     student, peer = _cnn(8, 1), _cnn(16, 2)
     before = [p.clone() for p in peer.parameters()]
@@ -67,6 +68,7 @@ def test_mutual_learning_trains_both_networks_and_reports_the_student(small):
     assert history[-1].train_loss < history[0].train_loss
 
 
+@pytest.mark.slow
 def test_born_again_generations_each_learn_from_the_last(small):
     teacher = _cnn(16, 0)
     train(teacher, small, CONFIG, loss=make_loss("ce"))
@@ -78,6 +80,7 @@ def test_born_again_generations_each_learn_from_the_last(small):
         born_again(lambda: _cnn(8, 0), teacher, small, CONFIG, generations=0)
 
 
+@pytest.mark.slow
 def test_assistant_chain_trains_each_step_from_the_previous_model(small):
     teacher, assistant, student = _cnn(32, 0), _cnn(12, 1), _cnn(4, 2)
     train(teacher, small, CONFIG, loss=make_loss("ce"))

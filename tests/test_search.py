@@ -8,6 +8,7 @@ from edgekd.search import assess, choose_student
 from edgekd.targets import get_target
 
 
+@pytest.mark.slow
 def test_choice_is_the_largest_feasible_candidate():
     """The whole catalog at digits' 32 px (the size `fit` on digits assesses, so its later
     assessment reads this one's cached costs) against a pi5 whose budget half the catalog breaks."""

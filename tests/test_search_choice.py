@@ -157,6 +157,7 @@ def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, mon
         constraints.candidate_cost(candidate, 96, 10)
 
 
+@pytest.mark.slow
 def test_vela_estimates_are_cached_by_candidate_and_the_targets_vela_setup(tmp_path, monkeypatch):
     import edgekd.search.constraints as constraints
     from edgekd.catalog import build_model
@@ -219,6 +220,7 @@ def test_pareto_plot_draws_feasible_rejected_and_untrained_candidates():
     assert pareto_plot([]) is None
 
 
+@pytest.mark.slow
 def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cache(tmp_path, digits):
     """Successive halving over three tiny students from a briefly trained teacher on digits: every
     trial is a real distillation run, scores are validation accuracies with their interval, agreement

@@ -131,6 +131,15 @@ def test_retention_picks_the_fastest_candidate_that_keeps_the_share_of_the_best(
     assert strict.chosen == "mid"
 
 
+def test_retention_keeps_the_fastest_first_when_it_is_also_the_best():
+    # make fit's digits search: lcnet_035 was both the fastest and the best of its rung, and moving the
+    # rung's best to second place demoted it below the slower lcnet_050 that only its interval kept in.
+    assessments = [point("best-fast", 0.5, 58.0), point("slower", 1.0, 63.0), point("ref", 2.0, 72.0)]
+    table = {"best-fast": 0.77, "slower": 0.70, "ref": 0.75}
+    result = choose(assessments, scores(table, images=269), objective="retention", min_retention=0.97)
+    assert result.chosen == "best-fast"
+
+
 def test_latency_picks_the_fastest_candidate_clearly_above_chance():
     # chance 10 %: fastest's 11 % (CI 7.9-15.0 %) is not clearly above it; second's 40 % is.
     assessments = [point("fastest", 0.5, 58.0), point("second", 1.0, 60.0), point("heavy", 8.0, 76.0)]

@@ -173,10 +173,8 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
     result = fit(config)
     run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
     saved = json.loads((run / "search.json").read_text())
-    assert len(saved["entered"]) == 2 and saved["chosen"] == result["student"]["arch"]
-    assert (
-        saved["chosen"] in result["student"]["reason"] and "successive halving" in result["student"]["reason"]
-    )
+    assert len(saved["entered"]) == 2 and saved["chosen"] == result.student.arch
+    assert saved["chosen"] in result.student.reason and "successive halving" in result.student.reason
     with open(run / "search.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(load_students())
@@ -184,15 +182,15 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
     assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]
     assert (run / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "search-pareto.png" in (run / "report.md").read_text()
-    assert result["search"]["trials"] == len(saved["trials"])
+    assert result.search["trials"] == len(saved["trials"])
 
     (run / "result.json").unlink()
     before = (run / "search.json").stat().st_mtime_ns
     with caplog.at_level("INFO"):
         again = fit(config, resume=run)
     assert (run / "search.json").stat().st_mtime_ns == before
-    assert again["student"]["arch"] == saved["chosen"] and again["search"] == result["search"]
-    gap = again["teacher"]["params"] / again["student"]["params"]
+    assert again.student.arch == saved["chosen"] and again.search == result.search
+    gap = again.teacher.params / again.student.params
     assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
 
 

@@ -14,7 +14,8 @@ from edgekd.distill.losses import make_loss
 from edgekd.distill.stage import DistillPlan, distil_student
 from edgekd.distill.trainer import TrainConfig, accuracy, predict, train
 from edgekd.errors import ConfigError
-from edgekd.pipeline import FitConfig, _assistant, _check_teacher_fits_plan, _distill_plan
+from edgekd.fit_config import FitConfig
+from edgekd.fit_recipe import assistant_factory, check_teacher_fits_plan, make_distill_plan
 from edgekd.search import choose_assistant
 from edgekd.targets import get_target
 from tests.helpers import one_torch_thread, subset
@@ -49,6 +50,7 @@ def _caches(root: Path) -> list[Path]:
     return sorted((root / "teacher-outputs").iterdir()) if (root / "teacher-outputs").exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("scheme", "steps", "caches"),
     [
@@ -82,6 +84,7 @@ def test_every_scheme_trains_a_student_and_caches_each_frozen_teacher(
     assert scheme in result.description  # the report's sentence names the scheme that ran
 
 
+@pytest.mark.slow
 def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, teacher, tmp_path):
     with one_torch_thread():
         result = distil_student(
@@ -95,6 +98,7 @@ def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, te
     assert _caches(tmp_path / "cache") == [] and result.history[-1].val_teacher_agreement is not None
 
 
+@pytest.mark.slow
 def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
     def run(epochs):
         with one_torch_thread():
@@ -115,6 +119,7 @@ def test_an_interrupted_stage_resumes_inside_its_step(small, teacher, tmp_path):
     assert [m.seconds for m in resumed.history] == [m.seconds for m in full.history]  # not re-trained
 
 
+@pytest.mark.slow
 def test_quantization_aware_fine_tuning_returns_a_trained_qat_model(small, teacher, tmp_path):
     from edgekd.quantize import QATModel
 
@@ -139,11 +144,11 @@ def test_plan_errors_name_the_options():
 
 def test_int8_targets_train_quantization_aware_by_default_and_float_ones_refuse_it():
     ethos = [get_target("ethos-u55")]
-    assert _distill_plan(FitConfig(target="ethos-u55"), ethos).qat_epochs == 2
-    assert _distill_plan(FitConfig(target="ethos-u55", qat_epochs=0), ethos).qat_epochs == 0
-    assert _distill_plan(FitConfig(), [get_target("pi5")]).qat_epochs == 0
+    assert make_distill_plan(FitConfig(target="ethos-u55"), ethos).qat_epochs == 2
+    assert make_distill_plan(FitConfig(target="ethos-u55", qat_epochs=0), ethos).qat_epochs == 0
+    assert make_distill_plan(FitConfig(), [get_target("pi5")]).qat_epochs == 0
     with pytest.raises(ConfigError, match="--qat-epochs 3: .* pi5 ships fp32"):
-        _distill_plan(FitConfig(qat_epochs=3), [get_target("pi5")])
+        make_distill_plan(FitConfig(qat_epochs=3), [get_target("pi5")])
 
 
 def test_an_onnx_teacher_refuses_feature_losses_and_the_online_scheme_before_anything_runs():
@@ -151,7 +156,7 @@ def test_an_onnx_teacher_refuses_feature_losses_and_the_online_scheme_before_any
 
     def check(**options):
         config = FitConfig(teacher="teacher.onnx", **options)
-        _check_teacher_fits_plan(config, _distill_plan(config, [pi5]))
+        check_teacher_fits_plan(config, make_distill_plan(config, [pi5]))
 
     check(loss=("kd", "dkd"))  # logits only: fine
     with pytest.raises(ConfigError, match="--loss fitnet reads the teacher's feature maps"):
@@ -171,4 +176,4 @@ def test_the_default_assistant_sits_between_student_and_teacher_in_macs():
     assert choose_assistant(assessments[:2], student, 10**8).candidate.arch == "small"
     with pytest.raises(ConfigError, match="no catalog model lies between"):
         choose_assistant([student, assessments[-1]], student, 10**8)
-    assert _assistant(FitConfig(), DistillPlan(), assessments, student, 10**8, 10) is None
+    assert assistant_factory(FitConfig(), DistillPlan(), assessments, student, 10**8, 10) is None

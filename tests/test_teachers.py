@@ -160,6 +160,7 @@ def onnx_teachers(digits, tmp_path_factory):
     return net, dynamic, nhwc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["dynamic", "nhwc1"])
 def test_onnx_teacher_logits_match_torch(onnx_teachers, digits, tmp_path, name):
     net, dynamic, nhwc = onnx_teachers
@@ -198,6 +199,7 @@ def test_fixed_batch_larger_than_one_runs_in_padded_chunks(digits, tmp_path):
     torch.testing.assert_close(teacher.model(images), expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_cache_digest_differs_per_onnx_file(onnx_teachers, digits, tmp_path):
     import onnx
 
@@ -231,6 +233,7 @@ def test_cache_digest_differs_per_onnx_file(onnx_teachers, digits, tmp_path):
     assert weights_digest(first) != weights_digest(second)
 
 
+@pytest.mark.slow
 def test_onnx_teacher_errors_name_the_file_and_the_mismatch(onnx_teachers, digits, tmp_path, monkeypatch):
     _, dynamic, _ = onnx_teachers
 
@@ -258,6 +261,7 @@ def test_onnx_teacher_errors_name_the_file_and_the_mismatch(onnx_teachers, digit
     refused(dynamic, r"pip install 'edgekd\[onnx\]'")
 
 
+@pytest.mark.slow
 def test_distillation_from_an_onnx_teacher(onnx_teachers, small, tmp_path):
     _, dynamic, _ = onnx_teachers
     teacher = resolve_teacher(str(dynamic), None, small, cache_dir=tmp_path)
@@ -273,6 +277,7 @@ def test_distillation_from_an_onnx_teacher(onnx_teachers, small, tmp_path):
     assert len(history) == 2 and 0 <= history[-1].val_teacher_agreement <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("loss", "missing"), [("fitnet", "forward_intermediates"), ("rkd", "get_classifier")]
 )

@@ -93,6 +93,7 @@ def _cnn(width, seed):
     )
 
 
+@pytest.mark.slow
 def test_distillation_learns_and_tracks_teacher_agreement(digits):
     small = digits
     teacher = _cnn(32, seed=1)
@@ -109,6 +110,7 @@ def test_distillation_learns_and_tracks_teacher_agreement(digits):
     assert accuracy(*predict(student, small.val)) > 0.8  # chance is 0.1
 
 
+@pytest.mark.slow
 def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_path):
     """torchrun with 2 ranks (gloo) at batch 16 each takes the same steps as one process at batch 32."""
     import os

@@ -40,11 +40,11 @@ def _assessments(*names: str):
 
 
 def _plan(config, names, teacher, digits, cache: Path):
-    from edgekd.pipeline import _distill_plan, _train_config, _with_batch_size
+    from edgekd.fit_recipe import make_distill_plan, make_train_config, with_batch_size
     from edgekd.targets import get_target
     from edgekd.training_time import plan_fit
 
-    config = _with_batch_size(config, len(digits.train))  # as fit decides it before planning
+    config = with_batch_size(config, len(digits.train))  # as fit decides it before planning
     with one_torch_thread():
         return plan_fit(
             config,
@@ -52,8 +52,8 @@ def _plan(config, names, teacher, digits, cache: Path):
             teacher,
             "test-teacher",
             digits,
-            _train_config(config, 32),
-            _distill_plan(config, [get_target("pi5")]),
+            make_train_config(config, 32),
+            make_distill_plan(config, [get_target("pi5")]),
             cache,
         )
 
@@ -203,9 +203,9 @@ def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(tmp_path, capl
         result = fit(config)
     assert "training plan:" in caplog.text and "predicted" in caplog.text
     assert caplog.text.index("training plan:") < caplog.text.index("distil epoch 1")
-    plan = result["plan"]
+    plan = result.plan
     assert plan["search"]["predicted_s"] > 0 and plan["search"]["actual_s"] > 0
-    assert plan["final"]["candidate"] == result["student"]["arch"]
+    assert plan["final"]["candidate"] == result.student.arch
     assert plan["final"]["predicted_s"] > 0 and plan["final"]["actual_s"] > 0
     assert plan["time_budget_s"] == 1800 and plan["search_budget"].endswith("s")
-    assert "Training time under a time budget of 30.0 min" in (Path(result["run"]) / "report.md").read_text()
+    assert "Training time under a time budget of 30.0 min" in (Path(result.run) / "report.md").read_text()

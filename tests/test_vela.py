@@ -74,6 +74,7 @@ def tiny_int8(vela, digits, tmp_path_factory):
     return _int8(TinyNet(), "tiny_net", tmp_path_factory.mktemp("tiny"), digits)
 
 
+@pytest.mark.slow
 def test_tiny_int8_net_runs_entirely_on_the_npu(vela, tiny_int8, tmp_path):
     # The exporter's NHWC wrapper leaves no TRANSPOSE; the explicit PAD is fused by Vela.
     ops = [op_type for op_type, _ in vela.tflite_ops(tiny_int8.path)]
@@ -92,6 +93,7 @@ def test_tiny_int8_net_runs_entirely_on_the_npu(vela, tiny_int8, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 
 
+@pytest.mark.slow
 def test_system_config_and_memory_mode_are_the_callers(vela, tiny_int8, tmp_path):
     report = vela.compile_for_ethos_u(
         tiny_int8.path, tmp_path, "ethos-u55-128", "Ethos_U55_Deep_Embedded", "Sram_Only"
@@ -104,12 +106,14 @@ def test_system_config_and_memory_mode_are_the_callers(vela, tiny_int8, tmp_path
     assert report.inference_ms > 0 and report.npu_op_share == 1.0
 
 
+@pytest.mark.slow
 def test_common_student_activations_all_run_on_the_npu(vela, digits, tmp_path):
     _, artifact = export_zoo_int8(tmp_path / "export", digits)
     report = vela.compile_for_ethos_u(artifact.path, tmp_path / "vela")
     assert report.cpu_fallbacks == () and report.npu_op_share == 1.0
 
 
+@pytest.mark.slow
 def test_ops_the_npu_cannot_run_are_named(vela, digits, tmp_path):
     # Softsign is x / (1 + |x|): TFLite has an int8 DIV but the Ethos-U55 has none, so DIV stays on
     # the CPU (and the layout transposes around it turn the pooling MEAN into a channel reduction,
@@ -124,6 +128,7 @@ def test_ops_the_npu_cannot_run_are_named(vela, digits, tmp_path):
     assert div.name and div.reason == "Unsupported opType"  # Vela's words
 
 
+@pytest.mark.slow
 def test_unknown_memory_mode_lists_the_defined_ones(vela, tiny_int8, tmp_path):
     with pytest.raises(
         ConfigError, match=r"memory_mode 'Shared_SRAM' is not defined .* Did you mean 'Shared_Sram'"

@@ -1,10 +1,6 @@
 """Measured latency on real hardware: this host (`local`), any board or Mac over SSH (`ssh`), an
 Android phone over ADB (`adb`), all one `Device`: `check()`, and `profile(artifact, settings)` reporting
 one `Measurement`; `registry` keeps named devices.
-
-Example:
-    >>> # measurement = connect("ssh://pi@raspberrypi.local").profile(Path("student-fp32.tflite"))
-    >>> # measurement.latency.median_ms
 """
 
 from __future__ import annotations

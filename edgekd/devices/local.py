@@ -1,12 +1,8 @@
-"""The one timing protocol (STYLE.md item 9, `edgekd.bench`), here on this host through
-edgekd's runtime sessions. Benchmarks reuse it.
+"""The one timing protocol (the same as `edgekd.bench` runs on a device), here on this host
+through edgekd's runtime sessions. Benchmarks reuse it, so every figure is measured the same way.
 
 Build the session once (its load + first inference is the cold start, reported apart), warm up, then
 invoke until both a minimum count and a minimum time are reached; report median, p90, p99 and IQR.
-
-Example:
-    >>> # stats = measure_latency(artifact, threads=2)
-    >>> # stats.median_ms
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
 """Closing the loop: a measurement becomes a row of `profiles/<target>.csv` with its provenance, and
 the latency predictor refits to it (`edgekd.latency_validation.calibration_report`).
-
-Example:
-    >>> # record_measurement(measurement, Path("exports/student-fp32.tflite"), "pi5")
 """
 
 from __future__ import annotations

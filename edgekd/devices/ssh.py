@@ -6,9 +6,6 @@ artifact and the self-contained bench script (`edgekd.bench`) go to a fresh temp
 directory on the device as a tar stream over the SSH channel (no scp or sftp needed there); the
 script's JSON comes back on stdout; the directory, and any bench still running in it, are removed
 afterwards, also when the bench fails, times out or the user presses Ctrl-C.
-
-Example:
-    >>> # SSHDevice.from_uri("ssh://pi@raspberrypi.local:22").profile(Path("student-fp32.tflite"))
 """
 
 from __future__ import annotations

@@ -16,11 +16,6 @@ Top-k storage (`top_k=k`) keeps the k largest logits and the log-sum-exp of all 
 probabilities of the teacher's softmax are exact and the remaining mass is spread evenly over the
 other classes (Distillation with sparse logits; exact at T = 1, an approximation at other
 temperatures). It is meant for teachers with thousands of classes.
-
-Example:
-    >>> # cache = TeacherOutputCache.open(cache_root, teacher, data, augmentation)
-    >>> # cache.fill(teacher, data.train, augmentation)        # offline: every view, once
-    >>> # logits = cache.lookup(indices, draw)                 # a batch's teacher targets
 """
 
 from __future__ import annotations

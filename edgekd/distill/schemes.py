@@ -1,10 +1,6 @@
 """Distillation schemes beyond one frozen teacher: online (mutual) learning, born-again
 self-distillation and teacher-assistant chains. Each is a few calls to the one trainer, so every
 scheme checkpoints, resumes, shows progress and runs data-parallel the same way.
-
-Example:
-    >>> # student = teacher_assistant_chain([teacher, assistant, student], data, config)
-    >>> # history = mutual_learning(student, peer, data, config)
 """
 
 from __future__ import annotations

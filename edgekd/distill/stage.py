@@ -4,12 +4,6 @@ fine-tuning with the exporter's own quantizer so that what is trained is what sh
 
 Every scheme is a few calls to the one trainer (`edgekd.distill.trainer.train`), each with its own
 checkpoint directory, so an interrupted stage resumes inside whichever step it was in.
-
-Example:
-    >>> # plan = DistillPlan(scheme="offline", loss=("kd",), temperature=4.0, alpha=0.9)
-    >>> # result = distil_student(make_student, teacher, data, train_config, plan,
-    >>> #                         cache_dir=cache, checkpoint_dir=run / "checkpoints")
-    >>> # result.student, result.history
 """
 
 from __future__ import annotations

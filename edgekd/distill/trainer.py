@@ -1,9 +1,5 @@
 """The training loop shared by teacher training and distillation: seeded, checkpointed every epoch,
 resumable, reporting progress through an `Observer`.
-
-Example:
-    >>> # history = train(student, splits, TrainConfig(epochs=5, batch_size=64, lr=3e-3),
-    >>> #                 loss=make_loss("kd"), teacher=teacher, checkpoint_dir=run / "checkpoints")
 """
 
 from __future__ import annotations
@@ -48,7 +44,7 @@ SCHEDULES = ("onecycle", "cosine")
 
 
 # Peak learning rate per optimizer at its reference batch size, scaled linearly with the batch (Goyal
-# et al. 2017, arXiv 1706.02677). SGD's is the usual CIFAR recipe's (0.1 at 256); the issue-15
+# et al. 2017, arXiv 1706.02677). SGD's is the usual CIFAR recipe's (0.1 at 256); the recipe
 # benchmark (benchmarks/recipe.py) found AdamW at 3e-3 8-12 points worse and unstable across seeds.
 REFERENCE_LR = {"sgd": (0.05, 128), "adamw": (0.003, 64)}
 # Below this batch the rate is not scaled down further. fit takes smaller batches only on small data

@@ -7,16 +7,6 @@ hundred from the training data, normalised exactly like the model's input. A for
 int8 receives them as `export_model(..., calibration=images)` (float32 NCHW tensor, checked here).
 A model trained quantization-aware (`edgekd.quantize.prepare_qat`) needs none: it learned its ranges
 in training, and its format receives `export_model(..., qat=True)`.
-
-Example:
-    >>> # artifact = export(model, "tflite", run / "exports", contract=contract)
-    >>> # artifact.path.suffix
-    >>> # '.tflite'
-    >>> # int8 = export(model, "tflite", run / "exports",
-    >>> #               contract=replace(contract, precision="int8"), calibration=train_images[:256])
-    >>> # int8.contract.io_dtype, int8.contract.input_quant   # ('int8', (scale, zero_point))
-    >>> # qat = export(prepare_qat(model, images[:2]), "tflite", run / "exports",   # after training it
-    >>> #              contract=replace(contract, precision="int8"))
 """
 
 from __future__ import annotations

@@ -22,15 +22,6 @@ so no calibration images are needed. Weights under `WEIGHT_THRESHOLD` elements s
 Core ML predicts only on macOS, so parity runs there. Everywhere, `validate_package`
 (`edgekd.export.coreml_package`) checks the saved package's spec (input, output, ops against the
 deployment target, precision, metadata) before the package is moved onto `path`.
-
-Example:
-    >>> # from edgekd.export import export, make_contract
-    >>> # contract = make_contract(arch, "coreml", 224, mean, std, labels, precision="int8")
-    >>> # artifact = export(model, "coreml", out, contract=contract)
-    >>> # artifact.path.name, artifact.contract.input_kind
-    >>> # ('model-int8.mlpackage', 'image')
-    >>> # validate_package(artifact.path, artifact.contract).problems
-    >>> # ()
 """
 
 from __future__ import annotations
@@ -103,11 +94,6 @@ def export_model(
 
     `weight_quantization` chooses int8's weight compression ("linear" or "palettize");
     `deployment_target` is the oldest OS the package must load on (a `ct.target` name, e.g. "iOS17").
-
-    Example:
-        >>> # contract = export_model(model, out / "model-fp16.mlpackage", contract)
-        >>> # contract.input_kind
-        >>> # 'image'
     """
     target = _target(deployment_target)
     _check_request(contract, calibration, qat, weight_quantization, target, deployment_target)

@@ -2,11 +2,6 @@
 runtime: what `edgekd.export.coreml` runs on every package it writes before publishing it, and what
 parity falls back on off macOS, where Core ML cannot predict. Apart from the conversion because it
 reads a finished package, whoever wrote it.
-
-Example:
-    >>> # report = validate_package("exports/model-fp16.mlpackage", artifact.contract)
-    >>> # report.ok, report.problems
-    >>> # (True, ())
 """
 
 from __future__ import annotations
@@ -61,11 +56,6 @@ def validate_package(path: str | os.PathLike[str], contract: Contract) -> Packag
     float32 "logits" output first; only core MIL ops, each available at the package's deployment
     target, none custom; weights and compute in the contract's precision (int8: compressed weights);
     the edgekd metadata equal to `contract`. Returns the report; `problems` is empty when all pass.
-
-    Example:
-        >>> # report = validate_package("exports/model-fp16.mlpackage", artifact.contract)
-        >>> # report.ok, report.ops["conv"]
-        >>> # (True, 53)
     """
     path = Path(path)
     try:

@@ -5,12 +5,6 @@ user needs is which op of *their* model the converter could not handle and where
 is captured once with `torch.export` (the graph every converter here starts from); each aten op in
 it carries the module path it was called from (`nn_module_stack`). An op whose name appears in the
 converter's message is the culprit, reported with its layer path and module class.
-
-Example:
-    >>> # try:
-    >>> #     convert(model)
-    >>> # except Exception as e:
-    >>> #     raise conversion_error("openvino", "resnet18", model, example, e) from e
 """
 
 from __future__ import annotations

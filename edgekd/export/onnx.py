@@ -7,13 +7,6 @@ holds the whole contract as JSON; "labels", "mean", "std" and "precision" repeat
 generic ONNX tool would show), as well as in the sidecar JSON that `edgekd.export.export` writes.
 The file is checked with `onnx.checker` (full check, with shape inference) and opened in an
 onnxruntime session before it is moved into place.
-
-Example:
-    >>> # from edgekd.export import export, make_contract
-    >>> # contract = make_contract("mobilenetv3_small_050", "onnx", 32, mean, std, labels)
-    >>> # artifact = export(model, "onnx", out, contract=contract)
-    >>> # read_onnx_metadata(artifact.path)["precision"]
-    >>> # 'fp32'
 """
 
 from __future__ import annotations

@@ -7,16 +7,6 @@ quantization of the converted IR: symmetric int8 weights and activations observe
 calibration images, written as FakeQuantize nodes that the runtime fuses into integer kernels; input
 and output stay float32. The contract rides in the IR's `rt_info` (`model_info/edgekd_contract`), so
 the .xml alone says how to feed the model.
-
-Example:
-    >>> # from edgekd.export import export
-    >>> # artifact = export(model, "openvino", out, contract=replace(contract, precision="int8"),
-    >>> #                   calibration=train_images[:256])
-    >>> # artifact.path.name, artifact.path.with_suffix(".bin").exists()
-    >>> # ('model-int8.xml', True)
-    >>> # import openvino as ov
-    >>> # ov.Core().read_model(artifact.path).get_rt_info(["model_info", "precision"]).astype(str)
-    >>> # 'int8'
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 and the gate an artifact must pass to ship (per precision, from config/parity.yaml).
 
 Example:
-    >>> # report = check_parity(artifact, model, images, labels)   # raises ExportError below the gate
-    >>> # report.top1_agreement
-    >>> # load_gates()["int8"].min_top1_agreement
-    >>> # 0.9
+    >>> from edgekd.export.parity import load_gates
+    >>> load_gates()["int8"].min_top1_agreement  # check_parity raises ExportError below it
+    0.9
 """
 
 from __future__ import annotations

@@ -6,11 +6,6 @@ converter's error (op and layer where it can be found), an artifact below its pa
 "exported, failed parity" with the metric and its value, and an artifact whose runtime cannot exist
 here (Core ML off macOS) is validated from its spec and says so. The first row is PyTorch eager, the
 reference every other row is compared with.
-
-Example:
-    >>> # rows = export_matrix(model, "mobilenetv3_small_100", ExportInputs(...), out_dir=run / "exports")
-    >>> # [(r.format, r.precision, r.status) for r in rows]
-    >>> # [('pytorch', 'fp32', 'reference'), ('tflite', 'fp32', 'ok'), ...]
 """
 
 from __future__ import annotations

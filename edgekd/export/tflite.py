@@ -13,15 +13,6 @@ graph is converted as trained.
 
 Every file carries its contract as JSON in the flatbuffer's own `metadata` list, under the name
 "edgekd.contract", so the file alone says how to feed it (`read_tflite_metadata`).
-
-Example:
-    >>> # from edgekd.export import export
-    >>> # artifact = export(model, "tflite", out, contract=replace(contract, precision="int8"),
-    >>> #                   calibration=train_images[:256])
-    >>> # artifact.contract.io_dtype
-    >>> # 'int8'
-    >>> # json.loads(read_tflite_metadata(artifact.path)["edgekd.contract"])["precision"]
-    >>> # 'int8'
 """
 
 from __future__ import annotations
@@ -101,9 +92,6 @@ def export_model(
 def read_tflite_metadata(path: str | os.PathLike[str]) -> dict[str, bytes]:
     """The entries of a .tflite file's `metadata` list, by name. Besides edgekd's "edgekd.contract"
     (JSON) the converter writes its own, e.g. "min_runtime_version".
-
-    Example:
-        >>> # contract = json.loads(read_tflite_metadata("model-fp32.tflite")["edgekd.contract"])
     """
     from ai_edge_litert import schema_py_generated as schema
 

@@ -4,8 +4,10 @@ constraints with a reason for every rejection (`constraints`), the Pareto front 
 and the choice with its record (`select`).
 
 Example:
-    >>> # assessments = assess(load_students(), get_target("pi5"), 64, 10)
-    >>> # front = pareto_front([objectives(a) for a in assessments if a.feasible])
+    >>> from edgekd.search import pareto_front
+    >>> # (latency ms, accuracy): the third is slower than the second and no more accurate
+    >>> pareto_front([(1.0, 0.90), (2.0, 0.95), (3.0, 0.93)], minimize=(True, False))
+    [0, 1]
 """
 
 from edgekd.search.constraints import (

@@ -3,9 +3,6 @@ budget it breaks is kept as a reason.
 
 `choose_student` is the rule without evidence (the feasible candidate with the most MACs) for a
 single named student; `edgekd.search.select` ranks feasible candidates by distillation evidence.
-
-Example:
-    >>> # chosen = choose_student(assess(load_students(), get_target("pi5"), 32, 10))
 """
 
 from __future__ import annotations

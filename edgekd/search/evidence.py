@@ -4,11 +4,6 @@ teacher, on a seeded subset of the user's training images, scored by validation 
 Every candidate of a rung trains on the same subset with the same recipe (only the epochs shrink),
 so their scores are comparable; the teacher-output cache is keyed on the subset, so the teacher's
 logits for a rung are computed once and read by every candidate of that rung.
-
-Example:
-    >>> # evaluate = evidence(build, teacher, data, train_config, DistillPlan(), cache_dir=cache)
-    >>> # result = successive_halving(names, evaluate, plan_rungs(len(names), ...), macs=macs)
-    >>> # chance = chance_level(data.val)
 """
 
 from __future__ import annotations

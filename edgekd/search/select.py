@@ -16,11 +16,6 @@ The objectives (`OBJECTIVES`), each a rule for ranking one rung's trials:
 
 "Latency", with several targets, is the worst ratio of predicted latency to budget over the targets
 (`latency_load`): the student must fit each, so the target it loads most decides.
-
-Example:
-    >>> # result = select_student(assessments, evaluate, budget=Budget(trials=8), max_epochs=5,
-    >>> #                         max_images=2000, target_name="pi5")
-    >>> # result.chosen, result.reason
 """
 
 from __future__ import annotations
@@ -283,9 +278,11 @@ def rank_rung(
     if objective == "retention" and len(fastest) > 1:
         # The rung's best goes on second: the next rung then still holds the score the fastest is
         # measured against, instead of judging small students only against each other.
+        # (When the best is also the fastest it stays first.)
         leader = max(passing, key=lambda t: t.score).name
-        fastest.remove(leader)
-        fastest.insert(1, leader)
+        if fastest[0] != leader:
+            fastest.remove(leader)
+            fastest.insert(1, leader)
     return fastest + rank_within_noise(rest, by_name)
 
 

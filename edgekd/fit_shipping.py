@@ -1,0 +1,344 @@
+"""The stages of `fit` after training, which rank 0 alone runs: each target's artifact exported, checked
+against PyTorch on the whole test split and timed here, the first one profiled on `--device`, and the
+reports and result.json written (last: a run directory with result.json finished).
+
+Targets that need the same artifact (format, precision and options: pi5 and pi4 ship one TFLite fp32
+file) share it: the stages are made for the first of them, and the others' records name it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from edgekd._io import write_json_atomic
+from edgekd.fit_result import (
+    DataSummary,
+    ExportRecord,
+    FitResult,
+    StudentSummary,
+    TargetResult,
+    TargetSummary,
+    TeacherSummary,
+    search_summary,
+)
+from edgekd.fit_stages import FitContext, Stage
+from edgekd.rundir import RunDir
+
+STUDENT, POST_TRAINING = "student", "student-ptq"  # the artifacts' stems
+
+
+def _artifact_key(target) -> tuple[str, str, str]:
+    """What decides a target's file: targets with equal keys ship the same one."""
+    from edgekd.targets import target_format_options
+
+    return (target.format, target.default_precision, repr(target_format_options(target)))
+
+
+def _shipped_model(context: FitContext, target):
+    """The QAT graph for an int8 target when the student trained quantization-aware, else the float
+    student."""
+    quantized = context.quantized if target.default_precision == "int8" else None
+    return quantized, (quantized if quantized is not None else context.student)
+
+
+@dataclass(frozen=True)
+class ExportStage:
+    """One artifact for `target`: the shipped student (`stem` STUDENT) or, beside a quantization-aware
+    one, the same float student quantized after training alone (POST_TRAINING), for comparison. Done
+    when the file and its sidecar are there (both are written atomically)."""
+
+    target: Any
+    stem: str
+    name: str = "export"
+
+    @property
+    def detail(self) -> str:
+        return self.target.name
+
+    def _path(self, run: RunDir):
+        from edgekd.artifact import FORMATS
+
+        suffix = FORMATS.get(self.target.format).suffix
+        return run.artifact(self.target.name, self.stem, self.target.default_precision, suffix)
+
+    def is_done(self, run: RunDir) -> bool:
+        from edgekd.artifact import sidecar_path
+
+        path = self._path(run)
+        return path.exists() and sidecar_path(path).exists()
+
+    def load(self, context: FitContext) -> None:
+        from edgekd.artifact import load_artifact
+
+        context.artifacts[self.target.name, self.stem] = load_artifact(self._path(context.run))
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.artifact import FORMATS, make_contract
+        from edgekd.data import representative_images
+        from edgekd.export import MIN_CALIBRATION_IMAGES, export
+        from edgekd.targets import target_format_options
+
+        target, data, precision = self.target, context.data, self.target.default_precision
+        contract = make_contract(
+            context.chosen.candidate.arch,
+            target.format,
+            data.input_size,
+            data.mean,
+            data.std,
+            data.classes,
+            precision,
+        )
+        quantized, shipped = _shipped_model(context, target)
+        if self.stem == STUDENT:
+            model, options = shipped, target_format_options(target).get(target.format)
+            calibrated = precision in FORMATS.get(target.format).calibrated and quantized is None
+        else:
+            model, options, calibrated = context.student, None, True
+        calibration = (
+            representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=context.config.seed)
+            if calibrated
+            else None
+        )
+        context.artifacts[target.name, self.stem] = export(
+            model,
+            target.format,
+            context.run.exports_for(target.name),
+            contract=contract,
+            stem=self.stem,
+            calibration=calibration,
+            options=options,
+        )
+
+
+@dataclass(frozen=True)
+class CheckStage:
+    """`target`'s artifact checked against PyTorch on the whole test split (and the post-training one
+    beside it, ungated), and timed here when its runtime runs here. Never done: the figures are
+    measured on every attempt, and kept in result.json (and profile*.json) once the run finishes."""
+
+    target: Any
+    name: str = "parity"
+
+    @property
+    def detail(self) -> str:
+        return self.target.name
+
+    def is_done(self, run: RunDir) -> bool:
+        return False
+
+    def load(self, context: FitContext) -> None:  # pragma: no cover: never done, never loaded
+        raise AssertionError("CheckStage keeps nothing to load")
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.devices.local import measure_latency
+        from edgekd.export.parity import check_parity
+        from edgekd.runtimes import can_run_here
+
+        target, run, threads = self.target, context.run, context.config.threads
+        artifact = context.artifacts[target.name, STUDENT]
+        quantized, shipped = _shipped_model(context, target)
+        images, labels = context.test_images, context.test_labels
+        runs_here = can_run_here(target.format)
+        # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
+        parity = check_parity(artifact, shipped, images, labels, threads=threads) if runs_here else None
+        ptq, float_accuracy = (
+            None,
+            parity.torch_accuracy if parity is not None and quantized is None else None,
+        )
+        if quantized is not None:
+            # What quantization-aware training bought: the same student quantized after training alone.
+            ptq_artifact = context.artifacts[target.name, POST_TRAINING]
+            ptq_parity = check_parity(
+                ptq_artifact, context.student, images, labels, threads=threads, gate=False
+            )
+            ptq = {
+                "file": run.relative(ptq_artifact.path),
+                "size_bytes": ptq_artifact.size_bytes,
+                "parity": asdict(ptq_parity),
+            }
+            float_accuracy = ptq_parity.torch_accuracy
+        latency = None
+        if runs_here:
+            context.observer.stage("latency", target.name)
+            latency = asdict(measure_latency(artifact, threads=threads, observer=context.observer))
+            write_json_atomic(run.profile_for(target.name), latency)
+        context.shipped[target.name] = {
+            "float_accuracy": float_accuracy,
+            "export": ExportRecord(
+                file=run.relative(artifact.path),
+                format=artifact.format,
+                precision=artifact.contract.precision,
+                layout=artifact.contract.layout,
+                size_bytes=artifact.size_bytes,
+                parity=asdict(parity) if parity is not None else None,
+                parity_note=None
+                if runs_here
+                else f"{target.format} cannot run on this host: spec validated only",
+                quantization_aware=quantized is not None,
+                post_training_int8=ptq,
+            ),
+            "host_latency": latency,
+        }
+
+
+class DeviceStage:
+    """The first target's artifact timed on `--device`, beside the latency predicted for that target;
+    kept in device-profile.json, so a resumed run does not measure again."""
+
+    name, detail = "device", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return run.device_profile.exists()
+
+    def load(self, context: FitContext) -> None:
+        import json
+
+        context.device_latency = json.loads(context.run.device_profile.read_text())
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.devices import ProfileSettings
+        from edgekd.devices.registry import connect
+
+        config, first = context.config, context.targets[0]
+        predicted_ms = context.chosen.per_target[first.name].predicted_latency_ms
+        device = connect(config.device)
+        artifact = context.artifacts[first.name, STUDENT]  # the first target ships first
+        measurement = device.profile(artifact.path, ProfileSettings(threads=config.threads))
+        latency = measurement.latency
+        measured = latency.median_ms if measurement.statistic == "median" else latency.mean_ms
+        context.device_latency = {
+            "device": config.device,
+            "uri": measurement.device,
+            "measurement": asdict(measurement),
+            "measured_ms": measured,
+            "statistic": measurement.statistic,
+            "predicted_ms": predicted_ms,
+            "predicted_for": first.name,
+            "measured_over_predicted": measured / predicted_ms,
+        }
+        write_json_atomic(context.run.device_profile, context.device_latency)
+
+
+class ReportStage:
+    """The FitResult, the reports and result.json. Never done: a resumed run reports what it measured."""
+
+    name, detail = "report", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return False
+
+    def load(self, context: FitContext) -> None:  # pragma: no cover: never done, never loaded
+        raise AssertionError("ReportStage keeps nothing to load")
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.report import write_reports
+
+        context.result = fit_result(context)
+        write_reports(context.run, context.result)
+        write_json_atomic(context.run.result, context.result.to_json())  # last: the run finished
+
+
+def shipping_stages(context: FitContext) -> list[Stage]:
+    """Per distinct artifact: export it (and its post-training comparison), check and time it; then
+    the device profile, if asked, and the report."""
+    stages: list[Stage] = []
+    keys = set()
+    for target in context.targets:
+        if _artifact_key(target) in keys:
+            continue
+        keys.add(_artifact_key(target))
+        stages.append(ExportStage(target, STUDENT))
+        if _shipped_model(context, target)[0] is not None:
+            stages.append(ExportStage(target, POST_TRAINING))
+        stages.append(CheckStage(target))
+    if context.config.device is not None:
+        stages.append(DeviceStage())
+    return [*stages, ReportStage()]
+
+
+def _prediction_basis(target) -> str:
+    """How the target's latency was predicted, in words: which profile rows calibrated it, or that
+    none did (the report shows it beside the figure)."""
+    from edgekd.latency import calibrate
+
+    if target.latency_model.estimator == "vela":
+        return "Vela's estimate on the int8 TFLite file"
+    return calibrate(target).provenance
+
+
+def _target_results(context: FitContext) -> tuple[TargetResult, ...]:
+    """Each target's record, in the order named; one that shares an artifact names its owner."""
+    owners: dict[tuple[str, str, str], str] = {}
+    records = []
+    for target in context.targets:
+        owner = owners.setdefault(_artifact_key(target), target.name)
+        shipped, costed = context.shipped[owner], context.chosen.per_target[target.name]
+        records.append(
+            TargetResult(
+                target=TargetSummary(
+                    target.name,
+                    target.description,
+                    target.default_precision,
+                    target.format,
+                    target.budgets.latency_ms,
+                ),
+                predicted_latency_ms=costed.predicted_latency_ms,
+                predicted_by=_prediction_basis(target),
+                peak_memory_mb=costed.peak_memory_mb,
+                model_mb=costed.model_mb,
+                fallback_ops=tuple(costed.fallback_ops),
+                export=shipped["export"],
+                host_latency=shipped["host_latency"],
+                shared_with=None if owner == target.name else owner,
+            )
+        )
+    return tuple(records)
+
+
+def fit_result(context: FitContext) -> FitResult:
+    from edgekd._config import to_mapping
+    from edgekd.distill.trainer import accuracy, predict
+
+    data, chosen, teacher, first = context.data, context.chosen, context.teacher, context.targets[0]
+    records = _target_results(context)
+    measured = [s["float_accuracy"] for s in context.shipped.values() if s["float_accuracy"] is not None]
+    # The float PyTorch student on the whole test split, from a parity run that had it as reference.
+    student_test = measured[0] if measured else accuracy(*predict(context.student, data.test))
+    return FitResult(
+        run=str(context.run),
+        config=to_mapping(context.config),
+        targets=records,
+        data=DataSummary(
+            data.name, data.num_classes, data.input_size, len(data.train), len(data.val), len(data.test)
+        ),
+        teacher=TeacherSummary(
+            arch=teacher.info.arch,
+            source=teacher.source,
+            cached=teacher.cached,
+            params=context.teacher_params,
+            macs=context.teacher_macs,
+            test_accuracy=context.teacher_test,
+        ),
+        student=StudentSummary(
+            arch=chosen.candidate.arch,
+            params=chosen.params,
+            macs=chosen.macs,
+            test_accuracy=student_test,
+            predicted_latency_ms=records[0].predicted_latency_ms,
+            predicted_for=first.name,
+            predicted_by=records[0].predicted_by,
+            peak_memory_mb=chosen.peak_memory_mb,
+            reason=context.search.reason,
+            checkpoint=context.run.student.name,
+            distillation=context.distillation,
+            scheme=context.plan.scheme,
+            loss=tuple(context.plan.loss),
+        ),
+        history=tuple(context.history),
+        search=search_summary(context.assessments, context.search),
+        device_latency=context.device_latency,
+        augmentation=context.views.to_json() if context.views else None,
+        baseline=context.baseline,
+        plan=context.timed,
+    )

@@ -1,0 +1,425 @@
+"""The stages of `fit`, each an object with `is_done(run)`, `run(context)` and `load(context)`.
+
+Resume is one rule, applied by `run_stages`: a stage whose outputs are complete in the run directory
+(`is_done`) is read back (`load`), any other runs. A stage whose outputs are not kept in the run
+directory (the decoded data and the teacher live in the cache, parity and latency are measured again
+on every attempt) is never done. The stages talk through one `FitContext`, which each fills in for
+those after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edgekd._io import write_json_atomic
+from edgekd.fit_config import FitConfig
+from edgekd.fit_recipe import (
+    assistant_factory,
+    make_train_config,
+    teacher_cost,
+    view_decision,
+)
+from edgekd.progress import Observer
+from edgekd.rundir import RunDir
+from edgekd.training_time import search_rungs
+
+if TYPE_CHECKING:
+    from edgekd.augment import ViewDecision
+
+log = logging.getLogger(__name__)
+
+# Above this teacher/student parameter ratio fit suggests a teacher assistant (Mirzadeh et al. 2020
+# see the gap hurt plain KD once it is large; 10x is where it suggests one).
+CAPACITY_GAP = 10.0
+DONE_EARLIER = "done in an earlier attempt"
+
+
+@dataclass
+class FitContext:
+    """What the stages share: the run's settings, and each stage's outputs as it finishes (None
+    until then)."""
+
+    config: FitConfig
+    run: RunDir
+    observer: Observer
+    world: Any  # edgekd.distill.distributed's World: rank 0 alone writes the run's files
+    targets: list  # edgekd.targets.Target, in the order named
+    plan: Any  # edgekd.distill.stage.DistillPlan
+    candidates: list
+    splits: Any  # the data as loaded, before decoding
+    started: float  # perf_counter at the start of fit, for the training-time plan
+    cache_dir: Any = None
+    data: Any = None
+    teacher: Any = None
+    teacher_seconds: float | None = None  # what training the teacher took, when it was trained here
+    teacher_test: float | None = None
+    teacher_params: int | None = None
+    teacher_macs: int | None = None
+    views: ViewDecision | None = None
+    assessments: list | None = None
+    train_config: Any = None
+    timing: Any = None  # edgekd.training_time's FitTiming
+    search: Any = None  # edgekd.search.select.SearchResult
+    search_seconds: float | None = None
+    chosen: Any = None  # the chosen candidate's assessment
+    final_started: float | None = None
+    student: Any = None
+    quantized: Any = None  # the QAT graph, when an int8 target asked for one
+    history: list | None = None
+    distillation: str | None = None
+    baseline: dict[str, Any] | None = None
+    test_images: Any = None
+    test_labels: Any = None
+    artifacts: dict[tuple[str, str], Any] = field(default_factory=dict)  # (target, stem) -> Artifact
+    shipped: dict[str, dict[str, Any]] = field(default_factory=dict)  # target -> its checks
+    device_latency: dict[str, Any] | None = None
+    timed: dict[str, Any] | None = None  # the training-time plan against what it took
+    result: Any = None  # the FitResult, once reported
+
+    def make_student(self):
+        import torch
+
+        from edgekd.catalog import build_model
+
+        torch.manual_seed(self.config.seed)
+        candidate = self.chosen.candidate
+        return build_model(candidate.arch, self.data.num_classes, **candidate.kwargs)
+
+
+class Stage(Protocol):
+    name: str  # the banner the observer shows
+    detail: str  # beside the banner: the target a shipping stage works for
+
+    def is_done(self, run: RunDir) -> bool:
+        """Whether an earlier attempt left this stage's outputs complete in `run`."""
+
+    def run(self, context: FitContext) -> None:
+        """Do the stage's work, write its outputs into the run and put them in `context`."""
+
+    def load(self, context: FitContext) -> None:
+        """Put the outputs an earlier attempt wrote into `context`."""
+
+
+def run_stages(stages: list[Stage], context: FitContext) -> None:
+    """The resume rule: load what is done, run the rest, in order. Consecutive stages of one phase
+    (the search's plan and its trials; an artifact and its comparison file) share one banner."""
+    shown = None
+    for stage in stages:
+        done = stage.is_done(context.run)
+        if (stage.name, stage.detail) != shown:
+            context.observer.stage(stage.name, DONE_EARLIER if done and not stage.detail else stage.detail)
+            shown = (stage.name, stage.detail)
+        if done:
+            log.info("%s: %s", stage.name, DONE_EARLIER)
+            stage.load(context)
+        else:
+            stage.run(context)
+
+
+class _NeverDone:
+    """A stage whose outputs are not kept in the run directory: it runs on every attempt."""
+
+    detail = ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return False
+
+    def load(self, context: FitContext) -> None:  # pragma: no cover: never done, never loaded
+        raise AssertionError(f"{type(self).__name__} keeps nothing to load")
+
+
+class DataStage(_NeverDone):
+    """Images decoded once into the cache, so every epoch after the first reads plain arrays."""
+
+    name = "data"
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.data import decode_once
+
+        context.data = decode_once(context.splits, context.cache_dir, context.observer)
+
+
+class TeacherStage(_NeverDone):
+    """The teacher, loaded or trained (and cached outside the run), its test accuracy and cost, and the
+    flip decision that needs it."""
+
+    name = "teacher"
+
+    def run(self, context: FitContext) -> None:
+        from edgekd import training_time
+        from edgekd.catalog import load_teacher_recipe
+        from edgekd.distill.trainer import accuracy, predict
+        from edgekd.teachers import resolve_teacher
+
+        config, data = context.config, context.data
+        recipe = load_teacher_recipe()
+        if config.teacher_epochs is not None:
+            recipe = dataclasses.replace(recipe, epochs=config.teacher_epochs)
+        teacher_seconds = training_time.check_teacher_time(config, data, recipe, context.cache_dir)
+        context.teacher = resolve_teacher(
+            config.teacher,
+            config.teacher_weights,
+            data,
+            cache_dir=context.cache_dir,
+            recipe=recipe,
+            seed=config.seed,
+            observer=context.observer,
+        )
+        context.teacher_seconds = teacher_seconds
+        context.teacher_test = accuracy(*predict(context.teacher.model, data.test))
+        context.teacher_params, context.teacher_macs = teacher_cost(context.teacher.model, data.input_size)
+        context.views = view_decision(config, context.teacher.model, data)
+
+
+class PlanStage(_NeverDone):
+    """Every candidate costed on every target, and the training plan: predicted search and final
+    training seconds; under --time-budget it drops candidates, cuts epochs and gives the search its
+    share (edgekd.training_time). Rank 0 times the candidates alone, and every rank follows its plan,
+    so all train the same trials."""
+
+    name = "search"
+
+    def run(self, context: FitContext) -> None:
+        from edgekd import training_time
+        from edgekd.distill.distributed import share_from_main
+        from edgekd.search import assess_targets
+
+        config, data, world = context.config, context.data, context.world
+        assessments = assess_targets(context.candidates, context.targets, data.input_size, data.num_classes)
+        train_config = make_train_config(config, data.input_size, context.views)
+        timing = share_from_main(
+            training_time.plan_fit(
+                config,
+                assessments,
+                context.teacher.model,
+                context.teacher.info.arch,
+                data,
+                train_config,
+                context.plan,
+                context.cache_dir,
+                spent=time.perf_counter() - context.started,
+                teacher_seconds=context.teacher_seconds,
+            )
+            if world.is_main
+            else None,
+            world,
+        )
+        context.timing = timing
+        context.assessments, context.train_config = timing.assessments, timing.train_config(train_config)
+
+
+class SearchStage:
+    """The student choice: successive halving over the feasible candidates ranked by
+    `config.objective`, with the chance check against the validation labels' largest class
+    (`edgekd.search.select`), kept in search.json. Under torchrun every rank trains the trials
+    together and rank 0's choice is the one kept."""
+
+    name, detail = "search", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return run.search.exists()
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.catalog import build_model
+        from edgekd.distill.distributed import share_from_main
+        from edgekd.search.evidence import chance_level, evidence
+        from edgekd.search.halving import parse_budget
+        from edgekd.search.select import select_student
+
+        started = time.perf_counter()
+        config, data = context.timing.search_config(context.config), context.data
+        assessments = context.timing.search_assessments
+        by_name = {a.candidate.name: a.candidate for a in assessments}
+
+        def build(name: str):
+            import torch
+
+            torch.manual_seed(config.seed)
+            return build_model(name, data.num_classes, **by_name[name].kwargs)
+
+        # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
+        # co-train a teacher per trial, so they are ranked as offline runs.
+        trial_plan = dataclasses.replace(context.plan, scheme="offline", qat_epochs=0)
+        train_config = context.train_config
+        evaluate = evidence(
+            build,
+            context.teacher.model,
+            data,
+            train_config,
+            trial_plan,
+            cache_dir=context.cache_dir,
+            observer=context.observer,
+        )
+        result = select_student(
+            assessments,
+            evaluate,
+            budget=parse_budget(config.search_budget),
+            target_name=_in_words(config.targets),
+            **search_rungs(config, train_config.epochs, len(data.train)),
+            objective=config.objective,
+            min_retention=config.min_retention,
+            chance=chance_level(data.val),
+            available_images=len(data.train),
+        )
+        result = share_from_main(result, context.world)
+        if context.world.is_main:
+            write_json_atomic(context.run.search, result.to_json())
+        context.search = result
+        self._chose(context, time.perf_counter() - started)
+
+    def load(self, context: FitContext) -> None:
+        from edgekd.search.select import SearchResult
+
+        started = time.perf_counter()
+        context.search = SearchResult.from_json(json.loads(context.run.search.read_text()))
+        self._chose(context, time.perf_counter() - started)
+
+    def _chose(self, context: FitContext, seconds: float) -> None:
+        from edgekd.search import write_search_csv
+
+        search = context.search
+        context.search_seconds = seconds
+        context.chosen = next(a for a in context.assessments if a.candidate.name == search.chosen)
+        if context.world.is_main:
+            write_search_csv(context.run.search_csv, context.assessments, search)
+        log.info("student: %s", search.reason)
+        gap = context.teacher_params / context.chosen.params
+        if gap > CAPACITY_GAP and context.plan.scheme != "assistant":
+            log.info(
+                "the teacher has %.0fx the student's parameters: --scheme assistant would distil through "
+                "an intermediate catalog model (TAKD); with short recipes it lost to plain KD on EuroSAT "
+                "(README, Choosing the student)",
+                gap,
+            )
+
+
+class DistillStage:
+    """The chosen student distilled (and, for an int8 target, fine-tuned quantization-aware), saved
+    with its ModelInfo and its epochs. An interrupted distillation resumes from its checkpoints."""
+
+    name, detail = "distill", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return run.student.exists() and run.history.exists()
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.checkpoint import ModelInfo, save_model
+        from edgekd.distill.stage import distil_student
+
+        context.final_started = time.perf_counter()
+        config, data, chosen, run = context.config, context.data, context.chosen, context.run
+        assistant = assistant_factory(
+            config, context.plan, context.assessments, chosen, context.teacher_macs, data.num_classes
+        )
+        distilled = distil_student(
+            context.make_student,
+            context.teacher.model,
+            data,
+            context.train_config,
+            context.plan,
+            make_assistant=assistant,
+            arch=chosen.candidate.arch,
+            cache_dir=context.cache_dir,
+            checkpoint_dir=run.checkpoints,
+            observer=context.observer,
+        )
+        context.student, context.quantized = distilled.student, distilled.quantized
+        context.distillation = distilled.description
+        context.history = [asdict(m) for m in distilled.history]
+        info = ModelInfo(
+            chosen.candidate.arch,
+            data.classes,
+            data.input_size,
+            data.mean,
+            data.std,
+            kwargs=dict(chosen.candidate.kwargs),
+            provenance={"teacher": context.teacher.source, "distillation": distilled.description},
+        )
+        if context.world.is_main:
+            save_model(run.student, context.student, info)
+            steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
+            record = {"student": context.history, "steps": steps, "description": distilled.description}
+            write_json_atomic(run.history, record)
+        self._quantized(context)
+
+    def load(self, context: FitContext) -> None:
+        from edgekd.checkpoint import load_model
+
+        context.final_started = time.perf_counter()
+        context.student, _ = load_model(context.run.student)
+        recorded = json.loads(context.run.history.read_text())
+        context.history, context.distillation = recorded["student"], recorded["description"]
+        self._quantized(context)
+
+    def _quantized(self, context: FitContext) -> None:
+        """A resumed run rebuilds the QAT graph from its finished checkpoint (every rank, since
+        training is collective under torchrun)."""
+        from edgekd.distill.stage import quantization_aware
+
+        if context.plan.qat_epochs and context.quantized is None:
+            context.quantized = quantization_aware(
+                context.student,
+                context.teacher.model,
+                context.data,
+                context.train_config,
+                context.plan,
+                arch=context.chosen.candidate.arch,
+                checkpoint_dir=context.run.checkpoints / "qat",
+            ).model
+
+
+class BaselineStage:
+    """The chosen student trained on the same data, recipe, augmentation and seed with the labels alone
+    (`--baseline scratch`): its test accuracy against the distilled student's is what the teacher
+    bought. Checkpointed like the distillation, and kept in `baseline.json` once finished."""
+
+    name, detail = "baseline", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return run.baseline.exists()
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.distill.losses import make_loss
+        from edgekd.distill.trainer import accuracy, predict, train
+
+        student = context.make_student()
+        started = time.perf_counter()
+        history = train(
+            student,
+            context.data,
+            context.train_config,
+            loss=make_loss("ce", label_smoothing=context.config.label_smoothing),
+            checkpoint_dir=context.run.checkpoints / "baseline",
+            observer=context.observer,
+            description="baseline: the student without the teacher",
+        )
+        context.baseline = {
+            "kind": "scratch",
+            "description": "the same student, data, recipe and seed, trained on the labels alone",
+            "test_accuracy": accuracy(*predict(student, context.data.test)),
+            "seconds": round(time.perf_counter() - started, 1),
+            "history": [asdict(m) for m in history],
+        }
+        if context.world.is_main:
+            write_json_atomic(context.run.baseline, context.baseline)
+
+    def load(self, context: FitContext) -> None:
+        context.baseline = json.loads(context.run.baseline.read_text())
+
+
+def training_stages(context: FitContext) -> list[Stage]:
+    """What every rank runs: data, teacher, search, distillation and, if asked, the baseline."""
+    stages: list[Stage] = [DataStage(), TeacherStage(), PlanStage(), SearchStage(), DistillStage()]
+    if context.config.baseline == "scratch":
+        stages.append(BaselineStage())
+    return stages
+
+
+def _in_words(names: tuple[str, ...]) -> str:
+    """The names as a phrase: pi5; pi5 and pi4; pi5, pi4 and android-cpu."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
