@@ -1,0 +1,124 @@
+"""`edgekd export`: a run or checkpoint to deployable formats, and the table of what each became."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgekd.errors import EdgeKDError
+
+
+def export_command(
+    source: Annotated[
+        Path, typer.Argument(help="A `fit` run directory or an edgekd .safetensors checkpoint.")
+    ],
+    format_names: Annotated[
+        str | None, typer.Option("--format", help="Comma-separated formats (tflite,coreml,openvino,onnx).")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated precisions (fp32,fp16,int8); default: all a format has."),
+    ] = None,
+    all_formats: Annotated[
+        bool, typer.Option("--all", help="Every format at every precision it supports.")
+    ] = False,
+    data: Annotated[
+        Path | None, typer.Option(help="ImageFolder for parity and calibration (default: the run's data).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory (default: RUN/exports).")] = None,
+    parity_images: Annotated[int, typer.Option(min=1, help="Validation images for the parity check.")] = 256,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="Training images that calibrate int8.")
+    ] = 256,
+    parity_config: Annotated[
+        Path | None, typer.Option(help="YAML of parity gates per precision (default: config/parity.yaml).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for parity and host latency.")] = 1,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="Time each artifact here.")] = True,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Decoded-image cache (default: user cache dir).")
+    ] = None,
+) -> None:
+    """Export a student to deployable formats, check each against PyTorch, and print the table."""
+    from rich.console import Console
+
+    from edgekd._config import check_directory
+    from edgekd._console import RichObserver
+    from edgekd._io import write_json_atomic
+    from edgekd.artifact import FORMATS
+    from edgekd.export.parity import load_gates
+    from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
+    from edgekd.export_source import load_export_source
+
+    if all_formats and format_names:
+        raise typer.BadParameter("--all exports every format; drop --format, or drop --all.")
+    formats = (
+        FORMATS.names() if all_formats or not format_names else [f.strip() for f in format_names.split(",")]
+    )
+    precisions = [p.strip() for p in precision.split(",")] if precision else None
+    pairs = requested_pairs(formats, precisions)
+    for what, directory in (("--out", out), ("--cache-dir", cache_dir)):
+        if directory is not None:
+            check_directory(what, directory)
+    gates = load_gates(parity_config)
+    loaded = load_export_source(source, data, cache_dir)
+    out_dir = out or loaded.out_dir
+    earlier = read_exports(out_dir / "exports.json", loaded.arch)  # a bad file fails before any export
+    inputs = export_inputs(loaded.data, parity_images, calibration_images)
+    with RichObserver() as observer:
+        rows = export_matrix(
+            loaded.model,
+            loaded.arch,
+            inputs,
+            out_dir=out_dir,
+            pairs=pairs,
+            gates=gates,
+            threads=threads,
+            latency=latency,
+            format_options=loaded.format_options,
+            observer=observer,
+        )
+    # Rows of earlier exports into the same directory stay, unless this run redid their format and precision.
+    summary = write_json_atomic(
+        out_dir / "exports.json", {"arch": loaded.arch, "rows": merge_rows(earlier, rows)}
+    )
+    console = Console()  # the table is the command's output: stdout; progress went to stderr
+    console.print(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"))
+    for row in rows:
+        if row.detail and row.status != "ok":
+            console.print(f"[bold]{row.format} {row.precision}[/bold] ({row.status}): {row.detail}")
+    console.print(f"wrote {summary}")
+    failed = [r for r in rows if r.failed]
+    if failed:
+        raise EdgeKDError(
+            f"{len(failed)} of {len(rows) - 1} exports failed: "
+            + ", ".join(f"{r.format} {r.precision} ({r.status})" for r in failed)
+        )
+
+
+def _export_table(rows, title: str):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("format", "precision", "status", "size MB", "accuracy %", "top-1 agree %", "host ms"):
+        table.add_column(column, justify="left" if column in ("format", "precision", "status") else "right")
+
+    def number(value, scale=1.0, digits=2):
+        return "—" if value is None else f"{value * scale:.{digits}f}"
+
+    for r in rows:
+        latency = number(r.latency_ms, digits=3)
+        if r.latency_ms is not None and r.latency_ratio is not None and r.format != "pytorch":
+            latency += f" ({r.latency_ratio:.2f}×)"
+        table.add_row(
+            r.format,
+            r.precision,
+            r.status,
+            number(r.size_mb),
+            number(r.accuracy, 100),
+            number(r.top1_agreement, 100),
+            latency,
+        )
+    return table
