@@ -103,7 +103,7 @@ class Augmentation:
 # errors. Flips: a digits teacher keeps 35.7 % on mirrored images; teachers trained with flips keep
 # 99-101 % (EuroSAT, Fashion-MNIST); edgekd's own teacher, trained without flips on 1,000 EuroSAT
 # images, keeps 95.1 %, since a teacher that never saw a mirrored image is not exactly invariant even
-# where its classes are. Shifts: edgekd's digits teacher keeps 55 % on views shifted by up to 4 px
+# where its classes are. Shifts: edgekd's digits teacher keeps 54 % on views shifted by up to 4 px
 # (64 % at 1 px: each 8x8 digit fills its frame), and on digits the shifted views cost
 # mobilenetv3_small_050 4.1 points and lcnet_050 1.9 points of test accuracy at 15 epochs.
 VIEW_RETENTION = 0.90
