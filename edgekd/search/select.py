@@ -432,6 +432,12 @@ def _reason(halving, by_name, objective: str, min_retention: float, chance, sear
                 f"Objective {objective}: no candidate's accuracy {bar} in {rung}; falling back to the "
                 "most accurate: " + _accuracy_words(trials, mine, by_name, rung, tail)
             )
+    if objective == "retention" and mine.name == best.name:
+        return (
+            f"Objective retention: {mine.name} is both the fastest candidate that keeps "
+            f"{100 * min_retention:g} % of the best and the best itself in {rung}: validation accuracy "
+            f"{evidence_phrase(mine)}{tail}"
+        )
     if objective == "retention":
         return (
             f"Objective retention: {mine.name} is the fastest candidate whose validation accuracy "
