@@ -11,9 +11,9 @@ OpenVINO all do both). Folded and fused ops cost no time and no memory; `LayerCo
 Padding that TFLite's SAME/VALID cannot express (PyTorch's symmetric padding on a strided convolution
 or pool) becomes an explicit PAD op with its own tensor, as litert-torch emits it. ADD/MUL write into
 an input they are its last reader of. The deployed tensors are then laid out in one arena by TFLite's
-own greedy-by-size best-fit planner (Pisarchyk & Lee, "Efficient Memory Management for Deep Neural Net
-Inference", 2020; tensorflow/lite/arena_planner.cc): `arena_bytes` is that layout's size and
-`peak_activation_bytes` the lower bound from lifetimes alone. The graph input stays allocated for the
+own greedy-by-size best-fit planner (`edgekd.arena`; Pisarchyk & Lee, "Efficient Memory Management for
+Deep Neural Net Inference", 2020; tensorflow/lite/arena_planner.cc): `arena_bytes` is that layout's size
+and `peak_activation_bytes` the lower bound from lifetimes alone. The graph input stays allocated for the
 whole run and outputs to its end, as in TFLite's interpreter.
 
 Example:
@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+
+from edgekd.arena import Buffer, Step, deployed_buffers, peak_of, plan_arena
 
 BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "int8": 1}
 
@@ -294,7 +296,7 @@ def analyze(model: nn.Module, input_size: int, in_chans: int = 3) -> ModelCost:
 
     nodes = list(program.graph.nodes)
     layers: list[LayerCost] = []
-    steps: list[_Step] = []  # the deployed ops in execution order
+    steps: list[Step] = []  # the deployed ops in execution order
     shares: dict[str, str] = {}  # a view or in-place op -> the node whose storage it uses
     fused_into: dict[str, str] = {}  # a folded/fused op -> the op it became part of
     eager_in_place: dict[str, str] = {}  # an in-place aten op -> the argument it overwrites
@@ -350,11 +352,11 @@ def analyze(model: nn.Module, input_size: int, in_chans: int = 3) -> ModelCost:
                         f"{module}:pad", "pad", 0, pad_bytes // 4, 0, 4 * values[0].numel(), pad_bytes, padded
                     )
                 )
-                steps.append(_Step(f"{node.name}.pad", pad_bytes, (reads[0],), in_place=False))
+                steps.append(Step(f"{node.name}.pad", pad_bytes, (reads[0],), in_place=False))
                 reads[0] = f"{node.name}.pad"
             in_place = kind in _IN_PLACE and _numel(out) == _numel(values[0])
             scratch = 4 * _numel(out) if kind in _DECOMPOSED_NORMS else 0
-            steps.append(_Step(node.name, 4 * _numel(out), tuple(reads), in_place, scratch))
+            steps.append(Step(node.name, 4 * _numel(out), tuple(reads), in_place, scratch))
             kind_of[node.name] = kind
         layers.append(
             LayerCost(
@@ -373,34 +375,16 @@ def analyze(model: nn.Module, input_size: int, in_chans: int = 3) -> ModelCost:
 
     inputs = [n for n in nodes if n.op == "placeholder" and n.name not in weights]
     outputs = [deployed(a.name) for a in _flat_nodes(nodes[-1].args)]
-    buffers = _deployed_buffers(steps, {n.name: 4 * _numel(n.meta.get("val")) for n in inputs}, outputs)
+    buffers = deployed_buffers(steps, {n.name: 4 * _numel(n.meta.get("val")) for n in inputs}, outputs)
     return ModelCost(
         params=sum(p.numel() for p in model.parameters()),
         macs=sum(layer.macs for layer in layers),
         input_size=input_size,
         layers=tuple(layers),
-        peak_activation_bytes=_peak_of(buffers),
+        peak_activation_bytes=peak_of(buffers),
         peak_activation_bytes_unfused=_peak_live_bytes(nodes, set(weights), {**shares, **eager_in_place}),
         arena_bytes=plan_arena(buffers),
     )
-
-
-@dataclass(frozen=True)
-class _Step:
-    out: str
-    nbytes: int
-    reads: tuple[str, ...]
-    in_place: bool  # may write into its first input when it is that input's last reader
-    scratch: int = 0  # bytes of intermediates live only while the op runs (a decomposed op)
-
-
-@dataclass
-class Buffer:
-    """One tensor of the deployed graph: live from step `first` to step `last`, inclusive."""
-
-    nbytes: int
-    first: int
-    last: int
 
 
 # Converters lower these to MEAN/SUB/MUL/RSQRT chains whose centred copy of the input lives beside the
@@ -454,88 +438,6 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value), int(value))
 
 
-def _deployed_buffers(steps: list[_Step], inputs: dict[str, int], outputs: list[str]) -> list[Buffer]:
-    """Tensor lifetimes of the deployed graph; in-place ops extend their input's buffer instead of
-    taking a new one. Inputs live from the start to the end, outputs from their step to the end."""
-    end = len(steps)
-    last_read: dict[str, int] = {}
-    for i, step in enumerate(steps):
-        for name in step.reads:
-            last_read[name] = i
-    buffers: dict[str, Buffer] = {name: Buffer(nbytes, 0, end) for name, nbytes in inputs.items()}
-    owner: dict[str, str] = {name: name for name in inputs}
-    for i, step in enumerate(steps):
-        for name in step.reads:
-            if name in owner:
-                buffers[owner[name]].last = max(buffers[owner[name]].last, i)
-        first = step.reads[0] if step.reads else None
-        if (
-            step.in_place
-            and first in owner
-            and first not in inputs
-            and last_read.get(first) == i
-            and buffers[owner[first]].nbytes == step.nbytes
-        ):
-            owner[step.out] = owner[first]
-        else:
-            owner[step.out] = step.out
-            buffers[step.out] = Buffer(step.nbytes, i, i)
-        if step.scratch:
-            buffers[f"{step.out}.scratch"] = Buffer(step.scratch, i, i)
-    for name in outputs:
-        if name in owner:
-            buffers[owner[name]].last = end
-    return list(buffers.values())
-
-
-def _peak_of(buffers: list[Buffer]) -> int:
-    events: dict[int, int] = {}
-    for b in buffers:
-        events[b.first] = events.get(b.first, 0) + b.nbytes
-        events[b.last + 1] = events.get(b.last + 1, 0) - b.nbytes
-    live = peak = 0
-    for step in sorted(events):
-        live += events[step]
-        peak = max(peak, live)
-    return peak
-
-
-def plan_arena(buffers: list[Buffer], alignment: int = 64) -> int:
-    """Lay buffers out in one arena the way TFLite's ArenaPlanner does: buffers live for the whole run
-    first, then the rest largest first (ties: earlier first); each takes the best-fitting gap among the
-    buffers whose lifetimes overlap its own. Returns the arena's size in bytes."""
-
-    def align(offset: int) -> int:
-        return -(-offset // alignment) * alignment
-
-    whole_run = max((b.last for b in buffers), default=0)
-    order = sorted(
-        range(len(buffers)),
-        key=lambda i: (
-            not (buffers[i].first == 0 and buffers[i].last == whole_run),
-            -buffers[i].nbytes,
-            buffers[i].first,
-        ),
-    )
-    placed: list[tuple[int, Buffer]] = []  # (offset, buffer), kept sorted by offset
-    arena = 0
-    for i in order:
-        b = buffers[i]
-        best, best_gap, current = None, None, 0
-        for offset, other in placed:
-            if other.last < b.first or other.first > b.last:
-                continue
-            start = align(current)
-            if start + b.nbytes <= offset and (best_gap is None or offset - start < best_gap):
-                best, best_gap = start, offset - start
-            current = max(current, offset + other.nbytes)
-        offset = best if best is not None else align(current)
-        placed.append((offset, b))
-        placed.sort(key=lambda item: item[0])
-        arena = max(arena, offset + b.nbytes)
-    return arena
-
-
 def _peak_live_bytes(nodes: list[torch.fx.Node], weights: set[str], shares: dict[str, str]) -> int:
     """Eager PyTorch's peak: every op's output is a new tensor except views and in-place ops; a
     storage is freed after its last reader. The graph input stays live throughout."""
@@ -557,4 +459,4 @@ def _peak_live_bytes(nodes: list[torch.fx.Node], weights: set[str], shares: dict
         for user in node.users:
             if s in buffers:
                 buffers[s].last = max(buffers[s].last, position[user.name])
-    return _peak_of(list(buffers.values()))
+    return peak_of(list(buffers.values()))
