@@ -459,7 +459,7 @@ def plan_fit(
     and under `config.time_budget` the split, the dropped candidates and the epochs. Logs the table.
     `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget."""
     from edgekd.search.halving import parse_budget, plan_rungs
-    from edgekd.search.select import capacity, entrants, entry_order, most_capacity
+    from edgekd.search.ranking import capacity, entrants, entry_order, most_capacity
 
     n_train, n_val = len(data.train), len(data.val)
     augmentation = train_config.augmentation
