@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgekd._io import write_json_atomic
+from edgekd.errors import ExportError
 from edgekd.fit_result import (
     DataSummary,
     ExportRecord,
@@ -46,7 +47,8 @@ def _shipped_model(context: FitContext, target):
 class ExportStage:
     """One artifact for `target`: the shipped student (`stem` STUDENT) or, beside a quantization-aware
     one, the same float student quantized after training alone (POST_TRAINING), for comparison. Done
-    when the file and its sidecar are there (both are written atomically)."""
+    when the file and its sidecar are there (both are written atomically). The export is `ship`'s own
+    first step (`export_for`); `CheckStage` ships the file it made."""
 
     target: Any
     stem: str
@@ -74,39 +76,25 @@ class ExportStage:
         context.artifacts[self.target.name, self.stem] = load_artifact(self._path(context.run))
 
     def run(self, context: FitContext) -> None:
-        from edgekd.artifact import FORMATS, make_contract
-        from edgekd.data import representative_images
-        from edgekd.export import MIN_CALIBRATION_IMAGES, export
+        from edgekd.export.ship import export_for
         from edgekd.targets import target_format_options
 
-        target, data, precision = self.target, context.data, self.target.default_precision
-        contract = make_contract(
-            context.chosen.candidate.arch,
-            target.format,
-            data.input_size,
-            data.mean,
-            data.std,
-            data.classes,
-            precision,
-        )
-        quantized, shipped = _shipped_model(context, target)
+        target = self.target
         if self.stem == STUDENT:
-            model, options = shipped, target_format_options(target).get(target.format)
-            calibrated = precision in FORMATS.get(target.format).calibrated and quantized is None
+            model, options = (
+                _shipped_model(context, target)[1],
+                target_format_options(target).get(target.format),
+            )
         else:
-            model, options, calibrated = context.student, None, True
-        calibration = (
-            representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=context.config.seed)
-            if calibrated
-            else None
-        )
-        context.artifacts[target.name, self.stem] = export(
+            model, options = context.student, None
+        context.artifacts[target.name, self.stem] = export_for(
             model,
             target.format,
-            context.run.exports_for(target.name),
-            contract=contract,
+            target.default_precision,
+            _ship_inputs(context, target),
+            arch=context.chosen.candidate.arch,
+            out_dir=context.run.exports_for(target.name),
             stem=self.stem,
-            calibration=calibration,
             options=options,
         )
 
@@ -114,7 +102,8 @@ class ExportStage:
 @dataclass(frozen=True)
 class CheckStage:
     """`target`'s artifact checked against PyTorch on the whole test split (and the post-training one
-    beside it, ungated), and timed here when its runtime runs here. Never done: the figures are
+    beside it, ungated), and timed here when its runtime runs here, by `edgekd.export.ship.ship`
+    (the path `edgekd export` takes too) given the exported file. Never done: the figures are
     measured on every attempt, and kept in result.json (and profile*.json) once the run finishes."""
 
     target: Any
@@ -131,37 +120,57 @@ class CheckStage:
         raise AssertionError("CheckStage keeps nothing to load")
 
     def run(self, context: FitContext) -> None:
-        from edgekd.devices.local import measure_latency
-        from edgekd.export.parity import check_parity
-        from edgekd.runtimes import can_run_here
+        from edgekd.export.parity import load_gates
+        from edgekd.export.ship import ship
 
         target, run, threads = self.target, context.run, context.config.threads
         artifact = context.artifacts[target.name, STUDENT]
         quantized, shipped = _shipped_model(context, target)
-        images, labels = context.test_images, context.test_labels
-        runs_here = can_run_here(target.format)
+        inputs = _ship_inputs(context, target, calibration=False)
+        checked = ship(
+            shipped,
+            target.format,
+            target.default_precision,
+            inputs,
+            load_gates(),
+            arch=context.chosen.candidate.arch,
+            exported=artifact,
+            threads=threads,
+            observer=context.observer,
+            label=target.name,
+        )
+        if checked.failed_parity:
+            # fit ships only what passes its gate: the run stops here, naming the file and the metric.
+            raise ExportError(checked.gate_message() + ".")
         # Core ML off macOS: the exporter validated the package's spec; nothing here can execute it.
-        parity = check_parity(artifact, shipped, images, labels, threads=threads) if runs_here else None
+        runs_here, parity = checked.cannot_run_here is None, checked.parity
         ptq, float_accuracy = (
             None,
             parity.torch_accuracy if parity is not None and quantized is None else None,
         )
         if quantized is not None:
-            # What quantization-aware training bought: the same student quantized after training alone.
+            # What quantization-aware training bought: the same student quantized after training alone,
+            # compared ungated (gates None) and not timed.
             ptq_artifact = context.artifacts[target.name, POST_TRAINING]
-            ptq_parity = check_parity(
-                ptq_artifact, context.student, images, labels, threads=threads, gate=False
-            )
+            ptq_parity = ship(
+                context.student,
+                target.format,
+                target.default_precision,
+                inputs,
+                None,
+                arch=context.chosen.candidate.arch,
+                exported=ptq_artifact,
+                threads=threads,
+                latency=False,
+            ).parity
             ptq = {
                 "file": run.relative(ptq_artifact.path),
                 "size_bytes": ptq_artifact.size_bytes,
                 "parity": asdict(ptq_parity),
             }
             float_accuracy = ptq_parity.torch_accuracy
-        latency = None
-        if runs_here:
-            context.observer.stage("latency", target.name)
-            latency = asdict(measure_latency(artifact, threads=threads, observer=context.observer))
+        latency = asdict(checked.latency) if checked.latency is not None else None
+        if latency is not None:
             write_json_atomic(run.profile_for(target.name), latency)
         context.shipped[target.name] = {
             "float_accuracy": float_accuracy,
@@ -180,6 +189,29 @@ class CheckStage:
             ),
             "host_latency": latency,
         }
+
+
+def _ship_inputs(context: FitContext, target, *, calibration: bool = True):
+    """What `target`'s artifacts are built and checked with: the data's contract, the whole test split,
+    and (when the precision is calibrated and `calibration`) training images for int8 calibration."""
+    from edgekd.artifact import FORMATS
+    from edgekd.data import representative_images
+    from edgekd.export import MIN_CALIBRATION_IMAGES
+    from edgekd.export.ship import ExportInputs
+
+    data, precision = context.data, target.default_precision
+    calibrated = calibration and precision in FORMATS.get(target.format).calibrated
+    return ExportInputs(
+        input_size=data.input_size,
+        mean=tuple(data.mean),
+        std=tuple(data.std),
+        labels=tuple(data.classes),
+        images=context.test_images,
+        targets=context.test_labels,
+        calibration=representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=context.config.seed)
+        if calibrated
+        else None,
+    )
 
 
 class DeviceStage:

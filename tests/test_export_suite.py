@@ -80,6 +80,24 @@ def test_a_converter_failure_is_a_row_not_a_crash(tmp_path, digits):
     assert rows[1].status == FAILED_EXPORT and "aten.histc.default" in rows[1].detail
 
 
+@pytest.mark.slow
+def test_ship_reports_a_failed_gate_and_checks_an_exported_file_again(tmp_path, digits):
+    from edgekd.errors import ExportError
+    from edgekd.export.ship import ship
+
+    model, inputs = tiny_model().eval(), _inputs(digits)
+    # No fp32 artifact reaches a cosine above 1: the gate must fail, and `ship` reports it, not raises.
+    strict = {"fp32": ParityGate(min_cosine_similarity=1.5)}
+    first = ship(model, "onnx", "fp32", inputs, strict, arch=ARCH, out_dir=tmp_path, latency=False)
+    assert first.failed_parity and first.latency is None and first.cannot_run_here is None
+    assert first.gate_message().startswith(f"{first.artifact.path}: cosine similarity with PyTorch's logits")
+    # The file made earlier (a resumed fit's) is checked, not exported again: the same figures, ungated.
+    again = ship(model, "onnx", "fp32", inputs, None, arch=ARCH, exported=first.artifact, latency=False)
+    assert again.artifact == first.artifact and again.parity == first.parity and not again.failed_parity
+    with pytest.raises(ExportError, match="not the onnx int8 asked to ship"):
+        ship(model, "onnx", "int8", inputs, None, arch=ARCH, exported=first.artifact)
+
+
 def test_gates_come_from_config_and_bad_config_is_named(tmp_path):
     path = tmp_path / "gates.yaml"
     path.write_text("fp32: {min_top1_agreement: 0.5}\nint9: {}\n")

@@ -15,13 +15,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.artifact import FORMATS, make_contract
-from edgekd.errors import ConfigError, ExportError, RuntimeUnavailableError
-from edgekd.export import export
+from edgekd.artifact import FORMATS
+from edgekd.errors import ConfigError
+from edgekd.export.ship import ExportInputs, ship
 from edgekd.progress import Observer, SilentObserver
 
 if TYPE_CHECKING:
-    import torch
     import torch.nn as nn
 
     from edgekd.data import DataSplits
@@ -35,19 +34,6 @@ FAILED_PARITY = "exported, failed parity"
 FAILED_EXPORT = "failed to export"
 NOT_RUNNABLE = "exported, spec checked (cannot run here)"
 UNSUPPORTED = "unsupported precision"
-
-
-@dataclass(frozen=True)
-class ExportInputs:
-    """What every artifact is built and checked with: the model's input contract and real images."""
-
-    input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    labels: tuple[str, ...]
-    images: torch.Tensor  # validation images, NCHW, normalised: parity and accuracy
-    targets: torch.Tensor  # their class indices
-    calibration: torch.Tensor | None = None  # training images for static int8, NCHW, normalised
 
 
 @dataclass(frozen=True)
@@ -151,42 +137,40 @@ def export_matrix(
 def _one(
     model, arch, inputs, reference, fmt, precision, out_dir, gates, threads, latency, format_options
 ) -> ExportRow:
-    from edgekd.devices.local import measure_latency
-    from edgekd.export.parity import compare_with, gate_failures
-
+    """The row of one (format, precision): `ship`'s result in the table's words."""
     spec = FORMATS.get(fmt)
     if precision not in spec.precisions:
         return ExportRow(fmt, precision, UNSUPPORTED, detail=f"{fmt} supports {', '.join(spec.precisions)}")
-    contract = make_contract(arch, fmt, inputs.input_size, inputs.mean, inputs.std, inputs.labels, precision)
-    calibration = inputs.calibration if precision in spec.calibrated else None
-    try:
-        artifact = export(
-            model,
-            fmt,
-            out_dir,
-            contract=contract,
-            calibration=calibration,
-            options=(format_options or {}).get(fmt),
-        )
-    except ExportError as e:
-        return ExportRow(fmt, precision, FAILED_EXPORT, detail=str(e))
+    shipped = ship(
+        model,
+        fmt,
+        precision,
+        inputs,
+        gates,
+        arch=arch,
+        out_dir=out_dir,
+        options=(format_options or {}).get(fmt),
+        reference=reference,
+        threads=threads,
+        latency=latency,
+    )
+    if shipped.artifact is None:
+        return ExportRow(fmt, precision, FAILED_EXPORT, detail=shipped.export_error or "")
+    artifact = shipped.artifact
     row = ExportRow(fmt, precision, OK, file=str(artifact.path), size_mb=artifact.size_bytes / 1e6)
-    try:
-        report = compare_with(artifact, reference, inputs.images, inputs.targets, threads=threads)
-    except RuntimeUnavailableError as e:
-        return replace(row, status=NOT_RUNNABLE, detail=str(e))
+    if shipped.parity is None:
+        return replace(row, status=NOT_RUNNABLE, detail=shipped.cannot_run_here or "")
+    report = shipped.parity
     row = replace(
         row,
         accuracy=report.artifact_accuracy,
         top1_agreement=report.top1_agreement,
         max_abs_diff=report.max_abs_diff,
         cosine_similarity=report.cosine_similarity,
+        latency_ms=shipped.latency.median_ms if shipped.latency is not None else None,
     )
-    failures = gate_failures(report, precision, gates)
-    if latency:
-        row = replace(row, latency_ms=measure_latency(artifact, threads=threads).median_ms)
-    if failures:
-        return replace(row, status=FAILED_PARITY, detail=f"{artifact.path}: " + "; ".join(failures))
+    if shipped.failed_parity:
+        return replace(row, status=FAILED_PARITY, detail=shipped.gate_message())
     return row
 
 
