@@ -294,3 +294,29 @@ def test_ctrl_c_where_python_drops_exceptions_still_interrupts(where):
             gc.callbacks.remove(callback)
         signal.signal(signal.SIGINT, previous)
     assert sent
+
+
+def test_a_ctrl_c_wrapped_by_an_import_still_counts_as_an_interrupt():
+    """A SIGINT landing while a class body is built (during an import, e.g. timm's) reaches edgekd as
+    Python 3.11's "RuntimeError: Error calling __set_name__", which used to exit 1 as "a bug in edgekd"."""
+    from edgekd.cli import _caused_by_interrupt
+
+    class Interrupts:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    try:
+
+        class Built:
+            field = Interrupts()
+
+    except (RuntimeError, KeyboardInterrupt) as e:  # 3.12+ no longer wraps it
+        assert _caused_by_interrupt(e)
+    assert not _caused_by_interrupt(RuntimeError("a plain bug"))
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as inner:
+            raise ValueError("while handling it") from inner
+    except ValueError as outer:
+        assert _caused_by_interrupt(outer)

@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         from edgekd._io import describe_os_error
 
         return _failed(describe_os_error(e), 1)
-    except Exception:
+    except Exception as e:
+        if _caused_by_interrupt(e):
+            return _interrupted(command, args)
         import traceback
 
         traceback.print_exc()
@@ -103,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     if code == 130:  # Typer turns a KeyboardInterrupt in a command into this exit code
         return _interrupted(command, args)
     return code if isinstance(code, int) else 0
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """Whether a Ctrl-C lies in `error`'s chain: Python 3.11 wraps one that lands while a class body
+    is being built (during an import, e.g. timm's) into "RuntimeError: Error calling __set_name__"."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _failed(message: str, code: int) -> int:
