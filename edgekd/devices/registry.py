@@ -12,18 +12,19 @@ Example:
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from edgekd._io import write_with
+from edgekd._registry import Registry
 from edgekd.devices import Device, redacted
 from edgekd.errors import ConfigError, UnknownNameError
 from edgekd.paths import user_config_dir
 
 DEVICES_FILE = "devices.yaml"
-SCHEMES = ("local", "ssh://", "adb://")
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def add_device(entry: DeviceEntry, *, replace: bool = False) -> Path:
         raise ConfigError(
             f"a device named {entry.name!r} exists ({devices[entry.name].uri}); pass --replace."
         )
-    if any(entry.name.startswith(s) for s in SCHEMES):
+    if scheme_of(entry.name) is not None or entry.name.startswith("local"):
         raise ConfigError(f"{entry.name!r} looks like a URI; a device name is a plain word such as 'pi5'.")
     if entry.uri == "local" and entry.target not in (None, "host"):
         raise ConfigError(
@@ -143,27 +144,56 @@ def remove_device(name: str) -> Path:
     return save_devices(devices)
 
 
-def connect_entry(entry: DeviceEntry) -> Device:
-    from edgekd.devices.adb import ADBDevice
+def _local(entry: DeviceEntry) -> Device:
     from edgekd.devices.local import LocalDevice
+
+    return LocalDevice()
+
+
+def _ssh(entry: DeviceEntry) -> Device:
     from edgekd.devices.ssh import SSHDevice
 
-    if entry.uri == "local":
-        return LocalDevice()
-    if entry.uri.startswith("ssh://"):
-        options = {}
-        if entry.python:
-            options["python"] = entry.python
-        if entry.ssh_config:
-            options["ssh_config"] = Path(entry.ssh_config).expanduser()
-        return SSHDevice.from_uri(entry.uri, **options)
-    if entry.uri.startswith("adb://"):
-        return ADBDevice.from_uri(
-            entry.uri, **({"benchmark_model": entry.benchmark_model} if entry.benchmark_model else {})
-        )
-    raise ConfigError(
-        f"device {redacted(entry.uri)!r}: write local, ssh://[user@]host[:port] or adb://SERIAL."
+    options = {}
+    if entry.python:
+        options["python"] = entry.python
+    if entry.ssh_config:
+        options["ssh_config"] = Path(entry.ssh_config).expanduser()
+    return SSHDevice.from_uri(entry.uri, **options)
+
+
+def _adb(entry: DeviceEntry) -> Device:
+    from edgekd.devices.adb import ADBDevice
+
+    return ADBDevice.from_uri(
+        entry.uri, **({"benchmark_model": entry.benchmark_model} if entry.benchmark_model else {})
     )
+
+
+# The connector of each URI scheme ("local" is this machine): a new kind of device is one module with
+# its `Device` plus one registration here. Connectors import their module only when called, so naming
+# a device loads no SSH or ADB code it does not use.
+CONNECTORS: Registry[Callable[[DeviceEntry], Device]] = Registry("device scheme")
+CONNECTORS.add("local", _local)
+CONNECTORS.add("ssh", _ssh)
+CONNECTORS.add("adb", _adb)
+
+
+def scheme_of(uri: str) -> str | None:
+    """The registry key of `uri`: "local", the part before "://", or None for neither."""
+    if uri == "local":
+        return "local"
+    return uri.split("://", 1)[0] if "://" in uri else None
+
+
+def connect_entry(entry: DeviceEntry) -> Device:
+    scheme = scheme_of(entry.uri)
+    if scheme is None or scheme not in CONNECTORS:
+        forms = ", ".join("local" if s == "local" else f"{s}://..." for s in CONNECTORS)
+        raise ConfigError(
+            f"device {redacted(entry.uri)!r}: write local, ssh://[user@]host[:port] or adb://SERIAL "
+            f"(known schemes: {forms})."
+        )
+    return CONNECTORS.get(scheme)(entry)
 
 
 def connect(spec: str) -> Device:
