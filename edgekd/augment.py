@@ -135,28 +135,59 @@ class ViewCheck:
 
 
 @torch.no_grad()
-def _view_check(
-    model, dataset, views, augmentation: str, view: str, images: int, batch_size: int
-) -> ViewCheck:
-    from edgekd.data import stack_sample
-
-    x, y = stack_sample(dataset, images)
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor, views, batch_size: int) -> float:
+    """`model`'s accuracy on `views(batch, start)` of `x` (None: `x` itself), batch by batch."""
     model.eval()
-    correct = changed = 0
+    correct = 0
     for start in range(0, len(y), batch_size):
-        batch, labels = x[start : start + batch_size], y[start : start + batch_size]
-        correct += int((model(batch).argmax(1) == labels).sum())
-        changed += int((model(views(batch, start)).argmax(1) == labels).sum())
-    return ViewCheck(augmentation, view, correct / len(y), changed / len(y), len(y))
+        batch = x[start : start + batch_size]
+        seen = batch if views is None else views(batch, start)
+        correct += int((model(seen).argmax(1) == y[start : start + batch_size]).sum())
+    return correct / len(y)
 
 
-def mirror_check(model: torch.nn.Module, dataset, images: int = 1000, batch_size: int = 256) -> ViewCheck:
+@dataclass(frozen=True)
+class _Sample:
+    """The seeded validation images a check runs on, with the model's accuracy on them as they are:
+    `decide_views` checks flips and shifts on one sample."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    accuracy: float
+
+    @classmethod
+    def of(cls, model, dataset, images: int, batch_size: int) -> _Sample:
+        from edgekd.data import stack_sample
+
+        x, y = stack_sample(dataset, images)
+        return cls(x, y, _accuracy(model, x, y, None, batch_size))
+
+    def check(self, model, views, augmentation: str, view: str, batch_size: int) -> ViewCheck:
+        changed = _accuracy(model, self.x, self.y, views, batch_size)
+        return ViewCheck(augmentation, view, self.accuracy, changed, len(self.y))
+
+
+def _mirrored(batch: torch.Tensor, start: int) -> torch.Tensor:
+    return batch.flip(-1)
+
+
+def _shifted(max_shift: int, padding: str):
+    shifts = Augmentation(draws=1, max_shift=max_shift, padding=padding)
+    return lambda batch, start: shifts.apply(batch, torch.arange(start, start + len(batch)), draw=0)
+
+
+CHECK_IMAGES, CHECK_BATCH = 1000, 256
+
+
+def mirror_check(
+    model: torch.nn.Module, dataset, images: int = CHECK_IMAGES, *, sample: _Sample | None = None
+) -> ViewCheck:
     """Whether `model`'s classes survive mirroring, judged on up to `images` samples of `dataset`
-    (seeded). Meaningful for a teacher trained without flips, as edgekd trains its own; a teacher
-    trained with them survives by construction, which says its author found flips harmless."""
-    return _view_check(
-        model, dataset, lambda batch, _: batch.flip(-1), "horizontal flips", "mirrored", images, batch_size
-    )
+    (seeded; or on `sample`, already answered). Meaningful for a teacher trained without flips, as
+    edgekd trains its own; a teacher trained with them survives by construction, which says its
+    author found flips harmless."""
+    sample = sample or _Sample.of(model, dataset, images, CHECK_BATCH)
+    return sample.check(model, _mirrored, "horizontal flips", "mirrored", CHECK_BATCH)
 
 
 def shift_check(
@@ -164,20 +195,16 @@ def shift_check(
     dataset,
     max_shift: int,
     padding: str = "reflect",
-    images: int = 1000,
-    batch_size: int = 256,
+    images: int = CHECK_IMAGES,
+    *,
+    sample: _Sample | None = None,
 ) -> ViewCheck:
     """Whether `model` still answers right on the shifted views the student would train on (up to
     `max_shift` pixels, `padding` filling the gap, one seeded draw per image), judged on up to
-    `images` samples of `dataset`."""
-    shifts = Augmentation(draws=1, max_shift=max_shift, padding=padding)
-
-    def shifted(batch: torch.Tensor, start: int) -> torch.Tensor:
-        return shifts.apply(batch, torch.arange(start, start + len(batch)), draw=0)
-
-    return _view_check(
-        model, dataset, shifted, f"shifts of up to {max_shift} px", "shifted", images, batch_size
-    )
+    `images` samples of `dataset` (or on `sample`, already answered)."""
+    sample = sample or _Sample.of(model, dataset, images, CHECK_BATCH)
+    label = f"shifts of up to {max_shift} px"
+    return sample.check(model, _shifted(max_shift, padding), label, "shifted", CHECK_BATCH)
 
 
 @dataclass(frozen=True)
@@ -206,15 +233,18 @@ def decide_views(
     `--hflip/--no-hflip`, `--augment-shift`), otherwise each by its check on `dataset` (validation)."""
     reasons: list[str] = []
     checks: list[ViewCheck] = []
+    needs_check = hflip is None or (max_shift is None and default_shift)
+    # Both checks answer the same sample, so the teacher sees the plain images once.
+    sample = _Sample.of(teacher, dataset, CHECK_IMAGES, CHECK_BATCH) if needs_check else None
     if hflip is None:
-        check = mirror_check(teacher, dataset)
+        check = mirror_check(teacher, dataset, sample=sample)
         checks.append(check)
         reasons.append(check.sentence())
         hflip = check.survives
     else:
         reasons.append(f"horizontal flips {'on' if hflip else 'off'}: as asked")
     if max_shift is None:
-        check = shift_check(teacher, dataset, default_shift) if default_shift else None
+        check = shift_check(teacher, dataset, default_shift, sample=sample) if default_shift else None
         max_shift = default_shift if check is None or check.survives else 0
         if check is not None:
             checks.append(check)
