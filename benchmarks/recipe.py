@@ -203,7 +203,7 @@ def edgekd_default(epochs: int, data, teacher):
     from edgekd.fit_recipe import make_distill_plan, make_train_config, view_decision
     from edgekd.targets import get_target
 
-    fit = FitConfig(epochs=epochs)
+    fit = FitConfig.from_options(epochs=epochs)
     plan = make_distill_plan(fit, [get_target(fit.target)])
     views = view_decision(fit, teacher, data)
     return make_train_config(fit, data.input_size, views, train_images=len(data.train)), plan

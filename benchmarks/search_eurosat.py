@@ -66,7 +66,7 @@ def fit_recipe(data, teacher):
     from edgekd.fit_config import FitConfig
     from edgekd.fit_recipe import make_train_config, view_decision
 
-    fit = FitConfig(epochs=EPOCHS)
+    fit = FitConfig.from_options(epochs=EPOCHS)
     views = view_decision(fit, teacher, data)
     return make_train_config(fit, data.input_size, views, train_images=len(data.train))
 

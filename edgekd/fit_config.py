@@ -1,10 +1,15 @@
 """`FitConfig`: everything `edgekd fit` is told, checked when it is built, and the rule for what a
-resumed run may change. Field names equal the CLI's option names and config.yaml's keys.
+resumed run may change. Its own fields are the fit's (target, teacher, search, shipping); two groups
+nest inside it, `training` (`TrainingSettings`, how the student trains) and `distillation`
+(`DistillSettings`, how the teacher teaches). Every field's name, in whichever group, is one option
+name of the CLI (`epochs` is `--epochs`) and a key of a flat config.yaml; `OPTION_GROUPS` says which
+group holds it. config.yaml is written nested (`training:`, `distillation:`) and read in either form.
 
 Example:
-    >>> FitConfig(target=("pi5", "pi4"), epochs=3).targets
-    ('pi5', 'pi4')
-    >>> FitConfig(epochs=0)
+    >>> config = FitConfig.from_options(target=("pi5", "pi4"), epochs=3)
+    >>> config.targets, config.training.epochs, config.option("epochs")
+    (('pi5', 'pi4'), 3, 3)
+    >>> FitConfig.from_options(epochs=0)
     Traceback (most recent call last):
     ...
     edgekd.errors.ConfigError: epochs must be at least 1, got 0 (--epochs).
@@ -15,7 +20,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +36,42 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FitConfig:
-    """Everything `edgekd fit` needs. Field names equal the CLI's option names and config.yaml's keys."""
+class TrainingSettings:
+    """How the student trains. The fields that `edgekd.distill.trainer.TrainConfig` also has are handed
+    on by name (`fit_recipe.make_train_config`); `batch_size` and `lr` left None are decided there from
+    the data, and the augmented views become the trainer's `Augmentation`."""
 
-    target: str | tuple[str, ...] = "pi5"  # several: one student that fits all, exported for each
-    teacher: str | None = None
-    teacher_weights: Path | None = None
-    data: Path | None = None
-    input_size: int | None = None
-    student: str | None = None
     epochs: int = 15
-    batch_size: int | None = None  # default: 64, or less on small data (default_batch_size)
+    batch_size: int | None = None  # default: 64, or less on small data (fit_recipe.default_batch_size)
     # the peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
     lr: float | None = None
     weight_decay: float = 0.0005
+    optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
+    schedule: str = "onecycle"
+    ema_decay: float | None = None
+    clip_grad_norm: float | None = None
+    bf16: bool = False
+    # the run's seed: the student's training and views, and also the teacher's training, the
+    # assistant's initial weights and the int8 calibration sample
+    seed: int = 0
+    augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
+    # pixels of random translation; default: an eighth of the input when the teacher answers the
+    # shifted views right (fit_recipe.view_decision), else 0
+    augment_shift: int | None = None
+    # random horizontal flips; default: on when the teacher's classes survive mirroring
+    # (fit_recipe.view_decision)
+    hflip: bool | None = None
+
+    def __post_init__(self) -> None:
+        _validate_training(self)
+
+
+@dataclass(frozen=True)
+class DistillSettings:
+    """How the teacher teaches. The fields that `edgekd.distill.stage.DistillPlan` also has are handed on
+    by name (`fit_recipe.make_distill_plan`); `alpha` and `qat_epochs` left None take the plan's
+    default and the targets' (int8 or not) there."""
+
     # "name[:weight]" terms of a weighted sum (edgekd.distill.losses). Hinton KD: in benchmarks/recipe.py
     # (EuroSAT 32 px) DIST, CE + 2·DIST at τ = 4, matched it without flips and, with them, spiked at the
     # schedule's peak learning rate (its loss is ~10x kd's) and ended 6.9 points lower.
@@ -53,6 +81,26 @@ class FitConfig:
     label_smoothing: float = 0.0
     scheme: str = "offline"  # offline, online, born-again, assistant (edgekd.distill.stage)
     assistant: str | None = None  # the teacher assistant's architecture; default: picked from the catalog
+    teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
+    qat_epochs: int | None = None  # int8 targets: quantization-aware epochs (default 2); others: none
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loss", tuple(self.loss))  # a list from Python compares unequal
+        _validate_distillation(self)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything `edgekd fit` needs: the fit's own settings, and the `training` and `distillation`
+    groups. Build one from the CLI's flat option names with `FitConfig.from_options`."""
+
+    target: str | tuple[str, ...] = "pi5"  # several: one student that fits all, exported for each
+    teacher: str | None = None
+    teacher_weights: Path | None = None
+    teacher_epochs: int | None = None  # when edgekd trains or fine-tunes the teacher
+    data: Path | None = None
+    input_size: int | None = None
+    student: str | None = None
     search_budget: str = "4"  # trials (first-rung candidates), wall clock (20m), 0 (no trials) or all
     # What the search chooses for (edgekd.search.select): retention (the fastest student that keeps
     # min_retention of the best trial accuracy), accuracy (the most accurate) or latency (the fastest
@@ -64,28 +112,14 @@ class FitConfig:
     # wall clock for the whole fit (20m, 1.5h), split between search and final training by their
     # measured cost (edgekd.training_time); None: no limit
     time_budget: str | None = None
-    teacher_cache: bool = True  # offline: the teacher's outputs computed once per augmented view
-    augment_draws: int = 4  # distinct augmented views of each image, cycled over the epochs; 0: none
-    # pixels of random translation; default: an eighth of the input when the teacher answers the
-    # shifted views right (fit_recipe.view_decision), else 0
-    augment_shift: int | None = None
-    # random horizontal flips; default: on when the teacher's classes survive mirroring
-    # (fit_recipe.view_decision)
-    hflip: bool | None = None
-    optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
-    schedule: str = "onecycle"
-    ema_decay: float | None = None
-    clip_grad_norm: float | None = None
-    bf16: bool = False
     baseline: str | None = None  # "scratch": also train the student without the teacher, for the report
-    qat_epochs: int | None = None  # int8 targets: quantization-aware epochs (default 2); others: none
-    teacher_epochs: int | None = None
-    seed: int = 0
     threads: int = 1
     device: str | None = None  # profile the exported student there at the end (edgekd.devices.registry)
     runs_dir: Path = Path("runs")
     cache_dir: Path | None = None
     targets_dir: tuple[Path, ...] = ()  # directories of the user's own target YAML files
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    distillation: DistillSettings = field(default_factory=DistillSettings)
 
     def __post_init__(self) -> None:
         names = (self.target,) if isinstance(self.target, str) else tuple(self.target)
@@ -103,9 +137,87 @@ class FitConfig:
         return (self.target,) if isinstance(self.target, str) else self.target
 
     @classmethod
+    def from_options(cls, **options: Any) -> FitConfig:
+        """The config of `options` by their flat names (`epochs`, `loss`, `device`), as the CLI and a
+        flat config.yaml name them; the rest stay at their defaults."""
+        nested = nest_options(options, "options")
+        groups = {name: GROUPS[name](**nested.pop(name)) for name in GROUPS if name in nested}
+        return cls(**nested, **groups)
+
+    @classmethod
     def from_yaml(cls, path: Path, **overrides: Any) -> FitConfig:
-        config = from_mapping(cls, load_yaml(path) or {}, str(path))
-        return dataclasses.replace(config, **overrides)
+        """config.yaml in either form, nested or flat; `overrides` by their flat names."""
+        data = load_yaml(path) or {}
+        if isinstance(data, Mapping):  # anything else: from_mapping says what it must be
+            data = nest_options(data, str(path))
+        return from_mapping(cls, data, str(path)).with_options(**overrides)
+
+    def option(self, name: str) -> Any:
+        """The value of the option `name` (a flat name: `epochs`, not `training.epochs`)."""
+        group = OPTION_GROUPS[name]
+        return getattr(self if group is None else getattr(self, group), name)
+
+    def with_options(self, **options: Any) -> FitConfig:
+        """This config with `options` (by their flat names) changed, checked as a new one would be."""
+        nested = nest_options(options, "options")
+        groups = {
+            name: dataclasses.replace(getattr(self, name), **nested.pop(name))
+            for name in GROUPS
+            if name in nested
+        }
+        return dataclasses.replace(self, **nested, **groups) if nested or groups else self
+
+
+GROUPS: dict[str, type] = {"training": TrainingSettings, "distillation": DistillSettings}
+
+
+def _option_groups() -> dict[str, str | None]:
+    """Every option name -> the group that holds it (None: FitConfig itself). The CLI and a flat
+    config.yaml name an option without its group, so a name may be a field of one group only."""
+    table: dict[str, str | None] = {}
+    for group, cls in ((None, FitConfig), *GROUPS.items()):
+        for f in dataclasses.fields(cls):
+            if f.name in GROUPS:
+                continue
+            if f.name in table:
+                raise TypeError(
+                    f"edgekd bug: option {f.name} is a field of {table[f.name] or 'FitConfig'} and of {group}"
+                )
+            table[f.name] = group
+    return table
+
+
+OPTION_GROUPS = _option_groups()
+
+
+def nest_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`options` in FitConfig's shape: the fit's own options as they are, each group's options (flat,
+    as the CLI and config.yaml before the groups name them, or already in the group's section) in its
+    section. An unknown name, or an option given both flat and in its section, is refused naming
+    `source`."""
+    from edgekd._registry import did_you_mean
+
+    names = [*OPTION_GROUPS, *GROUPS]
+    for key in options:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown field {key!r}.{did_you_mean(str(key), names)}")
+    nested = {
+        key: value for key, value in options.items() if key not in GROUPS and OPTION_GROUPS[key] is None
+    }
+    for group in GROUPS:
+        section = options.get(group)
+        flat = {key: value for key, value in options.items() if OPTION_GROUPS.get(key) == group}
+        if not isinstance(section, Mapping):
+            if section is not None:
+                nested[group] = section  # from_mapping says what it must be
+                continue
+            section = {}
+        twice = sorted(set(section) & set(flat))
+        if twice:
+            raise ConfigError(f"{source}: {', '.join(twice)} given both under {group}: and at the top level.")
+        if section or flat or group in options:
+            nested[group] = {**section, **flat}
+    return nested
 
 
 # Input sizes fit accepts. Below 8 px a stride-32 network's last feature map is empty padding; above
@@ -124,49 +236,67 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _validate(config: FitConfig) -> None:
-    """Every option's range, checked when the config is built (from the CLI or a YAML file), so a bad
-    value fails before a run directory exists or anything trains. Raises ConfigError naming the option."""
+def _bad(settings: Any, name: str, rule: str) -> ConfigError:
+    return ConfigError(f"{name} ({_option(name)}) {rule}, got {getattr(settings, name)!r}.")
+
+
+def _check_counts(settings: Any, at_least_one: tuple[str, ...], at_least_zero: tuple[str, ...]) -> None:
+    for name in at_least_one:
+        if getattr(settings, name) is not None and getattr(settings, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)} ({_option(name)}).")
+    for name in at_least_zero:
+        if (getattr(settings, name) or 0) < 0:
+            raise _bad(settings, name, "must be 0 or more")
+
+
+# Every option's range is checked when its settings are built (from the CLI or a YAML file), so a bad
+# value fails before a run directory exists or anything trains. Each raises ConfigError naming the option.
+
+
+def _validate_training(training: TrainingSettings) -> None:
     from edgekd._registry import did_you_mean
     from edgekd.distill.trainer import OPTIMIZERS, SCHEDULES
-    from edgekd.search.halving import parse_budget
-    from edgekd.search.select import check_objective
 
-    def bad(name: str, rule: str) -> ConfigError:
-        return ConfigError(f"{name} ({_option(name)}) {rule}, got {getattr(config, name)!r}.")
-
-    for name in ("epochs", "batch_size", "threads"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)} ({_option(name)}).")
-    for name in ("search_epochs", "search_images", "teacher_epochs"):
-        if getattr(config, name) is not None and getattr(config, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)} ({_option(name)}).")
-    for name in ("augment_draws", "augment_shift", "qat_epochs", "seed"):
-        if (getattr(config, name) or 0) < 0:
-            raise bad(name, "must be 0 or more")
-    if config.input_size is not None and not MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE:
-        raise bad("input_size", f"must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels")
-    if config.lr is not None and not (math.isfinite(config.lr) and config.lr > 0):
-        raise bad("lr", "must be a finite number above 0 (e.g. 0.025)")
-    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
-        raise bad("weight_decay", "must be a finite number, 0 or more")
-    if not (math.isfinite(config.temperature) and config.temperature > 0):
-        raise bad("temperature", "must be a finite number above 0 (e.g. 4)")
-    if config.alpha is not None and not 0 <= config.alpha <= 1:  # also refuses nan
-        raise bad("alpha", "must be between 0 and 1")
-    if not 0 <= config.label_smoothing < 1:
-        raise bad("label_smoothing", "may not be 1 (no label would be left) and must be between 0 and 1")
-    if config.ema_decay is not None and not 0 < config.ema_decay < 1:
-        raise bad("ema_decay", "must be between 0 and 1, both excluded (e.g. 0.999)")
-    if config.clip_grad_norm is not None and not (
-        math.isfinite(config.clip_grad_norm) and config.clip_grad_norm > 0
+    _check_counts(training, ("epochs", "batch_size"), ("augment_draws", "augment_shift", "seed"))
+    if training.lr is not None and not (math.isfinite(training.lr) and training.lr > 0):
+        raise _bad(training, "lr", "must be a finite number above 0 (e.g. 0.025)")
+    if not (math.isfinite(training.weight_decay) and training.weight_decay >= 0):
+        raise _bad(training, "weight_decay", "must be a finite number, 0 or more")
+    if training.ema_decay is not None and not 0 < training.ema_decay < 1:
+        raise _bad(training, "ema_decay", "must be between 0 and 1, both excluded (e.g. 0.999)")
+    if training.clip_grad_norm is not None and not (
+        math.isfinite(training.clip_grad_norm) and training.clip_grad_norm > 0
     ):
-        raise bad("clip_grad_norm", "must be a finite number above 0")
+        raise _bad(training, "clip_grad_norm", "must be a finite number above 0")
     for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-        value = getattr(config, name)
+        value = getattr(training, name)
         if value not in choices:
             hint = did_you_mean(value, list(choices))
             raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
+
+
+def _validate_distillation(distillation: DistillSettings) -> None:
+    _check_counts(distillation, (), ("qat_epochs",))
+    if not (math.isfinite(distillation.temperature) and distillation.temperature > 0):
+        raise _bad(distillation, "temperature", "must be a finite number above 0 (e.g. 4)")
+    if distillation.alpha is not None and not 0 <= distillation.alpha <= 1:  # also refuses nan
+        raise _bad(distillation, "alpha", "must be between 0 and 1")
+    if not 0 <= distillation.label_smoothing < 1:
+        raise _bad(
+            distillation,
+            "label_smoothing",
+            "may not be 1 (no label would be left) and must be between 0 and 1",
+        )
+
+
+def _validate(config: FitConfig) -> None:
+    """The fit's own options; its groups checked themselves when they were built."""
+    from edgekd.search.halving import parse_budget
+    from edgekd.search.select import check_objective
+
+    _check_counts(config, ("threads", "search_epochs", "search_images", "teacher_epochs"), ())
+    if config.input_size is not None and not MIN_INPUT_SIZE <= config.input_size <= MAX_INPUT_SIZE:
+        raise _bad(config, "input_size", f"must be between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels")
     parse_budget(config.search_budget)
     check_objective(config.objective, config.min_retention)
     if config.time_budget is not None:
@@ -195,8 +325,8 @@ def resume_config(run: Path, changes: dict[str, Any]) -> FitConfig:
             f"{run}: not an edgekd run directory (no config.yaml); --resume takes a run directory."
         )
     saved = FitConfig.from_yaml(saved_path)
-    wanted = dataclasses.replace(saved, **changes)  # a bad value fails here, as it would on a new run
-    differing = [name for name in changes if getattr(wanted, name) != getattr(saved, name)]
+    wanted = saved.with_options(**changes)  # a bad value fails here, as it would on a new run
+    differing = [name for name in changes if wanted.option(name) != saved.option(name)]
     refused = [name for name in differing if name not in RESUMABLE_OPTIONS]
     if refused:
         raise ConfigError(
@@ -206,7 +336,7 @@ def resume_config(run: Path, changes: dict[str, Any]) -> FitConfig:
         )
     if differing:
         for name in differing:
-            old, new = getattr(saved, name), getattr(wanted, name)
+            old, new = saved.option(name), wanted.option(name)
             log.info("resume: %s %s replaces %s in %s", _option(name), new, old, saved_path)
         write_text_atomic(saved_path, yaml.safe_dump(to_mapping(wanted), sort_keys=False))
     return wanted

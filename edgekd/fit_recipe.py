@@ -6,7 +6,7 @@ Example:
     >>> from edgekd.fit_config import FitConfig
     >>> default_batch_size(1257), default_batch_size(100_000)
     (16, 64)
-    >>> make_train_config(FitConfig(epochs=3, batch_size=32, lr=0.05), 32).epochs
+    >>> make_train_config(FitConfig.from_options(epochs=3, batch_size=32, lr=0.05), 32).epochs
     3
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgekd.errors import ConfigError
 from edgekd.fit_config import FitConfig
@@ -35,30 +35,32 @@ def make_distill_plan(config: FitConfig, targets) -> DistillPlan:
     from edgekd.distill.stage import DistillPlan
 
     int8 = any(t.default_precision == "int8" for t in targets)
-    if config.qat_epochs and not int8:
+    distillation = config.distillation
+    if distillation.qat_epochs and not int8:
         ships = ", ".join(f"{t.name} ships {t.default_precision}" for t in targets)
         raise ConfigError(
-            f"--qat-epochs {config.qat_epochs}: quantization-aware training is for int8 targets, and "
+            f"--qat-epochs {distillation.qat_epochs}: quantization-aware training is for int8 targets, and "
             f"{ships}; drop --qat-epochs or pick an int8 target."
         )
-    qat_epochs = config.qat_epochs if config.qat_epochs is not None else (2 if int8 else 0)
-    plan = DistillPlan(
-        scheme=config.scheme,
-        loss=tuple(config.loss),
-        temperature=config.temperature,
-        **({} if config.alpha is None else {"alpha": config.alpha}),
-        label_smoothing=config.label_smoothing,
-        teacher_cache=config.teacher_cache,
-        qat_epochs=qat_epochs,
-    )
+    # A setting left None (alpha) takes the plan's own default.
+    given = {name: value for name, value in handed_on(distillation, DistillPlan).items() if value is not None}
+    qat_epochs = distillation.qat_epochs if distillation.qat_epochs is not None else (2 if int8 else 0)
+    plan = dataclasses.replace(DistillPlan(), **{**given, "qat_epochs": qat_epochs})
     # The quantization-aware epochs distil with kd whatever the loss, so there --alpha always applies.
     kd_term = plan.qat_epochs or any(hasattr(t, "alpha") for t in plan.losses().terms)
-    if config.alpha is not None and not kd_term:
+    if distillation.alpha is not None and not kd_term:
         raise ConfigError(
-            f"--alpha {config.alpha:g} weighs the kd term, and --loss {' '.join(plan.loss)} has none; "
+            f"--alpha {distillation.alpha:g} weighs the kd term, and --loss {' '.join(plan.loss)} has none; "
             "add --loss kd or drop --alpha."
         )
     return plan
+
+
+def handed_on(group: Any, to: type) -> dict[str, Any]:
+    """The fields of `group` (a settings group of `FitConfig`) that the dataclass `to` has too, by name:
+    a group hands them on as they are, so a setting is named once, not copied field by field."""
+    names = {f.name for f in dataclasses.fields(to)}
+    return {f.name: getattr(group, f.name) for f in dataclasses.fields(group) if f.name in names}
 
 
 def default_batch_size(train_images: int) -> int:
@@ -71,7 +73,7 @@ def default_batch_size(train_images: int) -> int:
 
 def with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
     """`config` with its batch decided (`default_batch_size` when it names none), logged once."""
-    if config.batch_size is not None:
+    if config.training.batch_size is not None:
         return config
     batch = default_batch_size(train_images)
     if batch != BATCH_SIZES[0]:
@@ -83,7 +85,7 @@ def with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
             BATCH_SIZES[0],
             MIN_STEPS_PER_EPOCH,
         )
-    return dataclasses.replace(config, batch_size=batch)
+    return config.with_options(batch_size=batch)
 
 
 def make_train_config(config: FitConfig, input_size: int, views=None, *, train_images: int | None = None):
@@ -93,34 +95,25 @@ def make_train_config(config: FitConfig, input_size: int, views=None, *, train_i
     from edgekd.augment import Augmentation
     from edgekd.distill.trainer import TrainConfig, default_lr
 
+    training = config.training
     augmentation = None
-    shift = config.augment_shift
+    shift = training.augment_shift
     if shift is None:
         shift = views.max_shift if views is not None else default_shift(input_size)
-    hflip = config.hflip if config.hflip is not None else bool(views and views.hflip)
+    hflip = training.hflip if training.hflip is not None else bool(views and views.hflip)
     # Views that neither shift nor flip are the images themselves: no augmentation to replay.
-    if config.augment_draws and (shift or hflip):
+    if training.augment_draws and (shift or hflip):
         augmentation = Augmentation(
-            draws=config.augment_draws, max_shift=shift, hflip=hflip, seed=config.seed
+            draws=training.augment_draws, max_shift=shift, hflip=hflip, seed=training.seed
         )
-    batch = config.batch_size
+    batch = training.batch_size
     if batch is None:
         if train_images is None:
             raise ValueError("a config without a batch size needs train_images to decide one")
         batch = default_batch_size(train_images)
-    return TrainConfig(
-        epochs=config.epochs,
-        batch_size=batch,
-        lr=config.lr if config.lr is not None else default_lr(config.optimizer, batch),
-        weight_decay=config.weight_decay,
-        seed=config.seed,
-        optimizer=config.optimizer,
-        schedule=config.schedule,
-        ema_decay=config.ema_decay,
-        clip_grad_norm=config.clip_grad_norm,
-        bf16=config.bf16,
-        augmentation=augmentation,
-    )
+    lr = training.lr if training.lr is not None else default_lr(training.optimizer, batch)
+    decided = {"batch_size": batch, "lr": lr, "augmentation": augmentation}
+    return TrainConfig(**{**handed_on(training, TrainConfig), **decided})
 
 
 def _is_onnx(teacher: str | None) -> bool:
@@ -155,9 +148,10 @@ def check_models(config: FitConfig, plan: DistillPlan) -> None:
     from edgekd._registry import did_you_mean
     from edgekd.errors import TeacherError
 
-    if plan.scheme != "assistant" and config.assistant is not None:
-        raise ConfigError(f"--assistant {config.assistant} needs --scheme assistant.")
-    if plan.scheme == "assistant" and config.assistant is None and _is_onnx(config.teacher):
+    assistant = config.distillation.assistant
+    if plan.scheme != "assistant" and assistant is not None:
+        raise ConfigError(f"--assistant {assistant} needs --scheme assistant.")
+    if plan.scheme == "assistant" and assistant is None and _is_onnx(config.teacher):
         raise ConfigError("an ONNX teacher has no known MACs: name the assistant with --assistant ARCH.")
     if config.teacher is not None:
         as_path = Path(config.teacher)
@@ -170,10 +164,9 @@ def check_models(config: FitConfig, plan: DistillPlan) -> None:
             )
     if config.teacher_weights is not None and not Path(config.teacher_weights).is_file():
         raise TeacherError(f"--teacher-weights {config.teacher_weights}: no such file.")
-    if config.assistant is not None and not timm.is_model(config.assistant):
+    if assistant is not None and not timm.is_model(assistant):
         raise TeacherError(
-            f"--assistant {config.assistant!r} is not a timm model."
-            f"{did_you_mean(config.assistant, timm.list_models())}"
+            f"--assistant {assistant!r} is not a timm model.{did_you_mean(assistant, timm.list_models())}"
         )
 
 
@@ -196,8 +189,8 @@ def assistant_factory(
         return None
     from edgekd.catalog import build_model
 
-    if config.assistant is not None:
-        arch, kwargs = config.assistant, {}
+    if config.distillation.assistant is not None:
+        arch, kwargs = config.distillation.assistant, {}
     else:
         if teacher_macs is None:
             raise ConfigError("an ONNX teacher has no known MACs: name the assistant with --assistant ARCH.")
@@ -210,7 +203,7 @@ def assistant_factory(
     def make_assistant():
         import torch
 
-        torch.manual_seed(config.seed + 1)
+        torch.manual_seed(config.training.seed + 1)
         return build_model(arch, num_classes, **kwargs)
 
     return make_assistant
@@ -225,9 +218,9 @@ def view_decision(config: FitConfig, teacher, data):
     decision = decide_views(
         teacher,
         data.val,
-        hflip=config.hflip,
-        max_shift=config.augment_shift,
-        default_shift=default_shift(data.input_size) if config.augment_draws else 0,
+        hflip=config.training.hflip,
+        max_shift=config.training.augment_shift,
+        default_shift=default_shift(data.input_size) if config.training.augment_draws else 0,
     )
     log.info("training views: %s", decision.why)
     return decision

@@ -208,7 +208,9 @@ def _ship_inputs(context: FitContext, target, *, calibration: bool = True):
         labels=tuple(data.classes),
         images=context.test_images,
         targets=context.test_labels,
-        calibration=representative_images(data.train, MIN_CALIBRATION_IMAGES, seed=context.config.seed)
+        calibration=representative_images(
+            data.train, MIN_CALIBRATION_IMAGES, seed=context.config.training.seed
+        )
         if calibrated
         else None,
     )

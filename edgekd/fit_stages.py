@@ -86,7 +86,7 @@ class FitContext:
 
         from edgekd.catalog import build_model
 
-        torch.manual_seed(self.config.seed)
+        torch.manual_seed(self.config.training.seed)
         candidate = self.chosen.candidate
         return build_model(candidate.arch, self.data.num_classes, **candidate.kwargs)
 
@@ -167,7 +167,7 @@ class TeacherStage(_NeverDone):
             data,
             cache_dir=context.cache_dir,
             recipe=recipe,
-            seed=config.seed,
+            seed=config.training.seed,
             observer=context.observer,
         )
         context.teacher_seconds = teacher_seconds
@@ -239,7 +239,7 @@ class SearchStage:
         def build(name: str):
             import torch
 
-            torch.manual_seed(config.seed)
+            torch.manual_seed(config.training.seed)
             return build_model(name, data.num_classes, **by_name[name].kwargs)
 
         # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
@@ -393,7 +393,7 @@ class BaselineStage:
             student,
             context.data,
             context.train_config,
-            loss=make_loss("ce", label_smoothing=context.config.label_smoothing),
+            loss=make_loss("ce", label_smoothing=context.config.distillation.label_smoothing),
             checkpoint_dir=context.run.checkpoints / "baseline",
             observer=context.observer,
             description="baseline: the student without the teacher",

@@ -6,7 +6,6 @@ again, so an interrupted fit resumes.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
@@ -17,7 +16,7 @@ import yaml
 from edgekd._config import to_mapping
 from edgekd._io import describe_os_error, write_text_atomic
 from edgekd.errors import FileSystemError, RunInterrupted
-from edgekd.fit_config import FitConfig, resume_config
+from edgekd.fit_config import OPTION_GROUPS, FitConfig, resume_config
 from edgekd.fit_recipe import (
     check_models,
     check_teacher_fits_plan,
@@ -110,9 +109,9 @@ def _resumed_config(config: FitConfig, run: Path, world) -> FitConfig:
     path = RunDir(run).config
     saved = FitConfig.from_yaml(path) if path.is_file() else None
     changes = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(FitConfig)
-        if saved is not None and world.is_main and getattr(config, f.name) != getattr(saved, f.name)
+        name: config.option(name)
+        for name in OPTION_GROUPS
+        if saved is not None and world.is_main and config.option(name) != saved.option(name)
     }
     return resume_config(run, changes)
 

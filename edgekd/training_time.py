@@ -66,7 +66,7 @@ def search_rungs(config, epochs: int, train_images: int) -> dict[str, int]:
     each rung's floors. Here because the time plan predicts the search from the same rungs the fit
     runs, and the plan stands below the fit's modules (`edgekd.fit_recipe` imports it)."""
     max_images = min(config.search_images or train_images, train_images)
-    least = SEARCH_MIN_STEPS * config.batch_size
+    least = SEARCH_MIN_STEPS * config.training.batch_size
     max_epochs = config.search_epochs or min(epochs, max(1, epochs // 5, math.ceil(least / max_images)))
     return {
         "max_epochs": max_epochs,
@@ -105,7 +105,7 @@ def teacher_training_seconds(config, data, recipe, cache_dir: Path) -> float | N
         recipe = fine_tune_recipe(config.teacher, recipe)
     else:
         return None
-    if cached_teacher_path(cache_dir, data, recipe, config.seed, start_id).exists():
+    if cached_teacher_path(cache_dir, data, recipe, config.training.seed, start_id).exists():
         return 0.0
     rates = student_rates(
         recipe.arch, {}, data.input_size, data.num_classes, recipe.batch_size, cache_dir=cache_dir
@@ -155,7 +155,7 @@ class FitTiming:
     rungs: tuple = ()
 
     def search_config(self, config):
-        return dataclasses.replace(config, search_budget=self.search_budget, epochs=self.epochs)
+        return config.with_options(search_budget=self.search_budget, epochs=self.epochs)
 
     def train_config(self, train_config):
         return dataclasses.replace(train_config, epochs=self.epochs)
@@ -273,7 +273,7 @@ def plan_fit(
             dict(a.candidate.kwargs),
             data.input_size,
             data.num_classes,
-            config.batch_size,
+            config.training.batch_size,
             cache_dir=cache_dir,
         )
         return a.candidate.name
@@ -298,7 +298,7 @@ def plan_fit(
             f"{'a copy of the teacher' if plan.scheme == 'online' else 'an assistant'}: "
             "the final training's prediction counts the student alone"
         )
-    epochs = config.epochs
+    epochs = config.training.epochs
     dropped: dict[str, float] = {}
     by_name = {a.candidate.name: a for a in assessments}
 
@@ -337,8 +337,8 @@ def plan_fit(
                 )
             note = (
                 f"--time-budget {config.time_budget} leaves {_duration(left)}: the fastest candidate, "
-                f"{fastest}, trains {epochs} of the {config.epochs} epochs in it, so the final training "
-                f"runs {epochs} epochs"
+                f"{fastest}, trains {epochs} of the {config.training.epochs} epochs in it, so the final "
+                f"training runs {epochs} epochs"
             )
             log.warning("%s", note)
             notes.append(note)

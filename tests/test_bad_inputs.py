@@ -319,7 +319,9 @@ def _run_dir(tmp_path: Path, **settings) -> Path:
     from edgekd.pipeline import FitConfig
 
     run = tmp_path / "earlier" / "20260101-000000-pi5"
-    _write(run / "config.yaml", yaml.safe_dump(to_mapping(FitConfig(**settings)), sort_keys=False))
+    _write(
+        run / "config.yaml", yaml.safe_dump(to_mapping(FitConfig.from_options(**settings)), sort_keys=False)
+    )
     return run
 
 

@@ -136,8 +136,8 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
 def test_several_targets_on_the_command_line_and_in_config_yaml(tmp_path, capsys):
     from edgekd.pipeline import FitConfig
 
-    assert FitConfig(target=("pi5",)).target == "pi5" and FitConfig().targets == ("pi5",)
-    assert FitConfig(target=["pi5", "pi4"]).targets == ("pi5", "pi4")
+    assert FitConfig.from_options(target=("pi5",)).target == "pi5" and FitConfig().targets == ("pi5",)
+    assert FitConfig.from_options(target=["pi5", "pi4"]).targets == ("pi5", "pi4")
     (tmp_path / "config.yaml").write_text("target: [pi5, android-cpu]\nepochs: 1\n")
     assert FitConfig.from_yaml(tmp_path / "config.yaml").targets == ("pi5", "android-cpu")
     assert main(["fit", "--target", "pi5", "--target", "pi4", "--target", "pi5"]) == 2

@@ -16,8 +16,8 @@ from edgekd.cli import main
 from edgekd.distill.stage import DistillPlan, distil_student
 from edgekd.distill.trainer import TrainConfig
 from edgekd.errors import ConfigError
-from edgekd.fit_config import FitConfig
-from edgekd.fit_recipe import make_distill_plan, make_train_config
+from edgekd.fit_config import DistillSettings, FitConfig, TrainingSettings
+from edgekd.fit_recipe import handed_on, make_distill_plan, make_train_config
 from edgekd.targets import get_target
 from tests.helpers import one_torch_thread, subset
 
@@ -40,7 +40,7 @@ def _cnn(width: int, seed: int) -> nn.Module:
 def _trained_weights(data, **options) -> list[torch.Tensor]:
     """The student's weights after one epoch of three steps, configured as `edgekd fit` would be from
     `options` (through the same `make_distill_plan` and `make_train_config`)."""
-    config = FitConfig(epochs=1, batch_size=32, lr=0.05, teacher_cache=False, **options)
+    config = FitConfig.from_options(epochs=1, batch_size=32, lr=0.05, teacher_cache=False, **options)
     plan = make_distill_plan(config, [get_target("pi5")])
     with one_torch_thread():
         result = distil_student(
@@ -93,7 +93,7 @@ def test_label_smoothing_reaches_the_quantization_aware_kd_term(tiny):
     from edgekd.distill.stage import quantization_aware
 
     def fine_tuned(label_smoothing: float) -> list[torch.Tensor]:
-        config = FitConfig(
+        config = FitConfig.from_options(
             target="ethos-u55", epochs=1, batch_size=32, lr=0.05, alpha=0.5, label_smoothing=label_smoothing
         )
         plan = make_distill_plan(config, [get_target("ethos-u55")])
@@ -130,18 +130,19 @@ def test_label_smoothing_without_a_label_term_is_refused(tmp_path, monkeypatch, 
 
 def test_label_smoothing_of_one_is_refused_where_the_config_is_built():
     with pytest.raises(ConfigError, match=r"label_smoothing \(--label-smoothing\) may not be 1"):
-        FitConfig(label_smoothing=1.0)
+        FitConfig.from_options(label_smoothing=1.0)
 
 
 # --- every config field is read ---------------------------------------------------------------------
 
 
 class _Reads(ast.NodeVisitor):
-    """`<variable>.<name>` reads outside the functions in `skip` and outside the class `owner`, whose
-    methods and properties are kept apart with the names they read through `self`."""
+    """`<variable>.<name>` reads, `<variable>` one of the dotted names in `variables`, outside the
+    functions in `skip` and outside the class `owner`, whose methods and properties are kept apart with
+    the names they read through `self`."""
 
-    def __init__(self, variable: str, owner: str, skip: set[str]) -> None:
-        self.variable, self.owner, self.skip = variable, owner, skip
+    def __init__(self, variables: tuple[str, ...], owner: str, skip: set[str]) -> None:
+        self.variables, self.owner, self.skip = variables, owner, skip
         self.outside: set[str] = set()
         self.members: dict[str, set[str]] = {}
 
@@ -162,17 +163,27 @@ class _Reads(ast.NodeVisitor):
                 }
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if isinstance(node.value, ast.Name) and node.value.id == self.variable:
+        if _dotted(node.value) in self.variables:
             self.outside.add(node.attr)
         self.generic_visit(node)
 
 
-def _reads(sources: list[Path], variable: str, cls: type, skip: set[str]) -> set[str]:
+def _dotted(node: ast.expr) -> str | None:
+    """`a.b.c` for the expression `a.b.c` made of names and attributes only, else None."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return None if inner is None else f"{inner}.{node.attr}"
+    return None
+
+
+def _reads(sources: list[Path], variables: str | tuple[str, ...], cls: type, skip: set[str]) -> set[str]:
     """Names read as `<variable>.<name>` in `sources`, outside the functions named in `skip` (which
     only check values) and outside `cls`'s own body; reading a property or method of `cls` counts as
     reading what it reads through `self`. Nothing else counts: `asdict`, `to_mapping` and
     `dataclasses.replace` treat every field alike, so passing a config through them consumes none."""
-    reads = _Reads(variable, cls.__name__, skip)
+    reads = _Reads((variables,) if isinstance(variables, str) else variables, cls.__name__, skip)
     for path in sources:
         reads.visit(ast.parse(path.read_text()))
     read, pending = set(), set(reads.outside)
@@ -183,35 +194,98 @@ def _reads(sources: list[Path], variable: str, cls: type, skip: set[str]) -> set
     return read
 
 
+FIT_MODULES = [
+    "fit_config.py",
+    "pipeline.py",
+    "fit_recipe.py",
+    "fit_stages.py",
+    "fit_shipping.py",
+    "training_time.py",
+]
+# Functions of fit_config.py that only check values, build configs or look options up by name.
+FIT_CONFIG_CHECKS = {
+    "_validate",
+    "_validate_training",
+    "_validate_distillation",
+    "resume_config",
+    "__post_init__",
+    "from_yaml",
+    "from_options",
+    "with_options",
+    "option",
+}
+
+
+def _group_variables(group: str) -> tuple[str, ...]:
+    """The names a settings group goes by in the fit's modules."""
+    return (group, *(f"{owner}.{group}" for owner in ("config", "context.config", "self.config")))
+
+
 CONSUMERS = [
-    # (the config, the modules that read it, the name it goes by there, functions that only check it)
-    (
-        FitConfig,
-        [
-            "fit_config.py",
-            "pipeline.py",
-            "fit_recipe.py",
-            "fit_stages.py",
-            "fit_shipping.py",
-            "training_time.py",
-        ],
-        "config",
-        {"_validate", "resume_config", "__post_init__", "from_yaml"},
-    ),
+    # (the config, the modules that read it, the names it goes by there, functions that only check it)
+    (FitConfig, FIT_MODULES, "config", FIT_CONFIG_CHECKS),
+    (TrainingSettings, FIT_MODULES, _group_variables("training"), FIT_CONFIG_CHECKS),
+    (DistillSettings, FIT_MODULES, _group_variables("distillation"), FIT_CONFIG_CHECKS),
     (DistillPlan, ["distill/stage.py", "fit_recipe.py", "fit_stages.py"], "plan", {"__post_init__"}),
     (TrainConfig, ["distill/trainer.py"], "config", {"__post_init__"}),
 ]
+# A settings group hands the fields it shares with these by name (`fit_recipe.handed_on`): such a field is
+# consumed when the type it is handed to reads it.
+HANDED_TO = {TrainingSettings: TrainConfig, DistillSettings: DistillPlan}
 
 
-@pytest.mark.parametrize("cls,modules,variable,skip", CONSUMERS, ids=[c[0].__name__ for c in CONSUMERS])
-def test_every_config_field_is_read_by_what_it_configures(cls, modules, variable, skip):
-    read = _reads([EDGEKD / m for m in modules], variable, cls, skip)
+def _read_fields(cls: type) -> set[str]:
+    ((modules, variables, skip),) = [c[1:] for c in CONSUMERS if c[0] is cls]
+    read = _reads([EDGEKD / m for m in modules], variables, cls, skip)
+    if cls in HANDED_TO:
+        read |= set(handed_on(cls(), HANDED_TO[cls])) & _read_fields(HANDED_TO[cls])
+    return read
+
+
+@pytest.mark.parametrize("cls,modules", [c[:2] for c in CONSUMERS], ids=[c[0].__name__ for c in CONSUMERS])
+def test_every_config_field_is_read_by_what_it_configures(cls, modules):
+    read = _read_fields(cls)
     unread = [f.name for f in dataclasses.fields(cls) if f.name not in read]
     assert not unread, f"{cls.__name__} fields that nothing in {', '.join(modules)} reads: {unread}"
 
 
+def test_settings_handed_on_by_name_reach_the_trainer_and_the_plan():
+    """What the field check takes on trust for the fields a group hands on: each reaches the trainer's
+    config or the plan with the value given, and each value given differs from the default."""
+    given = FitConfig.from_options(
+        target="ethos-u55",
+        epochs=3,
+        batch_size=8,
+        lr=0.1,
+        weight_decay=0.01,
+        optimizer="adamw",
+        schedule="cosine",
+        ema_decay=0.99,
+        clip_grad_norm=2.0,
+        bf16=True,
+        seed=7,
+        loss=("ce", "kd"),
+        temperature=2.0,
+        alpha=0.5,
+        label_smoothing=0.1,
+        scheme="born-again",
+        teacher_cache=False,
+        qat_epochs=1,
+    )
+    built = {
+        TrainConfig: make_train_config(given, 32),
+        DistillPlan: make_distill_plan(given, [get_target("ethos-u55")]),
+    }
+    for group, to in HANDED_TO.items():
+        names = set(handed_on(group(), to))
+        assert names, f"{group.__name__} hands nothing on to {to.__name__}"
+        for name in names:
+            assert getattr(built[to], name) == given.option(name) != FitConfig().option(name), name
+
+
 def test_the_field_check_finds_a_field_that_is_only_validated(tmp_path):
-    """The check itself can fail: a config whose field is only range-checked and written out is unread."""
+    """The check itself can fail: a config whose field is only range-checked and written out is unread,
+    and so is a field of a nested group read nowhere under the group's name."""
     source = tmp_path / "consumer.py"
     source.write_text(
         "def _validate(config):\n"
@@ -219,7 +293,7 @@ def test_the_field_check_finds_a_field_that_is_only_validated(tmp_path):
         "        raise ValueError(config)\n"
         "def run(config):\n"
         "    save(to_mapping(config))\n"
-        "    return config.total\n"
+        "    return config.total + config.group.inner\n"
         "class Config:\n"
         "    @property\n"
         "    def total(self):\n"
@@ -231,4 +305,10 @@ def test_the_field_check_finds_a_field_that_is_only_validated(tmp_path):
         used: int = 0
         unused: int = 0
 
+    @dataclasses.dataclass
+    class Group:
+        inner: int = 0
+        outer: int = 0
+
     assert _reads([source], "config", Config, {"_validate"}) & {"used", "unused"} == {"used"}
+    assert _reads([source], ("config.group",), Group, set()) == {"inner"}

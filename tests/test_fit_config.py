@@ -17,7 +17,9 @@ from edgekd.pipeline import FitConfig, fit, resume_config
 def _run(tmp_path, **settings):
     run = tmp_path / "runs" / "20260101-000000-pi5"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(to_mapping(FitConfig(**settings)), sort_keys=False))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(to_mapping(FitConfig.from_options(**settings)), sort_keys=False)
+    )
     return run
 
 
@@ -25,7 +27,7 @@ def test_resume_applies_a_new_device_and_threads_to_the_runs_config(tmp_path, ca
     run = _run(tmp_path, epochs=2, device="loacl", runs_dir=tmp_path / "runs")
     with caplog.at_level(logging.INFO, logger="edgekd.fit_config"):
         config = resume_config(run, {"device": "local", "threads": 3, "epochs": 2})  # epochs: the run's own
-    assert (config.device, config.threads, config.epochs) == ("local", 3, 2)
+    assert (config.device, config.threads, config.training.epochs) == ("local", 3, 2)
     saved = FitConfig.from_yaml(run / "config.yaml")
     assert saved == config
     assert "--device local replaces loacl" in caplog.text and "--threads 3 replaces 1" in caplog.text
@@ -46,7 +48,7 @@ def test_resume_refuses_every_training_option_at_once_and_keeps_the_file(tmp_pat
 def test_fit_with_resume_refuses_a_config_that_differs_in_training(tmp_path):
     run = _run(tmp_path, epochs=2, runs_dir=tmp_path / "runs")
     with pytest.raises(ConfigError, match=r"drop --epochs or start a new run"):
-        fit(FitConfig(epochs=7, runs_dir=tmp_path / "runs"), resume=run)
+        fit(FitConfig.from_options(epochs=7, runs_dir=tmp_path / "runs"), resume=run)
 
 
 def test_a_resumed_run_with_a_misspelt_device_fails_before_any_work(tmp_path):
@@ -77,7 +79,10 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             FitConfig.from_yaml(path)
-    assert FitConfig(input_size=8).input_size == 8 and FitConfig(input_size=1024).input_size == 1024
+    assert (
+        FitConfig.from_options(input_size=8).input_size == 8
+        and FitConfig.from_options(input_size=1024).input_size == 1024
+    )
 
 
 def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
@@ -96,8 +101,10 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
     small = make_train_config(FitConfig(), 32, train_images=1259)
     assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
     assert make_train_config(FitConfig(), 32, train_images=20000).batch_size == 64
-    assert make_train_config(FitConfig(batch_size=128), 32).lr == pytest.approx(0.05)  # scaled above 64
-    assert make_train_config(FitConfig(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
+    assert make_train_config(FitConfig.from_options(batch_size=128), 32).lr == pytest.approx(
+        0.05
+    )  # scaled above 64
+    assert make_train_config(FitConfig.from_options(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
         make_train_config(FitConfig(), 32)
 
@@ -106,11 +113,11 @@ def test_the_search_trains_small_data_long_enough_to_learn():
     from edgekd.training_time import SEARCH_MIN_STEPS, search_rungs
 
     # 6,000 images at batch 64: a fifth of 15 epochs, as before (the rung images carry the steps).
-    assert search_rungs(FitConfig(batch_size=64), 15, 6000)["max_epochs"] == 3
+    assert search_rungs(FitConfig.from_options(batch_size=64), 15, 6000)["max_epochs"] == 3
     # 1,259 images at batch 16: raised until the last rung has SEARCH_MIN_STEPS steps ...
-    small = search_rungs(FitConfig(batch_size=16), 15, 1259)
+    small = search_rungs(FitConfig.from_options(batch_size=16), 15, 1259)
     assert small["max_epochs"] * 1259 // 16 >= SEARCH_MIN_STEPS > (small["max_epochs"] - 1) * 1259 // 16
     assert small["min_images_seen"] == SEARCH_MIN_STEPS * 16
     # ... never past the fit's own epochs, and --search-epochs rules.
-    assert search_rungs(FitConfig(batch_size=64), 5, 1259)["max_epochs"] == 5
-    assert search_rungs(FitConfig(batch_size=16, search_epochs=1), 15, 1259)["max_epochs"] == 1
+    assert search_rungs(FitConfig.from_options(batch_size=64), 5, 1259)["max_epochs"] == 5
+    assert search_rungs(FitConfig.from_options(batch_size=16, search_epochs=1), 15, 1259)["max_epochs"] == 1

@@ -162,7 +162,7 @@ def test_train_time_branches_fold_into_the_deployed_form():
 def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_path, caplog):
     from edgekd.pipeline import FitConfig, fit
 
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5",
         search_budget="2",
         epochs=1,

@@ -144,18 +144,18 @@ def test_plan_errors_name_the_options():
 
 def test_int8_targets_train_quantization_aware_by_default_and_float_ones_refuse_it():
     ethos = [get_target("ethos-u55")]
-    assert make_distill_plan(FitConfig(target="ethos-u55"), ethos).qat_epochs == 2
-    assert make_distill_plan(FitConfig(target="ethos-u55", qat_epochs=0), ethos).qat_epochs == 0
+    assert make_distill_plan(FitConfig.from_options(target="ethos-u55"), ethos).qat_epochs == 2
+    assert make_distill_plan(FitConfig.from_options(target="ethos-u55", qat_epochs=0), ethos).qat_epochs == 0
     assert make_distill_plan(FitConfig(), [get_target("pi5")]).qat_epochs == 0
     with pytest.raises(ConfigError, match="--qat-epochs 3: .* pi5 ships fp32"):
-        make_distill_plan(FitConfig(qat_epochs=3), [get_target("pi5")])
+        make_distill_plan(FitConfig.from_options(qat_epochs=3), [get_target("pi5")])
 
 
 def test_an_onnx_teacher_refuses_feature_losses_and_the_online_scheme_before_anything_runs():
     pi5 = get_target("pi5")
 
     def check(**options):
-        config = FitConfig(teacher="teacher.onnx", **options)
+        config = FitConfig.from_options(teacher="teacher.onnx", **options)
         check_teacher_fits_plan(config, make_distill_plan(config, [pi5]))
 
     check(loss=("kd", "dkd"))  # logits only: fine

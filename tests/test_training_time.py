@@ -86,7 +86,7 @@ def test_the_training_rate_is_measured_once_then_read_from_the_cache(tmp_path):
 def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, digits):
     from edgekd.pipeline import FitConfig
 
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5", search_budget="2", epochs=10, search_epochs=2, batch_size=BATCH, cache_dir=rates_cache
     )
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
@@ -125,7 +125,7 @@ def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache,
     alone = FinalRecipe(10, 0, len(digits.train), 1, False, False)
     fast, slow = (final_seconds(rates[n], work, alone) for n in (FAST, SLOW))
     assert slow > 2 * fast
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5",
         search_budget="2",
         epochs=10,
@@ -152,15 +152,17 @@ def test_a_budget_too_small_for_any_cuts_the_epochs_or_refuses(rates_cache, teac
     rates, teacher_rate = _rates([FAST], teacher, rates_cache)
     work = Workload(len(digits.val), DRAWS, True, teacher_rate)
     ten = final_seconds(rates[FAST], work, FinalRecipe(10, 0, len(digits.train), 1, False, False))
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5", epochs=10, batch_size=BATCH, time_budget=f"{ten / 2:.3f}s", cache_dir=rates_cache
     )
     with caplog.at_level(logging.WARNING, logger="edgekd.training_time"):
         timing = _plan(config, [FAST], teacher, digits, rates_cache)
     assert 1 <= timing.epochs < 10 and f"trains {timing.epochs} of the 10 epochs" in caplog.text
     assert timing.predicted_final[FAST] <= ten / 2
-    assert timing.search_config(config).epochs == timing.epochs
-    tiny = FitConfig(target="pi5", epochs=10, batch_size=BATCH, time_budget="0.01s", cache_dir=rates_cache)
+    assert timing.search_config(config).training.epochs == timing.epochs
+    tiny = FitConfig.from_options(
+        target="pi5", epochs=10, batch_size=BATCH, time_budget="0.01s", cache_dir=rates_cache
+    )
     with pytest.raises(ConfigError, match=rf"not even the fastest candidate, {FAST}, can train one epoch"):
         _plan(tiny, [FAST], teacher, digits, rates_cache)
 
@@ -169,7 +171,7 @@ def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache,
     from edgekd.pipeline import FitConfig
     from edgekd.training_time import SEARCH_SHARE, report_line
 
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5", search_budget="2", epochs=10, batch_size=BATCH, time_budget="1h", cache_dir=rates_cache
     )
     timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
@@ -190,7 +192,7 @@ def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache,
 def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(tmp_path, caplog):
     from edgekd.pipeline import FitConfig, fit
 
-    config = FitConfig(
+    config = FitConfig.from_options(
         target="pi5",
         search_budget="2",
         epochs=2,

@@ -170,7 +170,11 @@ def fit(
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML with any of these options (keys = option names).")
+        Path | None,
+        typer.Option(
+            help="YAML with any of these options: keys = option names (epochs, lr), at the top level or "
+            "under training: and distillation: as a run's config.yaml has them."
+        ),
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
     targets_dir: TargetsDirOption = None,
@@ -192,7 +196,9 @@ def fit(
         if resume is not None:  # the options given are applied where safe, else refused by name
             fit_config = resume_config(resume, overrides)
         else:
-            fit_config = FitConfig.from_yaml(config, **overrides) if config else FitConfig(**overrides)
+            fit_config = (
+                FitConfig.from_yaml(config, **overrides) if config else FitConfig.from_options(**overrides)
+            )
     except EdgeKDError:
         raise
     except ValueError as e:
