@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # 1: the first versioned layout (edgekd 0.1): result.json as 0.1.0 wrote it, plus this key.
-SCHEMA_VERSION = 1
+# 2: `config` is config.yaml's nested form: the training and distillation options moved under its
+#    `training` and `distillation` keys (`config.epochs` is `config.training.epochs`).
+SCHEMA_VERSION = 2
 
 Json = dict[str, Any]
 
@@ -150,7 +152,7 @@ class FitResult(_Record):
     first target's (result.json keeps them at the top level for tools written before several targets)."""
 
     run: str
-    config: Json
+    config: Json  # the run's config.yaml as a mapping (nested since schema_version 2)
     targets: tuple[TargetResult, ...]
     data: DataSummary
     teacher: TeacherSummary

@@ -3,6 +3,7 @@ a resumed run applies the options that only touch the stages after training and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from edgekd._config import to_mapping
 from edgekd.cli import main
 from edgekd.errors import ConfigError, UnknownNameError
+from edgekd.fit_config import GROUPS, OPTION_GROUPS, DistillSettings, TrainingSettings, _option_groups
 from edgekd.pipeline import FitConfig, fit, resume_config
 
 
@@ -79,10 +81,7 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             FitConfig.from_yaml(path)
-    assert (
-        FitConfig.from_options(input_size=8).input_size == 8
-        and FitConfig.from_options(input_size=1024).input_size == 1024
-    )
+    assert [FitConfig.from_options(input_size=n).input_size for n in (8, 1024)] == [8, 1024]
 
 
 def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
@@ -101,9 +100,8 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
     small = make_train_config(FitConfig(), 32, train_images=1259)
     assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
     assert make_train_config(FitConfig(), 32, train_images=20000).batch_size == 64
-    assert make_train_config(FitConfig.from_options(batch_size=128), 32).lr == pytest.approx(
-        0.05
-    )  # scaled above 64
+    scaled = make_train_config(FitConfig.from_options(batch_size=128), 32)
+    assert scaled.lr == pytest.approx(0.05)  # scaled above 64
     assert make_train_config(FitConfig.from_options(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
         make_train_config(FitConfig(), 32)
@@ -121,3 +119,138 @@ def test_the_search_trains_small_data_long_enough_to_learn():
     # ... never past the fit's own epochs, and --search-epochs rules.
     assert search_rungs(FitConfig.from_options(batch_size=64), 5, 1259)["max_epochs"] == 5
     assert search_rungs(FitConfig.from_options(batch_size=16, search_epochs=1), 15, 1259)["max_epochs"] == 1
+
+
+# --- one config, nested, named by flat options ----------------------------------------------------
+
+
+def test_flat_option_names_reach_their_group_and_back():
+    config = FitConfig.from_options(target="pi4", epochs=3, loss=["ce", "kd"], device="local")
+    assert (config.target, config.device) == ("pi4", "local")
+    assert config.training == TrainingSettings(epochs=3)
+    assert config.distillation == DistillSettings(loss=("ce", "kd"))
+    assert [config.option(n) for n in ("target", "epochs", "loss")] == ["pi4", 3, ("ce", "kd")]
+    changed = config.with_options(lr=0.1, temperature=2.0, threads=2)
+    assert (changed.training.lr, changed.distillation.temperature, changed.threads) == (0.1, 2.0, 2)
+    assert changed.training.epochs == 3 and config.training.lr is None  # the rest kept, the original too
+    with pytest.raises(ConfigError, match=r"temperature \(--temperature\) must be a finite number above 0"):
+        config.with_options(temperature=0.0)
+    with pytest.raises(ConfigError, match=r"unknown field 'epoch'\. Did you mean 'epochs'"):
+        FitConfig.from_options(epoch=3)
+
+
+def test_every_option_is_a_field_of_one_group_only(monkeypatch):
+    fields_of = {
+        group: {f.name for f in dataclasses.fields(cls)} for group, cls in (("", FitConfig), *GROUPS.items())
+    }
+    assert set(OPTION_GROUPS) == set().union(*fields_of.values()) - set(GROUPS)
+    for name, group in OPTION_GROUPS.items():
+        assert name in fields_of[group or ""]
+
+    @dataclasses.dataclass(frozen=True)
+    class Clashing:
+        epochs: int = 1
+
+    monkeypatch.setitem(GROUPS, "clashing", Clashing)
+    with pytest.raises(TypeError, match="option epochs is a field of training and of clashing"):
+        _option_groups()
+
+
+# The fit command's options that are no field of the config, and the config's fields that have no
+# option of the fit command (none: every setting can be given on the command line).
+CLI_ONLY = {"config": "names the YAML file the options come from", "resume": "names the run to continue"}
+YAML_ONLY: dict[str, str] = {}
+
+
+def test_every_option_of_fit_is_a_config_field_and_every_field_an_option():
+    import typer
+
+    from edgekd.cli import app
+
+    command = typer.main.get_command(app).commands["fit"]
+    options = {p.name: p.opts for p in command.params}
+    assert set(options) - set(CLI_ONLY) == set(OPTION_GROUPS) - set(YAML_ONLY)
+    for name in OPTION_GROUPS:  # errors name the option as the command line spells it
+        assert "--" + name.replace("_", "-") in options[name], name
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--epochs", "0"], "epochs must be at least 1, got 0 (--epochs)"),
+        (["--temperature", "0"], "temperature (--temperature) must be a finite number above 0"),
+        (["--threads", "0"], "threads must be at least 1, got 0 (--threads)"),
+    ],
+    ids=["training", "distillation", "fit"],
+)
+def test_a_flat_option_of_each_group_is_checked_from_the_command_line(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *argv]) == 2
+    assert message in capsys.readouterr().err.replace("\n", " ")
+    assert not (tmp_path / "runs").exists()
+
+
+NESTED_YAML = """\
+target: pi4
+device: local
+training:
+  epochs: 3
+  lr: 0.1
+distillation:
+  loss: [ce, kd]
+  temperature: 2.0
+"""
+FLAT_YAML = "target: pi4\ndevice: local\nepochs: 3\nlr: 0.1\nloss: [ce, kd]\ntemperature: 2.0\n"
+
+
+def test_config_yaml_is_read_nested_flat_or_mixed_and_written_nested(tmp_path):
+    expected = FitConfig.from_options(
+        target="pi4", device="local", epochs=3, lr=0.1, loss=("ce", "kd"), temperature=2.0
+    )
+    mixed = (
+        "target: pi4\ndevice: local\nepochs: 3\nlr: 0.1\n" + NESTED_YAML[NESTED_YAML.index("distillation:") :]
+    )
+    for name, text in (("nested", NESTED_YAML), ("flat", FLAT_YAML), ("mixed", mixed)):
+        (tmp_path / f"{name}.yaml").write_text(text)
+        assert FitConfig.from_yaml(tmp_path / f"{name}.yaml") == expected, name
+    assert FitConfig.from_yaml(tmp_path / "flat.yaml", epochs=5).training.epochs == 5  # flat overrides
+    written = to_mapping(expected)
+    assert written["training"]["epochs"] == 3 and written["distillation"]["temperature"] == 2.0
+    assert "epochs" not in written and "temperature" not in written
+    (tmp_path / "written.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    assert FitConfig.from_yaml(tmp_path / "written.yaml") == expected
+
+
+def test_config_yaml_naming_an_option_twice_or_in_the_wrong_group_is_refused(tmp_path):
+    path = tmp_path / "fit.yaml"
+    for text, message in (
+        (
+            "epochs: 3\ntraining:\n  epochs: 4\n",
+            r"fit\.yaml: epochs given both under training: and at the top",
+        ),
+        ("distillation:\n  epochs: 3\n", r"fit\.yaml: unknown field distillation\.'epochs'"),
+        ("training:\n  epochs: 0\n", r"fit\.yaml: epochs must be at least 1, got 0 \(--epochs\)"),
+        ("training: 3\n", r"fit\.yaml: training must be a mapping"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            FitConfig.from_yaml(path)
+
+
+def test_a_run_with_a_flat_config_yaml_resumes_by_the_same_rule(tmp_path):
+    """Run directories written before the groups have a flat config.yaml: resumed as they are, a new
+    device is written back nested, a training option is refused."""
+    run = tmp_path / "runs" / "20250101-000000-pi4"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(FLAT_YAML)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"drop --temperature or start a new run"):
+        resume_config(run, {"temperature": 3.0, "epochs": 3})  # epochs: the run's own
+    assert (run / "config.yaml").read_text() == before
+    config = resume_config(run, {"threads": 2, "lr": 0.1})
+    assert (config.threads, config.training.lr, config.distillation.loss) == (2, 0.1, ("ce", "kd"))
+    rewritten = yaml.safe_load((run / "config.yaml").read_text())
+    assert rewritten["threads"] == 2 and rewritten["training"]["epochs"] == 3 and "epochs" not in rewritten
+    assert FitConfig.from_yaml(run / "config.yaml") == config
