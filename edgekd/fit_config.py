@@ -249,11 +249,9 @@ def _check_counts(settings: Any, at_least_one: tuple[str, ...], at_least_zero: t
             raise _bad(settings, name, "must be 0 or more")
 
 
-# Every option's range is checked when its settings are built (from the CLI or a YAML file), so a bad
-# value fails before a run directory exists or anything trains. Each raises ConfigError naming the option.
-
-
 def _validate_training(training: TrainingSettings) -> None:
+    """Every option's range is checked where its settings are built (from the CLI or a YAML file), so a
+    bad value fails before a run directory exists or anything trains; the ConfigError names the option."""
     from edgekd._registry import did_you_mean
     from edgekd.distill.trainer import OPTIMIZERS, SCHEDULES
 
@@ -276,6 +274,7 @@ def _validate_training(training: TrainingSettings) -> None:
 
 
 def _validate_distillation(distillation: DistillSettings) -> None:
+    """As `_validate_training`, for the distillation options."""
     _check_counts(distillation, (), ("qat_epochs",))
     if not (math.isfinite(distillation.temperature) and distillation.temperature > 0):
         raise _bad(distillation, "temperature", "must be a finite number above 0 (e.g. 4)")
@@ -290,7 +289,7 @@ def _validate_distillation(distillation: DistillSettings) -> None:
 
 
 def _validate(config: FitConfig) -> None:
-    """The fit's own options; its groups checked themselves when they were built."""
+    """As `_validate_training`, for the fit's own options; its groups checked theirs when built."""
     from edgekd.search.halving import parse_budget
     from edgekd.search.select import check_objective
 

@@ -94,7 +94,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert result["student"]["predicted_by"].startswith("uncalibrated: profiles/pi5.csv has no litert")
     assert result["student"]["peak_memory_mb"] > 0
     assert len(result["history"]) == 2
-    assert yaml.safe_load((run / "config.yaml").read_text())["loss"] == ["kd", "fitnet:0.5"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["distillation"]["loss"] == ["kd", "fitnet:0.5"]
     report = (run / "report.md").read_text()
     assert "| test accuracy |" in report and "uncalibrated" in report
     assert "data:image/png;base64," in (run / "report.html").read_text()
