@@ -107,8 +107,10 @@ class FitConfig:
     # clearly above chance).
     objective: str = "retention"
     min_retention: float = 0.97
-    search_epochs: int | None = None  # epochs of the search's last rung; default: a fifth of `epochs`
-    search_images: int | None = None  # training images of the last rung; default: all of them
+    # The full trial budget the search's rungs are sized from (successive halving's lone winner would
+    # train this long; the final training is that run, so the deciding rung gets a third of it).
+    search_epochs: int | None = None  # default: a fifth of `epochs`
+    search_images: int | None = None  # default: all of the training images
     # wall clock for the whole fit (20m, 1.5h), split between search and final training by their
     # measured cost (edgekd.training_time); None: no limit
     time_budget: str | None = None

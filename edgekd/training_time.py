@@ -61,9 +61,9 @@ SEARCH_MIN_IMAGES, SEARCH_MIN_STEPS = 1000, 250
 
 def search_rungs(config, epochs: int, train_images: int) -> dict[str, int]:
     """`plan_rungs`' limits for a fit (`config`, its `FitConfig`) of `epochs` on `train_images` (batch
-    decided): the last rung's epochs (`--search-epochs`, else a fifth of the fit's, raised on small
-    data until the last rung reaches SEARCH_MIN_STEPS, never past the fit's epochs) and images, and
-    each rung's floors. Here because the time plan predicts the search from the same rungs the fit
+    decided): the full trial budget's epochs (`--search-epochs`, else a fifth of the fit's, raised on
+    small data until a rung reaches SEARCH_MIN_STEPS, never past the fit's epochs) and images, and each
+    rung's floors. Here because the time plan predicts the search from the same rungs the fit
     runs, and the plan stands below the fit's modules (`edgekd.fit_recipe` imports it)."""
     max_images = min(config.search_images or train_images, train_images)
     least = SEARCH_MIN_STEPS * config.training.batch_size

@@ -47,11 +47,13 @@ def test_pareto_front_matches_brute_force_on_random_sets():
         dominates((1, 2), (1,), (True, True))
 
 
-def test_plan_rungs_shrinks_by_eta_and_ends_at_the_full_budget():
+def test_plan_rungs_shrinks_by_eta_and_stops_before_the_lone_winners_full_budget():
     rungs = plan_rungs(10, eta=3, max_epochs=8, max_images=6000, min_images=64)
-    assert [r.candidates for r in rungs] == [10, 4, 2, 1]
-    assert (rungs[-1].epochs, rungs[-1].images) == (8, 6000)
-    assert [r.images for r in rungs] == [222, 667, 2000, 6000]
+    # The rung of the lone winner (1 candidate, 8 epochs on 6000 images) is the final training, not a
+    # trial: the deciding rung is the last, a third of the full budget.
+    assert [r.candidates for r in rungs] == [10, 4, 2]
+    assert (rungs[-1].epochs, rungs[-1].images) == (3, 2000)
+    assert [r.images for r in rungs] == [222, 667, 2000]
     assert all(a.epochs <= b.epochs and a.images <= b.images for a, b in itertools.pairwise(rungs))
     assert plan_rungs(1, max_epochs=4, max_images=100) == [RungPlan(1, 4, 100)]
 
@@ -72,8 +74,8 @@ def test_successive_halving_keeps_the_best_and_accounts_for_every_trial():
     assert [t.name for t in result.rung(0)] == list(quality)
     assert [t.name for t in result.rung(1)] == ["b", "e", "c"]
     assert [t.name for t in result.rung(2)] == ["b", "e"]
-    assert [t.name for t in result.rung(3)] == ["b"]
-    assert len(calls) == len(result.trials) == 11
+    assert result.rungs == 3  # the lone winner's rung is the final training, not a trial
+    assert len(calls) == len(result.trials) == 10
     for t in result.trials:  # training work: 3 x MACs x images x epochs
         assert t.mac_images == 3 * macs[t.name] * t.images * t.epochs
         assert t.seconds == 1  # the fake clock ticks once per evaluation
@@ -248,15 +250,15 @@ def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cac
             DistillPlan(),
             cache_dir=tmp_path,
         )
-        rungs = plan_rungs(len(names), eta=3, max_epochs=2, max_images=300, min_images=100)
+        rungs = plan_rungs(len(names), eta=2, max_epochs=2, max_images=300, min_images=100)
         result = successive_halving(names, evaluate, rungs, macs=dict.fromkeys(names, 1))
-    assert [len(result.rung(i)) for i in range(len(rungs))] == [3, 1]
+    assert [len(result.rung(i)) for i in range(len(rungs))] == [3, 2]
     assert all(0.0 <= t.score <= 1.0 and t.seconds > 0 for t in result.trials)
     for t in result.trials:  # each score with its precision and the student's distance to the teacher
         assert t.val_images == len(digits.val) and t.ci_low < t.score < t.ci_high
         assert 0.0 <= t.teacher_agreement <= 1.0 and t.teacher_kl >= 0.0
-    assert result.winner == max(result.rung(0), key=lambda t: t.score).name
-    assert [(t.epochs, t.images) for t in result.rung(1)] == [(2, 300)]
+    assert result.winner == max(result.rung(1), key=lambda t: t.score).name
+    assert [(t.epochs, t.images) for t in result.rung(1)] == [(1, 150)] * 2
     # the cache is keyed by teacher, data subset and views: one entry per rung, however many students
     entries = {p.parent for p in (tmp_path / "teacher-outputs").rglob("*") if p.is_file()}
     assert len(entries) == len(rungs), sorted(entries)

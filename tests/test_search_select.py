@@ -32,7 +32,7 @@ def joint(name, macs, **on):
 def test_a_floor_on_images_seen_lengthens_short_rungs_but_not_past_the_last():
     rungs = plan_rungs(8, eta=3, max_epochs=8, max_images=3000, min_images=1000, min_images_seen=3200)
     # rung 0: 3000/9 -> 1000 images (floor), 8/9 -> 1 epoch, raised to ceil(3200/1000) = 4
-    assert [(r.candidates, r.epochs, r.images) for r in rungs] == [(8, 4, 1000), (3, 4, 1000), (1, 8, 3000)]
+    assert [(r.candidates, r.epochs, r.images) for r in rungs] == [(8, 4, 1000), (3, 4, 1000)]
     tiny = plan_rungs(4, eta=3, max_epochs=3, max_images=500, min_images=1000, min_images_seen=10**6)
     assert {(r.epochs, r.images) for r in tiny} == {(3, 500)}  # capped at the last rung's budget
 
@@ -87,8 +87,9 @@ def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_
     assert set(result.entered) == {"a", "b", "c", "d"}
     assert "b had the best validation accuracy (70.0 %)" in result.reason and "4 candidates" in result.reason
     assert result.accuracies("b")[-1] == pytest.approx(0.70)
-    assert result.accuracies("a")[1:] == [None, None]  # a left after the first rung
-    assert result.accuracies("c") == [pytest.approx(0.65), pytest.approx(0.65), None]
+    assert result.accuracies("a")[1:] == [None]  # a left after the first rung
+    # two rungs: the lone winner's third is the final training, not a trial
+    assert result.accuracies("c") == [pytest.approx(0.65), pytest.approx(0.65)]
     # first-rung front over (latency, memory, accuracy): a (fastest), b, c (most accurate); not d
     assert set(result.front) == {"a", "b", "c"}
     again = SearchResult.from_json(json.loads(json.dumps(result.to_json())))
@@ -98,7 +99,8 @@ def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_
     with open(tmp_path / "search.csv") as f:
         rows = {r["arch"]: r for r in csv.DictReader(f)}
     assert rows["b"]["chosen"] == "True" and rows["a"]["chosen"] == "False"
-    assert float(rows["b"]["rung2_val_accuracy"]) == pytest.approx(0.70)
+    assert float(rows["b"]["rung1_val_accuracy"]) == pytest.approx(0.70)
+    assert "rung2_val_accuracy" not in rows["b"]
     assert rows["a"]["rung1_val_accuracy"] == "" and rows["too-slow"]["rung0_val_accuracy"] == ""
     assert rows["too-slow"]["feasible"] == "False" and "budget" in rows["too-slow"]["reasons"]
     total = sum(float(r["search_mac_images"] or 0) for r in rows.values())

@@ -93,27 +93,25 @@ def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, 
     rates, teacher_rate = _rates([FAST, OTHER_FAST], teacher, rates_cache)
     train, val = len(digits.train), len(digits.val)
     assert (train, val) == (1259, 269)
-    # Rungs: 2 candidates x 2 epochs x 1000 images (SEARCH_MIN_IMAGES), then 1 x 2 x all 1259
-    # (--search-epochs 2; SEARCH_MIN_STEPS of 64 would need more, capped at the last rung's).
-    assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, 1000), (1, 2, 1259)]
+    # One rung: 2 candidates x 2 epochs x 1000 images (SEARCH_MIN_IMAGES; --search-epochs 2, as
+    # SEARCH_MIN_STEPS of 64 would need more, capped at the full budget's). The lone winner's rung
+    # (1 x 2 x all 1259) is not run: the final training is that run.
+    assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, 1000)]
 
     def trial(name, epochs, images):
         r = rates[name]
         return epochs * images / r.train + epochs * val / r.evaluate + val / teacher_rate
 
     first = trial(FAST, 2, 1000) + trial(OTHER_FAST, 2, 1000)
-    second = (trial(FAST, 2, 1259) + trial(OTHER_FAST, 2, 1259)) / 2  # either may go on
-    fills = DRAWS * (1000 + 1259) / teacher_rate
-    assert timing.predicted_search == pytest.approx(first + second + fills, rel=1e-9)
-    going_on = sorted(trial(n, 2, 1259) for n in (FAST, OTHER_FAST))
-    assert timing.predicted_search_range == pytest.approx(
-        (first + going_on[0] + fills, first + going_on[1] + fills)
-    )
-    # The final training's cache entry is the last rung's (all images): not filled again.
-    assert timing.predicted_final == pytest.approx({n: trial(n, 10, train) for n in (FAST, OTHER_FAST)})
+    assert timing.predicted_search == pytest.approx(first + DRAWS * 1000 / teacher_rate, rel=1e-9)
+    assert timing.predicted_search_range == pytest.approx((timing.predicted_search,) * 2)
+    # No rung ran on all the images, so the final training fills its own cache entry.
+    fill = DRAWS * train / teacher_rate
+    final = {n: trial(n, 10, train) + fill for n in (FAST, OTHER_FAST)}
+    assert timing.predicted_final == pytest.approx(final)
     assert timing.entering == (FAST, OTHER_FAST) or timing.entering == (OTHER_FAST, FAST)
     assert timing.search_budget == "2" and timing.epochs == 10  # no time budget: nothing changes
-    assert "training plan:" in timing.table and "2x2x1000 + 1x2x1259" in timing.table
+    assert "training plan:" in timing.table and "2x2x1000 (" in timing.table
 
 
 def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache, teacher, digits, caplog):

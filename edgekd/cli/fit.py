@@ -58,10 +58,18 @@ def fit(
         ),
     ] = None,
     search_epochs: Annotated[
-        int | None, typer.Option(help="Epochs of the search's last rung (default: a fifth of --epochs).")
+        int | None,
+        typer.Option(
+            help="Epochs of the search's full trial budget; its deciding rung trains a third as long "
+            "(default: a fifth of --epochs)."
+        ),
     ] = None,
     search_images: Annotated[
-        int | None, typer.Option(help="Training images of the search's last rung (default: all).")
+        int | None,
+        typer.Option(
+            help="Training images of the search's full trial budget; its deciding rung uses a third "
+            "(default: all)."
+        ),
     ] = None,
     time_budget: Annotated[
         str | None,

@@ -1,7 +1,9 @@
 """Successive halving (Jamieson & Talwalkar, AISTATS 2016; Li et al., "Hyperband", JMLR 2018): rank
 feasible students by evidence, not by guessing. Every candidate gets a short distillation run on a
 subset of the data; the best 1/eta go on to a run with eta times the budget, and so on, until one
-is left or the budget is spent. Which ones go on, and which one is chosen, is the objective's rule
+is left or the budget is spent. The rung a lone winner would enter is not run: the fit's final
+distillation trains that one candidate on the full budget anyway, so the rung would decide nothing.
+Which ones go on, and which one is chosen, is the objective's rule
 (`edgekd.search.select`); the default rule here ranks by validation accuracy.
 
 Every score comes with its Wilson 95 % interval over the validation images (`wilson_interval`), so a
@@ -22,7 +24,7 @@ oracle's cost can be compared on machines of different speed.
 Example:
     >>> rungs = plan_rungs(9, eta=3, max_epochs=9, max_images=900)
     >>> [(r.candidates, r.epochs, r.images) for r in rungs]
-    [(9, 1, 100), (3, 3, 300), (1, 9, 900)]
+    [(9, 1, 100), (3, 3, 300)]
 """
 
 from __future__ import annotations
@@ -185,9 +187,12 @@ def plan_rungs(
     min_images: int = 64,
     min_images_seen: int = 0,
 ) -> list[RungPlan]:
-    """Rungs from `candidates` down to 1, each keeping ceil(n / eta): rung r (counted back from the
-    last) trains for max_epochs / eta^r epochs (at least 1) on max_images / eta^r images (at least
-    `min_images`), so every rung costs about the same in total and the last one is the full budget.
+    """Rungs from `candidates` down to the one that keeps a single candidate, each keeping ceil(n /
+    eta): rung r, counted back from the lone winner's (which is planned but not returned: the final
+    distillation is that run), trains for max_epochs / eta^r epochs (at least 1) on max_images / eta^r
+    images (at least `min_images`), so every rung costs about the same in total. A single candidate
+    gets one rung at the full budget: it has nothing to be compared with, but its score still shows
+    whether the budget lifts it above chance.
     `min_images_seen` (epochs x images) raises a rung's epochs, up to `max_epochs`, so that no rung
     is too short to learn anything: a fresh network scores at chance after a few dozen steps, and a
     rung of chance scores ranks nothing."""
@@ -202,7 +207,7 @@ def plan_rungs(
         images = min(max_images, max(min_images, round(max_images / eta ** (last - r))))
         epochs = max(1, round(max_epochs / eta ** (last - r)), math.ceil(min_images_seen / images))
         rungs.append(RungPlan(candidates=n, epochs=min(epochs, max_epochs), images=images))
-    return rungs
+    return rungs[:-1] if len(rungs) > 1 else rungs
 
 
 def successive_halving(

@@ -218,7 +218,7 @@ def _budget_phrase(t: Trial) -> str:
 
 
 def _deciding_rung(halving: TrialTotals) -> int:
-    """The last rung that compared candidates: later rungs train the one winner longer."""
+    """The last rung that compared candidates (a search of one candidate: its only rung)."""
     return max((r for r in range(halving.rungs) if len(halving.rung(r)) > 1), default=halving.rungs - 1)
 
 
@@ -230,13 +230,7 @@ def _reason(halving, by_name, objective: str, min_retention: float, chance, sear
     mine = next(t for t in trials if t.name == halving.winner)
     best = max(trials, key=lambda t: t.score)
     winner = by_name[halving.winner]
-    final = next(t for t in halving.rung(halving.rungs - 1) if t.name == halving.winner)
-    later = (
-        f"; trained longer in rung {halving.rungs} ({_budget_phrase(final)}) it scored {_pct(final.score)}"
-        if halving.rungs - 1 > d
-        else ""
-    )
-    tail = f"{later} ({searched}), and {latency_phrase(winner)}."
+    tail = f" ({searched}), and {latency_phrase(winner)}."
     rung = f"rung {d + 1} ({_budget_phrase(best)})"
     if objective != "accuracy":
         if not has_intervals(trials):
