@@ -26,6 +26,8 @@ import platform
 import re
 import sys
 import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 MISSING_RUNTIME_EXIT = 3
 
@@ -225,9 +227,21 @@ def artifact_kind(path: str) -> str:
     return SUFFIXES[suffix]
 
 
-def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
-    """(invoke, runtime name, version, handle) for the artifact at `path`, its input set to random data
-    of the model's own shape and type. UnreadableArtifact: the runtime refused the file."""
+class Runtime(NamedTuple):
+    """An artifact loaded for timing: `invoke` runs it on its prepared input; `settings` are the
+    options it was compiled with that change what is measured, as the runtime resolved them."""
+
+    invoke: Callable[[], Any]
+    name: str
+    version: str
+    handle: Any  # the runtime's own object, for its per-layer counters
+    settings: dict
+
+
+def open_runtime(path: str, threads: int, compute_units: str = "ALL") -> Runtime:
+    """The artifact at `path` in its runtime, its input set to random data of the model's own shape
+    and type. Every host timing goes through here, on this machine and on a device, so a file is
+    compiled the same way wherever it is timed. UnreadableArtifact: the runtime refused the file."""
     fmt = artifact_kind(path)
     if compute_units not in COMPUTE_UNITS:
         raise ValueError(f"compute units {compute_units!r}; valid: {', '.join(COMPUTE_UNITS)}")
@@ -238,7 +252,7 @@ def open_runtime(path: str, threads: int, compute_units: str = "ALL"):
         raise UnreadableArtifact(path, fmt, module, e) from e
 
 
-def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units: str):
+def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units: str) -> Runtime:
     version = getattr(runtime, "__version__", "unknown")
     if fmt == "tflite":
         if module == "ai_edge_litert":
@@ -251,16 +265,21 @@ def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units
         interpreter.allocate_tensors()
         detail = interpreter.get_input_details()[0]
         interpreter.set_tensor(detail["index"], _random_input(tuple(detail["shape"]), detail["dtype"]))
-        return interpreter.invoke, "litert", version, interpreter
+        return Runtime(interpreter.invoke, "litert", version, interpreter, {})
     if fmt == "openvino":
         core = runtime.Core()
+        # No INFERENCE_PRECISION_HINT: the CPU plugin's default execution mode is PERFORMANCE, in which
+        # it computes a float model in a smaller type where the CPU has one natively (bf16 with
+        # AVX512_BF16 or AMX) and in f32 elsewhere. A deployed app gets that default, so it is what is
+        # timed, and the precision the plugin chose is reported beside the figure. PERF_COUNT: the
+        # per-layer times.
         compiled = core.compile_model(
             core.read_model(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERF_COUNT": "YES"}
         )
         request = compiled.create_infer_request()
         port = compiled.input(0)
         request.set_input_tensor(runtime.Tensor(_random_input(tuple(port.shape), "float32")))
-        return request.infer, "openvino", version, request
+        return Runtime(request.infer, "openvino", version, request, _openvino_settings(compiled))
     if fmt == "onnx":
         options = runtime.SessionOptions()
         options.intra_op_num_threads = threads
@@ -269,7 +288,11 @@ def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units
         feed = {
             spec.name: _random_input(tuple(d if isinstance(d, int) else 1 for d in spec.shape), "float32")
         }
-        return (lambda: session.run(None, feed)), "onnxruntime", version, session
+        settings = {
+            "graph_optimization": options.graph_optimization_level.name,
+            "execution_mode": options.execution_mode.name,
+        }
+        return Runtime(lambda: session.run(None, feed), "onnxruntime", version, session, settings)
     # Core ML: only on macOS; the compute units choose CPU, GPU and Neural Engine.
     model = runtime.models.MLModel(path, compute_units=getattr(runtime.ComputeUnit, compute_units))
     description = model.get_spec().description.input[0]
@@ -281,7 +304,26 @@ def _load(fmt: str, module: str, runtime, path: str, threads: int, compute_units
     else:
         shape = tuple(description.type.multiArrayType.shape)
         feed = {description.name: _random_input(shape, "float32")}
-    return (lambda: model.predict(feed)), f"coreml ({compute_units})", version, model
+    settings = {"compute_units": compute_units}
+    return Runtime(lambda: model.predict(feed), f"coreml ({compute_units})", version, model, settings)
+
+
+def _openvino_settings(compiled) -> dict:
+    """The precision, streams and mode the CPU plugin resolved; a property an older OpenVINO lacks
+    is left out."""
+    settings = {}
+    for key, name in (
+        ("inference_precision", "INFERENCE_PRECISION_HINT"),
+        ("streams", "NUM_STREAMS"),
+        ("performance_hint", "PERFORMANCE_HINT"),
+    ):
+        try:
+            value = compiled.get_property(name)
+        except Exception:  # an unknown property: pybind11's RuntimeError, or OpenVINO's own
+            continue
+        type_name = getattr(value, "get_type_name", None)
+        settings[key] = type_name() if type_name else str(getattr(value, "name", value))
+    return settings
 
 
 def per_layer(handle, runtime: str) -> list:
@@ -310,27 +352,34 @@ def bench(
 ) -> dict:
     before = fingerprint(runtimes=False)
     started = time.perf_counter_ns()
-    invoke, runtime, version, handle = open_runtime(path, threads, compute_units)
+    runtime = open_runtime(path, threads, compute_units)
     try:
-        invoke()
+        runtime.invoke()
     except Exception as e:  # a file that loads but cannot run (an op the runtime lacks)
-        raise UnreadableArtifact(path, artifact_kind(path), runtime, e) from e
+        raise UnreadableArtifact(path, artifact_kind(path), runtime.name, e) from e
     cold_ns = time.perf_counter_ns() - started
     samples = timed_runs(
-        invoke, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_runs=max_runs, tick=tick
+        runtime.invoke,
+        warmup=warmup,
+        min_runs=min_runs,
+        min_seconds=min_seconds,
+        max_runs=max_runs,
+        tick=tick,
     )
     after = fingerprint(runtimes=False)
     return {
         **summarize(samples),
         "runs": len(samples),
         "cold_start_ms": cold_ns / 1e6,
+        "statistic": "median",
         "threads": threads,
-        "runtime": runtime,
-        "runtime_version": version,
+        "runtime": runtime.name,
+        "runtime_version": runtime.version,
+        "settings": runtime.settings,
         "throttled": throttled(before, after),
         "before": before,
         "after": after,
-        "layers": per_layer(handle, runtime),
+        "layers": per_layer(runtime.handle, runtime.name),
     }
 
 

@@ -239,8 +239,7 @@ class DeviceStage:
         device = connect(config.device)
         artifact = context.artifacts[first.name, STUDENT]  # the first target ships first
         measurement = device.profile(artifact.path, ProfileSettings(threads=config.threads))
-        latency = measurement.latency
-        measured = latency.median_ms if measurement.statistic == "median" else latency.mean_ms
+        measured = measurement.latency.central_ms
         context.device_latency = {
             "device": config.device,
             "uri": measurement.device,

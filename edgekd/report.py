@@ -175,7 +175,7 @@ def _document(result: FitResult, plots: Sequence[Plot]) -> list[Section]:
             "Latency",
             (
                 Table(
-                    ("where", "how", "median ms", "p90 ms"),
+                    ("where", "how", "ms", "p90 ms"),
                     tuple(
                         row
                         for r in records
@@ -316,14 +316,16 @@ def _device_layers(device: dict[str, Any] | None, top: int = 10) -> tuple[Table,
 
 
 def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:
+    from edgekd.devices import central_figure, runtime_description
+
     if not lat:
         return ()
+    statistic, figure = central_figure(lat)
     return (
         (
             f"this host: {lat['device']}",
-            f"measured, {lat['runtime']} {lat['runtime_version']}, {lat['threads']} threads, "
-            f"{lat['runs']} runs",
-            f"{lat['median_ms']:.3f}",
+            f"measured {statistic}, {runtime_description(lat)}, {lat['runs']} runs",
+            f"{figure:.3f}",
             f"{lat['p90_ms']:.3f}",
         ),
     )

@@ -1,5 +1,7 @@
-"""Load and run an exported artifact in its real runtime. A session is built once; `invoke` runs the
-prepared input and is what the timing protocol measures.
+"""Load and run an exported artifact in its real runtime, to check what it computes (parity with
+PyTorch, predictions). A session is built once; `invoke` runs the prepared input. Timing is not done
+here: every artifact is timed through `edgekd.bench`, the script a device runs, so that a file is
+compiled the same way wherever it is timed.
 """
 
 from __future__ import annotations
@@ -16,9 +18,6 @@ if TYPE_CHECKING:
 
 
 class Session(Protocol):
-    runtime: str
-    version: str
-    threads: int
     # The operating system (`platform.system()`) the runtime exists on; None: any.
     only_on: str | None
 
@@ -39,16 +38,11 @@ class LiteRTSession:
     and quantizes them with the tensor's own scale and zero point; a quantized output is returned
     dequantized, so callers see the same float interface for fp32 and int8 artifacts."""
 
-    runtime = "litert"
     only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
-        from importlib.metadata import version
-
         from ai_edge_litert.interpreter import Interpreter
 
-        self.threads = threads
-        self.version = version("ai-edge-litert")
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self._interpreter.allocate_tensors()
         self._input = self._interpreter.get_input_details()[0]
@@ -72,18 +66,18 @@ class LiteRTSession:
 
 @RUNTIMES.register("openvino")
 class OpenVINOSession:
-    """OpenVINO's CPU plugin with a model compiled once. `INFERENCE_PRECISION_HINT` f32 makes the
-    plugin compute in fp32 on every CPU (it would pick bf16 on CPUs with AMX), so what is measured
-    is the IR's own precision: FP16 IR weights are decompressed to fp32, INT8 IR runs integer kernels."""
+    """OpenVINO's CPU plugin with a model compiled once, for parity, not timing (`edgekd.bench` times
+    the plugin's default, as a deployed app runs it). `INFERENCE_PRECISION_HINT` f32 makes the plugin
+    compute in fp32 on every CPU, where its default picks a smaller float type on CPUs that have one
+    natively (bf16 with AVX512_BF16 or AMX) and fp32 elsewhere: the parity gate then judges the IR's
+    own precision (FP16 IR weights decompressed to fp32, INT8 IR on integer kernels), and an export
+    passes or fails it alike on every host that checks it."""
 
-    runtime = "openvino"
     only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
         import openvino as ov
 
-        self.threads = threads
-        self.version = ov.get_version()
         core = ov.Core()
         compiled = core.compile_model(
             str(path),
@@ -108,14 +102,11 @@ class OnnxRuntimeSession:
     """ONNX Runtime's CPU execution provider, one session with `threads` intra-op threads and all
     graph optimisations on (the default a deployed ORT app gets)."""
 
-    runtime = "onnxruntime"
     only_on = None
 
     def __init__(self, path: str, threads: int) -> None:
         import onnxruntime as ort
 
-        self.threads = threads
-        self.version = ort.__version__
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -142,7 +133,6 @@ class CoreMLSession:
     predicts with the requested compute units. On Linux this raises RuntimeUnavailableError, and
     callers validate the package's spec instead (edgekd.export.coreml_package.validate_package)."""
 
-    runtime = "coreml"
     only_on = "Darwin"
 
     def __init__(self, path: str, threads: int, compute_units: str = "ALL") -> None:
@@ -155,8 +145,6 @@ class CoreMLSession:
             )
         import coremltools as ct
 
-        self.threads = threads
-        self.version = ct.__version__
         self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
         spec = self._model.get_spec()
         first = spec.description.input[0]

@@ -187,3 +187,24 @@ def test_a_serial_or_file_that_looks_like_an_option_never_reaches_adb_as_one(tmp
     ADBDevice("R58", adb=str(adb)).profile(Path("-m.tflite"))
     push = next(c for c in (tmp_path / "calls.txt").read_text().splitlines() if " push " in c)
     assert push.split()[3] == str(tmp_path / "-m.tflite")  # absolute: adb reads no option in it
+
+
+def test_a_benchmark_model_without_a_median_is_a_mean_everywhere_it_is_shown(tmp_path, monkeypatch, capsys):
+    """The older benchmark_model prints an average only: the measurement says so, holds no median, and
+    the profile table and the profile row show the mean under its own name."""
+    import math
+
+    from edgekd.cli import main
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"TFL3")
+    adb = fake_adb(tmp_path, LOGS / "older.txt")
+    measured = ADBDevice("R58", adb=str(adb)).profile(model)
+    assert measured.statistic == measured.latency.statistic == "mean"
+    assert math.isnan(measured.latency.median_ms)
+    assert measured.latency.central_ms == measured.latency.mean_ms == pytest.approx(7.8112)
+    monkeypatch.setenv("PATH", f"{adb.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["profile", str(model), "--device", "adb://R58"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean (the tool reports no median)" in printed and "7.811 ms" in printed

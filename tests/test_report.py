@@ -394,3 +394,21 @@ def test_the_report_states_the_retention(tmp_path):
     result = make_result(search={"objective": "retention", "min_retention": 0.97})
     write_reports(tmp_path, result)
     assert "short of the 97 % asked for" in (tmp_path / "report.md").read_text()
+
+
+def test_the_host_latency_names_its_statistic_and_the_runtime_settings_it_was_timed_with():
+    result = make_result(history=[])
+    result["host_latency"] = {
+        **result["host_latency"],
+        "runtime": "openvino",
+        "runtime_version": "2026.4.1",
+        "statistic": "median",
+        "settings": {"inference_precision": "bf16", "streams": "1"},
+    }
+    markdown = render_markdown(result)
+    assert (
+        "| this host: x86_64 test host | measured median, openvino 2026.4.1 (inference precision bf16, "
+        "streams 1), 1 threads, 200 runs | 0.457 | 0.512 |" in markdown
+    )
+    # A run written before latencies named their statistic and settings held the median.
+    assert "measured median, litert 2.0.1, 1 threads, 200 runs | 0.457 |" in render_markdown(make_result())

@@ -103,11 +103,13 @@ def profile_command(
 def _print_measurement(console, measurement) -> None:
     from rich.table import Table
 
+    from edgekd.devices import runtime_description
+
     lat, fp = measurement.latency, measurement.fingerprint
     table = Table(title=f"{measurement.artifact} on {measurement.device}", show_header=False)
-    table.add_row("runtime", f"{lat.runtime} {lat.runtime_version}, {lat.threads} threads")
-    central = "median" if measurement.statistic == "median" else "mean (the tool reports no median)"
-    table.add_row(central, f"{lat.median_ms if measurement.statistic == 'median' else lat.mean_ms:.3f} ms")
+    table.add_row("runtime", runtime_description(lat))
+    central = "median" if lat.statistic == "median" else f"{lat.statistic} (the tool reports no median)"
+    table.add_row(central, f"{lat.central_ms:.3f} ms")
     table.add_row("p90 / p99 / IQR", f"{lat.p90_ms:.3f} / {lat.p99_ms:.3f} / {lat.iqr_ms:.3f} ms")
     table.add_row("runs", str(lat.runs))
     table.add_row("cold start", f"{lat.cold_start_ms:.1f} ms (load + first inference)")

@@ -222,6 +222,7 @@ def fit(
 def _print_summary(console, result) -> None:
     from rich.table import Table
 
+    from edgekd.devices import central_figure, runtime_description
     from edgekd.rundir import RunDir
 
     s, t = result.student, result.teacher
@@ -256,9 +257,10 @@ def _print_summary(console, result) -> None:
         shared = f" (the same file as {record.shared_with}'s)" if record.shared_with else ""
         table.add_row(f"export{on}", f"{e.file}: {e.size_bytes / 1e6:.2f} MB, {checked}{shared}")
         if lat and not record.shared_with:
+            statistic, figure = central_figure(lat)
             table.add_row(
                 f"host latency{on}",
-                f"median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({lat['threads']} threads)",
+                f"{statistic} {figure:.3f} ms, p90 {lat['p90_ms']:.3f} ms ({runtime_description(lat)})",
             )
     device = result.device_latency
     if device:

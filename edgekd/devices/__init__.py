@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +17,9 @@ from edgekd.errors import ConfigError
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency statistics of one artifact under the timing protocol, on any device."""
+    """Latency statistics of one artifact under the timing protocol, on any device. `statistic` names
+    the central figure: "median", or "mean" where the device's tool reports no median
+    (benchmark_model), and then `median_ms` is NaN, like any other figure a tool does not report."""
 
     median_ms: float
     p90_ms: float
@@ -30,6 +32,34 @@ class LatencyStats:
     runtime: str
     runtime_version: str
     device: str
+    statistic: str = "median"
+    # The runtime options that change what is measured, as the runtime resolved them (OpenVINO's
+    # inference precision, ONNX Runtime's graph optimisation); empty where the runtime has none.
+    settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def central_ms(self) -> float:
+        """The figure `statistic` names."""
+        return self.median_ms if self.statistic == "median" else self.mean_ms
+
+
+def runtime_description(latency: LatencyStats | dict[str, Any]) -> str:
+    """The runtime and the settings it was timed with, from a `LatencyStats` or its JSON (where older
+    runs have no settings): "openvino 2026.1 (inference precision bf16, streams 1), 1 threads"."""
+    if isinstance(latency, LatencyStats):
+        latency = asdict(latency)
+    settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (latency.get("settings") or {}).items())
+    version = f" {latency['runtime_version']}" if latency["runtime_version"] else ""
+    return (
+        f"{latency['runtime']}{version}{f' ({settings})' if settings else ''}, {latency['threads']} threads"
+    )
+
+
+def central_figure(latency: dict[str, Any]) -> tuple[str, float]:
+    """The statistic a `LatencyStats`' JSON holds and its figure (a run written before latencies named
+    their statistic holds the median)."""
+    statistic = latency.get("statistic", "median")
+    return statistic, latency["median_ms" if statistic == "median" else "mean_ms"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +71,14 @@ class Measurement:
     latency: LatencyStats
     fingerprint: dict[str, Any]  # CPU, cores, governor, temperature, OS, runtime versions
     throttled: bool | None  # None: neither clock nor temperature readable there
-    statistic: str = "median"  # "mean" where the device's tool reports no median (benchmark_model)
     layers: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # per-layer ms, slowest first
     memory_mb: float | None = None  # peak memory the device's tool reports, where it does
     extra: dict[str, Any] = field(default_factory=dict)  # figures only one tool reports (std, min, max)
+
+    @property
+    def statistic(self) -> str:
+        """Which statistic the central figure is: the latency's own."""
+        return self.latency.statistic
 
 
 @dataclass(frozen=True)

@@ -237,9 +237,9 @@ class ADBDevice:
         finally:
             self._adb("shell", f"rm -rf {shlex.quote(remote_dir)}", timeout_s=60)
         fingerprint = self._fingerprint()
-        nan = float("nan")  # benchmark_model reports no p90, p99 or quartiles
+        nan = float("nan")  # benchmark_model reports no p90, p99 or quartiles, and older ones no median
         latency = LatencyStats(
-            median_ms=result.median_ms if result.median_ms is not None else result.avg_ms,
+            median_ms=result.median_ms if result.median_ms is not None else nan,
             p90_ms=nan,
             p99_ms=nan,
             iqr_ms=nan,
@@ -251,6 +251,7 @@ class ADBDevice:
             + (" (gpu)" if self.gpu else " (xnnpack)" if self.xnnpack else ""),
             runtime_version="",
             device=f"{fingerprint.get('model', 'android')} ({self.uri})",
+            statistic="median" if result.median_ms is not None else "mean",
         )
         return Measurement(
             self.uri,
@@ -258,7 +259,6 @@ class ADBDevice:
             latency,
             fingerprint,
             None,
-            statistic="median" if result.median_ms is not None else "mean",
             memory_mb=result.memory_mb,
             layers=result.layers,
             extra={

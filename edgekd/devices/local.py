@@ -1,8 +1,11 @@
-"""The one timing protocol (the same as `edgekd.bench` runs on a device), here on this host
-through edgekd's runtime sessions. Benchmarks reuse it, so every figure is measured the same way.
+"""This host as a device: every artifact timed here goes through `edgekd.bench`, the script an SSH
+device runs, in-process. `edgekd profile --device local`, the latency `ship` reports and the
+benchmarks all call `bench_here`, so a file is compiled with the same runtime settings and timed
+under the same protocol whichever of them asks.
 
-Build the session once (its load + first inference is the cold start, reported apart), warm up, then
-invoke until both a minimum count and a minimum time are reached; report median, p90, p99 and IQR.
+Protocol (`edgekd.bench`): build the interpreter once (its load + first inference is the cold start,
+reported apart), warm up, then invoke until both a minimum count and a minimum time are reached;
+report median, p90, p99 and IQR.
 """
 
 from __future__ import annotations
@@ -12,20 +15,21 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgekd.artifact import Artifact
 from edgekd.bench import cpu_info, summarize, timed_runs
-from edgekd.devices import LatencyStats
+from edgekd.devices import LatencyStats, ProfileSettings
 from edgekd.progress import Observer, SilentObserver
-from edgekd.runtimes import Session, open_session
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from edgekd.devices import Measurement, ProfileSettings
+    from edgekd.devices import Measurement
+
+MAX_RUNS = 10_000  # a cap on the timed runs, however short one is
 
 
 def host_description() -> str:
@@ -33,103 +37,102 @@ def host_description() -> str:
     return f"{model} ({os.cpu_count()} logical CPUs, {platform.system()} {platform.release()})"
 
 
-def measure_latency(artifact: Artifact, *, threads: int = 1, **protocol: Any) -> LatencyStats:
-    """Batch-1 latency of `artifact` in its runtime on this host; `protocol`: `time_session`'s
-    warmup, min_runs, min_seconds, max_runs and observer."""
-    sample = _sample(artifact.contract.input_shape)
-    started = time.perf_counter_ns()
-    session = open_session(artifact, threads)
-    session.set_input(sample)
-    session.invoke()
-    cold_ns = time.perf_counter_ns() - started
-    return time_session(session, cold_ns, artifact.path.name, **protocol)
+def bench_here(artifact: Path, settings: ProfileSettings, observer: Observer | None = None) -> dict:
+    """`edgekd.bench`'s result for the artifact at `artifact` timed on this host under `settings`
+    (all but the timeout: nothing here is waited on); `observer` sees the timed runs. The errors are
+    edgekd's: a missing runtime is a `DependencyError`, a file its runtime refuses an `ExportError`,
+    Core ML off macOS a `RuntimeUnavailableError`."""
+    from edgekd.bench import MissingRuntime, UnreadableArtifact, bench
+    from edgekd.devices import FORMAT_NAMES, artifact_format
+    from edgekd.errors import DependencyError, ExportError, RuntimeUnavailableError
+    from edgekd.runtimes import CoreMLSession, available_here
+
+    fmt = artifact_format(artifact)
+    if fmt == "coreml" and not available_here(CoreMLSession):
+        raise RuntimeUnavailableError(
+            f"{artifact}: Core ML models run only on macOS (this is {platform.system()}); profile it "
+            "on a Mac: --device ssh://user@mac."
+        )
+    observer = observer or SilentObserver()
+    task = observer.task(f"timing {Path(artifact).name}", total=settings.runs)
+    try:
+        return bench(
+            str(artifact),
+            threads=settings.threads,
+            warmup=settings.warmup,
+            min_runs=settings.runs,
+            min_seconds=settings.min_seconds,
+            max_runs=MAX_RUNS,
+            compute_units=settings.compute_units,
+            tick=lambda: task.advance(1),
+        )
+    except MissingRuntime as e:
+        raise DependencyError(f"{e}: pip install {e.packages[0]}") from e
+    except UnreadableArtifact as e:
+        raise ExportError(
+            f"{artifact} ({FORMAT_NAMES[fmt]}): {e.runtime} cannot load or run it ({e.detail}); export "
+            "it again (edgekd export), or copy it again if it came from elsewhere."
+        ) from e
+    finally:
+        task.close()
+
+
+def measure_latency(
+    artifact: Artifact,
+    *,
+    threads: int = 1,
+    warmup: int = 10,
+    min_runs: int = 50,
+    min_seconds: float = 1.0,
+    observer: Observer | None = None,
+) -> LatencyStats:
+    """Batch-1 latency of `artifact` on this host, exactly as `edgekd profile --device local` times it."""
+    settings = ProfileSettings(threads=threads, runs=min_runs, warmup=warmup, min_seconds=min_seconds)
+    return latency_from_bench(bench_here(artifact.path, settings, observer), host_description())
 
 
 def measure_torch_latency(
-    model: nn.Module, input_shape: tuple[int, ...], *, threads: int = 1, **protocol: Any
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    threads: int = 1,
+    warmup: int = 10,
+    min_runs: int = 50,
+    min_seconds: float = 1.0,
 ) -> LatencyStats:
-    """Batch-1 latency of `model` in PyTorch eager mode (NCHW `input_shape`), the baseline that
-    exported artifacts are compared with; `threads` intra-op threads for the duration only."""
+    """Batch-1 latency of `model` in PyTorch eager mode under `inference_mode` (NCHW `input_shape`), the
+    baseline exported artifacts are compared with, under the protocol `edgekd.bench` times them with;
+    `threads` intra-op threads for the duration only."""
     import torch
 
     previous = torch.get_num_threads()
     try:
         started = time.perf_counter_ns()
-        session = TorchEagerSession(model, threads)
-        session.set_input(_sample(input_shape))
-        session.invoke()
+        torch.set_num_threads(threads)
+        model = model.eval()
+        sample = torch.from_numpy(np.random.default_rng(0).standard_normal(input_shape).astype(np.float32))
+
+        def invoke() -> None:
+            with torch.inference_mode():
+                model(sample)
+
+        invoke()
         cold_ns = time.perf_counter_ns() - started
-        return time_session(session, cold_ns, "pytorch eager", **protocol)
+        samples = timed_runs(
+            invoke, warmup=warmup, min_runs=min_runs, min_seconds=min_seconds, max_runs=MAX_RUNS
+        )
     finally:
         torch.set_num_threads(previous)
-
-
-def time_session(
-    session: Session,
-    cold_ns: int,
-    name: str,
-    *,
-    warmup: int = 10,
-    min_runs: int = 50,
-    min_seconds: float = 1.0,
-    max_runs: int = 10_000,
-    observer: Observer | None = None,
-) -> LatencyStats:
-    """The protocol on a session that is built and has its input set: warm up, then invoke until
-    both `min_runs` and `min_seconds` are reached (at most `max_runs`)."""
-    observer = observer or SilentObserver()
-    task = observer.task(f"timing {name}", total=min_runs)
-    samples = timed_runs(
-        session.invoke,
-        warmup=warmup,
-        min_runs=min_runs,
-        min_seconds=min_seconds,
-        max_runs=max_runs,
-        tick=lambda: task.advance(1),
-    )
-    task.close()
     return LatencyStats(
         **summarize(samples),
         runs=len(samples),
         cold_start_ms=cold_ns / 1e6,
-        threads=session.threads,
-        runtime=session.runtime,
-        runtime_version=session.version,
+        threads=threads,
+        runtime="pytorch",
+        runtime_version=torch.__version__,
         device=host_description(),
+        settings={"mode": "eager"},
     )
-
-
-class TorchEagerSession:
-    """A PyTorch model behind the runtime `Session` interface, in eval mode under `inference_mode`."""
-
-    runtime = "pytorch"
-
-    def __init__(self, model: nn.Module, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)
-        self.threads, self.version = threads, torch.__version__
-        self._model = model.eval()
-        self._input = None
-        self._output = None
-
-    def set_input(self, sample: np.ndarray) -> None:
-        import torch
-
-        self._input = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
-
-    def invoke(self) -> None:
-        import torch
-
-        with torch.inference_mode():
-            self._output = self._model(self._input)
-
-    def output(self) -> np.ndarray:
-        return self._output.numpy().copy()
-
-
-def _sample(shape: tuple[int, ...]) -> np.ndarray:
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -206,35 +209,10 @@ class LocalDevice:
 
     def profile(self, artifact: Path, settings: ProfileSettings | None = None) -> Measurement:
         """`settings` (`ProfileSettings`): all but the timeout apply; nothing here is waited on."""
-        from edgekd.bench import MissingRuntime, UnreadableArtifact, bench, fingerprint
-        from edgekd.devices import FORMAT_NAMES, Measurement, ProfileSettings, artifact_format
-        from edgekd.errors import DependencyError, ExportError, RuntimeUnavailableError
-        from edgekd.runtimes import CoreMLSession, available_here
+        from edgekd.bench import fingerprint
+        from edgekd.devices import Measurement
 
-        settings = settings or ProfileSettings()
-        fmt = artifact_format(artifact)
-        if fmt == "coreml" and not available_here(CoreMLSession):
-            raise RuntimeUnavailableError(
-                f"{artifact}: Core ML models run only on macOS (this is {platform.system()}); profile it "
-                "on a Mac: --device ssh://user@mac."
-            )
-        try:
-            result = bench(
-                str(artifact),
-                threads=settings.threads,
-                warmup=settings.warmup,
-                min_runs=settings.runs,
-                min_seconds=settings.min_seconds,
-                max_runs=10_000,
-                compute_units=settings.compute_units,
-            )
-        except MissingRuntime as e:
-            raise DependencyError(f"{e}: pip install {e.packages[0]}") from e
-        except UnreadableArtifact as e:
-            raise ExportError(
-                f"{artifact} ({FORMAT_NAMES[fmt]}): {e.runtime} cannot load or run it ({e.detail}); export "
-                "it again (edgekd export), or copy it again if it came from elsewhere."
-            ) from e
+        result = bench_here(artifact, settings or ProfileSettings())
         return Measurement(
             "local",
             Path(artifact).name,
@@ -256,4 +234,6 @@ def latency_from_bench(result: dict, device: str) -> LatencyStats:
         runtime=result["runtime"],
         runtime_version=result["runtime_version"],
         device=device,
+        statistic=result["statistic"],
+        settings=result["settings"],
     )

@@ -73,7 +73,7 @@ def profile_row(measurement: Measurement, artifact: Path, forced: str | None = N
         runtime=PROFILE_RUNTIMES.get(base, base),
         runtime_version=lat.runtime_version,
         threads=lat.threads,
-        latency_ms_median=lat.median_ms if measurement.statistic == "median" else lat.mean_ms,
+        latency_ms_median=lat.central_ms,
         latency_ms_p90=None if math.isnan(lat.p90_ms) else lat.p90_ms,  # NaN: the tool reports none
         source=f"measured: edgekd profile on {measurement.device}"
         + (f" (forced with --force: {forced})" if forced else ""),

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
     import torch.nn as nn
 
-    from edgekd.bench import LatencyStats
+    from edgekd.devices import LatencyStats
     from edgekd.export.parity import ParityGate, ParityReport
     from edgekd.progress import Observer
 
