@@ -38,10 +38,13 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "labels", tuple(self.labels))
         if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 1:
-            raise ConfigError(f"preprocessing: input_size must be a whole number >= 1, not {self.input_size!r}.")
+            raise ConfigError(
+                f"preprocessing: input_size must be a whole number >= 1, not {self.input_size!r}."
+            )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ConfigError(
-                f"preprocessing: mean {list(self.mean)} and std {list(self.std)} need one value per RGB channel."
+                f"preprocessing: mean {list(self.mean)} and std {list(self.std)} need one value per RGB "
+                "channel."
             )
         if not all(s > 0 for s in self.std):
             raise ConfigError(f"preprocessing: std {list(self.std)} must be positive in every channel.")
@@ -86,14 +89,15 @@ class Preprocessing:
         return (pixels - mean) / std
 
     def differences(self, other: Preprocessing) -> tuple[str, ...]:
-        """Each field in which `other` differs, in words: "std (0.2, 0.2, 0.2) here, (0.3, ...) there"."""
+        """Each field in which `other` differs, in words, this one's value first:
+        "std (0.2, 0.2, 0.2) vs (0.3, 0.3, 0.3)"."""
         found = []
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if mine != theirs:
                 if f.name == "labels":  # a thousand ImageNet labels would drown the message
                     mine, theirs = list(mine)[:10], list(theirs)[:10]
-                found.append(f"{f.name} {mine} here, {theirs} there")
+                found.append(f"{f.name} {mine} vs {theirs}")
         return tuple(found)
 
     def to_json(self) -> str:
