@@ -15,6 +15,7 @@ from pathlib import Path
 from edgekd._io import write_json_atomic
 from edgekd._registry import Registry
 from edgekd.errors import ExportError
+from edgekd.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -93,19 +94,10 @@ class Contract:
     input_kind: str = "tensor"
 
 
-def make_contract(
-    arch: str,
-    fmt: str,
-    input_size: int,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    labels: tuple[str, ...],
-    precision: str = "fp32",
-) -> Contract:
-    """The contract to export `arch` as `fmt`: the format's input layout at `input_size`, 3 channels."""
-    layout = FORMATS.get(fmt).layout
-    shape = (1, input_size, input_size, 3) if layout == "NHWC" else (1, 3, input_size, input_size)
-    return Contract(arch, "input", shape, layout, tuple(mean), tuple(std), tuple(labels), precision)
+def make_contract(arch: str, fmt: str, preprocessing: Preprocessing, precision: str = "fp32") -> Contract:
+    """The contract to export `arch` as `fmt`: `preprocessing` in the format's input layout."""
+    p = preprocessing.with_layout(FORMATS.get(fmt).layout)
+    return Contract(arch, "input", p.input_shape, p.layout, p.mean, p.std, p.labels, precision)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from edgekd.errors import DataError
+from edgekd.preprocessing import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # timm's ImageNet defaults (timm.data.IMAGENET_DEFAULT_MEAN/STD): what pretrained teachers expect.
@@ -32,25 +33,24 @@ VAL_NAMES = ("val", "valid", "validation")
 
 @dataclass(frozen=True)
 class DataSplits:
-    """Train/val/test datasets of (CHW float tensor, label) and the contract they share."""
+    """Train/val/test datasets of (CHW float tensor, label) and the preprocessing they share."""
 
     name: str
     train: Dataset
     val: Dataset
     test: Dataset
-    classes: tuple[str, ...]
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    preprocessing: Preprocessing
     fingerprint: str  # changes when the images, the split or the preprocessing change
+
+    # Read by every stage that builds or times a model; the rest of the contract is read through
+    # `preprocessing`.
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing.input_size
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def _normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    return (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        return self.preprocessing.num_classes
 
 
 def _stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):
@@ -76,7 +76,10 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
     pixels = torch.nn.functional.interpolate(
         pixels, size=(input_size, input_size), mode="bilinear", align_corners=False
     ).clamp(0, 1)
-    images = _normalise(pixels.expand(-1, 3, -1, -1), IMAGENET_MEAN, IMAGENET_STD).contiguous()
+    preprocessing = Preprocessing(
+        input_size, IMAGENET_MEAN, IMAGENET_STD, tuple(str(c) for c in digits.target_names)
+    )
+    images = preprocessing.normalise(pixels.expand(-1, 3, -1, -1)).contiguous()
     labels = digits.target.astype(np.int64)
     train, val, test = _stratified_split(labels, (0.15, 0.15), seed)
     y = torch.from_numpy(labels)
@@ -87,10 +90,7 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
         train=TensorDataset(images[train], y[train]),
         val=TensorDataset(images[val], y[val]),
         test=TensorDataset(images[test], y[test]),
-        classes=tuple(str(c) for c in digits.target_names),
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        preprocessing=preprocessing,
         fingerprint=digest.hexdigest(),
     )
 
@@ -98,22 +98,23 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
 class ImageFileDataset(Dataset):
     """Images decoded from files on each access; a file that fails to decode is named in the error."""
 
-    def __init__(self, samples: Sequence[tuple[Path, int]], input_size: int, mean, std) -> None:
+    def __init__(self, samples: Sequence[tuple[Path, int]], preprocessing: Preprocessing) -> None:
         self.samples = list(samples)
-        self.input_size = input_size
-        self.mean, self.std = mean, std
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
-        return decode_image(path, self.input_size, self.mean, self.std), label
+        return decode_image(path, self.preprocessing), label
 
 
-def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
+def decode_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
+    """The image at `path` resized to the input size, as a normalised CHW tensor."""
     from PIL import Image
 
+    input_size = preprocessing.input_size
     try:
         with Image.open(path) as img:
             img = as_rgb(img, path).resize((input_size, input_size), Image.Resampling.BILINEAR)
@@ -122,8 +123,7 @@ def decode_image(path: Path, input_size: int, mean, std) -> torch.Tensor:
         raise
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
-    return _normalise(tensor.unsqueeze(0), mean, std)[0]
+    return preprocessing.normalise(torch.from_numpy(array).permute(2, 0, 1))
 
 
 # Modes PIL's convert("RGB") maps faithfully: 8-bit grey, colour, palette, CMYK, YCbCr, LAB, HSV, and
@@ -264,18 +264,17 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
                 f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode()
             )
 
+    preprocessing = Preprocessing(input_size, IMAGENET_MEAN, IMAGENET_STD, classes)
+
     def dataset(name: str) -> ImageFileDataset:
-        return ImageFileDataset(chosen[name], input_size, IMAGENET_MEAN, IMAGENET_STD)
+        return ImageFileDataset(chosen[name], preprocessing)
 
     return DataSplits(
         name=root.name,
         train=dataset("train"),
         val=dataset("val"),
         test=dataset("test"),
-        classes=classes,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        preprocessing=preprocessing,
         fingerprint=digest.hexdigest(),
     )
 
@@ -283,10 +282,9 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
 class DecodedDataset(Dataset):
     """Images decoded once into a uint8 array (N, H, W, 3), normalised on access."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, preprocessing: Preprocessing) -> None:
         self.images, self.labels = images, labels
-        self._mean = torch.tensor(mean).view(3, 1, 1)
-        self._std = torch.tensor(std).view(3, 1, 1)
+        self.preprocessing = preprocessing
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -304,8 +302,7 @@ class DecodedDataset(Dataset):
 
     def normalised(self, images: np.ndarray) -> torch.Tensor:
         """uint8 images (N, H, W, 3) as a normalised float batch (N, 3, H, W)."""
-        batch = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-        return (batch - self._mean) / self._std
+        return self.preprocessing.normalise(torch.from_numpy(images).permute(0, 3, 1, 2))
 
 
 def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSplits:
@@ -325,13 +322,13 @@ def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSpli
         dataset: ImageFileDataset = getattr(splits, name)
         images_path, labels_path = directory / f"{name}-images.npy", directory / f"{name}-labels.npy"
         labels = np.array([label for _, label in dataset.samples], dtype=np.int64)
-        shape = (len(dataset), splits.input_size, splits.input_size, 3)
+        shape = (len(dataset), *splits.preprocessing.with_layout("NHWC").input_shape[1:])
         images = _cached_array(images_path, np.uint8, shape)
         if images is None or _cached_array(labels_path, np.int64, labels.shape, equal_to=labels) is None:
             images = _decode_into_cache(dataset, images_path, shape, observer, f"decoding {name} images")
             with full_disk_as_error(labels_path, labels.nbytes):
                 write_with(labels_path, lambda tmp, labels=labels: _save_npy(tmp, labels))
-        decoded[name] = DecodedDataset(images, labels, splits.mean, splits.std)
+        decoded[name] = DecodedDataset(images, labels, splits.preprocessing)
     return dataclasses.replace(splits, **decoded)
 
 

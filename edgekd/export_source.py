@@ -63,16 +63,14 @@ def load_export_source(source: Path, data: Path | None = None, cache_dir: Path |
     else:
         raise ConfigError(f"{source}: no such run directory or .safetensors checkpoint.")
     model, info = load_model(checkpoint)
-    splits = decode_once(load_data(data, info.input_size), Path(cache_dir or default_cache_dir()))
-    if tuple(splits.classes) != tuple(info.classes):
+    splits = decode_once(
+        load_data(data, info.preprocessing.input_size), Path(cache_dir or default_cache_dir())
+    )
+    differences = info.preprocessing.differences(splits.preprocessing)
+    if differences:
         where = data or "the embedded digits"
         raise DataError(
-            f"{where}: classes {list(splits.classes)[:10]} do not match the checkpoint's "
-            f"{list(info.classes)[:10]}; pass --data with the images {checkpoint.name} was trained on."
-        )
-    if tuple(splits.mean) != tuple(info.mean) or tuple(splits.std) != tuple(info.std):
-        raise DataError(
-            f"{checkpoint}: trained with mean {info.mean} / std {info.std}, but the data is normalised "
-            f"with {splits.mean} / {splits.std}."
+            f"{where}: its preprocessing differs from the checkpoint's (checkpoint vs data: "
+            f"{'; '.join(differences)}); pass --data with the images {checkpoint.name} was trained on."
         )
     return ExportSource(model.eval(), info.arch, splits, out_dir, options)

@@ -202,10 +202,7 @@ def _ship_inputs(context: FitContext, target, *, calibration: bool = True):
     data, precision = context.data, target.default_precision
     calibrated = calibration and precision in FORMATS.get(target.format).calibrated
     return ExportInputs(
-        input_size=data.input_size,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        labels=tuple(data.classes),
+        preprocessing=data.preprocessing,
         images=context.test_images,
         targets=context.test_labels,
         calibration=representative_images(

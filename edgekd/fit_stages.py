@@ -333,10 +333,7 @@ class DistillStage:
         context.history = [asdict(m) for m in distilled.history]
         info = ModelInfo(
             chosen.candidate.arch,
-            data.classes,
-            data.input_size,
-            data.mean,
-            data.std,
+            data.preprocessing,
             kwargs=dict(chosen.candidate.kwargs),
             provenance={"teacher": context.teacher.source, "distillation": distilled.description},
         )

@@ -275,10 +275,7 @@ def load_onnx_teacher(path: Path, data: DataSplits) -> tuple[OnnxTeacher, ModelI
         )
     info = ModelInfo(
         f"onnx:{path.stem}",
-        data.classes,
-        size,
-        data.mean,
-        data.std,
+        data.preprocessing,
         provenance={
             "onnx": str(path),
             "sha256": model.sha256,

@@ -73,7 +73,7 @@ def fine_tune_recipe(teacher: str, recipe: TeacherRecipe) -> TeacherRecipe:
 
 
 def _info(arch: str, data: DataSplits, **provenance) -> ModelInfo:
-    return ModelInfo(arch, data.classes, data.input_size, data.mean, data.std, provenance=provenance)
+    return ModelInfo(arch, data.preprocessing, provenance=provenance)
 
 
 def _fit_teacher(
@@ -190,10 +190,10 @@ def resolve_teacher(
                 f"{as_path}: not an edgekd checkpoint. For timm weights, pass the architecture "
                 f"as --teacher and the file as --teacher-weights."
             )
-        if info.classes != data.classes:
+        if info.preprocessing.labels != data.preprocessing.labels:
             raise TeacherError(
-                f"{as_path}: teacher classes {list(info.classes)} differ from "
-                f"the data's {list(data.classes)}."
+                f"{as_path}: teacher classes {list(info.preprocessing.labels)} differ from "
+                f"the data's {list(data.preprocessing.labels)}."
             )
         model, info = load_model(as_path)
         return Teacher(model, info, f"edgekd checkpoint {as_path}")

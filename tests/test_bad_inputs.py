@@ -283,10 +283,11 @@ def _run_with_code_checkpoint(tmp_path: Path) -> list[str]:
 
     from edgekd.checkpoint import ModelInfo, save_model
     from edgekd.data import IMAGENET_MEAN, IMAGENET_STD
+    from edgekd.preprocessing import Preprocessing
 
     teacher = tmp_path / "teacher.safetensors"
     classes = tuple(str(digit) for digit in range(10))
-    info = ModelInfo("test_efficientnet", classes, 32, IMAGENET_MEAN, IMAGENET_STD)
+    info = ModelInfo("test_efficientnet", Preprocessing(32, IMAGENET_MEAN, IMAGENET_STD, classes))
     save_model(teacher, timm.create_model("test_efficientnet", num_classes=10), info)
     run = tmp_path / "interrupted-run"
     _write(

@@ -179,7 +179,7 @@ def test_a_full_disk_while_checkpointing_or_caching_a_model_is_a_one_line_error_
     assert [p for p in tmpfs.rglob("*") if not p.is_dir()] == []
     # the cached teacher's safetensors file: an OSError(ENOSPC) the cache turns into this error too
     cached = tmpfs / "teachers" / "teacher.safetensors"
-    info = ModelInfo("linear", small.classes, 32, small.mean, small.std)
+    info = ModelInfo("linear", small.preprocessing)
     full_message = rf"writing {re.escape(str(cached))}: free \d+ MB"
     with pytest.raises(DiskFullError, match=full_message), full_disk_as_error(cached):
         save_model(cached, model, info)

@@ -5,6 +5,7 @@ from PIL import Image
 
 from edgekd.data import load_data, load_digits_splits, load_image_folder
 from edgekd.errors import DataError
+from edgekd.preprocessing import Preprocessing
 
 
 def test_digits_split_is_stratified_disjoint_and_fixed(digits):
@@ -36,7 +37,7 @@ def _make_folder(root, splits=("train",), classes=("cat", "dog"), per_class=8, s
 def test_image_folder_loads_and_carves_missing_splits(tmp_path):
     root = _make_folder(tmp_path / "pets", splits=("train", "valid"), per_class=20)
     splits = load_image_folder(root, input_size=16)
-    assert splits.classes == ("cat", "dog")
+    assert splits.preprocessing.labels == ("cat", "dog")
     assert len(splits.val) == 40  # valid/ used as is
     assert len(splits.test) == 6 and len(splits.train) == 34  # 15 % of each class carved from train
     image, label = splits.train[0]
@@ -111,7 +112,8 @@ def test_sixteen_bit_pngs_keep_their_levels_instead_of_turning_white(tmp_path):
         assert img.mode in ("I;16", "I"), img.mode  # the file really is 16-bit
     splits = load_image_folder(root, input_size=8)
     decoded = decode_once(splits, tmp_path / "cache")
-    mean, std = torch.tensor(splits.mean).view(3, 1, 1), torch.tensor(splits.std).view(3, 1, 1)
+    contract = splits.preprocessing
+    mean, std = torch.tensor(contract.mean).view(3, 1, 1), torch.tensor(contract.std).view(3, 1, 1)
     for name in ("train", "val", "test"):
         files, fast = getattr(splits, name), getattr(decoded, name)
         for i, (path, _) in enumerate(files.samples):
@@ -150,7 +152,7 @@ def test_a_float_tiff_decodes_from_disk(tmp_path):
 
     values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
     Image.fromarray(values, "F").save(tmp_path / "depth.tif")
-    image = decode_image(tmp_path / "depth.tif", 8, (0, 0, 0), (1, 1, 1))
+    image = decode_image(tmp_path / "depth.tif", Preprocessing(8, (0, 0, 0), (1, 1, 1), ("depth",)))
     assert torch.equal(image[0], torch.from_numpy(np.round(values * 255) / 255).float())
 
 
@@ -169,7 +171,7 @@ def test_a_sixteen_bit_pgm_opened_as_mode_i_keeps_its_scale(tmp_path):
     (tmp_path / "scan.pgm").write_bytes(b"P5\n4 1\n65535\n" + samples.tobytes())
     with Image.open(tmp_path / "scan.pgm") as img:
         assert img.mode == "I"
-    image = decode_image(tmp_path / "scan.pgm", 4, (0, 0, 0), (1, 1, 1))
+    image = decode_image(tmp_path / "scan.pgm", Preprocessing(4, (0, 0, 0), (1, 1, 1), ("scan",)))
     assert torch.equal(image[:, 0, :] * 255, torch.tensor([[0.0, 1.0, 128.0, 255.0]] * 3))
 
 
@@ -182,8 +184,7 @@ def test_a_batch_is_sliced_whole_yet_equals_the_samples_stacked_one_by_one():
     decoded = DecodedDataset(
         rng.integers(0, 256, (50, 9, 7, 3), dtype=np.uint8),
         rng.integers(0, 5, 50),
-        (0.4, 0.5, 0.6),
-        (0.2, 0.3, 0.25),
+        Preprocessing(9, (0.4, 0.5, 0.6), (0.2, 0.3, 0.25), tuple("abcde")),
     )
     subset = Subset(decoded, rng.permutation(50)[:30].tolist())
     tensors = TensorDataset(torch.randn(20, 3, 5, 5), torch.arange(20))

@@ -31,11 +31,11 @@ def leftovers() -> list[str]:
 def tflite(tmp_path_factory):
     from edgekd.artifact import make_contract
     from edgekd.export import export
+    from edgekd.preprocessing import Preprocessing
 
     out = tmp_path_factory.mktemp("artifact")
-    contract = make_contract(
-        "mobilenetv3_small_050", "tflite", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
-    )
+    preprocessing = Preprocessing(32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"))
+    contract = make_contract("mobilenetv3_small_050", "tflite", preprocessing, "fp32")
     return export(tiny_export_model(), "tflite", out, contract=contract, stem="tiny")
 
 
@@ -69,10 +69,10 @@ def test_check_reports_the_devices_runtimes(device):
 def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
     from edgekd.artifact import make_contract
     from edgekd.export import export
+    from edgekd.preprocessing import Preprocessing
 
-    contract = make_contract(
-        "mobilenetv3_small_050", "openvino", 32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
-    )
+    preprocessing = Preprocessing(32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"))
+    contract = make_contract("mobilenetv3_small_050", "openvino", preprocessing, "fp32")
     artifact = export(tiny_export_model(), "openvino", tmp_path, contract=contract, stem="tiny")
     measured = device.profile(artifact.path, ProfileSettings(runs=5, warmup=1, min_seconds=0.05))
     assert measured.latency.runtime == "openvino"

@@ -21,6 +21,7 @@ from edgekd.errors import ExportError, RuntimeUnavailableError  # noqa: E402
 from edgekd.export import coreml, export  # noqa: E402
 from edgekd.export.coreml_package import validate_package  # noqa: E402
 from edgekd.export.parity import check_parity  # noqa: E402
+from edgekd.preprocessing import Preprocessing  # noqa: E402
 from edgekd.runtimes import open_session, prepare_input  # noqa: E402
 from tests.helpers import tiny_export_model  # noqa: E402
 
@@ -39,7 +40,7 @@ ON_MAC = platform.system() == "Darwin"
 
 
 def _contract(precision="fp32", size=32, labels=LABELS):
-    return make_contract(ARCH, "coreml", size, MEAN, STD, labels, precision)
+    return make_contract(ARCH, "coreml", Preprocessing(size, MEAN, STD, labels), precision)
 
 
 def _weights_bytes(package: Path) -> int:

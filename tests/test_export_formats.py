@@ -34,7 +34,7 @@ def exported(tmp_path_factory, digits):
     artifacts = {}
     for fmt, precision in CASES:
         spec = FORMATS.get(fmt)
-        contract = make_contract(ARCH, fmt, 32, digits.mean, digits.std, digits.classes, precision)
+        contract = make_contract(ARCH, fmt, digits.preprocessing, precision)
         artifacts[fmt, precision] = export(
             model,
             fmt,
@@ -60,7 +60,7 @@ def test_export_reload_run_parity(exported, digits, fmt, precision):
     assert artifact.contract.layout == FORMATS.get(fmt).layout
     assert all(path.exists() for path in artifact.files) and artifact.size_bytes > 10_000
     sidecar = json.loads(artifact.sidecar.read_text())
-    assert sidecar["contract"]["labels"] == list(digits.classes)
+    assert sidecar["contract"]["labels"] == list(digits.preprocessing.labels)
     assert {"edgekd", "torch"} <= set(sidecar["contract"]["versions"])
     if not can_run_here(fmt):
         pytest.skip(f"{fmt} runs only on macOS; its spec was validated when it was exported")
@@ -118,19 +118,19 @@ def test_an_unsupported_op_is_named_with_its_layer(tmp_path, digits):
         def forward(self, x):
             return self.head(self.stem(x))
 
-    contract = make_contract("histnet", "tflite", 32, digits.mean, digits.std, digits.classes)
+    contract = make_contract("histnet", "tflite", digits.preprocessing)
     with pytest.raises(ExportError, match=r"op aten\.histc\.default in layer head \(Histogram\)") as error:
         export(Net().eval(), "tflite", tmp_path, contract=contract)
     assert "tflite" in str(error.value) and "Traceback" not in str(error.value)
 
 
 def test_a_contract_in_the_wrong_layout_is_refused(tmp_path, digits):
-    contract = make_contract(ARCH, "onnx", 32, digits.mean, digits.std, digits.classes)
+    contract = make_contract(ARCH, "onnx", digits.preprocessing)
     with pytest.raises(ExportError, match="takes NHWC input, but the contract says NCHW"):
         export(tiny_model(), "tflite", tmp_path, contract=contract)
 
 
 def test_an_unknown_format_option_lists_the_valid_ones(tmp_path, digits):
-    contract = make_contract(ARCH, "onnx", 32, digits.mean, digits.std, digits.classes)
+    contract = make_contract(ARCH, "onnx", digits.preprocessing)
     with pytest.raises(ExportError, match=r"has no option\(s\) \['deployment_target'\]; its options: opset"):
         export(tiny_model(), "onnx", tmp_path, contract=contract, options={"deployment_target": "iOS16"})

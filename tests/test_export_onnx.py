@@ -9,6 +9,7 @@ from edgekd.artifact import load_artifact, make_contract
 from edgekd.errors import ExportError
 from edgekd.export import export
 from edgekd.export.onnx import export_model, read_onnx_metadata, supported_opsets
+from edgekd.preprocessing import Preprocessing
 from edgekd.runtimes import open_session
 from tests.helpers import tiny_export_model
 
@@ -17,7 +18,7 @@ LABELS = tuple(str(i) for i in range(10))
 
 
 def _contract(arch="mobilenetv3_small_050", size=32):
-    return make_contract(arch, "onnx", size, MEAN, STD, LABELS)
+    return make_contract(arch, "onnx", Preprocessing(size, MEAN, STD, LABELS))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from edgekd.data import stack
 from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity
+from edgekd.preprocessing import Preprocessing
 from tests.helpers import tiny_export_model
 
 ov = pytest.importorskip("openvino")
@@ -38,7 +39,7 @@ def exported(tiny_model, digits, out_dir):
 
     def get(precision: str) -> Artifact:
         if precision not in artifacts:
-            contract = make_contract(ARCH, "openvino", 32, digits.mean, digits.std, digits.classes, precision)
+            contract = make_contract(ARCH, "openvino", digits.preprocessing, precision)
             # Calibration images come from the training split, never from the test split we score on.
             calibration = (
                 stack(digits.train, limit=MIN_CALIBRATION_IMAGES)[0] if precision == "int8" else None
@@ -197,7 +198,9 @@ class HistogramNet(nn.Module):
 
 @pytest.mark.slow
 def test_unsupported_op_names_the_op_and_layer(tmp_path):
-    contract = make_contract("histogram_net", "openvino", 16, (0.5,) * 3, (0.25,) * 3, tuple("abcdefghij"))
+    contract = make_contract(
+        "histogram_net", "openvino", Preprocessing(16, (0.5,) * 3, (0.25,) * 3, tuple("abcdefghij"))
+    )
     with pytest.raises(ExportError) as raised:
         export(HistogramNet().eval(), "openvino", tmp_path, contract=contract)
     message = str(raised.value)
@@ -210,7 +213,9 @@ def test_unsupported_op_names_the_op_and_layer(tmp_path):
 def test_qat_models_export_only_to_tflite(tmp_path):
     from edgekd.export.openvino import export_model
 
-    contract = make_contract("tiny", "openvino", 8, (0.5,) * 3, (0.25,) * 3, ("a", "b"), "int8")
+    contract = make_contract(
+        "tiny", "openvino", Preprocessing(8, (0.5,) * 3, (0.25,) * 3, ("a", "b")), "int8"
+    )
     with pytest.raises(ExportError, match="QAT models export only to tflite"):
         export_model(nn.Conv2d(3, 2, 1), tmp_path / "model-int8.xml", contract, qat=True)
     assert list(tmp_path.iterdir()) == []
@@ -218,7 +223,7 @@ def test_qat_models_export_only_to_tflite(tmp_path):
 
 @pytest.mark.slow
 def test_a_non_classifier_output_is_refused(tmp_path):
-    contract = make_contract("conv_only", "openvino", 8, (0.5,) * 3, (0.25,) * 3, ("a", "b"))
+    contract = make_contract("conv_only", "openvino", Preprocessing(8, (0.5,) * 3, (0.25,) * 3, ("a", "b")))
     with pytest.raises(
         ExportError, match=r"outputs shape \[1,2,8,8\] in OpenVINO, but the contract expects logits"
     ):

@@ -26,7 +26,7 @@ from tests.test_export_formats import ARCH, tiny_model
 
 def _inputs(digits, calibration=None):
     images, targets = stack_sample(digits.val, 96)
-    return ExportInputs(32, digits.mean, digits.std, digits.classes, images, targets, calibration)
+    return ExportInputs(digits.preprocessing, images, targets, calibration)
 
 
 def test_requested_pairs_follow_the_registry():
@@ -113,7 +113,7 @@ def test_gates_come_from_config_and_bad_config_is_named(tmp_path):
 @pytest.mark.slow
 def test_export_command_on_a_checkpoint(tmp_path, digits, capsys):
     checkpoint = tmp_path / "student.safetensors"
-    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))
+    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.preprocessing))
     out = tmp_path / "exports"
     args = ["export", str(checkpoint), "--format", "onnx,openvino", "--precision", "fp32", "--out", str(out)]
     assert main([*args, "--parity-images", "64"]) == 0
@@ -139,7 +139,7 @@ def test_export_command_refuses_all_with_format_and_a_missing_source(tmp_path, c
 @pytest.mark.slow
 def test_export_merges_its_rows_into_an_earlier_exports_json(tmp_path, digits, capsys):
     checkpoint = tmp_path / "student.safetensors"
-    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.classes, 32, digits.mean, digits.std))
+    save_model(checkpoint, tiny_model(), ModelInfo(ARCH, digits.preprocessing))
     out = tmp_path / "exports"
     earlier_rows = [
         {"format": "pytorch", "precision": "fp32", "status": REFERENCE, "accuracy": 0.1},

@@ -201,9 +201,10 @@ def test_every_writer_on_a_full_disk_names_the_file_and_leaves_nothing(tmp_path)
     from edgekd.catalog import build_model
     from edgekd.checkpoint import ModelInfo, save_model
     from edgekd.errors import FileSystemError
+    from edgekd.preprocessing import Preprocessing
 
     model = build_model("lcnet_035", 10)  # 1.5 MB of weights
-    info = ModelInfo("lcnet_035", [str(i) for i in range(10)], 32, (0.5,) * 3, (0.5,) * 3)
+    info = ModelInfo("lcnet_035", Preprocessing(32, (0.5,) * 3, (0.5,) * 3, [str(i) for i in range(10)]))
     writers = {
         "student.safetensors": ("model weights", lambda path: save_model(path, model, info)),
         "last.pt": (

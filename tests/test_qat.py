@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from edgekd.artifact import Contract, load_artifact
+from edgekd.artifact import Contract, load_artifact, make_contract
 from edgekd.data import stack
 from edgekd.distill.losses import make_loss
 from edgekd.distill.trainer import TrainConfig, train
@@ -30,16 +30,7 @@ def _digits_cnn() -> nn.Module:
 
 
 def _int8_contract(digits) -> Contract:
-    return Contract(
-        arch="digits_cnn",
-        input_name="input",
-        input_shape=(1, digits.input_size, digits.input_size, 3),
-        layout="NHWC",
-        mean=digits.mean,
-        std=digits.std,
-        labels=digits.classes,
-        precision="int8",
-    )
+    return make_contract("digits_cnn", "tflite", digits.preprocessing, "int8")
 
 
 def test_upstream_still_needs_the_pt2e_qat_shim(monkeypatch):

@@ -5,6 +5,7 @@ import pytest
 
 from edgekd.artifact import Artifact, make_contract
 from edgekd.errors import ExportError
+from edgekd.preprocessing import Preprocessing
 from edgekd.runtimes import open_session
 
 
@@ -16,7 +17,7 @@ def test_a_garbage_file_is_one_export_error_naming_it(tmp_path, fmt, name, runti
     path = tmp_path / name
     path.write_bytes(b"<garbage/>")
     path.with_suffix(".bin").write_bytes(b"\0" * 8)
-    contract = make_contract("m", fmt, 32, (0.5,) * 3, (0.25,) * 3, tuple("01"), "fp32")
+    contract = make_contract("m", fmt, Preprocessing(32, (0.5,) * 3, (0.25,) * 3, tuple("01")), "fp32")
     with pytest.raises(ExportError) as failed:
         open_session(Artifact(path, fmt, contract))
     message = str(failed.value)

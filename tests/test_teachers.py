@@ -65,7 +65,7 @@ def test_local_weights_with_another_head_are_fine_tuned(small, tmp_path):
 def test_edgekd_checkpoint_and_bad_paths(small, tmp_path):
     model = timm.create_model("lcnet_050", num_classes=10)
     path = tmp_path / "teacher.safetensors"
-    save_model(path, model, ModelInfo("lcnet_050", small.classes, 32, small.mean, small.std))
+    save_model(path, model, ModelInfo("lcnet_050", small.preprocessing))
     assert resolve_teacher(str(path), None, small, cache_dir=tmp_path).info.arch == "lcnet_050"
     with pytest.raises(TeacherError, match="does not exist"):
         resolve_teacher(str(tmp_path / "missing.safetensors"), None, small, cache_dir=tmp_path)
@@ -179,8 +179,8 @@ def test_onnx_teacher_logits_match_torch(onnx_teachers, digits, tmp_path, name):
     teacher.model.train()
     assert not teacher.model.training  # stays frozen
     info = teacher.info
-    assert info.arch == f"onnx:{path.stem}" and info.classes == digits.classes and info.input_size == 32
-    assert (info.mean, info.std) == (digits.mean, digits.std)
+    assert info.arch == f"onnx:{path.stem}" and info.preprocessing == digits.preprocessing
+    assert info.preprocessing.input_size == 32
     assert info.provenance["onnx"] == str(path)
     assert info.provenance["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info.provenance["external_data"] == {  # torch's exporter puts the conv weights beside the graph

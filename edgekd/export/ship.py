@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from edgekd.devices import LatencyStats
     from edgekd.export.parity import ParityGate, ParityReport
+    from edgekd.preprocessing import Preprocessing
     from edgekd.progress import Observer
 
 
@@ -33,10 +34,7 @@ if TYPE_CHECKING:
 class ExportInputs:
     """What every artifact is built and checked with: the model's input contract and real images."""
 
-    input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    labels: tuple[str, ...]
+    preprocessing: Preprocessing
     images: torch.Tensor  # parity and accuracy images, NCHW, normalised
     targets: torch.Tensor  # their class indices
     calibration: torch.Tensor | None = None  # training images for static int8, NCHW, normalised
@@ -95,7 +93,7 @@ def export_for(
     spec = FORMATS.get(fmt)
     if precision not in spec.precisions:
         raise ExportError(f"{fmt} exports {', '.join(spec.precisions)}, not {precision!r}.")
-    contract = make_contract(arch, fmt, inputs.input_size, inputs.mean, inputs.std, inputs.labels, precision)
+    contract = make_contract(arch, fmt, inputs.preprocessing, precision)
     calibrated = precision in spec.calibrated and not _is_qat_model(model)
     return export(
         model,

@@ -108,7 +108,7 @@ def export_matrix(
     reference_accuracy = float((reference.argmax(1) == inputs.targets.numpy()).mean())
     eager_ms = None
     if latency:
-        shape = (1, 3, inputs.input_size, inputs.input_size)
+        shape = inputs.preprocessing.with_layout("NCHW").input_shape
         eager_ms = measure_torch_latency(model, shape, threads=threads).median_ms
     rows = [
         ExportRow(
@@ -232,10 +232,7 @@ def export_inputs(
     else:
         images, targets = stack_sample(dataset, parity_images, seed=seed)
     return ExportInputs(
-        input_size=data.input_size,
-        mean=tuple(data.mean),
-        std=tuple(data.std),
-        labels=tuple(data.classes),
+        preprocessing=data.preprocessing,
         images=images,
         targets=targets,
         calibration=representative_images(data.train, calibration_images, seed=seed),
