@@ -189,7 +189,7 @@ def kd_student(data, teacher, config, arch: str = STUDENT_ARCH, augmented_teache
     if path.exists():
         return load_model(path)[0], json.loads(path.with_suffix(".json").read_text())
     student, info = distil(arch, ["kd"], teacher, data, config, cached=True)
-    model_info = ModelInfo(arch, tuple(data.classes), data.input_size, tuple(data.mean), tuple(data.std))
+    model_info = ModelInfo(arch, data.preprocessing)
     save_model(path, student, model_info)
     write_json_atomic(path.with_suffix(".json"), info)
     return student.eval(), info
@@ -363,7 +363,7 @@ def quantization_row(data, teacher, config, evaluate, arch: str, augmented_teach
 
     import torch
 
-    from edgekd.artifact import Contract
+    from edgekd.artifact import make_contract
     from edgekd.data import stack
     from edgekd.distill.stage import DistillPlan, quantization_aware
     from edgekd.distill.trainer import accuracy
@@ -375,9 +375,7 @@ def quantization_row(data, teacher, config, evaluate, arch: str, augmented_teach
     fp32 = evaluate(student)
     images, labels = stack(data.test)
     calibration = stack(data.train, limit=256)[0]
-    contract = Contract(
-        arch, "input", (1, INPUT_SIZE, INPUT_SIZE, 3), "NHWC", data.mean, data.std, data.classes
-    )
+    contract = make_contract(arch, "tflite", data.preprocessing)
     int8 = dataclasses.replace(contract, precision="int8")
 
     def artifact_accuracy(artifact) -> float:

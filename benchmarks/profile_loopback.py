@@ -34,10 +34,11 @@ def artifact(scratch: Path) -> Path:
     from edgekd.artifact import make_contract
     from edgekd.catalog import build_model, randomize_norm_layers
     from edgekd.export import export
+    from edgekd.preprocessing import Preprocessing
 
     model = randomize_norm_layers(build_model("mobilenetv3_small_100", 10)).eval()
     contract = make_contract(
-        "mobilenetv3_small_100", "tflite", 224, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"), "fp32"
+        "mobilenetv3_small_100", "tflite", Preprocessing(224, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"))
     )
     return export(model, "tflite", scratch, contract=contract).path
 

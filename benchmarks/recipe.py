@@ -126,6 +126,7 @@ def fashion3(train_images: int):
     from torch.utils.data import TensorDataset
 
     from edgekd.data import IMAGENET_MEAN, IMAGENET_STD, DataSplits
+    from edgekd.preprocessing import Preprocessing
 
     files = [
         FASHION_MNIST / f"{s}-{k}-idx{d}-ubyte.gz"
@@ -155,7 +156,8 @@ def fashion3(train_images: int):
         digest.update(array.tobytes())
     return DataSplits(
         "fashion3", split(train_x[train], train_y[train]), split(train_x[val], train_y[val]),
-        split(test_x, test_y), FASHION_CLASSES, 32, IMAGENET_MEAN, IMAGENET_STD, digest.hexdigest(),
+        split(test_x, test_y), Preprocessing(32, IMAGENET_MEAN, IMAGENET_STD, FASHION_CLASSES),
+        digest.hexdigest(),
     )  # fmt: skip
 
 
@@ -189,7 +191,7 @@ def plain_teacher(data, train_x, train_y, epochs: int):
     )
     info = {"epochs": epochs, "lr": PLAIN_TEACHER_LR, "wall_seconds": round(time.perf_counter() - started, 1)}
     info["epoch_seconds"] = seconds
-    save_model(path, teacher, ModelInfo(TEACHER_ARCH, data.classes, data.input_size, data.mean, data.std))
+    save_model(path, teacher, ModelInfo(TEACHER_ARCH, data.preprocessing))
     from edgekd._io import write_json_atomic
 
     write_json_atomic(path.with_suffix(".json"), info)
