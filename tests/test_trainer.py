@@ -196,3 +196,40 @@ def test_ece_of_a_perfectly_calibrated_and_an_overconfident_model():
     overconfident = torch.log(torch.tensor([[0.9, 0.1]] * 4))
     assert expected_calibration_error(overconfident, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.4)
     assert expected_calibration_error(overconfident, labels) == pytest.approx(0.1)
+
+
+def test_depthwise_students_train_channels_last_and_plain_or_captured_networks_do_not():
+    from edgekd.catalog import training_layout
+
+    assert training_layout(_model()) == torch.channels_last  # lcnet: depthwise convolutions
+    assert training_layout(_cnn(8, seed=0)) == torch.contiguous_format  # no grouped convolution
+    depthwise = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, groups=4), torch.nn.Flatten())
+    assert training_layout(torch.fx.symbolic_trace(depthwise)) == torch.contiguous_format
+
+
+def test_a_channels_last_step_computes_what_the_contiguous_one_does(small):
+    # The layout is a speed choice only: the same batch gives the same loss and gradients.
+    x, y = (
+        torch.stack([small.train[i][0] for i in range(16)]),
+        torch.tensor([small.train[i][1] for i in range(16)]),
+    )
+    results = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        model = _model().to(memory_format=layout)
+        loss = torch.nn.functional.cross_entropy(model(x.contiguous(memory_format=layout)), y)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.allclose(loss_a, loss_b, rtol=1e-5)
+    for a, b in zip(grads_a, grads_b, strict=True):  # float32 sums in another order: ~1e-4 apart
+        assert torch.linalg.vector_norm(a - b) <= 1e-3 * torch.linalg.vector_norm(a) + 1e-6
+
+
+def test_training_hands_back_a_model_in_the_contiguous_layout(small):
+    model = _model()
+    history = train(
+        model, small, TrainConfig(epochs=1, batch_size=32, lr=1e-2, optimizer="sgd"), loss=make_loss("ce")
+    )
+    assert len(history) == 1
+    assert all(p.is_contiguous() for p in model.parameters())
+    assert not model.training

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgekd._io import write_with
 from edgekd.augment import Augmentation
+from edgekd.catalog import training_layout
 from edgekd.data import DataSplits, batch_of
 from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.distributed import (
@@ -248,6 +249,8 @@ def train(
     observer = observer or SilentObserver()
     world = current_world()
     torch.manual_seed(config.seed)
+    layout = training_layout(model)
+    model.to(memory_format=layout)
     # Built before the optimiser: it sizes the loss's own parameters (FitNets adapters), which are
     # trained with the model and checkpointed with it.
     forward = DistillForward(model, teacher, loss, data.input_size)
@@ -309,6 +312,7 @@ def train(
             x, y = batch_of(data.train, indices)
             if augmentation is not None:
                 x = augmentation.apply(x, indices, draw)
+            x = x.contiguous(memory_format=layout)
             cached = teacher_cache.lookup(indices, draw) if teacher_cache is not None else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
                 value = loss(forward(x, y, cached))
@@ -374,5 +378,7 @@ def train(
         barrier(world)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
+    # Exporters, checkpoints and callers get the layout every other path assumes.
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
