@@ -231,10 +231,10 @@ def deploy_form(model: nn.Module) -> nn.Module:
 def training_layout(model: nn.Module):
     """The memory format `model` trains fastest in on the CPU: channels_last (NHWC) for networks with
     grouped (depthwise) convolutions, whose oneDNN kernels are NHWC-native: a training step of every
-    depthwise student in the catalog ran 1.2-2.5x faster in it at 32 px, batch 16 (lcnet_035 1.43x,
-    mobilenetv3_small_050 1.47x, efficientnet_lite0 2.36x), with the same loss to 1e-6. Plain
-    networks (resnet10t/18, repvgg_a0: 0.8-1.1x) and captured graphs (quantization-aware training's
-    GraphModule, whose view ops assume the layout they were traced in) keep the contiguous layout."""
+    such student in the catalog ran 1.08-1.90x faster in it at 32 px, batch 16, one thread (lcnet_035
+    1.46x, mobilenetv3_small_050 1.49x; benchmarks/training_layout.py), with the same loss to 1e-6.
+    Plain networks (resnet10t/14t/18, repvgg_a0: 0.90-1.05x) and captured graphs (quantization-aware
+    training's GraphModule, whose view ops assume the layout they were traced in) stay contiguous."""
     import torch
 
     if isinstance(model, torch.fx.GraphModule):
