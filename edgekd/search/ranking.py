@@ -83,7 +83,8 @@ def entry_order(feasible: Sequence[CandidateAssessment]) -> list[CandidateAssess
     next one the farthest (in log MACs) from those taken. With a trial budget of N, the N that enter
     are those the prior expects most of per millisecond, which is what a choice that favours fast
     students needs to have seen."""
-    left = [a for a in feasible if a.feasible]  # the front holds none other: they would never leave
+    # `front` leaves the infeasible off, so they would never be peeled off and the loop never end.
+    left = [a for a in feasible if a.feasible]
     ordered: list[CandidateAssessment] = []
     while left:
         members = front(left)
