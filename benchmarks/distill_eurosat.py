@@ -203,7 +203,7 @@ def fit_assistant(student_arch: str, num_classes: int) -> str:
     from edgekd.search import assess, choose_assistant
     from edgekd.targets import get_target
 
-    catalog = assess(load_students(), get_target("host"), INPUT_SIZE, num_classes)
+    catalog = assess(load_students(), [get_target("host")], INPUT_SIZE, num_classes)
     student = next(a for a in catalog if a.candidate.arch == student_arch)
     teacher_macs = analyze(build_model(TEACHER_ARCH, num_classes), INPUT_SIZE).macs
     pick = choose_assistant(catalog, student, teacher_macs)

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.catalog import build_model, load_students, student_registry
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
-    from edgekd.search import assess, assess_targets
+    from edgekd.search import assess
     from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
     from edgekd.search.select import OBJECTIVES, select_student
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ORACLE:
         started = time.perf_counter()
         student, info = kd_student(data, teacher, config, name)
-        macs = assess([registry.get(name)], get_target("pi5"), INPUT_SIZE, data.num_classes)[0].macs
+        macs = assess([registry.get(name)], [get_target("pi5")], INPUT_SIZE, data.num_classes)[0].macs
         oracle[name] = {
             "test_accuracy": accuracy(*predict(student, data.test)),
             "val_accuracy": info["history"][-1]["val_accuracy"],
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     results["targets"] = {}
     for target_name in TARGETS:
         target = get_target(target_name)
-        assessments = assess(candidates, target, INPUT_SIZE, data.num_classes)
+        assessments = assess(candidates, [target], INPUT_SIZE, data.num_classes)
         started = time.perf_counter()
         search = search_over(assessments, target_name)
         chosen = next(a for a in assessments if a.candidate.name == search.chosen)
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             "wall_seconds_here": time.perf_counter() - started,  # 0 for trials already run for pi5
             "chosen": {
                 "name": chosen.candidate.name,
-                "predicted_latency_ms": chosen.predicted_latency_ms,
-                "budget_ms": chosen.budget_ms,
+                "predicted_latency_ms": chosen.per_target[target_name].predicted_latency_ms,
+                "budget_ms": chosen.per_target[target_name].budget_ms,
                 "peak_memory_mb": chosen.peak_memory_mb,
                 "model_mb": chosen.model_mb,
                 "reasons": list(chosen.reasons),
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 a.candidate.name: {
                     "feasible": a.feasible,
                     "reasons": list(a.reasons),
-                    "predicted_latency_ms": a.predicted_latency_ms,
+                    "predicted_latency_ms": a.per_target[target_name].predicted_latency_ms,
                     "peak_memory_mb": a.peak_memory_mb,
                 }
                 for a in assessments
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Issue 16: the same trials ranked by each objective on pi5, against the oracle.
     teacher_test = accuracy(*predict(teacher, data.test))
-    pi5 = assess(candidates, get_target("pi5"), INPUT_SIZE, data.num_classes)
+    pi5 = assess(candidates, [get_target("pi5")], INPUT_SIZE, data.num_classes)
     results["teacher_test_accuracy"] = teacher_test
     results["objectives"] = {}
     for objective in OBJECTIVES:
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results["joint"] = {}
     for names in JOINT_TARGETS:
-        joint = assess_targets(candidates, [get_target(n) for n in names], INPUT_SIZE, data.num_classes)
+        joint = assess(candidates, [get_target(n) for n in names], INPUT_SIZE, data.num_classes)
         search = search_over(joint, " and ".join(names))
         chosen = next(j for j in joint if j.candidate.name == search.chosen)
         results["joint"]["+".join(names)] = {
@@ -271,7 +271,7 @@ def judged(chosen: str, objective: str, oracle: dict, assessments, teacher_test:
     """The choice held against the oracle: its full-training test accuracy and retention of the
     teacher's; for retention, the fastest oracle candidate that keeps 97 % and the latency ratio to
     it; for accuracy, the gap to the oracle's best."""
-    latency = {a.candidate.name: a.predicted_latency_ms for a in assessments}
+    latency = {a.candidate.name: a.per_target["pi5"].predicted_latency_ms for a in assessments}
     mine = oracle[chosen]["test_accuracy"]
     out = {"chosen": chosen, "oracle_test_accuracy": mine, "retention": mine / teacher_test}
     keeping = [n for n in oracle if oracle[n]["test_accuracy"] >= 0.97 * teacher_test]

@@ -187,10 +187,10 @@ class PlanStage(_NeverDone):
     def run(self, context: FitContext) -> None:
         from edgekd import training_time
         from edgekd.distill.distributed import share_from_main
-        from edgekd.search import assess_targets
+        from edgekd.search import assess
 
         config, data, world = context.config, context.data, context.world
-        assessments = assess_targets(context.candidates, context.targets, data.input_size, data.num_classes)
+        assessments = assess(context.candidates, context.targets, data.input_size, data.num_classes)
         train_config = make_train_config(config, data.input_size, context.views)
         timing = share_from_main(
             training_time.plan_fit(

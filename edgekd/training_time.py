@@ -216,11 +216,7 @@ def _span(low: float, high: float) -> str:
 
 
 def _marked_out(assessment, reason: str):
-    """`assessment` no longer feasible, `reason` added to its reasons."""
-    from edgekd.search.constraints import Assessment
-
-    if isinstance(assessment, Assessment):
-        return dataclasses.replace(assessment, reasons=(*assessment.reasons, reason))
+    """`assessment` no longer feasible, `reason` added to its reasons on each target."""
     per_target = {
         name: dataclasses.replace(a, reasons=(*a.reasons, reason))
         for name, a in assessment.per_target.items()

@@ -9,7 +9,7 @@ import pytest
 
 from edgekd.catalog import Candidate
 from edgekd.errors import ConfigError
-from edgekd.search import assess_targets, pareto_front
+from edgekd.search import assess, latency_load, pareto_front
 from edgekd.search.halving import Budget, RungPlan, parse_budget, plan_rungs, successive_halving
 from edgekd.search.pareto import dominates
 from edgekd.targets import get_target
@@ -120,7 +120,7 @@ def test_several_targets_intersect_and_keep_each_targets_reasons():
         budgets=dataclasses.replace(get_target("android-cpu").budgets, model_mb=3.0),
     )
     candidates = [Candidate("lcnet_050"), Candidate("mobilenetv2_050"), Candidate("resnet10t")]
-    joint = assess_targets(candidates, [pi5, tight], 64, 10)
+    joint = assess(candidates, [pi5, tight], 64, 10)
     by_name = {j.candidate.arch: j for j in joint}
     for j in joint:  # feasible on both = feasible on each
         assert j.feasible == all(a.feasible for a in j.per_target.values())
@@ -129,12 +129,12 @@ def test_several_targets_intersect_and_keep_each_targets_reasons():
     assert not resnet.feasible and resnet.per_target["pi5"].feasible
     assert any(r.startswith("android-cpu: ") and "MB of weights > budget 3 MB" in r for r in resnet.reasons)
     assert by_name["lcnet_050"].feasible
-    ratio = by_name["lcnet_050"].worst_latency_ratio
+    ratio = latency_load(by_name["lcnet_050"])
     assert ratio == max(
         a.predicted_latency_ms / a.budget_ms for a in by_name["lcnet_050"].per_target.values()
     )
     with pytest.raises(ConfigError, match="named twice"):
-        assess_targets(candidates, [pi5, pi5], 64, 10)
+        assess(candidates, [pi5, pi5], 64, 10)
 
 
 def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, monkeypatch):
@@ -181,10 +181,11 @@ def test_vela_estimates_are_cached_by_candidate_and_the_targets_vela_setup(tmp_p
 
     monkeypatch.setattr(constraints, "estimate_on_npu", no_vela)
     assert constraints.candidate_on_npu(candidate, model, ethos, 32, 10) == first and built == [1]
-    assessed = constraints.assess_one(candidate, ethos, 32, 10)  # the search reads the same entry
+    (assessed,) = constraints.assess([candidate], [ethos], 32, 10)  # the search reads the same entry
+    on_ethos = assessed.per_target["ethos-u55"]
     assert (
-        assessed.predicted_latency_ms == first.latency_ms
-        and assessed.peak_memory_mb == first.sram_bytes / 2**20
+        on_ethos.predicted_latency_ms == first.latency_ms
+        and on_ethos.peak_memory_mb == first.sram_bytes / 2**20
     )
     dedicated = dataclasses.replace(ethos, vela=dataclasses.replace(ethos.vela, memory_mode="Dedicated_Sram"))
     with pytest.raises(AssertionError, match="Vela ran again"):  # another memory mode is another estimate

@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from edgekd.catalog import Candidate
 from edgekd.search import SearchResult, entry_order, select_student, write_search_csv
-from edgekd.search.constraints import Assessment
+from edgekd.search.constraints import CandidateAssessment, TargetAssessment
 from edgekd.search.halving import Budget, ValidationScore, wilson_interval
 from edgekd.search.select import entrants, prior_per_latency
 
@@ -31,7 +31,8 @@ def point(name, latency, top1=None, macs=10**6, memory=1.0, budget=10.0):
         imagenet_size=None if top1 is None else 224,
         imagenet_source="" if top1 is None else "test figure",
     )
-    return Assessment(candidate, 64, macs // 10, macs, latency, 1.0, memory, (), (), budget, "pi5")
+    on_pi5 = TargetAssessment("pi5", latency, budget, 1.0, memory)
+    return CandidateAssessment(candidate, 64, macs // 10, macs, {"pi5": on_pi5})
 
 
 def scores(table, images=VAL_IMAGES):

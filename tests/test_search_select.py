@@ -11,22 +11,21 @@ import pytest
 from edgekd.catalog import Candidate, load_students
 from edgekd.errors import NoFeasibleStudentError
 from edgekd.search import SearchResult, entry_order, select_student, write_search_csv
-from edgekd.search.constraints import Assessment, JointAssessment
+from edgekd.search.constraints import CandidateAssessment, TargetAssessment
 from edgekd.search.halving import Budget, plan_rungs, successive_halving
 
 
 def point(name, latency, memory, macs, reasons=()):
-    return Assessment(Candidate(name), 64, macs // 10, macs, latency, 1.0, memory, tuple(reasons), (), 10.0)
+    return joint(name, macs, pi5=(latency, memory, 10.0, *reasons))
 
 
 def joint(name, macs, **on):
-    """A candidate on several targets: `on` maps a target to (latency, memory, budget[, reasons])."""
-    per_target = {}
-    for target, (latency, memory, budget, *reasons) in on.items():
-        per_target[target] = Assessment(
-            Candidate(name), 64, macs // 10, macs, latency, 1.0, memory, tuple(reasons), (), budget, target
-        )
-    return JointAssessment(Candidate(name), per_target)
+    """A candidate on its targets: `on` maps a target to (latency, memory, budget[, reasons])."""
+    per_target = {
+        target: TargetAssessment(target, latency, budget, 1.0, memory, tuple(reasons))
+        for target, (latency, memory, budget, *reasons) in on.items()
+    }
+    return CandidateAssessment(Candidate(name), 64, macs // 10, macs, per_target)
 
 
 def test_a_floor_on_images_seen_lengthens_short_rungs_but_not_past_the_last():
@@ -117,6 +116,7 @@ def test_no_trials_or_one_candidate_chooses_without_training():
         assessments, never, budget=Budget(trials=0), max_epochs=1, max_images=10, target_name="t"
     )
     assert none.chosen == "b" and not none.trials and "most MACs" in none.reason
+    assert none.front == ("a", "b")  # b has the MACs, a the speed: both on the front before training
     one = select_student(
         assessments[:1], never, budget=Budget(), max_epochs=1, max_images=10, target_name="t"
     )

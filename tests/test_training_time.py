@@ -32,11 +32,11 @@ def teacher():
 
 def _assessments(*names: str):
     from edgekd.catalog import load_students, student_registry
-    from edgekd.search import assess_targets
+    from edgekd.search import assess
     from edgekd.targets import get_target
 
     registry = student_registry(load_students())
-    return assess_targets([registry.get(n) for n in names], [get_target("pi5")], 32, 10)
+    return assess([registry.get(n) for n in names], [get_target("pi5")], 32, 10)
 
 
 def _plan(config, names, teacher, digits, cache: Path):

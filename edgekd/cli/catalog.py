@@ -101,7 +101,7 @@ def search_command(
     from rich.table import Table
 
     from edgekd.catalog import load_students
-    from edgekd.search import assess_targets, pareto_front, search_space
+    from edgekd.search import assess, front, search_space
     from edgekd.targets import get_target
 
     targets = [get_target(name, tuple(targets_dir or ())) for name in target]
@@ -124,29 +124,23 @@ def search_command(
             table.add_row(candidate.family, candidate.arch, prior, " ".join(map(str, sizes)), candidate.notes)
         console.print(table)
         return
-    table = Table(title=f"candidates for {names} (predicted; * = Pareto front of the feasible)")
+    table = Table(
+        title=f"candidates for {names} (predicted; * = on the Pareto front fit ranks on at that input size: "
+        "latency on each target and peak memory down, MACs up)"
+    )
     for column in ("arch", "px", *(f"{t.name} ms" for t in targets), "peak MB", "status"):
         table.add_column(column, justify="left" if column in ("arch", "status") else "right")
-    rows = []
     for size in sorted({size for _, size in space}):
-        candidates = [c for c, s in space if s == size]
-        rows += [(size, j) for j in assess_targets(candidates, targets, size, num_classes)]
-    feasible = [(size, j) for size, j in rows if j.feasible]
-    objectives = [
-        (
-            max(a.predicted_latency_ms for a in j.per_target.values()),
-            max(a.peak_memory_mb for a in j.per_target.values()),
-        )
-        for _, j in feasible
-    ]
-    front = {id(feasible[i][1]) for i in pareto_front(objectives, minimize=(True, True))}
-    for size, j in rows:
-        status = ("feasible *" if id(j) in front else "feasible") if j.feasible else "; ".join(j.reasons)
-        table.add_row(
-            j.candidate.arch,
-            str(size),
-            *(f"{j.per_target[t.name].predicted_latency_ms:.2f}" for t in targets),
-            f"{max(a.peak_memory_mb for a in j.per_target.values()):.2f}",
-            status,
-        )
+        assessed = assess([c for c, s in space if s == size], targets, size, num_classes)
+        on_front = {id(a) for a in front(assessed)}
+        for a in assessed:
+            marked = "feasible *" if id(a) in on_front else "feasible"
+            status = marked if a.feasible else "; ".join(a.reasons)
+            table.add_row(
+                a.candidate.arch,
+                str(size),
+                *(f"{a.per_target[t.name].predicted_latency_ms:.2f}" for t in targets),
+                f"{a.peak_memory_mb:.2f}",
+                status,
+            )
     console.print(table)

@@ -1,7 +1,8 @@
-"""Which student to distil for a target (or several): the space of candidates, the target's
-constraints with a reason for every rejection (`constraints`), the Pareto front of what is left
-(`pareto`), the ranking of feasible candidates by short distillation runs (`halving`, `evidence`)
-and the choice with its record (`select`).
+"""Which student to distil for a target (or several): the space of candidates, the targets'
+constraints with a reason for every rejection (`constraints`: one `CandidateAssessment` per
+candidate, whatever the number of targets), the Pareto front of what is left (`pareto.front`, the one
+front `fit` ranks on and `edgekd search` marks), the ranking of feasible candidates by short
+distillation runs (`halving`, `evidence`) and the choice with its record (`select`).
 
 Example:
     >>> from edgekd.search import pareto_front
@@ -11,19 +12,16 @@ Example:
 """
 
 from edgekd.search.constraints import (
-    Assessment,
-    Costed,
-    JointAssessment,
+    CandidateAssessment,
+    TargetAssessment,
     assess,
-    assess_one,
-    assess_targets,
     choose_assistant,
     choose_student,
     latencies,
     latency_phrase,
     search_space,
 )
-from edgekd.search.pareto import pareto_front
+from edgekd.search.pareto import front, pareto_front
 from edgekd.search.select import (
     OBJECTIVES,
     SearchResult,
@@ -36,16 +34,14 @@ from edgekd.search.select import (
 
 __all__ = [
     "OBJECTIVES",
-    "Assessment",
-    "Costed",
-    "JointAssessment",
+    "CandidateAssessment",
     "SearchResult",
+    "TargetAssessment",
     "assess",
-    "assess_one",
-    "assess_targets",
     "choose_assistant",
     "choose_student",
     "entry_order",
+    "front",
     "latencies",
     "latency_load",
     "latency_phrase",

@@ -1,5 +1,6 @@
-"""The target's constraints on a student: every candidate is costed against the target, and each
-budget it breaks is kept as a reason.
+"""The targets' constraints on a student: `assess` costs every candidate against every target (one
+target is a list of one) into one `CandidateAssessment` each, and each budget it breaks is kept as a
+reason.
 
 `choose_student` is the rule without evidence (the feasible candidate with the most MACs) for a
 single named student; `edgekd.search.select` ranks feasible candidates by distillation evidence.
@@ -27,47 +28,80 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Assessment:
-    candidate: Candidate
-    input_size: int
-    params: int
-    macs: int
+class TargetAssessment:
+    """One candidate's figures on one target, with every budget of that target it breaks."""
+
+    target: str  # the target's name
     predicted_latency_ms: float
+    budget_ms: float  # the target's latency budget the prediction was held against
     model_mb: float
     peak_memory_mb: float  # weights + activation arena at the target's precision
-    reasons: tuple[str, ...]  # empty when feasible
+    reasons: tuple[str, ...] = ()  # empty when feasible
     fallback_ops: tuple[str, ...] = ()  # op kinds that run off the target's fast path
-    budget_ms: float = math.inf  # the target's latency budget the prediction was held against
-    target: str = ""  # the target's name
 
     @property
     def feasible(self) -> bool:
         return not self.reasons
 
+
+@dataclass(frozen=True)
+class CandidateAssessment:
+    """One candidate against its targets (one target is a dict of one): feasible only if it fits every
+    one of them. The model's own figures (params, MACs) are the same on each; memory and weights are
+    the largest any target needs, since one student ships to all of them."""
+
+    candidate: Candidate
+    input_size: int
+    params: int
+    macs: int
+    per_target: dict[str, TargetAssessment]
+
     @property
-    def per_target(self) -> dict[str, Assessment]:
-        """This assessment by its target's name: the shape `JointAssessment` has, so the search
-        treats one target and several alike."""
-        return {self.target: self}
+    def model_mb(self) -> float:
+        return max(a.model_mb for a in self.per_target.values())
+
+    @property
+    def peak_memory_mb(self) -> float:
+        return max(a.peak_memory_mb for a in self.per_target.values())
+
+    @property
+    def fallback_ops(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(op for a in self.per_target.values() for op in a.fallback_ops))
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Every broken budget; with several targets each reason names its target."""
+        if len(self.per_target) == 1:
+            return next(iter(self.per_target.values())).reasons
+        return tuple(f"{name}: {r}" for name, a in self.per_target.items() for r in a.reasons)
+
+    @property
+    def feasible(self) -> bool:
+        return all(a.feasible for a in self.per_target.values())
 
 
-def assess_one(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Assessment:
-    """Cost one candidate on `target`: predicted latency, weights, peak memory and op support, with
-    every budget it breaks as a reason. An Ethos-U target is estimated by Vela on the int8 file, and
-    any op Vela leaves on the CPU is a reason too."""
-    return assess_on_targets(candidate, [target], input_size, num_classes)[0]
+def assess(
+    candidates: list[Candidate], targets: list[Target], input_size: int, num_classes: int
+) -> list[CandidateAssessment]:
+    """Each candidate on every target, in the candidates' order: predicted latency, weights, peak
+    memory and op support, with every budget it breaks as a reason. A candidate is costed once for
+    all targets (`candidate_cost`); an Ethos-U target is estimated by Vela on the int8 file, and any
+    op Vela leaves on the CPU is a reason too. A target named twice raises."""
+    names = [t.name for t in targets]
+    if not targets:
+        raise ConfigError("a candidate is assessed against at least one target; none was given.")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a target is named twice: {names}.")
+    assessed = []
+    for candidate in candidates:
 
+        def model(candidate: Candidate = candidate) -> nn.Module:
+            return _deployed(candidate, num_classes)
 
-def assess_on_targets(
-    candidate: Candidate, targets: list[Target], input_size: int, num_classes: int
-) -> list[Assessment]:
-    """`assess_one` on each target, costing the candidate once for all of them (`candidate_cost`)."""
-
-    def model():
-        return _deployed(candidate, num_classes)
-
-    cost = candidate_cost(candidate, input_size, num_classes)
-    return [_judge(candidate, model, cost, target, input_size, num_classes) for target in targets]
+        cost = candidate_cost(candidate, input_size, num_classes)
+        per_target = {t.name: _judge(candidate, model, cost, t, input_size, num_classes) for t in targets}
+        assessed.append(CandidateAssessment(candidate, input_size, cost.params, cost.macs, per_target))
+    return assessed
 
 
 def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> ModelCost:
@@ -133,7 +167,7 @@ def _judge(
     target: Target,
     input_size: int,
     num_classes: int,
-) -> Assessment:
+) -> TargetAssessment:
     precision = target.default_precision
     model_mb = cost.weight_bytes(precision) / 2**20
     reasons = []
@@ -164,18 +198,8 @@ def _judge(
     if unsupported:
         reasons.append(f"ops {', '.join(unsupported)} are not supported on {target.name}")
     fallback = tuple(kind for kind in target.ops.fallback if kind in inventory)
-    return Assessment(
-        candidate,
-        input_size,
-        cost.params,
-        cost.macs,
-        latency,
-        model_mb,
-        peak_mb,
-        tuple(reasons),
-        fallback,
-        target.budgets.latency_ms,
-        target.name,
+    return TargetAssessment(
+        target.name, latency, target.budgets.latency_ms, model_mb, peak_mb, tuple(reasons), fallback
     )
 
 
@@ -190,76 +214,12 @@ def search_space(candidates: list[Candidate], targets: list[Target]) -> list[tup
     return [(c, size) for c in candidates for size in sizes]
 
 
-def assess(
-    candidates: list[Candidate], target: Target, input_size: int, num_classes: int
-) -> list[Assessment]:
-    return [assess_one(c, target, input_size, num_classes) for c in candidates]
-
-
-@dataclass(frozen=True)
-class JointAssessment:
-    """One candidate against several targets: feasible only if it fits every one of them. The
-    model's own figures (params, MACs) are the same on each; memory and weights are the largest any
-    target needs, since one student ships to all of them."""
-
-    candidate: Candidate
-    per_target: dict[str, Assessment]
-
-    @property
-    def _first(self) -> Assessment:
-        return next(iter(self.per_target.values()))
-
-    @property
-    def input_size(self) -> int:
-        return self._first.input_size
-
-    @property
-    def params(self) -> int:
-        return self._first.params
-
-    @property
-    def macs(self) -> int:
-        return self._first.macs
-
-    @property
-    def model_mb(self) -> float:
-        return max(a.model_mb for a in self.per_target.values())
-
-    @property
-    def peak_memory_mb(self) -> float:
-        return max(a.peak_memory_mb for a in self.per_target.values())
-
-    @property
-    def fallback_ops(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(op for a in self.per_target.values() for op in a.fallback_ops))
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """Every broken budget; with several targets each reason names its target."""
-        if len(self.per_target) == 1:
-            return self._first.reasons
-        return tuple(f"{name}: {r}" for name, a in self.per_target.items() for r in a.reasons)
-
-    @property
-    def feasible(self) -> bool:
-        return all(a.feasible for a in self.per_target.values())
-
-    @property
-    def worst_latency_ratio(self) -> float:
-        """The largest predicted latency as a share of its target's budget (1.0 = at the budget)."""
-        return max(a.predicted_latency_ms / a.budget_ms for a in self.per_target.values())
-
-
-# A candidate costed against one target or several: the search, its CSV and `fit` take either.
-Costed = Assessment | JointAssessment
-
-
-def latencies(a: Costed) -> tuple[float, ...]:
+def latencies(a: CandidateAssessment) -> tuple[float, ...]:
     """The predicted latency on each target, in the targets' order: one objective per target."""
     return tuple(x.predicted_latency_ms for x in a.per_target.values())
 
 
-def latency_phrase(a: Costed) -> str:
+def latency_phrase(a: CandidateAssessment) -> str:
     """How `a`'s predicted latency sits in each budget, in words ("is predicted at ...")."""
     if len(a.per_target) == 1:
         x = next(iter(a.per_target.values()))
@@ -270,21 +230,7 @@ def latency_phrase(a: Costed) -> str:
     return f"is predicted at {', '.join(parts[:-1])} and {parts[-1]} budgets"
 
 
-def assess_targets(
-    candidates: list[Candidate], targets: list[Target], input_size: int, num_classes: int
-) -> list[JointAssessment]:
-    """Each candidate on every target, in the candidates' order; a target named twice raises."""
-    names = [t.name for t in targets]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"a target is named twice: {names}.")
-    joint = []
-    for c in candidates:
-        on_each = assess_on_targets(c, targets, input_size, num_classes)
-        joint.append(JointAssessment(c, dict(zip(names, on_each, strict=True))))
-    return joint
-
-
-def choose_student(assessments: list[Assessment]) -> Assessment:
+def choose_student(assessments: list[CandidateAssessment]) -> CandidateAssessment:
     """The feasible candidate with the most MACs (ties: more params)."""
     feasible = [a for a in assessments if a.feasible]
     if not feasible:
@@ -293,7 +239,9 @@ def choose_student(assessments: list[Assessment]) -> Assessment:
     return max(feasible, key=lambda a: (a.macs, a.params))
 
 
-def choose_assistant(assessments: list[Assessment], student: Assessment, teacher_macs: int) -> Assessment:
+def choose_assistant(
+    assessments: list[CandidateAssessment], student: CandidateAssessment, teacher_macs: int
+) -> CandidateAssessment:
     """The teacher assistant for `student`: the candidate whose MACs lie closest (in log scale) to the
     geometric mean of the student's and the teacher's. Mirzadeh et al. (AAAI 2020) find an assistant
     of intermediate size best; it only teaches, so it need not fit the target."""

@@ -28,25 +28,25 @@ import math
 from collections.abc import Sequence
 
 from edgekd.errors import ConfigError
-from edgekd.search.constraints import Costed, latencies
+from edgekd.search.constraints import CandidateAssessment, latencies
 from edgekd.search.halving import Trial
-from edgekd.search.pareto import pareto_front
+from edgekd.search.pareto import front
 
 OBJECTIVES = ("retention", "accuracy", "latency")
 DEFAULT_MIN_RETENTION = 0.97
 
 
-def capacity(a: Costed) -> tuple[int, int]:
+def capacity(a: CandidateAssessment) -> tuple[int, int]:
     """What "the most capacity" means when no evidence decides: MACs, then parameters."""
     return a.macs, a.params
 
 
-def most_capacity(candidates: Sequence[Costed]) -> Costed:
+def most_capacity(candidates: Sequence[CandidateAssessment]) -> CandidateAssessment:
     """The candidate with the most capacity the target affords (`capacity`): the choice without trials."""
     return max(candidates, key=capacity)
 
 
-def latency_load(a: Costed) -> float:
+def latency_load(a: CandidateAssessment) -> float:
     """How hard `a` presses on its latency budgets: the worst ratio of predicted latency to budget
     over its targets (1.0 = at a budget). A target without a budget counts its latency in ms."""
     return max(
@@ -55,7 +55,7 @@ def latency_load(a: Costed) -> float:
     )
 
 
-def prior_per_latency(a: Costed) -> float | None:
+def prior_per_latency(a: CandidateAssessment) -> float | None:
     """The published ImageNet top-1 (percent) per unit of `latency_load`: the capacity a candidate
     is expected to bring for the time it costs. None without a prior."""
     top1 = a.candidate.imagenet_top1
@@ -64,39 +64,38 @@ def prior_per_latency(a: Costed) -> float | None:
     return top1 / max(latency_load(a), 1e-12)
 
 
-def _speed_key(a: Costed) -> tuple[float, float]:
+def _speed_key(a: CandidateAssessment) -> tuple[float, float]:
     """Fastest first: the worst budget ratio, then the total predicted latency."""
     return latency_load(a), sum(latencies(a))
 
 
-def prior_key(a: Costed) -> tuple[bool, float, float, float]:
+def prior_key(a: CandidateAssessment) -> tuple[bool, float, float, float]:
     """Highest prior per latency first; candidates without a prior after those with one, fastest first."""
     prior = prior_per_latency(a)
     return (prior is None, -(prior or 0.0), *_speed_key(a))
 
 
-def entry_order(feasible: Sequence[Costed]) -> list[Costed]:
-    """Feasible candidates by non-dominated layer of (predicted latency on each target ↓, peak
-    memory ↓, MACs ↑); within a layer, by ImageNet top-1 per unit latency (`prior_per_latency`),
-    highest first. Candidates without a prior follow those with one in their layer, spread over
-    capacity: the most MACs first, then each next one the farthest (in log MACs) from those taken.
-    With a trial budget of N, the N that enter are those the prior expects most of per millisecond,
-    which is what a choice that favours fast students needs to have seen."""
-    left = list(feasible)
-    ordered: list[Costed] = []
+def entry_order(feasible: Sequence[CandidateAssessment]) -> list[CandidateAssessment]:
+    """Feasible candidates front by front (`front`: predicted latency on each target ↓, peak memory ↓,
+    MACs ↑, the front `edgekd search` marks), each front peeled off before the next; within a front,
+    by ImageNet top-1 per unit latency (`prior_per_latency`), highest first. Candidates without a
+    prior follow those with one in their front, spread over capacity: the most MACs first, then each
+    next one the farthest (in log MACs) from those taken. With a trial budget of N, the N that enter
+    are those the prior expects most of per millisecond, which is what a choice that favours fast
+    students needs to have seen."""
+    # `front` leaves the infeasible off, so they would never be peeled off and the loop never end.
+    left = [a for a in feasible if a.feasible]
+    ordered: list[CandidateAssessment] = []
     while left:
-        layer = pareto_front(
-            [(*latencies(a), a.peak_memory_mb, a.macs) for a in left], minimize=_minimize(left[0], False)
-        )
-        members = [left[i] for i in layer]
+        members = front(left)
         with_prior = sorted((a for a in members if a.candidate.imagenet_top1 is not None), key=prior_key)
         ordered += with_prior + _spread_by_macs([a for a in members if a.candidate.imagenet_top1 is None])
-        taken = set(layer)
-        left = [a for i, a in enumerate(left) if i not in taken]
+        taken = {id(a) for a in members}
+        left = [a for a in left if id(a) not in taken]
     return ordered
 
 
-def entrants(ordered: Sequence[Costed], trials: int | None) -> list[Costed]:
+def entrants(ordered: Sequence[CandidateAssessment], trials: int | None) -> list[CandidateAssessment]:
     """The first `trials` of the entry order, with the last slot kept for a reference: the candidate
     the prior expects the most accuracy from (highest ImageNet top-1, then most MACs) among those of at
     most the median MACs. The entry order favours fast students, and retention is judged against the
@@ -115,7 +114,7 @@ def entrants(ordered: Sequence[Costed], trials: int | None) -> list[Costed]:
     return head if reference in head else [*head[:-1], reference]
 
 
-def _spread_by_macs(layer: list[Costed]) -> list[Costed]:
+def _spread_by_macs(layer: list[CandidateAssessment]) -> list[CandidateAssessment]:
     if not layer:
         return []
     remaining = sorted(layer, key=lambda a: -a.macs)
@@ -130,21 +129,11 @@ def _spread_by_macs(layer: list[Costed]) -> list[Costed]:
     return picked
 
 
-def evidence_front(feasible: Sequence[Costed], trials: Sequence[Trial]) -> tuple[str, ...]:
-    """Candidates of the first rung on the Pareto front of (latency on each target ↓, memory ↓,
-    first-rung accuracy ↑).
+def evidence_front(feasible: Sequence[CandidateAssessment], trials: Sequence[Trial]) -> tuple[str, ...]:
+    """Candidates of the first rung on the `front` with first-rung accuracy in place of MACs.
     The first rung is the only one every candidate ran, so its accuracies are the comparable ones."""
     first = {t.name: t.score for t in trials if t.rung == 0}
-    scored = [a for a in feasible if a.candidate.name in first]
-    if not scored:
-        return ()
-    points = [(*latencies(a), a.peak_memory_mb, first[a.candidate.name]) for a in scored]
-    return tuple(scored[i].candidate.name for i in pareto_front(points, minimize=_minimize(scored[0], False)))
-
-
-def _minimize(a: Costed, last: bool) -> tuple[bool, ...]:
-    """Objective senses: each target's latency and the peak memory are minimised, then `last`."""
-    return (True,) * (len(a.per_target) + 1) + (last,)
+    return tuple(a.candidate.name for a in front(feasible, scores=first))
 
 
 def check_objective(objective: str, min_retention: float) -> None:
@@ -176,7 +165,7 @@ def tie_group(trials: Sequence[Trial]) -> list[Trial]:
     return [t for t in trials if _overlap(t, best)]
 
 
-def rank_within_noise(trials: Sequence[Trial], by_name: dict[str, Costed]) -> list[str]:
+def rank_within_noise(trials: Sequence[Trial], by_name: dict[str, CandidateAssessment]) -> list[str]:
     """By score, never by a difference inside the noise: the trials tied with the best go first, in
     order of prior per latency then latency (`prior_key`); then the same again on what is left."""
     left = list(trials)
@@ -201,7 +190,7 @@ def passes_bar(objective: str, trial: Trial, best: float, min_retention: float, 
 
 def rank_rung(
     trials: Sequence[Trial],
-    by_name: dict[str, Costed],
+    by_name: dict[str, CandidateAssessment],
     objective: str,
     min_retention: float = DEFAULT_MIN_RETENTION,
     chance: float | None = None,

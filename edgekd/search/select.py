@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edgekd._io import atomic_path
 from edgekd.errors import NoFeasibleStudentError
-from edgekd.search.constraints import Costed, latency_phrase
+from edgekd.search.constraints import CandidateAssessment, latency_phrase
 from edgekd.search.halving import (
     Budget,
     RungPlan,
@@ -26,6 +26,7 @@ from edgekd.search.halving import (
     plan_rungs,
     successive_halving,
 )
+from edgekd.search.pareto import front
 from edgekd.search.ranking import (
     DEFAULT_MIN_RETENTION,
     OBJECTIVES,
@@ -66,7 +67,9 @@ class SearchResult(TrialTotals):
     reason: str  # one sentence for the report
     trials: tuple[Trial, ...] = ()  # empty: chosen without evidence (one candidate, or budget 0)
     entered: tuple[str, ...] = ()  # candidates that entered the first rung, in entry order
-    front: tuple[str, ...] = ()  # feasible candidates on the Pareto front (latency, memory, evidence)
+    # Feasible candidates on the search's `front`: by first-rung accuracy after trials, by MACs (the
+    # front `edgekd search` marks) when chosen without them, none when the trials stayed at chance.
+    front: tuple[str, ...] = ()
     stopped_early: bool = False  # the time budget ran out before the last planned rung
     # The rule the choice followed; a search.json from before objectives chose by accuracy.
     objective: str = "accuracy"
@@ -110,7 +113,7 @@ class SearchResult(TrialTotals):
 
 
 def select_student(
-    assessments: Sequence[Costed],
+    assessments: Sequence[CandidateAssessment],
     evaluate: Callable[[str, RungPlan], ValidationScore | float],
     *,
     budget: Budget,
@@ -156,6 +159,7 @@ def select_student(
             pick.candidate.name,
             f"{pick.candidate.name} ({why}; {len(feasible)} of {len(assessments)} candidates fit "
             f"{target_name}) {latency_phrase(pick)}.",
+            front=tuple(a.candidate.name for a in front(feasible)),
             **recorded,
         )
     names = [a.candidate.name for a in entering]
@@ -291,7 +295,9 @@ def _accuracy_words(trials, mine: Trial, by_name, rung: str, tail: str) -> str:
     )
 
 
-def _chosen_by_prior(feasible: Sequence[Costed], halving, chance: float, searched: str) -> tuple[str, str]:
+def _chosen_by_prior(
+    feasible: Sequence[CandidateAssessment], halving, chance: float, searched: str
+) -> tuple[str, str]:
     """The choice when the trials stayed at chance: the feasible candidate with the most ImageNet
     top-1 per unit latency (none with a prior: the most MACs), and the sentence that says so."""
     retried = halving.rung(0)
@@ -319,7 +325,7 @@ def _chosen_by_prior(feasible: Sequence[Costed], halving, chance: float, searche
     )
 
 
-def write_search_csv(path: Path, assessments: Sequence[Costed], search: SearchResult) -> None:
+def write_search_csv(path: Path, assessments: Sequence[CandidateAssessment], search: SearchResult) -> None:
     """Every candidate: its cost on the target, whether it fits and why not, its validation accuracy
     at each rung it ran with its Wilson 95 % interval and its top-1 agreement with the teacher, its
     share of the search's cost, and whether it is on the front or chosen.
