@@ -41,7 +41,7 @@ def load_export_source(source: Path, data: Path | None = None, cache_dir: Path |
     from edgekd.data import decode_once, load_data
     from edgekd.paths import default_cache_dir
     from edgekd.pipeline import FitConfig
-    from edgekd.targets import get_target, target_format_options
+    from edgekd.targets import get_target
 
     source = Path(source)
     options: dict[str, dict[str, Any]] = {}
@@ -55,7 +55,7 @@ def load_export_source(source: Path, data: Path | None = None, cache_dir: Path |
         config = FitConfig.from_yaml(source / "config.yaml")
         data = data if data is not None else config.data
         for name in reversed(config.targets):  # several targets: the first one's options win
-            options.update(target_format_options(get_target(name, config.targets_dir or ())))
+            options.update(get_target(name, config.targets_dir or ()).format_options)
         out_dir = source / "exports"
     elif source.suffix == CHECKPOINT_SUFFIX and source.exists():
         checkpoint = source

@@ -31,9 +31,7 @@ STUDENT, POST_TRAINING = "student", "student-ptq"  # the artifacts' stems
 
 def _artifact_key(target) -> tuple[str, str, str]:
     """What decides a target's file: targets with equal keys ship the same one."""
-    from edgekd.targets import target_format_options
-
-    return (target.format, target.default_precision, repr(target_format_options(target)))
+    return (target.format, target.default_precision, repr(target.format_options))
 
 
 def _shipped_model(context: FitContext, target):
@@ -77,13 +75,12 @@ class ExportStage:
 
     def run(self, context: FitContext) -> None:
         from edgekd.export.ship import export_for
-        from edgekd.targets import target_format_options
 
         target = self.target
         if self.stem == STUDENT:
             model, options = (
                 _shipped_model(context, target)[1],
-                target_format_options(target).get(target.format),
+                target.format_options.get(target.format),
             )
         else:
             model, options = context.student, None

@@ -158,6 +158,13 @@ class Target:
         return self.input_sizes or (self.input_size,)
 
     @property
+    def format_options(self) -> dict[str, dict[str, Any]]:
+        """Options this target sets for its own format: its minimum deployment target (Core ML's)."""
+        if self.deployment_target:
+            return {self.format: {"deployment_target": self.deployment_target}}
+        return {}
+
+    @property
     def profile_runtime(self) -> str:
         return self.latency_model.profile_runtime or self.runtime
 
@@ -318,10 +325,3 @@ def get_target(name: str, dirs: tuple[Path, ...] = ()) -> Target:
     an unknown name raises listing the valid ones and the closest match."""
     registry = target_registry(target_dirs(dirs))
     return load_target(registry.get(name), registry)
-
-
-def target_format_options(target) -> dict[str, dict[str, Any]]:
-    """Options a target sets for its own format: its minimum deployment target (Core ML's)."""
-    if target.deployment_target:
-        return {target.format: {"deployment_target": target.deployment_target}}
-    return {}
