@@ -50,7 +50,7 @@ def test_ship_and_profile_local_time_a_file_with_the_same_runtime_settings(
 ):
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps tables to the terminal; keep the runtime whole
     images, targets = stack_sample(digits.val, 32)
-    inputs = ExportInputs(32, digits.mean, digits.std, digits.classes, images, targets)
+    inputs = ExportInputs(digits.preprocessing, images, targets)
     shipped = ship(tiny_model().eval(), fmt, "fp32", inputs, None, arch=ARCH, out_dir=tmp_path, threads=2)
     assert shipped.latency is not None, shipped
     out = tmp_path / "measured.json"
