@@ -51,7 +51,7 @@ def step_rate(arch: str, kwargs: dict, layout, input_size: int, batch: int, step
 
 
 def speed(input_size: int, batch: int, steps: int, rounds: int) -> list[dict]:
-    from edgekd.catalog import load_students, training_layout
+    from edgekd.catalog import build_model, load_students, training_layout
 
     rows = []
     for candidate in load_students():
@@ -61,8 +61,6 @@ def speed(input_size: int, batch: int, steps: int, rounds: int) -> list[dict]:
                 rate = step_rate(candidate.arch, candidate.kwargs, layout, input_size, batch, steps)
                 rates[name].append(rate)
         row = {name: statistics.median(r) for name, r in rates.items()}
-        from edgekd.catalog import build_model
-
         chosen = training_layout(build_model(candidate.arch, 10, **candidate.kwargs))
         row = {
             "student": candidate.name,

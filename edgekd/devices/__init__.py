@@ -40,7 +40,11 @@ class LatencyStats:
     @property
     def central_ms(self) -> float:
         """The figure `statistic` names."""
-        return self.median_ms if self.statistic == "median" else self.mean_ms
+        return getattr(self, CENTRAL_FIELDS[self.statistic])
+
+
+# The field that holds each statistic a latency can be summarised by.
+CENTRAL_FIELDS = {"median": "median_ms", "mean": "mean_ms"}
 
 
 def runtime_description(latency: LatencyStats | dict[str, Any]) -> str:
@@ -59,7 +63,7 @@ def central_figure(latency: dict[str, Any]) -> tuple[str, float]:
     """The statistic a `LatencyStats`' JSON holds and its figure (a run written before latencies named
     their statistic holds the median)."""
     statistic = latency.get("statistic", "median")
-    return statistic, latency["median_ms" if statistic == "median" else "mean_ms"]
+    return statistic, latency[CENTRAL_FIELDS[statistic]]
 
 
 @dataclass(frozen=True)
