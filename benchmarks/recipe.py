@@ -73,6 +73,9 @@ BEYOND_PLAIN = {  # what the default used to do, and what neither side does
     "dist": {"specs": ("ce", "dist:2")},  # DIST's CIFAR setting: CE + 2·(inter + intra), τ = 4
     "dist-t2": {"specs": ("ce", "dist:2"), "loss": {"temperature": 2.0}},
     "dist-t1": {"specs": ("ce", "dist"), "loss": {"temperature": 1.0}},  # DIST's ImageNet setting
+    # logit standardisation (Sun et al. 2024): its CIFAR-100 setting (CE 0.1, KD 9, T = 2), and the default's
+    "ls": {"specs": ("ce:0.1", "kd:9"), "loss": {"alpha": 1.0, "temperature": 2.0, "standardize": True}},
+    "ls-default": {"loss": {"standardize": True}},
     # how fragile the default learning rate is: half and double fit's (SGD: 0.025 at batch 64)
     "lr-half": {"config": {"lr": PLAIN_LR * 64 / PLAIN_BATCH / 2}},
     "lr-double": {"config": {"lr": PLAIN_LR * 64 / PLAIN_BATCH * 2}},

@@ -177,6 +177,30 @@ def test_hinton_kd_matches_numpy(temperature, alpha):
     assert float(got) == pytest.approx(numpy_hinton(STUDENT, TEACHER, LABELS, temperature, alpha), rel=1e-10)
 
 
+@pytest.mark.parametrize("temperature,alpha", [(2.0, 1.0), (4.0, 0.9)])
+def test_standardized_kd_matches_numpy(temperature, alpha):
+    """Logit standardisation (Sun et al. 2024): the KL term on each row's z-score, the CE on raw logits."""
+
+    def zscore(x):
+        return (x - x.mean(axis=1, keepdims=True)) / x.std(axis=1, keepdims=True)
+
+    got = make_loss("kd", temperature=temperature, alpha=alpha, standardize=True)(_outputs())
+    kl = numpy_hinton(zscore(STUDENT), zscore(TEACHER), LABELS, temperature, 1.0)
+    expected = alpha * kl + (1 - alpha) * numpy_ce(STUDENT, LABELS)
+    assert float(got) == pytest.approx(expected, rel=1e-10)
+
+
+def test_standardized_kd_ignores_the_scale_and_shift_of_either_sides_logits():
+    base = make_loss("kd", temperature=2.0, alpha=1.0, standardize=True)
+    moved = DistillOutputs(
+        _t(3.0 * STUDENT + 5.0), torch.tensor(LABELS), teacher_logits=_t(0.5 * TEACHER - 2.0)
+    )
+    assert float(base(moved)) == pytest.approx(float(base(_outputs())), rel=1e-10)
+    assert float(make_loss("kd", temperature=2.0, alpha=1.0)(moved)) != pytest.approx(
+        float(base(moved)), rel=1e-3
+    )
+
+
 def test_logit_mse_matches_numpy():
     assert float(make_loss("logit_mse")(_outputs())) == pytest.approx(numpy_logit_mse(STUDENT, TEACHER))
 

@@ -42,27 +42,50 @@ class HintonKD(DistillLoss):
 
     with KL averaged over the batch. The T² keeps the soft term's gradient scale independent of T. The
     paper fixes no defaults; T = 4, α = 0.9 are common choices for image classification.
+
+    `standardize` applies Sun, Ren, Li, Wang & Cao, "Logit Standardization in Knowledge Distillation"
+    (CVPR 2024) to both sides of the KL term: each row of logits z becomes (z − mean(z)) / std(z)
+    before the temperature, so the student matches the teacher's ranking of the classes without having
+    to reproduce its logit range. The paper's CIFAR-100 setting is T = 2 with the soft term weighted
+    9 and the label term 0.1 (`--loss ce:0.1 kd:9 --alpha 1 --temperature 2`). Where it deviates: std
+    is the population standard deviation with a floor of 1e-7, so a constant row stays finite.
     """
 
     needs_teacher = True
 
-    def __init__(self, temperature: float = 4.0, alpha: float = 0.9, label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        label_smoothing: float = 0.0,
+        standardize: bool = False,
+    ) -> None:
         super().__init__()
         check_temperature(temperature)
         require(0 <= alpha <= 1, f"alpha must be in [0, 1], got {alpha}")
         check_label_smoothing(label_smoothing)
         self.temperature, self.alpha, self.label_smoothing = temperature, alpha, label_smoothing
+        self.standardize = standardize
 
     def forward(self, outputs: DistillOutputs) -> torch.Tensor:
         t = self.temperature
+        student, teacher = outputs.student_logits, self._teacher_logits(outputs)
+        if self.standardize:
+            student, teacher = _standardised(student), _standardised(teacher)
         soft = F.kl_div(
-            F.log_softmax(outputs.student_logits / t, dim=1),
-            F.log_softmax(self._teacher_logits(outputs) / t, dim=1),
+            F.log_softmax(student / t, dim=1),
+            F.log_softmax(teacher / t, dim=1),
             reduction="batchmean",
             log_target=True,
         )
         hard = F.cross_entropy(outputs.student_logits, outputs.labels, label_smoothing=self.label_smoothing)
         return self.alpha * t**2 * soft + (1 - self.alpha) * hard
+
+
+def _standardised(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's z-score (population std, floored at 1e-7)."""
+    centred = logits - logits.mean(dim=1, keepdim=True)
+    return centred / centred.pow(2).mean(dim=1, keepdim=True).sqrt().clamp_min(1e-7)
 
 
 class LogitMSE(DistillLoss):
