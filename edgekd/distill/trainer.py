@@ -342,8 +342,9 @@ def _train_on(
             log.info("%s: resuming after epoch %d from %s", description, len(history), checkpoint)
     # After the checkpoint is loaded: DDP broadcasts rank 0's weights to every rank when it wraps.
     trained = data_parallel(step, world, device)
-    if world.is_main:
-        log.info("%s on %s", description, accelerator.describe())
+    if world.is_main:  # the CPU in float32, as before accelerators, goes without saying
+        plain = accelerator == Accelerator(torch.device("cpu"))
+        log.log(logging.DEBUG if plain else logging.INFO, "%s on %s", description, accelerator.describe())
     augmentation = config.augmentation
     if teacher is not None:
         teacher.eval()
