@@ -93,6 +93,19 @@ def data_parallel(module: nn.Module, world: World, device: torch.device) -> nn.M
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def share_buffers_from_main(module: nn.Module, world: World) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. DDP broadcasts them before each forward,
+    but the last step's forward then updates each rank's copy from its own shard: without this, the
+    ranks would evaluate, checkpoint and return different models (and a teacher trained so would key
+    its output cache differently on each rank)."""
+    if not world.distributed:
+        return
+    import torch.distributed as dist
+
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
+
+
 def synchronise_batchnorm(model: nn.Module, world: World, device: torch.device) -> Callable[[], None]:
     """Swap every BatchNorm of `model` for a SyncBatchNorm that shares its parameters and buffers, so
     that training normalises over the global batch; return the call that swaps the originals back

@@ -30,6 +30,7 @@ from edgekd.distill.distributed import (
     current_world,
     data_parallel,
     shard,
+    share_buffers_from_main,
     synchronise_batchnorm,
 )
 from edgekd.distill.features import DistillStep
@@ -400,6 +401,7 @@ def _train_on(
                 task.advance(unreported, loss=float(total_loss) / seen)
                 unreported = 0
         task.close()
+        share_buffers_from_main(model, world)
         evaluated = ema.module if ema is not None else model
         val_logits, val_labels = predict(evaluated, data.val, config.batch_size)
         agreement = kl = None
