@@ -51,6 +51,10 @@ class TrainingSettings:
     ema_decay: float | None = None
     clip_grad_norm: float | None = None
     bf16: bool = False
+    # where the teacher, the search's trials, the student and QAT train (edgekd.distill.accelerator):
+    # auto takes CUDA, then MPS, then the CPU; export, parity and latency run on the CPU regardless
+    accelerator: str = "auto"
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
     # the run's seed: the student's training and views, and also the teacher's training, the
     # assistant's initial weights and the int8 calibration sample
     seed: int = 0
@@ -229,9 +233,10 @@ MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 # `scratch`: the chosen student trained on the same recipe with labels only, so the report shows what
 # the teacher bought. None: no baseline (it costs as much as the distillation).
 BASELINES = (None, "scratch")
-# Options that only change the stages after training (parity, latency, the device profile), so a
-# resumed run may take new values; every other option is the run's and stays as its config.yaml says.
-RESUMABLE_OPTIONS = ("device", "threads")
+# Options that only change the stages after training (parity, latency, the device profile), or where
+# training runs but not what it computes, so a resumed run may take new values (a run started on a
+# GPU can finish on the CPU); every other option is the run's and stays as its config.yaml says.
+RESUMABLE_OPTIONS = ("device", "threads", "accelerator")
 
 
 def _option(name: str) -> str:
@@ -255,6 +260,7 @@ def _validate_training(training: TrainingSettings) -> None:
     """Every option's range is checked where its settings are built (from the CLI or a YAML file), so a
     bad value fails before a run directory exists or anything trains; the ConfigError names the option."""
     from edgekd._registry import did_you_mean
+    from edgekd.distill.accelerator import check_accelerator_name
     from edgekd.distill.trainer import OPTIMIZERS, SCHEDULES
 
     _check_counts(training, ("epochs", "batch_size"), ("augment_draws", "augment_shift", "seed"))
@@ -268,6 +274,7 @@ def _validate_training(training: TrainingSettings) -> None:
         math.isfinite(training.clip_grad_norm) and training.clip_grad_norm > 0
     ):
         raise _bad(training, "clip_grad_norm", "must be a finite number above 0")
+    check_accelerator_name(training.accelerator)
     for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         value = getattr(training, name)
         if value not in choices:

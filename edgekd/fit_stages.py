@@ -169,6 +169,7 @@ class TeacherStage(_NeverDone):
             recipe=recipe,
             seed=config.training.seed,
             observer=context.observer,
+            accelerator=config.training.accelerator,
         )
         context.teacher_seconds = teacher_seconds
         context.teacher_test = accuracy(*predict(context.teacher.model, data.test))

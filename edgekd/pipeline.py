@@ -138,6 +138,9 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
         from edgekd.devices.registry import connect
 
         connect(config.device)  # resolves a name or parses a URI; the device is not contacted yet
+    from edgekd.distill.accelerator import resolve_accelerator
+
+    resolve_accelerator(config.training.accelerator)  # `cuda` on a machine without one fails here
     splits = load_data(config.data, config.input_size)
     if resume is not None:
         run = RunDir(Path(resume), config.targets)

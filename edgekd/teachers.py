@@ -77,7 +77,13 @@ def _info(arch: str, data: DataSplits, **provenance) -> ModelInfo:
 
 
 def _fit_teacher(
-    model: nn.Module, data: DataSplits, recipe: TeacherRecipe, seed: int, work_dir: Path, observer: Observer
+    model: nn.Module,
+    data: DataSplits,
+    recipe: TeacherRecipe,
+    seed: int,
+    work_dir: Path,
+    observer: Observer,
+    accelerator: str,
 ) -> None:
     config = TrainConfig(
         recipe.epochs,
@@ -86,6 +92,7 @@ def _fit_teacher(
         recipe.weight_decay,
         seed,
         augmentation=recipe.augmentation,
+        accelerator=accelerator,
     )
     train(
         model,
@@ -107,10 +114,12 @@ def train_cached_teacher(
     start: nn.Module | None = None,
     start_id: str | None = None,
     observer: Observer | None = None,
+    accelerator: str = "cpu",
 ) -> Teacher:
     """Train `recipe` on `data` once; later calls with the same data, recipe and seed load the cache.
     `start` fine-tunes a given model (e.g. pretrained weights with a new head) instead of a fresh one;
-    `start_id` names those weights in the cache key."""
+    `start_id` names those weights in the cache key. It trains on `accelerator`
+    (`edgekd.distill.accelerator`), which is no part of the key: the teacher comes back on the CPU."""
     observer = observer or SilentObserver()
     path = cached_teacher_path(cache_dir, data, recipe, seed, start_id)
     if path.exists():
@@ -127,14 +136,14 @@ def train_cached_teacher(
     partial = path.with_suffix(".partial")
     initial = copy.deepcopy(model.state_dict())
     try:
-        _fit_teacher(model, data, recipe, seed, partial, observer)
+        _fit_teacher(model, data, recipe, seed, partial, observer, accelerator)
     except CheckpointError as e:
         # The cache may be shared (--cache-dir on a network drive), so a file in it is not trusted:
         # a checkpoint that cannot be loaded safely is set aside with its folder (which is removed
         # once the teacher is cached) and the teacher trained from its start.
         move_aside(partial, f"{e.path} cannot be resumed from: {e.reason}")
         model.load_state_dict(initial)
-        _fit_teacher(model, data, recipe, seed, partial, observer)
+        _fit_teacher(model, data, recipe, seed, partial, observer, accelerator)
     val = accuracy(*predict(model, data.val))
     info = _info(
         recipe.arch, data, trained_by="edgekd", recipe=asdict(recipe), val_accuracy=val, edgekd=__version__
@@ -155,8 +164,10 @@ def resolve_teacher(
     recipe: TeacherRecipe | None = None,
     seed: int = 0,
     observer: Observer | None = None,
+    accelerator: str = "cpu",
 ) -> Teacher:
-    """Turn the user's `--teacher` / `--teacher-weights` into a ready teacher.
+    """Turn the user's `--teacher` / `--teacher-weights` into a ready teacher, trained or fine-tuned
+    on `accelerator` when it needs training.
 
     - nothing: train `models/teachers.yaml`'s default recipe (cached);
     - a path to an edgekd checkpoint: use it as is;
@@ -171,7 +182,9 @@ def resolve_teacher(
             raise TeacherError(
                 "--teacher-weights needs --teacher naming the timm architecture of the weights."
             )
-        return train_cached_teacher(data, recipe, cache_dir, seed=seed, observer=observer)
+        return train_cached_teacher(
+            data, recipe, cache_dir, seed=seed, observer=observer, accelerator=accelerator
+        )
     as_path = Path(teacher)
     if as_path.suffix.lower() == ".onnx":
         if weights is not None:
@@ -212,7 +225,14 @@ def resolve_teacher(
     log.info("teacher %s: fine-tuning %s on %d classes", teacher, origin, data.num_classes)
     start_id = file_sha256(weights) if weights is not None else f"timm-hub:{teacher}"
     result = train_cached_teacher(
-        data, fine_tune, cache_dir, seed=seed, start=model, start_id=start_id, observer=observer
+        data,
+        fine_tune,
+        cache_dir,
+        seed=seed,
+        start=model,
+        start_id=start_id,
+        observer=observer,
+        accelerator=accelerator,
     )
     result.source = f"timm {teacher} ({origin}) fine-tuned by edgekd"
     return result

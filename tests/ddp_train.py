@@ -3,6 +3,7 @@ subset with the edgekd trainer and save rank 0's weights (and the epoch metrics)
 
 import dataclasses
 import json
+import logging
 import sys
 
 import torch
@@ -16,6 +17,7 @@ from tests.helpers import subset
 
 def main(out: str, batch_size: int) -> None:
     torch.set_num_threads(1)
+    logging.basicConfig(level=logging.INFO)
     digits = load_digits_splits(16)
     data = dataclasses.replace(digits, train=subset(digits.train, 512), val=subset(digits.val, 64))
     model = tiny_digits_model()

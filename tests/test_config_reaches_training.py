@@ -263,6 +263,8 @@ def test_settings_handed_on_by_name_reach_the_trainer_and_the_plan():
         ema_decay=0.99,
         clip_grad_norm=2.0,
         bf16=True,
+        accelerator="cpu",
+        sync_batchnorm=True,
         seed=7,
         loss=("ce", "kd"),
         temperature=2.0,

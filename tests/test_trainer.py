@@ -112,7 +112,8 @@ def test_distillation_learns_and_tracks_teacher_agreement(digits):
 
 @pytest.mark.slow
 def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_path):
-    """torchrun with 2 ranks (gloo) at batch 16 each takes the same steps as one process at batch 32."""
+    """torchrun with 2 ranks (gloo) at batch 16 each, wrapped by DistributedDataParallel, takes the same
+    steps as one process at batch 32."""
     import os
     import subprocess
     import sys
@@ -127,6 +128,7 @@ def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 1 trains in DistributedDataParallel on cpu" in done.stderr
     single_process(str(tmp_path / "one.pt"), 32)
     ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
     for name in one:

@@ -175,6 +175,23 @@ def fit(
             help="Profile the exported student on this device at the end (name or URI, see `devices`)."
         ),
     ] = None,
+    accelerator: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the teacher, the search's trials and the student train: auto (CUDA, then MPS, "
+            "then the CPU; default), cpu, cuda, cuda:N or mps; mixed precision on a GPU. Export, parity "
+            "and latency run on the CPU.",
+            rich_help_panel="Run",
+        ),
+    ] = None,
+    sync_batchnorm: Annotated[
+        bool | None,
+        typer.Option(
+            "--sync-batchnorm/--no-sync-batchnorm",
+            help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm).",
+            rich_help_panel="Run",
+        ),
+    ] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
     config: Annotated[

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset
 from edgekd._io import full_disk_as_error, move_aside, reserve_space, write_json_atomic
 from edgekd.augment import Augmentation
 from edgekd.data import batch_of
+from edgekd.distill.accelerator import Accelerator, module_device
 from edgekd.progress import Observer, SilentObserver
 
 log = logging.getLogger(__name__)
@@ -182,7 +183,7 @@ class TeacherOutputCache:
 
     def put(self, indices: torch.Tensor, draw: int, logits: torch.Tensor) -> None:
         rows = np.asarray(indices)
-        logits = logits.detach().float()
+        logits = logits.detach().float().cpu()
         if self.key.top_k:
             values, classes = logits.topk(self.key.top_k, dim=1)
             self._values[draw, rows] = values.numpy().astype(np.float16)
@@ -222,10 +223,16 @@ class TeacherOutputCache:
         batch_size: int = 256,
         indices: np.ndarray | None = None,
         observer: Observer | None = None,
+        accelerator: Accelerator | None = None,
     ) -> int:
         """Compute every missing view of `indices` (default: all samples) for every draw; return how
-        many views were computed. DDP ranks pass their own shard of indices."""
+        many views were computed. DDP ranks pass their own shard of indices. With `accelerator`, the
+        views go to the teacher on it (where the caller has put it). The teacher runs in float32
+        whatever the training's precision, so an entry holds the same targets for every run that
+        shares it, up to its float16 storage."""
         observer = observer or SilentObserver()
+        accelerator = accelerator or Accelerator(torch.device("cpu"))
+        on_accelerator = module_device(teacher) == accelerator.device
         wanted = np.arange(self.key.samples) if indices is None else np.asarray(indices)
         todo = [(d, wanted[~self._filled[d, wanted].astype(bool)]) for d in range(self.key.draws)]
         total = sum(len(rows) for _, rows in todo)
@@ -236,9 +243,11 @@ class TeacherOutputCache:
         for draw, rows in todo:
             for start in range(0, len(rows), batch_size):
                 batch = torch.as_tensor(rows[start : start + batch_size])
-                images = batch_of(dataset, batch)[0]
+                views = augmentation.apply(batch_of(dataset, batch)[0], batch, draw)
+                if on_accelerator:  # else it runs elsewhere (ONNX Runtime on the CPU): CPU tensors
+                    views = accelerator.to_device(views)
                 with torch.no_grad():
-                    logits = teacher(augmentation.apply(images, batch, draw))
+                    logits = teacher(views)
                 self.put(batch, draw, logits)
                 task.advance(len(batch))
         task.close()

@@ -1,19 +1,20 @@
 """Data-parallel training across processes: what the trainer needs from torch.distributed, in one place.
 
 Started by `torchrun`, every process (rank) trains the same model on its own share of each batch and
-the gradients are averaged over the ranks before each step, so N ranks with batch b each take the same
-steps as one process with batch N x b. That is DistributedDataParallel's contract; the averaging is
-done here explicitly (one flattened all-reduce after backward) rather than by wrapping the model,
-because feature losses call timm's `forward_intermediates`, which the DDP wrapper does not expose, and
-the FitNets adapters that must be averaged too live in the loss, outside the model. BatchNorm
-statistics are averaged at the end of each epoch. Without torchrun the world is one process and
-nothing changes.
+`torch.nn.parallel.DistributedDataParallel` averages the gradients over the ranks during backward
+(bucketed, overlapped with the backward pass), so N ranks with batch b each take the same steps as one
+process with batch N x b. What DDP wraps is the trainer's `edgekd.distill.features.DistillStep`: the
+student, its feature taps and the loss with its adapters in one module whose forward returns the
+batch's loss, so every trained parameter is reduced. BatchNorm statistics are rank 0's, broadcast by
+DDP before each forward; with `sync_batchnorm` (CUDA only, as torch's SyncBatchNorm is) they are
+computed over the whole global batch instead. Without torchrun the world is one process and nothing
+changes.
 
     torchrun --standalone --nproc_per_node 2 -m edgekd fit ...                 # one machine
     torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d \\
         --rdzv_endpoint HOST:29500 -m edgekd fit ...                          # two machines
 
-gloo is used on CPU, NCCL when the process has a GPU.
+gloo carries CPU tensors; when the process has a GPU, NCCL carries CUDA tensors beside it.
 
 Example:
     >>> from edgekd.distill.distributed import current_world
@@ -25,10 +26,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+
+from edgekd.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,52 +59,83 @@ def current_world() -> World:
     if size <= 1 or not dist.is_available():
         return World(0, 1)
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # Both on a GPU machine: the objects the ranks share (the run directory, the search's
+        # choice) and a `--accelerator cpu` run travel on gloo, CUDA gradients on NCCL.
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
         log.info("rank %d of %d joined the %s process group", dist.get_rank(), dist.get_world_size(), backend)
     return World(dist.get_rank(), dist.get_world_size())
 
 
-def shard(order: torch.Tensor, world: World, batch_size: int) -> torch.Tensor:
-    """This rank's samples of an epoch's order: batch k of rank r holds order[k·N·b : (k+1)·N·b][r::N],
-    so the ranks' batches together are exactly one process's batch of N·b. The order is padded by
-    wrapping around until it divides evenly, as DistributedSampler does, so every rank takes the same
-    number of steps."""
+def shard(order: torch.Tensor, world: World) -> torch.Tensor:
+    """This rank's samples of an epoch's `order`, as torch's DistributedSampler picks them (without
+    its own shuffle: the order is the trainer's): padded by wrapping around to a multiple of the
+    world size, then every N-th from position r. Rank r's batch k of b is then order[k·N·b : (k+1)·N·b]
+    [r::N], so the ranks' batches together are one process's batch of N·b, and every rank takes the
+    same number of steps."""
     if not world.distributed:
         return order
-    global_batch = batch_size * world.size
-    padded_length = -(-len(order) // global_batch) * global_batch
-    padded = torch.cat([order, order[: padded_length - len(order)]]) if padded_length > len(order) else order
-    return padded.view(-1, global_batch)[:, world.rank :: world.size].reshape(-1)
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(range(len(order)), num_replicas=world.size, rank=world.rank, shuffle=False)
+    return order[torch.as_tensor(list(sampler), dtype=torch.long)]
 
 
-def average_gradients(parameters: list[torch.nn.Parameter], world: World) -> None:
-    """Replace every gradient by its mean over the ranks, in one collective call."""
+def data_parallel(module: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """`module` wrapped by DistributedDataParallel in a distributed world (its parameters and
+    buffers are broadcast from rank 0 here, so every rank starts from the same weights); as it is
+    otherwise."""
+    if not world.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    log.info("rank %d trains in DistributedDataParallel on %s", world.rank, device)
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def share_buffers_from_main(module: nn.Module, world: World) -> None:
+    """Rank 0's buffers (BatchNorm statistics) on every rank. DDP broadcasts them before each forward,
+    but the last step's forward then updates each rank's copy from its own shard: without this, the
+    ranks would evaluate, checkpoint and return different models (and a teacher trained so would key
+    its output cache differently on each rank)."""
     if not world.distributed:
         return
     import torch.distributed as dist
-    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat)
-    flat /= world.size
-    for grad, reduced in zip(grads, _unflatten_dense_tensors(flat, grads), strict=True):
-        grad.copy_(reduced)
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src=0)
 
 
-def average_buffers(model: nn.Module, world: World) -> None:
-    """Average floating-point buffers (BatchNorm running statistics) over the ranks."""
+def synchronise_batchnorm(model: nn.Module, world: World, device: torch.device) -> Callable[[], None]:
+    """Swap every BatchNorm of `model` for a SyncBatchNorm that shares its parameters and buffers, so
+    that training normalises over the global batch; return the call that swaps the originals back
+    (with the trained tensors), which the exporters need. A no-op in a world of one. timm's converter
+    keeps its fused norm + activation layers whole."""
     if not world.distributed:
-        return
-    import torch.distributed as dist
+        return lambda: None
+    if device.type != "cuda":
+        raise ConfigError(
+            f"--sync-batchnorm needs CUDA: torch's SyncBatchNorm has no {device.type} kernels. Train "
+            "with --accelerator cuda, or drop --sync-batchnorm (DDP then uses rank 0's statistics)."
+        )
+    from timm.layers import convert_sync_batchnorm
 
-    for buffer in model.buffers():
-        if buffer.is_floating_point():
-            dist.all_reduce(buffer)
-            buffer /= world.size
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+                setattr(parent, name, convert_sync_batchnorm(child))
+                swapped.append((parent, name, child))
+
+    def restore() -> None:
+        for parent, name, original in reversed(swapped):
+            synced = getattr(parent, name)
+            original._parameters.update(synced._parameters)
+            original._buffers.update(synced._buffers)
+            original.train(synced.training)
+            setattr(parent, name, original)
+
+    return restore
 
 
 def barrier(world: World) -> None:

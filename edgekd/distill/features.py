@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from edgekd.distill.accelerator import module_device
 from edgekd.distill.losses import DistillLoss, DistillOutputs
 from edgekd.errors import ConfigError, EdgeKDError
 
@@ -32,6 +33,10 @@ class TappedOutputs:
     logits: torch.Tensor
     features: list[torch.Tensor]  # NCHW, one per tap, in tap order
     embedding: torch.Tensor | None  # what the classifier sees: pooled, pre-logit features
+
+    def to(self, device: torch.device) -> TappedOutputs:
+        embedding = self.embedding.to(device) if self.embedding is not None else None
+        return TappedOutputs(self.logits.to(device), [f.to(device) for f in self.features], embedding)
 
 
 def _arch(model: nn.Module) -> str:
@@ -204,7 +209,9 @@ class DistillForward:
         if teacher_logits is not None and not self.needs_live_teacher:
             return DistillOutputs(student.logits, labels, teacher_logits, student_embedding=student.embedding)
         with torch.no_grad():
-            teacher = self.teacher(x)
+            teacher = self.teacher(x.to(module_device(self.teacher.model), non_blocking=True))
+        if teacher.logits.device != x.device:  # a teacher that computes elsewhere (ONNX Runtime: CPU)
+            teacher = teacher.to(x.device)
         return DistillOutputs(
             student.logits,
             labels,
@@ -214,3 +221,42 @@ class DistillForward:
             student.embedding,
             teacher.embedding,
         )
+
+
+class DistillStep(nn.Module):
+    """The trained part of one distillation step as one module, so that `DistributedDataParallel` can
+    wrap it: the student, its feature taps and the loss with its own parameters (the FitNets adapters)
+    are submodules, and `forward(x, labels, teacher_logits)` returns the batch's loss, computed from
+    the `DistillOutputs` that `DistillForward` fills in. Every trained parameter is thus used inside
+    the wrapped forward, and DDP averages all their gradients, bucketed and overlapped with backward.
+    The frozen teacher is held outside the module's parameters: DDP neither broadcasts nor reduces it.
+
+    Example:
+        >>> import timm, torch
+        >>> from edgekd.distill.losses import make_loss
+        >>> student = timm.create_model("lcnet_050", num_classes=10)
+        >>> teacher = timm.create_model("resnet10t", num_classes=10).eval()
+        >>> step = DistillStep(student, teacher, make_loss("fitnet"), input_size=64)
+        >>> sorted({name.split(".")[0] for name, _ in step.named_parameters()})
+        ['loss', 'student']
+        >>> step(torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])).item() > 0
+        True
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        loss: DistillLoss,
+        input_size: int | tuple[int, int],
+        num_taps: int = DEFAULT_NUM_TAPS,
+    ) -> None:
+        super().__init__()
+        # Built first: it sizes the loss's own parameters, which the module then holds.
+        self.models = DistillForward(student, teacher, loss, input_size, num_taps)
+        self.student, self.loss = student, loss
+
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.loss(self.models(x, labels, teacher_logits))

@@ -22,16 +22,18 @@ from edgekd._io import write_with
 from edgekd.augment import Augmentation
 from edgekd.catalog import training_layout
 from edgekd.data import DataSplits, batch_of
+from edgekd.distill.accelerator import Accelerator, check_accelerator_name, module_device, resolve_accelerator
 from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.distributed import (
     average,
-    average_buffers,
-    average_gradients,
     barrier,
     current_world,
+    data_parallel,
     shard,
+    share_buffers_from_main,
+    synchronise_batchnorm,
 )
-from edgekd.distill.features import DistillForward
+from edgekd.distill.features import DistillStep
 from edgekd.distill.losses import DistillLoss
 from edgekd.errors import CheckpointError
 from edgekd.progress import Observer, SilentObserver
@@ -74,6 +76,10 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     bf16: bool = False  # bfloat16 autocast on the CPU (faster where the CPU has bf16 instructions)
     augmentation: Augmentation | None = None
+    # where the step runs (edgekd.distill.accelerator: auto, cpu, cuda, cuda:N, mps); on a GPU the
+    # step is mixed-precision. It does not change the recipe, so a checkpoint resumes on any of them.
+    accelerator: str = "cpu"
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -84,6 +90,7 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_accelerator_name(self.accelerator, "accelerator")
 
 
 @dataclass(frozen=True)
@@ -136,12 +143,14 @@ def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps
     )
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
     """Every random generator the loop draws from, as tensors and plain numbers only, so the
     checkpoint loads with `torch.load(weights_only=True)` (numpy's state tuple would need pickle)."""
     bit_generator, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     version, mersenne, gauss_next = random.getstate()
+    accelerator = {"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     return {
+        **accelerator,
         "torch": torch.get_rng_state(),
         "numpy": {
             "bit_generator": bit_generator,
@@ -154,8 +163,10 @@ def _rng_state() -> dict:
     }
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:  # dropout's masks on the GPU come from its generator
+        torch.cuda.set_rng_state(state["cuda"], device)
     numpy = state["numpy"]
     np.random.set_state(
         (
@@ -209,11 +220,13 @@ def _read_checkpoint(checkpoint: Path) -> dict:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a whole dataset, in order."""
+    """Logits and labels over a whole dataset, in order, computed in float32 where the model is
+    (the trainer's accelerator, or the CPU) and returned on the CPU."""
     model.eval()
+    device = module_device(model)
     logits, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        logits.append(model(x))
+    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"):
+        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
         labels.append(torch.as_tensor(y))
     return torch.cat(logits), torch.cat(labels)
 
@@ -236,26 +249,67 @@ def train(
 ) -> list[EpochMetrics]:
     """Fit `model` to `data.train`, evaluating on `data.val` after each epoch.
 
-    With `checkpoint_dir`, the full state (model, loss, optimiser, schedule, EMA, RNG, history) is
-    written there atomically after every epoch, and a later call with the same arguments resumes after
-    the last complete epoch, reaching the same weights as an uninterrupted run.
+    With `checkpoint_dir`, the full state (model, loss, optimiser, schedule, EMA, gradient scale, RNG,
+    history) is written there atomically after every epoch, and a later call with the same arguments
+    resumes after the last complete epoch, reaching the same weights as an uninterrupted run.
 
     With `teacher_cache` (offline distillation), the teacher's logits for every augmented view are
     computed once up front (each rank its own shard) and read from the cache; a loss that also reads
     the teacher's feature maps still runs the teacher live. Under `torchrun` every rank trains on its
-    shard of each batch with gradients averaged over the ranks (`edgekd.distill.distributed`); rank 0
-    writes checkpoints and logs.
+    shard of each batch, the step wrapped by DistributedDataParallel (`edgekd.distill.distributed`);
+    rank 0 writes checkpoints and logs.
+
+    The model, the loss's parameters and the teacher train on `config.accelerator` and are moved back
+    to where they were (the model: to the CPU, contiguous) before this returns, also on an error.
     """
     observer = observer or SilentObserver()
     world = current_world()
+    accelerator = resolve_accelerator(config.accelerator, bf16_on_cpu=config.bf16)
+    device = accelerator.device
+    teacher_home = module_device(teacher) if teacher is not None else None
     torch.manual_seed(config.seed)
     layout = training_layout(model)
-    model.to(memory_format=layout)
+    model.to(device=device, memory_format=layout)
+    if teacher is not None:
+        teacher.to(device)
+    restore_batchnorm = synchronise_batchnorm(model, world, device) if config.sync_batchnorm else None
+    try:
+        return _train_on(
+            accelerator, world, model, data, config, loss, teacher, teacher_cache, checkpoint_dir, observer,
+            description,
+        )  # fmt: skip
+    finally:
+        if restore_batchnorm is not None:
+            restore_batchnorm()
+        # Exporters, checkpoints and callers get the device and layout every other path assumes.
+        model.to(device="cpu", memory_format=torch.contiguous_format)
+        loss.to("cpu")
+        if teacher is not None:
+            teacher.to(teacher_home)
+        model.eval()
+
+
+def _train_on(
+    accelerator: Accelerator,
+    world,
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    loss: DistillLoss,
+    teacher: nn.Module | None,
+    teacher_cache: TeacherOutputCache | None,
+    checkpoint_dir: Path | None,
+    observer: Observer,
+    description: str,
+) -> list[EpochMetrics]:
+    device, layout = accelerator.device, training_layout(model)
     # Built before the optimiser: it sizes the loss's own parameters (FitNets adapters), which are
     # trained with the model and checkpointed with it.
-    forward = DistillForward(model, teacher, loss, data.input_size)
+    step = DistillStep(model, teacher, loss, data.input_size)
+    loss.to(device)
     optimizer = _optimizer(config, [*model.parameters(), *loss.parameters()])
-    shard_length = len(shard(torch.arange(len(data.train)), world, config.batch_size))
+    scaler = accelerator.grad_scaler()
+    shard_length = len(shard(torch.arange(len(data.train)), world))
     steps_per_epoch = -(-shard_length // config.batch_size)
     schedule = _schedule(config, optimizer, config.epochs * steps_per_epoch)
     ema = (
@@ -267,7 +321,7 @@ def train(
     )
     history: list[EpochMetrics] = []
     checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
-    fingerprint = {"config": asdict(config), "loss_name": loss.name, "world": world.size}
+    fingerprint = {"config": _recipe(config), "loss_name": loss.name, "world": world.size}
     if checkpoint is not None and checkpoint.exists():
         state = _read_checkpoint(checkpoint)
         if {k: state.get(k) for k in fingerprint} != fingerprint:
@@ -280,11 +334,18 @@ def train(
                 schedule.load_state_dict(state["schedule"])
                 if ema is not None:
                     ema.load_state_dict(state["ema"])
-                _set_rng_state(state["rng"])
+                if state.get("scaler") and scaler.is_enabled():
+                    scaler.load_state_dict(state["scaler"])
+                _set_rng_state(state["rng"], device)
                 history = [EpochMetrics(**m) for m in state["history"]]
             except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
                 raise _unusable(checkpoint, f"it does not fit this training ({type(e).__name__}: {e})") from e
             log.info("%s: resuming after epoch %d from %s", description, len(history), checkpoint)
+    # After the checkpoint is loaded: DDP broadcasts rank 0's weights to every rank when it wraps.
+    trained = data_parallel(step, world, device)
+    if world.is_main:  # the CPU in float32, as before accelerators, goes without saying
+        plain = accelerator == Accelerator(torch.device("cpu"))
+        log.log(logging.DEBUG if plain else logging.INFO, "%s on %s", description, accelerator.describe())
     augmentation = config.augmentation
     if teacher is not None:
         teacher.eval()
@@ -292,10 +353,14 @@ def train(
     if teacher_cache is not None:
         if augmentation is None or teacher_cache.key.draws != augmentation.draws:
             raise ValueError("a teacher cache needs the augmentation it was keyed with (same draws)")
-        mine = shard(torch.arange(len(data.train)), world, config.batch_size).unique().numpy()
-        teacher_cache.fill(teacher, data.train, augmentation, indices=mine, observer=observer)
+        mine = shard(torch.arange(len(data.train)), world).unique().numpy()
+        teacher_cache.fill(
+            teacher, data.train, augmentation, indices=mine, observer=observer, accelerator=accelerator
+        )
         barrier(world)
     parameters = [*model.parameters(), *loss.parameters()]
+    # Reading the loss back from a GPU waits for the step to finish; there it is read every few steps.
+    report_every = 1 if device.type == "cpu" else 25
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -305,31 +370,38 @@ def train(
         order = torch.randperm(
             len(data.train), generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         )
-        mine = shard(order, world, config.batch_size)
+        mine = shard(order, world)
         task = observer.task(f"{description} epoch {epoch}/{config.epochs}", total=steps_per_epoch)
-        total_loss, seen = 0.0, 0
+        total_loss, seen, unreported = torch.zeros((), dtype=torch.float64, device=device), 0, 0
         for indices in mine.split(config.batch_size):
             x, y = batch_of(data.train, indices)
             if augmentation is not None:
                 x = augmentation.apply(x, indices, draw)
-            x = x.contiguous(memory_format=layout)
+            x = accelerator.to_device(x).contiguous(memory_format=layout)
+            y = accelerator.to_device(y)
             cached = teacher_cache.lookup(indices, draw) if teacher_cache is not None else None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
-                value = loss(forward(x, y, cached))
+            if cached is not None:
+                cached = accelerator.to_device(cached)
+            with accelerator.autocast():
+                value = trained(x, y, cached)
             optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            average_gradients(parameters, world)
+            scaler.scale(value).backward()
             if config.clip_grad_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
                 nn.utils.clip_grad_norm_(parameters, config.clip_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             schedule.step()
             if ema is not None:
                 ema.update_parameters(model)
-            total_loss += float(value.detach()) * len(y)
+            total_loss += value.detach().double() * len(y)
             seen += len(y)
-            task.advance(1, loss=total_loss / seen)
+            unreported += 1
+            if unreported == report_every or seen == len(mine):
+                task.advance(unreported, loss=float(total_loss) / seen)
+                unreported = 0
         task.close()
-        average_buffers(model, world)
+        share_buffers_from_main(model, world)
         evaluated = ema.module if ema is not None else model
         val_logits, val_labels = predict(evaluated, data.val, config.batch_size)
         agreement = kl = None
@@ -345,7 +417,7 @@ def train(
             )
         metrics = EpochMetrics(
             epoch,
-            average(total_loss / seen, world),
+            average(float(total_loss) / seen, world),
             accuracy(val_logits, val_labels),
             agreement,
             time.perf_counter() - started,
@@ -370,7 +442,8 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
-                "rng": _rng_state(),
+                "scaler": scaler.state_dict(),
+                "rng": _rng_state(device),
                 "history": [asdict(m) for m in history],
             }
             # write_with names a full disk (or any write failure) as one FileSystemError about `checkpoint`.
@@ -378,7 +451,14 @@ def train(
         barrier(world)
     if ema is not None:
         model.load_state_dict(ema.module.state_dict())
-    # Exporters, checkpoints and callers get the layout every other path assumes.
-    model.to(memory_format=torch.contiguous_format)
-    model.eval()
     return history
+
+
+def _recipe(config: TrainConfig) -> dict:
+    """What a checkpoint must have been trained with to be resumed: the config without where it ran,
+    and without the options left at defaults that older checkpoints did not record."""
+    recipe = asdict(config)
+    del recipe["accelerator"]
+    if not config.sync_batchnorm:
+        del recipe["sync_batchnorm"]
+    return recipe
