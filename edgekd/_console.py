@@ -109,9 +109,9 @@ def wrapping_column(table: Table, header: str, **options: Any) -> None:
 
 def fit_columns(table: Table, console: Console) -> Table:
     """Size `table`'s wrapping columns for the console's width so that its identifier columns keep
-    every name whole: the wrapping columns narrow first down to their longest word, widest first,
-    and only then below it (folding). Rich's own squeeze narrows the widest columns whatever they
-    hold, which cuts a model name to `mobilenetv3_sma…` at 80 columns."""
+    every name whole: the wrapping columns narrow down to their longest word, the one with the most
+    room above it first, and only then below it (folding), the widest first. Rich's own squeeze
+    narrows the widest columns whatever they hold: `mobilenetv3_sma…` at 80 columns."""
     wide = console.options.update_width(10**6)
     columns = table.columns
     measures = [
@@ -128,7 +128,7 @@ def fit_columns(table: Table, console: Console) -> Table:
             shrinkable = [i for i in wrapping if widths[i] > floor[i]]
             if not shrinkable:
                 break
-            widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+            widths[max(shrinkable, key=lambda i: widths[i] - floor[i])] -= 1
             excess -= 1
     for i in wrapping:
         columns[i].width = widths[i]

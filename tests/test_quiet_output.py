@@ -101,4 +101,5 @@ def test_export_all_prints_no_line_of_another_library(tmp_path, digits):
     assert third_party.search(logged)  # they did print: the log has them (a test that can fail)
     assert "XNNPACK" in logged and "coremltools" in logged
     for name in ("coreml", "onnx", "openvino", "tflite"):  # the table's formats, whole at 80 columns
-        assert re.search(rf"│ {name} +│", done.stdout), name
+        assert re.search(rf"│ {name} (fp32|fp16|int8) +│", done.stdout), name
+    assert f"edgekd predict {tmp_path / 'out'}" in done.stdout and "edgekd profile" in done.stdout

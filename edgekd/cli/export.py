@@ -126,8 +126,8 @@ def _export_table(rows, title: str):
     from edgekd._console import identifier_column, wrapping_column
 
     table = Table(title=title)
-    identifier_column(table, "format")
-    identifier_column(table, "precision")
+    # "coreml fp16" in one column: a column less leaves the status room to wrap onto fewer lines.
+    identifier_column(table, "artifact")
     wrapping_column(table, "status")
     for column in ("size MB", "accuracy %", "top-1 agree %", "host ms"):
         wrapping_column(table, column, justify="right")
@@ -140,8 +140,7 @@ def _export_table(rows, title: str):
         if r.latency_ms is not None and r.latency_ratio is not None and r.format != "pytorch":
             latency += f" ({r.latency_ratio:.2f}×)"
         table.add_row(
-            r.format,
-            r.precision,
+            f"{r.format} {r.precision}",
             r.status,
             number(r.size_mb),
             number(r.accuracy, 100),
