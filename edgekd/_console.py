@@ -1,4 +1,5 @@
-"""Rich rendering for the CLI: progress bars for the core's `Observer` calls, and log lines above them."""
+"""Rich rendering for the CLI: progress bars for the core's `Observer` calls and log lines above them,
+tables that keep names whole at any width, and the next steps a command ends with."""
 
 from __future__ import annotations
 
@@ -148,6 +149,6 @@ def print_next_steps(console: Console, steps: list[tuple[str, str]], log: str | 
     for command, purpose in steps:
         table.add_row(command, purpose)
     if log:
-        table.add_row(log, "the converters' and runtimes' own messages")
+        table.add_row(log, "the log, with the converters' and runtimes' own messages")
     console.print("[bold]next:[/bold]")
     console.print(table)
