@@ -142,13 +142,14 @@ def plural(count: int, noun: str) -> str:
 
 
 def print_next_steps(console: Console, steps: list[tuple[str, str]], log: str | None = None) -> None:
-    """What to run next, one command a line with what it is for, and where the log is."""
-    table = Table.grid(padding=(0, 2))
-    table.add_column(overflow="fold")
-    table.add_column(overflow="fold", style="dim")
-    for command, purpose in steps:
-        table.add_row(command, purpose)
-    if log:
-        table.add_row(log, "the log, with the converters' and runtimes' own messages")
+    """What to run next: each command on one line, never broken (a terminal wraps it for the eye, a
+    copy takes it whole), under a comment saying what it is for; then where the log is."""
     console.print("[bold]next:[/bold]")
-    console.print(table)
+    for command, purpose in steps:
+        console.print(f"  # {purpose}", style="dim", markup=False, highlight=False)
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)
+    if log:
+        console.print(
+            "  # the log, with the converters' and runtimes' own messages", style="dim", markup=False
+        )
+        console.print(f"  {log}", soft_wrap=True, markup=False, highlight=False)
