@@ -19,6 +19,9 @@ class Task(Protocol):
 
 
 class Observer(Protocol):
+    """What a long job tells the one who started it. An observer may also have `run_directory(path)`,
+    which `fit` calls (through `StageTracker`) once its run directory is known."""
+
     def stage(self, name: str, detail: str = "") -> None:
         """A pipeline stage starts (or is skipped: `detail` says why)."""
 
@@ -49,7 +52,18 @@ class StageTracker:
     def __init__(self, observer: Observer) -> None:
         self._observer = observer
         self.current: str | None = None
-        self.run: str | None = None
+        self._run: str | None = None
+
+    @property
+    def run(self) -> str | None:
+        return self._run
+
+    @run.setter
+    def run(self, path: str | None) -> None:
+        self._run = path
+        announce = getattr(self._observer, "run_directory", None)
+        if path is not None and announce is not None:
+            announce(path)
 
     def stage(self, name: str, detail: str = "") -> None:
         self.current = name

@@ -48,6 +48,11 @@ class RunDir:
         return self.path / "config.yaml"
 
     @property
+    def log(self) -> Path:
+        """Every attempt's log: edgekd's lines, and the converters' and runtimes' own messages."""
+        return self.path / "edgekd.log"
+
+    @property
     def search(self) -> Path:
         """The search's trials and choice, read back on a resume."""
         return self.path / "search.json"

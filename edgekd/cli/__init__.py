@@ -46,15 +46,29 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            help="Show tracebacks, debug logs, and the converters' and runtimes' own messages (otherwise "
+            "only in the command's log file).",
+        ),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     _state["debug"] = debug
-    from edgekd._console import setup_logging
+    from edgekd import _console
+    from edgekd._capture import captured_output
 
-    setup_logging(debug)
+    _console.setup_logging(debug)
+    # Other libraries' output goes to a log file until the command returns or raises; its error
+    # is printed after that, on the terminal (click closes the context's resources first).
+    ctx.with_resource(
+        captured_output(ctx.invoked_subcommand or "edgekd", debug=debug, terminal_console=_console.console)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     Exit codes: 0 done; 1 the machine failed (a full disk, a read-only or unwritable path) or edgekd
     has a bug; 2 the input or the options are wrong; 130 interrupted (Ctrl-C).
     """
-    from edgekd import _console
+    from edgekd import _capture, _console
     from edgekd._interrupts import deliver_dropped_interrupts
 
-    command = typer.main.get_command(app)
+    command = _without_flag_types(typer.main.get_command(app))
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = False
     _console.activity = None
+    _capture.forget_last_log()
     try:
         with deliver_dropped_interrupts():
             code = command.main(args=args, prog_name="edgekd", standalone_mode=False)
@@ -101,10 +116,31 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
             fg="red",
         )
+        _name_the_log()
         return 1
     if code == 130:  # Typer turns a KeyboardInterrupt in a command into this exit code
         return _interrupted(command, args)
     return code if isinstance(code, int) else 0
+
+
+def _without_flag_types(command):
+    """The command tree with its flags (--help, --all, --hflip/--no-hflip) shown without a value type:
+    Typer would print `<bool>` beside each, a Python type that takes no value."""
+    for param in command.params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    help_option = command.get_help_option
+
+    def untyped_help_option(ctx):
+        option = help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = untyped_help_option
+    for sub in getattr(command, "commands", {}).values():
+        _without_flag_types(sub)
+    return command
 
 
 def _caused_by_interrupt(error: BaseException) -> bool:
@@ -125,7 +161,17 @@ def _failed(message: str, code: int) -> int:
 
         traceback.print_exc()
     typer.secho(f"error: {message}", err=True, fg="red")
+    _name_the_log()
     return code
+
+
+def _name_the_log() -> None:
+    """A failed command whose libraries printed something says where: their lines went to its log."""
+    from edgekd._capture import last_log_with_library_output
+
+    log = last_log_with_library_output()
+    if log is not None:
+        typer.secho(f"the libraries' own messages are in {log}", err=True, dim=True)
 
 
 def _interrupted(command, args: list[str]) -> int:

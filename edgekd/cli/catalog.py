@@ -19,25 +19,35 @@ def targets_list(targets_dir: TargetsDirOption = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from edgekd._console import fit_columns, identifier_column, wrapping_column
     from edgekd.targets import get_target, list_targets
 
-    table = Table(title="edgekd targets")
-    for column in ("name", "runs on", "peak GFLOP/s", "RAM MB", "runtime", "precisions", "budget"):
-        table.add_column(column)
     dirs = tuple(targets_dir or ())
-    for name in list_targets(dirs):
-        t = get_target(name, dirs)
-        device = t.compute.accelerator or f"{t.compute.cores}× {t.compute.cpu}"
+    targets = [get_target(name, dirs) for name in list_targets(dirs)]
+    devices = [
+        (t.compute.accelerator or f"{t.compute.cores}× {t.compute.cpu}").split(" (")[0] for t in targets
+    ]
+    table = Table(title="edgekd targets")
+    identifier_column(table, "name")
+    wrapping_column(table, "runs on")
+    wrapping_column(table, "peak GFLOP/s", justify="right")
+    wrapping_column(table, "RAM MB", justify="right")
+    wrapping_column(table, "runtime")
+    wrapping_column(table, "precision")
+    wrapping_column(table, "budget", justify="right")
+    for t, device in zip(targets, devices, strict=True):
         table.add_row(
             t.name,
-            device.split(" (")[0],
+            device,
             f"{t.peak_gflops:g} {t.default_precision}",
             f"{t.memory.ram_mb:g}",
-            t.runtime + (f"/{t.delegate}" if t.delegate else ""),
-            ",".join(t.precisions),
+            # "litert xnnpack", not "litert/xnnpack": a runtime and its delegate wrap as whole words
+            t.runtime + (f" {t.delegate}" if t.delegate else ""),
+            " ".join(t.precisions),
             f"{t.budgets.latency_ms:g} ms",
         )
-    Console().print(table)
+    console = Console()
+    console.print(fit_columns(table, console))
 
 
 @targets_app.command("show")
@@ -73,22 +83,26 @@ def models_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from edgekd._console import fit_columns, identifier_column, wrapping_column
     from edgekd.catalog import load_students, load_teacher_recipe
 
+    students = load_students()
     table = Table(title="student candidates (models/students.yaml)")
-    for column in ("timm arch", "kwargs", "notes"):
-        table.add_column(column)
-    for c in load_students():
+    identifier_column(table, "timm arch")
+    wrapping_column(table, "kwargs")
+    wrapping_column(table, "notes")
+    for c in students:
         table.add_row(c.arch, str(c.kwargs or ""), c.notes)
     console = Console()
-    console.print(table)
+    console.print(fit_columns(table, console))
     recipe = load_teacher_recipe()
     console.print(f"default teacher (models/teachers.yaml): {recipe}")
 
 
 def search_command(
     target: Annotated[
-        list[str], typer.Option("--target", help="A target (repeatable: one student for all).")
+        list[str],
+        typer.Option("--target", metavar="NAME", help="A target (repeatable: one student for all)."),
     ],
     list_space: Annotated[
         bool, typer.Option("--list", help="Print the search space and its size, then stop.")
@@ -98,49 +112,90 @@ def search_command(
 ) -> None:
     """The student search space for one or more targets, and which candidates they allow."""
     from rich.console import Console
-    from rich.table import Table
 
-    from edgekd.catalog import load_students
-    from edgekd.search import assess, front, search_space
+    from edgekd._console import RichObserver, fit_columns, plural
     from edgekd.targets import get_target
 
     targets = [get_target(name, tuple(targets_dir or ())) for name in target]
-    candidates = load_students()
-    space = search_space(candidates, targets)
-    console = Console()
     names = ", ".join(t.name for t in targets)
-    if list_space:
-        families = len({c.family for c in candidates})
-        table = Table(
-            title=f"search space for {names}: {len(candidates)} candidates from {families} families x "
-            f"input sizes = {len(space)} (candidate, input size) pairs"
-        )
-        for column in ("family", "timm arch", "ImageNet top-1 @px", "input sizes", "notes"):
-            table.add_column(column)
-        sizes = sorted({size for _, size in space})
-        for candidate in candidates:
-            top1 = candidate.imagenet_top1
-            prior = "-" if top1 is None else f"{top1:.1f} @{candidate.imagenet_size}"
-            table.add_row(candidate.family, candidate.arch, prior, " ".join(map(str, sizes)), candidate.notes)
-        console.print(table)
-        return
+    # The bar starts before torch and timm are imported: a first run costs every candidate for
+    # minutes (later ones read the cache), and the screen says so from the first second.
+    with RichObserver() as observer:
+        loading = observer.task(f"loading the student catalog for {names}", None)
+        from edgekd.catalog import load_students
+        from edgekd.search import assess, front, search_space
+
+        candidates = load_students()
+        space = search_space(candidates, targets)
+        loading.close()
+        if list_space:
+            table = _space_table(candidates, space, names)
+        else:
+            sizes = sorted({size for _, size in space})
+            costing = observer.task(
+                f"costing {plural(len(candidates), 'candidate')} at {plural(len(sizes), 'input size')} "
+                f"for {names}",
+                len(space),
+            )
+            rows = []
+            for size in sizes:
+                assessed = []
+                for candidate in (c for c, s in space if s == size):
+                    assessed += assess([candidate], targets, size, num_classes)
+                    costing.advance()
+                on_front = {id(a) for a in front(assessed)}
+                rows += [(a, id(a) in on_front) for a in assessed]
+            costing.close()
+            table = _candidates_table(rows, targets, names)
+    console = Console()
+    console.print(fit_columns(table, console))
+
+
+def _space_table(candidates, space, names: str):
+    from rich.table import Table
+
+    from edgekd._console import identifier_column, wrapping_column
+
+    families = len({c.family for c in candidates})
+    table = Table(
+        title=f"search space for {names}: {len(candidates)} candidates from {families} families x "
+        f"input sizes = {len(space)} (candidate, input size) pairs"
+    )
+    wrapping_column(table, "family")
+    identifier_column(table, "timm arch")
+    wrapping_column(table, "ImageNet top-1 % @ px")
+    wrapping_column(table, "input sizes")
+    wrapping_column(table, "notes")
+    sizes = sorted({size for _, size in space})
+    for candidate in candidates:
+        top1 = candidate.imagenet_top1
+        prior = "-" if top1 is None else f"{top1:.1f} @ {candidate.imagenet_size}"
+        table.add_row(candidate.family, candidate.arch, prior, " ".join(map(str, sizes)), candidate.notes)
+    return table
+
+
+def _candidates_table(rows, targets, names: str):
+    from rich.table import Table
+
+    from edgekd._console import identifier_column, wrapping_column
+
     table = Table(
         title=f"candidates for {names} (predicted; * = on the Pareto front fit ranks on at that input size: "
         "latency on each target and peak memory down, MACs up)"
     )
-    for column in ("arch", "px", *(f"{t.name} ms" for t in targets), "peak MB", "status"):
-        table.add_column(column, justify="left" if column in ("arch", "status") else "right")
-    for size in sorted({size for _, size in space}):
-        assessed = assess([c for c, s in space if s == size], targets, size, num_classes)
-        on_front = {id(a) for a in front(assessed)}
-        for a in assessed:
-            marked = "feasible *" if id(a) in on_front else "feasible"
-            status = marked if a.feasible else "; ".join(a.reasons)
-            table.add_row(
-                a.candidate.arch,
-                str(size),
-                *(f"{a.per_target[t.name].predicted_latency_ms:.2f}" for t in targets),
-                f"{a.peak_memory_mb:.2f}",
-                status,
-            )
-    console.print(table)
+    identifier_column(table, "arch")
+    wrapping_column(table, "px", justify="right")
+    for t in targets:
+        wrapping_column(table, f"{t.name} ms", justify="right")
+    wrapping_column(table, "peak MB", justify="right")
+    wrapping_column(table, "status")
+    for a, on_front in rows:
+        marked = "feasible *" if on_front else "feasible"
+        table.add_row(
+            a.candidate.arch,
+            str(a.input_size),
+            *(f"{a.per_target[t.name].predicted_latency_ms:.2f}" for t in targets),
+            f"{a.peak_memory_mb:.2f}",
+            marked if a.feasible else "; ".join(a.reasons),
+        )
+    return table

@@ -44,13 +44,15 @@ def export_command(
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
     from rich.console import Console
 
+    from edgekd._capture import move_log
     from edgekd._config import check_directory
-    from edgekd._console import RichObserver
+    from edgekd._console import RichObserver, fit_columns
     from edgekd._io import write_json_atomic
     from edgekd.artifact import FORMATS
     from edgekd.export.parity import load_gates
     from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
     from edgekd.export_source import load_export_source
+    from edgekd.rundir import RunDir
 
     if all_formats and format_names:
         raise typer.BadParameter("--all exports every format; drop --format, or drop --all.")
@@ -65,6 +67,7 @@ def export_command(
     gates = load_gates(parity_config)
     loaded = load_export_source(source, data, cache_dir)
     out_dir = out or loaded.out_dir
+    move_log(RunDir(source).log if source.is_dir() else out_dir / "edgekd.log")
     earlier = read_exports(out_dir / "exports.json", loaded.arch)  # a bad file fails before any export
     inputs = export_inputs(loaded.data, parity_images, calibration_images)
     with RichObserver() as observer:
@@ -85,11 +88,12 @@ def export_command(
         out_dir / "exports.json", {"arch": loaded.arch, "rows": merge_rows(earlier, rows)}
     )
     console = Console()  # the table is the command's output: stdout; progress went to stderr
-    console.print(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"))
+    console.print(fit_columns(_export_table(rows, f"edgekd export {loaded.arch} → {out_dir}"), console))
     for row in rows:
         if row.detail and row.status != "ok":
             console.print(f"[bold]{row.format} {row.precision}[/bold] ({row.status}): {row.detail}")
     console.print(f"wrote {summary}")
+    _next_steps(console, rows, out_dir)
     failed = [r for r in rows if r.failed]
     if failed:
         raise EdgeKDError(
@@ -98,12 +102,35 @@ def export_command(
         )
 
 
+def _next_steps(console, rows, out_dir: Path) -> None:
+    from edgekd._capture import active_log
+    from edgekd._console import print_next_steps
+
+    shipped = [r for r in rows if r.file and r.status != "reference" and not r.failed]
+    if not shipped:
+        return
+    # A file that runs here first (TFLite or ONNX), else any: `predict` and `profile` take it.
+    first = min(shipped, key=lambda r: (r.format not in ("tflite", "onnx"), r.precision != "fp32"))
+    artifact = out_dir / first.file
+    steps = [
+        (f"edgekd predict {artifact} IMAGE...", "its top labels for your images"),
+        (f"edgekd profile {artifact} --device ssh://USER@HOST", "its latency on a device"),
+    ]
+    log = active_log()
+    print_next_steps(console, steps, str(log) if log else None)
+
+
 def _export_table(rows, title: str):
     from rich.table import Table
 
+    from edgekd._console import identifier_column, wrapping_column
+
     table = Table(title=title)
-    for column in ("format", "precision", "status", "size MB", "accuracy %", "top-1 agree %", "host ms"):
-        table.add_column(column, justify="left" if column in ("format", "precision", "status") else "right")
+    # "coreml fp16" in one column: a column less leaves the status room to wrap onto fewer lines.
+    identifier_column(table, "artifact")
+    wrapping_column(table, "status")
+    for column in ("size MB", "accuracy %", "top-1 agree %", "host ms"):
+        wrapping_column(table, column, justify="right")
 
     def number(value, scale=1.0, digits=2):
         return "—" if value is None else f"{value * scale:.{digits}f}"
@@ -113,8 +140,7 @@ def _export_table(rows, title: str):
         if r.latency_ms is not None and r.latency_ratio is not None and r.format != "pytorch":
             latency += f" ({r.latency_ratio:.2f}×)"
         table.add_row(
-            r.format,
-            r.precision,
+            f"{r.format} {r.precision}",
             r.status,
             number(r.size_mb),
             number(r.accuracy, 100),

@@ -9,200 +9,394 @@ from typing import Annotated
 
 import typer
 
-from edgekd.cli.options import TargetsDirOption
 from edgekd.errors import EdgeKDError
+
+# Panels of `edgekd fit --help`, in the order they are shown.
+TARGET = "Target and devices"
+DATA = "Data"
+TEACHER = "Teacher"
+SEARCH = "Student search"
+DISTILLATION = "Distillation"
+EXPORT = "Export"
+RUN = "Run"
 
 
 def fit(
     target: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="NAME",
+            show_default="pi5",
+            rich_help_panel=TARGET,
             help="Target name (see `edgekd targets list`); repeatable: one student that fits every "
-            "target, exported for each."
+            "target, exported for each.",
         ),
     ] = None,
-    teacher: Annotated[
-        str | None, typer.Option(help="timm model name or an edgekd checkpoint; default: train one.")
+    targets_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--targets-dir",
+            metavar="DIR",
+            rich_help_panel=TARGET,
+            help="A directory of your own target YAML files (repeatable; also EDGEKD_TARGETS_PATH).",
+        ),
     ] = None,
-    teacher_weights: Annotated[
-        Path | None, typer.Option(help="Local .pth/.safetensors weights for a timm --teacher.")
+    device: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME|URI",
+            rich_help_panel=TARGET,
+            help="Profile the exported student on this device at the end (name or URI, see `devices`).",
+        ),
     ] = None,
     data: Annotated[
-        Path | None, typer.Option(help="ImageFolder directory (train/[val/][test/]); default: digits.")
-    ] = None,
-    input_size: Annotated[int | None, typer.Option(help="Square input size in pixels.")] = None,
-    student: Annotated[
-        str | None, typer.Option(help="Use this student architecture instead of searching.")
-    ] = None,
-    search_budget: Annotated[
-        str | None,
+        Path | None,
         typer.Option(
-            help="Student search: trials (candidates that enter the first rung; default 4), wall clock "
-            "(20m, 1.5h), 0 (no trials: the feasible candidate with the most MACs) or all."
+            metavar="DIR",
+            show_default="the embedded digits",
+            rich_help_panel=DATA,
+            help="ImageFolder directory (train/[val/][test/]).",
         ),
     ] = None,
-    objective: Annotated[
-        str | None,
-        typer.Option(
-            help="What the student search chooses for: retention (default: the fastest student whose "
-            "trial accuracy stays within --min-retention of the best trial's, error bars included), "
-            "accuracy (the most accurate; near-ties go to the faster) or latency (the fastest that "
-            "learns clearly more than guessing the largest class)."
-        ),
-    ] = None,
-    min_retention: Annotated[
-        float | None,
-        typer.Option(
-            help="For --objective retention: the share of the best trial accuracy a student must keep, "
-            "in (0, 1] (default 0.97)."
-        ),
-    ] = None,
-    search_epochs: Annotated[
+    input_size: Annotated[
         int | None,
-        typer.Option(
-            help="Epochs of the search's full trial budget; its deciding rung trains a third as long "
-            "(default: a fifth of --epochs)."
-        ),
-    ] = None,
-    search_images: Annotated[
-        int | None,
-        typer.Option(
-            help="Training images of the search's full trial budget; its deciding rung uses a third "
-            "(default: all)."
-        ),
-    ] = None,
-    time_budget: Annotated[
-        str | None,
-        typer.Option(
-            help="Wall clock for the whole fit (90s, 20m, 1.5h). The teacher's training counts first; "
-            "candidates whose final training cannot fit what is left are dropped (fewer epochs when none "
-            "can); the final training keeps what the slowest remaining choice needs, the search gets the "
-            "rest, at most 30 %, as its wall clock. Default: no limit."
-        ),
-    ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Distillation epochs.")] = None,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(help="Batch size; default 64, or 32/16 when 64 would leave an epoch under 50 steps."),
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option(
-            help="Peak learning rate (one-cycle); default 0.05 × batch / 128 for sgd, "
-            "0.003 × batch / 64 for adamw, batch counted as at least 64."
-        ),
-    ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (default 0.0005).")] = None,
-    loss: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Distillation loss term NAME[:WEIGHT], repeatable: kd, logit_mse, dkd, fitnet, at, rkd, "
-            "sp, dist, ce (default: kd)."
-        ),
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option(help="Temperature of the kd, dkd and dist terms (default 4).")
-    ] = None,
-    alpha: Annotated[
-        float | None, typer.Option(help="kd's weight on the teacher (1-alpha on labels; default 0.9).")
-    ] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing of the label term.")] = None,
-    scheme: Annotated[
-        str | None,
-        typer.Option(
-            help="offline (frozen teacher; default), online (co-trained with a copy of the teacher), "
-            "born-again (the student teaches a fresh copy of itself) or assistant (teacher → TA → student)."
-        ),
-    ] = None,
-    assistant: Annotated[
-        str | None, typer.Option(help="Teacher assistant architecture for --scheme assistant.")
-    ] = None,
-    teacher_cache: Annotated[
-        bool | None,
-        typer.Option(
-            "--teacher-cache/--no-teacher-cache",
-            help="Compute the frozen teacher's outputs once per augmented view (default: on).",
-        ),
+        typer.Option(metavar="PIXELS", rich_help_panel=DATA, help="Square input size in pixels."),
     ] = None,
     augment_draws: Annotated[
-        int | None, typer.Option(help="Augmented views per image, cycled over epochs (0: none; default 4).")
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="4",
+            rich_help_panel=DATA,
+            help="Augmented views per image, cycled over epochs (0: none).",
+        ),
     ] = None,
     augment_shift: Annotated[
         int | None,
         typer.Option(
-            help="Random translation in pixels (default: input size / 8 when the teacher keeps 90 % of "
-            "its validation accuracy on views shifted that far, else 0)."
+            metavar="PIXELS",
+            show_default="input size / 8 when the teacher keeps 90 % of its validation accuracy on views "
+            "shifted that far, else 0",
+            rich_help_panel=DATA,
+            help="Random translation in pixels.",
         ),
     ] = None,
     hflip: Annotated[
         bool | None,
         typer.Option(
             "--hflip/--no-hflip",
-            help="Random horizontal flips (default: on when the teacher keeps 90 % of its validation "
-            "accuracy on mirrored images, i.e. the classes survive mirroring).",
+            show_default="on when the teacher keeps 90 % of its validation accuracy on mirrored images",
+            rich_help_panel=DATA,
+            help="Random horizontal flips.",
+        ),
+    ] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODEL",
+            show_default="train one",
+            rich_help_panel=TEACHER,
+            help="timm model name or an edgekd checkpoint.",
+        ),
+    ] = None,
+    teacher_weights: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            rich_help_panel=TEACHER,
+            help="Local .pth/.safetensors weights for a timm --teacher.",
+        ),
+    ] = None,
+    teacher_epochs: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", rich_help_panel=TEACHER, help="Epochs when edgekd trains or fine-tunes the teacher."
+        ),
+    ] = None,
+    teacher_cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--teacher-cache/--no-teacher-cache",
+            show_default="teacher-cache",
+            rich_help_panel=TEACHER,
+            help="Compute the frozen teacher's outputs once per augmented view.",
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ARCH",
+            rich_help_panel=SEARCH,
+            help="Use this student architecture instead of searching.",
+        ),
+    ] = None,
+    search_budget: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TRIALS|TIME|all",
+            show_default="4",
+            rich_help_panel=SEARCH,
+            help="Student search: trials (candidates that enter the first rung), wall clock (20m, 1.5h), "
+            "0 (no trials: the feasible candidate with the most MACs) or all.",
+        ),
+    ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            metavar="retention|accuracy|latency",
+            show_default="retention",
+            rich_help_panel=SEARCH,
+            help="What the student search chooses for: retention (the fastest student whose trial "
+            "accuracy stays within --min-retention of the best trial's, error bars included), accuracy "
+            "(the most accurate; near-ties go to the faster) or latency (the fastest that learns clearly "
+            "more than guessing the largest class).",
+        ),
+    ] = None,
+    min_retention: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SHARE",
+            show_default="0.97",
+            rich_help_panel=SEARCH,
+            help="For --objective retention: the share of the best trial accuracy a student must keep, "
+            "in (0, 1] (0.97 is 97 %).",
+        ),
+    ] = None,
+    search_epochs: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="a fifth of --epochs",
+            rich_help_panel=SEARCH,
+            help="Epochs of the search's full trial budget; its deciding rung trains a third as long.",
+        ),
+    ] = None,
+    search_images: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="all",
+            rich_help_panel=SEARCH,
+            help="Training images of the search's full trial budget; its deciding rung uses a third.",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", show_default="15", rich_help_panel=DISTILLATION, help="Distillation epochs."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            show_default="64, or 32/16 when 64 would leave an epoch under 50 steps",
+            rich_help_panel=DISTILLATION,
+            help="Batch size.",
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            metavar="RATE",
+            show_default="0.05 × batch / 128 for sgd, 0.003 × batch / 64 for adamw, batch counted as at "
+            "least 64",
+            rich_help_panel=DISTILLATION,
+            help="Peak learning rate (one-cycle).",
+        ),
+    ] = None,
+    weight_decay: Annotated[
+        float | None,
+        typer.Option(
+            metavar="DECAY", show_default="0.0005", rich_help_panel=DISTILLATION, help="Weight decay."
         ),
     ] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="sgd (default; Nesterov momentum 0.9) or adamw.")
+        str | None,
+        typer.Option(
+            metavar="sgd|adamw",
+            show_default="sgd",
+            rich_help_panel=DISTILLATION,
+            help="sgd (Nesterov momentum 0.9) or adamw.",
+        ),
     ] = None,
-    schedule: Annotated[str | None, typer.Option(help="onecycle (default) or cosine.")] = None,
+    schedule: Annotated[
+        str | None,
+        typer.Option(
+            metavar="onecycle|cosine",
+            show_default="onecycle",
+            rich_help_panel=DISTILLATION,
+            help="Learning-rate schedule.",
+        ),
+    ] = None,
+    loss: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAME[:WEIGHT]",
+            show_default="kd",
+            rich_help_panel=DISTILLATION,
+            help="Distillation loss term, repeatable: kd, logit_mse, dkd, fitnet, at, rkd, sp, dist, ce.",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(
+            metavar="T",
+            show_default="4",
+            rich_help_panel=DISTILLATION,
+            help="Temperature of the kd, dkd and dist terms.",
+        ),
+    ] = None,
+    alpha: Annotated[
+        float | None,
+        typer.Option(
+            metavar="WEIGHT",
+            show_default="0.9",
+            rich_help_panel=DISTILLATION,
+            help="kd's weight on the teacher (1 - alpha on the labels).",
+        ),
+    ] = None,
+    label_smoothing: Annotated[
+        float | None,
+        typer.Option(
+            metavar="EPSILON",
+            show_default="0",
+            rich_help_panel=DISTILLATION,
+            help="Label smoothing of the label term.",
+        ),
+    ] = None,
+    scheme: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SCHEME",
+            show_default="offline",
+            rich_help_panel=DISTILLATION,
+            help="offline (frozen teacher), online (co-trained with a copy of the teacher), born-again "
+            "(the student teaches a fresh copy of itself) or assistant (teacher → TA → student).",
+        ),
+    ] = None,
+    assistant: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ARCH",
+            show_default="picked from the catalog",
+            rich_help_panel=DISTILLATION,
+            help="Teacher assistant architecture for --scheme assistant.",
+        ),
+    ] = None,
     ema_decay: Annotated[
-        float | None, typer.Option(help="Keep and ship an exponential moving average of the weights.")
+        float | None,
+        typer.Option(
+            metavar="DECAY",
+            show_default="off",
+            rich_help_panel=DISTILLATION,
+            help="Keep and ship an exponential moving average of the weights.",
+        ),
     ] = None,
-    clip_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm to this.")] = None,
+    clip_grad_norm: Annotated[
+        float | None,
+        typer.Option(
+            metavar="NORM",
+            show_default="off",
+            rich_help_panel=DISTILLATION,
+            help="Clip the gradient norm to this.",
+        ),
+    ] = None,
     bf16: Annotated[
-        bool | None, typer.Option("--bf16/--no-bf16", help="bfloat16 autocast on the CPU.")
+        bool | None,
+        typer.Option(
+            "--bf16/--no-bf16",
+            show_default="no-bf16",
+            rich_help_panel=DISTILLATION,
+            help="bfloat16 autocast on the CPU.",
+        ),
     ] = None,
     baseline: Annotated[
         str | None,
         typer.Option(
+            metavar="scratch",
+            show_default="none",
+            rich_help_panel=DISTILLATION,
             help="scratch: also train the chosen student without the teacher (same recipe), so the report "
-            "shows what distillation bought; doubles the training time."
+            "shows what distillation bought; doubles the training time.",
         ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(metavar="N", show_default="0", rich_help_panel=DISTILLATION, help="Random seed."),
     ] = None,
     qat_epochs: Annotated[
         int | None,
-        typer.Option(help="Quantization-aware epochs for an int8 target (default 2; 0: post-training only)."),
+        typer.Option(
+            metavar="N",
+            show_default="2",
+            rich_help_panel=EXPORT,
+            help="Quantization-aware epochs for an int8 target (0: post-training only).",
+        ),
     ] = None,
-    teacher_epochs: Annotated[
-        int | None, typer.Option(help="Epochs when edgekd trains or fine-tunes the teacher.")
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N", show_default="1", rich_help_panel=EXPORT, help="Threads for host parity and latency."
+        ),
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    threads: Annotated[int | None, typer.Option(help="Threads for host parity and latency.")] = None,
-    device: Annotated[
+    time_budget: Annotated[
         str | None,
         typer.Option(
-            help="Profile the exported student on this device at the end (name or URI, see `devices`)."
+            metavar="TIME",
+            show_default="no limit",
+            rich_help_panel=RUN,
+            help="Wall clock for the whole fit (90s, 20m, 1.5h). The teacher's training counts first; "
+            "candidates whose final training cannot fit what is left are dropped (fewer epochs when none "
+            "can); the final training keeps what the slowest remaining choice needs, the search gets the "
+            "rest, at most 30 %, as its wall clock.",
+        ),
+    ] = None,
+    runs_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", show_default="runs", rich_help_panel=RUN, help="Where run directories are created."
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", show_default="the user cache dir", rich_help_panel=RUN, help="Teacher cache."
         ),
     ] = None,
     accelerator: Annotated[
         str | None,
         typer.Option(
+            metavar="DEVICE",
+            show_default="auto",
             help="Where the teacher, the search's trials and the student train: auto (CUDA, then MPS, "
             "then the CPU; default), cpu, cuda, cuda:N or mps; mixed precision on a GPU. Export, parity "
             "and latency run on the CPU.",
-            rich_help_panel="Run",
+            rich_help_panel=RUN,
         ),
     ] = None,
     sync_batchnorm: Annotated[
         bool | None,
         typer.Option(
             "--sync-batchnorm/--no-sync-batchnorm",
+            show_default="off",
             help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm).",
-            rich_help_panel="Run",
+            rich_help_panel=RUN,
         ),
     ] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run directories are created.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Teacher cache (default: user cache dir).")] = None,
     config: Annotated[
         Path | None,
         typer.Option(
+            metavar="FILE",
+            rich_help_panel=RUN,
             help="YAML with any of these options: keys = option names (epochs, lr), at the top level or "
-            "under training: and distillation: as a run's config.yaml has them."
+            "under training: and distillation: as a run's config.yaml has them.",
         ),
     ] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
-    targets_dir: TargetsDirOption = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(metavar="RUN", rich_help_panel=RUN, help="Continue an interrupted run directory."),
+    ] = None,
 ) -> None:
     """Choose, distil, export and measure a student for a target (or one student for several)."""
     options = dict(locals())
@@ -231,19 +425,46 @@ def fit(
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone draws progress and sums up
         run_fit(fit_config, resume=resume)
         return
-    with RichObserver() as observer:
+    with RichObserver(on_run=_log_into_run) as observer:
         result = run_fit(fit_config, resume=resume, observer=observer)
     _print_summary(console, result)
+    _print_next_steps(console, result, fit_config.device)
+
+
+def _print_next_steps(console, result, device: str | None) -> None:
+    from edgekd._capture import active_log
+    from edgekd._console import print_next_steps
+
+    run = Path(result.run)
+    artifact = run / result.targets[0].export.file
+    steps = [
+        (f"edgekd predict {artifact} IMAGE...", "the student's top labels for your images"),
+        (f"edgekd profile {artifact} --device {device or 'ssh://USER@HOST'}", "its latency on a device"),
+        (f"edgekd export {run} --all", "every format and precision, checked against PyTorch"),
+    ]
+    log = active_log()
+    print_next_steps(console, steps, str(log) if log else None)
+
+
+def _log_into_run(run: str) -> None:
+    """The command's log moves into the run directory once there is one: the run keeps its own."""
+    from edgekd._capture import move_log
+    from edgekd.rundir import RunDir
+
+    move_log(RunDir(Path(run)).log)
 
 
 def _print_summary(console, result) -> None:
     from rich.table import Table
 
+    from edgekd._console import fit_columns, identifier_column, wrapping_column
     from edgekd.devices import central_figure, runtime_description
     from edgekd.rundir import RunDir
 
     s, t = result.student, result.teacher
     table = Table(title=f"edgekd fit → {result.run}", show_header=False)
+    identifier_column(table, "")
+    wrapping_column(table, "")
     table.add_row("teacher", f"{t.arch}: test accuracy {100 * t.test_accuracy:.2f} %")
     table.add_row("student", f"{s.arch}: test accuracy {100 * s.test_accuracy:.2f} %, {s.params:,} params")
     if t.test_accuracy:
@@ -284,7 +505,8 @@ def _print_summary(console, result) -> None:
         table.add_row(
             f"on {device['device']}",
             f"{device['statistic']} {device['measured_ms']:.3f} ms measured, {device['predicted_ms']:.3f} ms "
-            f"predicted for {device['predicted_for']} (x{device['measured_over_predicted']:.2f})",
+            f"predicted for {device['predicted_for']} "
+            f"({100 * (device['measured_over_predicted'] - 1):+.0f} % against the prediction)",
         )
     table.add_row("report", str(RunDir(Path(result.run)).report_html))
-    console.print(table)
+    console.print(fit_columns(table, console))

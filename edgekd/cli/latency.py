@@ -27,11 +27,18 @@ def latency_predict(
     from rich.console import Console
     from rich.table import Table
 
-    from edgekd.predict import predict_model
+    from edgekd._console import RichObserver, plural
     from edgekd.targets import get_target
 
     t = get_target(target, tuple(targets_dir or ()))
-    p = predict_model(model, t, input_size=input_size, precision=precision, threads=threads)
+    # The spinner starts before torch and timm are imported: building, tracing and (on a first run)
+    # calibrating the cost model take minutes on a slow machine.
+    with RichObserver() as observer:
+        size = input_size or t.input_size
+        observer.task(f"tracing {model} at {size} px and costing it on {t.name}", None)
+        from edgekd.predict import predict_model
+
+        p = predict_model(model, t, input_size=input_size, precision=precision, threads=threads)
     c = p.coefficients
     console = Console()
     if p.npu is not None:
@@ -46,7 +53,8 @@ def latency_predict(
         console.print(f"estimate: {c.provenance}")
         return
     table = Table(
-        title=f"{p.model} @ {p.input_size} px on {t.name} ({c.runtime}, {c.precision}, {c.threads} threads)"
+        title=f"{p.model} @ {p.input_size} px on {t.name} ({c.runtime}, {c.precision}, "
+        f"{plural(c.threads, 'thread')})"
     )
     table.add_column("op class")
     table.add_column("ms", justify="right")
@@ -136,15 +144,18 @@ def latency_calibrate(
     from rich.console import Console
     from rich.table import Table
 
+    from edgekd._console import fit_columns, identifier_column, plural, wrapping_column
     from edgekd.latency_validation import calibration_report
     from edgekd.targets import get_target
 
     if threads is not None and threads < 1:
         raise EdgeKDError(f"--threads {threads}: profile rows are of 1 thread or more.")
     report = calibration_report(get_target(target, tuple(targets_dir or ())), precision, threads)
-    table = Table(title=f"{target}: predictor on {len(report.rows)} profile rows")
-    for column in ("model", "px", "measured ms", "before ms", "after ms", "source"):
-        table.add_column(column, justify="left" if column in ("model", "source") else "right")
+    table = Table(title=f"{target}: predictor on {plural(len(report.rows), 'profile row')}")
+    identifier_column(table, "model")
+    for column in ("px", "measured ms", "before ms", "after ms"):
+        wrapping_column(table, column, justify="right")
+    wrapping_column(table, "source")
     for row, before, after in zip(report.rows, report.before_ms, report.after_ms, strict=True):
         table.add_row(
             row.model,
@@ -155,7 +166,7 @@ def latency_calibrate(
             row.source,
         )
     console = Console()
-    console.print(table)
+    console.print(fit_columns(table, console))
     console.print(
         f"mean absolute error: {report.before_mape:.1f} % before (priors), {report.after_mape:.1f} % after "
         f"(fitted on these rows; {report.coefficients.provenance})"

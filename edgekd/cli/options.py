@@ -11,6 +11,7 @@ TargetsDirOption = Annotated[
     list[Path] | None,
     typer.Option(
         "--targets-dir",
+        metavar="DIR",
         help="A directory of your own target YAML files (repeatable; also EDGEKD_TARGETS_PATH).",
     ),
 ]
