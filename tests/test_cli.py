@@ -96,7 +96,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert len(result["history"]) == 2
     assert yaml.safe_load((run / "config.yaml").read_text())["distillation"]["loss"] == ["kd", "fitnet:0.5"]
     report = (run / "report.md").read_text()
-    assert "| test accuracy |" in report and "uncalibrated" in report
+    assert "| accuracy (test, 269 images) |" in report and "uncalibrated" in report
     assert "data:image/png;base64," in (run / "report.html").read_text()
     baseline = result["baseline"]
     assert baseline == json.loads((run / "baseline.json").read_text()) and baseline["kind"] == "scratch"
