@@ -139,16 +139,27 @@ class CandidatePoint:
 def pareto_plot(
     points: Sequence[CandidatePoint], budget_ms: float | None = None, target: str = "the target"
 ) -> bytes | None:
+    """`pareto_figure` as PNG bytes; None when no candidate was trained.
+
+    Example:
+        >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)], budget_ms=5.0)
+        >>> png[:4] == b"\\x89PNG"
+        True
+    """
+    figure = pareto_figure(points, budget_ms, target)
+    return None if figure is None else to_png(figure)
+
+
+def pareto_figure(
+    points: Sequence[CandidatePoint], budget_ms: float | None = None, target: str = "the target"
+) -> Any:
     """The trained candidates only: predicted latency on `target` against their accuracy evidence
     (marker area: peak memory; hollow: rejected by a budget), the Pareto front drawn as a staircase and
     named, the chosen one starred, the latency budget a labelled line. Candidates never trained have
     no accuracy to place, so they are counted in the title, not drawn. None when none was trained.
 
     Example:
-        >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)], budget_ms=5.0)
-        >>> png[:4] == b"\\x89PNG"
-        True
-        >>> pareto_plot([CandidatePoint("a", 1.0, 2.0, None, True, False)]) is None
+        >>> pareto_figure([CandidatePoint("a", 1.0, 2.0, None, True, False)]) is None
         True
     """
     trained = [p for p in points if p.accuracy is not None]
@@ -202,7 +213,7 @@ def pareto_plot(
     )
     axes.grid(alpha=0.3, which="both")
     axes.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
-    return to_png(figure)
+    return figure
 
 
 def confusion_plot(labels: Sequence[str], panels: Sequence[tuple[str, Any]]) -> bytes:
