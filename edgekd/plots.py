@@ -167,6 +167,7 @@ def pareto_figure(
         return None
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     figure = Figure(figsize=(8.0, 5.0), dpi=100, layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
@@ -202,6 +203,9 @@ def pareto_figure(
         axes.axvline(budget_ms, color="tab:gray", ls="--", lw=1.2)
         handles.append(Line2D([], [], color="tab:gray", ls="--", label=f"latency budget {budget_ms:g} ms"))
     axes.set_xscale("log")
+    # plain milliseconds (0.5, 2, 20) rather than powers of ten, at 1, 2 and 5 of each decade
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
     axes.set_xlabel(f"predicted latency on {target} (ms, log scale)")
     axes.set_ylabel("first-rung validation accuracy (%)")
     untrained = len(points) - len(trained)

@@ -72,6 +72,10 @@ def full_result(run_path, digits, **changes):
             _candidate("convnext_atto", 25.0, None, feasible=False),
         ],
     }
+    # the accuracies the headline states are those of these predictions, as in a real run
+    for model in ("student", "teacher"):
+        guesses = result["test_predictions"][model]
+        result[model]["test_accuracy"] = sum(map(int.__eq__, labels, guesses)) / len(labels)
     result.update(changes)
     return result
 
@@ -143,7 +147,8 @@ def test_the_headline_divides_the_teacher_by_the_student_on_the_same_format_and_
     assert rows["file (tflite fp32)"] == ("9.38 MB", "2.35 MB", "×4.0 smaller")
     latency = rows["latency on this host (median, litert 2.0.1, 1 threads)"]
     assert latency == ("4.567 ms", "0.457 ms", "×10.0 faster")  # 4.567 / 0.4567
-    assert rows["accuracy (test, 269 images)"][2] == "-8.55 points, keeps 91.1 %"
+    # 239 and 260 of 269 right: 88.85 % against 96.65 %, 7.81 points less, 239 / 260 = 91.9 % kept
+    assert rows["accuracy (test, 269 images)"] == ("96.65 %", "88.85 %", "-7.81 points, keeps 91.9 %")
     assert top.notes == ()
     # timed with other threads than the student: not divided
     other = full_result(tmp_path, digits)
