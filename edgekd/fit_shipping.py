@@ -238,6 +238,7 @@ class DeviceStage:
         context.device_latency = {
             "device": config.device,
             "uri": measurement.device,
+            "device_target": _device_target(config.device),
             "measurement": asdict(measurement),
             "measured_ms": measured,
             "statistic": measurement.statistic,
@@ -246,6 +247,20 @@ class DeviceStage:
             "measured_over_predicted": measured / predicted_ms,
         }
         write_json_atomic(context.run.device_profile, context.device_latency)
+
+
+def _device_target(spec: str) -> str | None:
+    """The target `--device` is, as far as edgekd knows: "host" for local, the target a registered
+    device was added for, None for a bare URI. The report sets a prediction beside a measurement only
+    when this is not another target."""
+    from edgekd.devices.registry import load_devices
+
+    if spec == "local":
+        return "host"
+    if "://" in spec:
+        return None
+    entry = load_devices().get(spec)
+    return entry.target if entry is not None else None
 
 
 class TeacherTimingStage:

@@ -248,7 +248,11 @@ def headline(result: FitResult) -> Headline:
             )
         )
     else:
-        why = timed.get("note") or "the run was written before edgekd timed the teacher"
+        why = timed.get("note") or (
+            "the teacher was timed with other settings than the student's file"
+            if "latency" in timed
+            else "the run was written before edgekd timed the teacher"
+        )
         notes.append(f"File size and latency against the teacher: not measured: {why}.")
     return Headline(Table(("", "teacher", "student", "student against teacher"), tuple(rows)), tuple(notes))
 
@@ -281,27 +285,34 @@ _opposite = {"fewer": "more", "smaller": "larger", "faster": "slower"}
 
 def predicted_against_measured(result: FitResult) -> str:
     """The prediction beside a measurement only where both are for the same device and threads: the
-    `--device` profile of the first target's artifact. The host's own figure is never held against a
+    `--device` profile of the first target's artifact, on a device that is not known to be another
+    (this host, or one registered for another target). This host's own figure is never held against a
     target's prediction."""
     device, first = result.device_latency, result.targets[0]
-    threads = first.target.threads
-    if device:
-        measured_threads = device["measurement"].get("latency", {}).get("threads")
-        if threads is not None and measured_threads == threads:
-            return (
-                f"Predicted against measured on {first.target.name} ({_threads(threads)}): "
-                f"{device['predicted_ms']:.3f} ms predicted, {device['measured_ms']:.3f} ms "
-                f"{device['statistic']} measured on {device['device']} "
-                f"(measured / predicted = {device['measured_over_predicted']:.2f})."
-            )
+    name, threads = first.target.name, first.target.threads
+    if not device:
         return (
-            f"The {first.target.name} prediction is for {_threads(threads)} and {device['device']} was "
-            f"measured with {_threads(measured_threads)}: the two are not set side by side."
+            f"The latency predicted for {name} is not checked against a measurement: this host is not "
+            f"that device. Profile the artifact on a {name} (edgekd profile ARTIFACT --device URI, or "
+            "fit --device) with the target's threads to compare."
+        )
+    measured_threads = device["measurement"].get("latency", {}).get("threads")
+    known = device.get("device_target")
+    if known is not None and known != name:
+        is_not = "this host" if known == "host" else f"registered as a {known}"
+        return (
+            f"{device['device']} ({is_not}) is not a {name}: its {device['measured_ms']:.3f} ms is not set "
+            f"beside the {name} prediction."
+        )
+    if threads is None or measured_threads != threads:
+        return (
+            f"The {name} prediction is for {_threads(threads)} and {device['device']} was measured with "
+            f"{_threads(measured_threads)}: the two are not set side by side."
         )
     return (
-        f"The latency predicted for {first.target.name} is not checked against a measurement: this "
-        "host is not that device. Profile the artifact on it (edgekd profile ARTIFACT --device URI, or "
-        "fit --device) with the target's threads to compare."
+        f"Predicted against measured on {name} ({_threads(threads)}): {device['predicted_ms']:.3f} ms "
+        f"predicted, {device['measured_ms']:.3f} ms {device['statistic']} measured on {device['device']} "
+        f"(measured / predicted = {device['measured_over_predicted']:.2f})."
     )
 
 

@@ -153,7 +153,9 @@ def test_the_headline_divides_the_teacher_by_the_student_on_the_same_format_and_
     # timed with other threads than the student: not divided
     other = full_result(tmp_path, digits)
     other["teacher_latency"]["latency"] = {**other["teacher_latency"]["latency"], "threads": 4}
-    assert not any(row[0].startswith("latency") for row in headline(as_result(other)).table.rows)
+    other_top = headline(as_result(other))
+    assert not any(row[0].startswith("latency") for row in other_top.table.rows)
+    assert "timed with other settings than the student's file" in other_top.notes[0]
     why = {"note": "the teacher is an ONNX model: edgekd exports only PyTorch models"}
     (note,) = headline(as_result(full_result(tmp_path, digits, teacher_latency=why))).notes
     assert note.endswith("not measured: the teacher is an ONNX model: edgekd exports only PyTorch models.")
@@ -178,6 +180,14 @@ def test_a_prediction_is_compared_only_with_a_measurement_on_its_device_and_thre
         "Predicted against measured on pi5 (4 threads): 1.234 ms predicted, 1.500 ms median measured on "
         "pi5-desk (measured / predicted = 1.22)."
     )
+    result["device_latency"]["device_target"] = "pi5"  # registered for pi5: the same answer
+    assert predicted_against_measured(as_result(result)).startswith("Predicted against measured on pi5")
+    for known, says in (("host", "(this host) is not a pi5"), ("pi4", "(registered as a pi4) is not a pi5")):
+        result["device_latency"]["device_target"] = known
+        assert f"pi5-desk {says}: its 1.500 ms is not set beside" in predicted_against_measured(
+            as_result(result)
+        )
+    result["device_latency"]["device_target"] = None
     result["device_latency"]["measurement"]["latency"]["threads"] = 1
     assert "measured with 1 thread: the two are not set side by side" in (
         predicted_against_measured(as_result(result))
