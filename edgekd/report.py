@@ -3,7 +3,10 @@ fit's `FitResult` (what `result.json` holds).
 
 Both reports render one document model (`edgekd.report_markup`: sections of paragraphs, tables and
 figures), so they carry the same information and differ only in markup. A new figure is one drawing
-function in `edgekd.plots` and one line in `make_plots`.
+function in `edgekd.plots` and one line in `make_plots`. What the report says a run got (the headline
+against the teacher, the per-class evidence, every artifact) is computed in `edgekd.report_evidence`;
+`regenerate` writes the report again from a run directory (`edgekd report`), `update_after_export`
+after `edgekd export` wrote into one.
 """
 
 from __future__ import annotations

@@ -383,7 +383,8 @@ def later_export_rows(later: LaterExports) -> tuple[tuple[str, ...], ...]:
                 "" if size is None else f"{size:.2f} MB",
                 _pct(row.get("top1_agreement")),
                 "" if row.get("max_abs_diff") is None else f"{row['max_abs_diff']:.2e}",
-                _pct(row.get("accuracy")),
+                _pct(row.get("accuracy"))
+                + ("" if row.get("accuracy") is None else f" ({split_phrase(later.split, later.images)})"),
                 "" if latency is None else f"{latency:.3f}",
             )
         )

@@ -299,7 +299,7 @@ def test_edgekd_exports_rows_join_the_runs_artifacts_table(tmp_path, digits):
     md = (run / "report.md").read_text()
     assert (
         "| `exports/model-fp32.onnx` | edgekd export | onnx, fp32 | ok | 2.31 MB | 100.00 % | 2.00e-06 | "
-        "87.11 % | 0.300 |" in md
+        "87.11 % (validation, 256 images) | 0.300 |" in md
     )
     assert "| `(none)` | edgekd export | coreml, fp32 | failed to export |" in md
     assert "| `exports/student-fp32.tflite` | fit |" in md and "pytorch" not in md.split("## Artifacts")[1]
