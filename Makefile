@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.edgekd-installed
 
-.PHONY: fit test test-fast lint format install sshd
+.PHONY: fit test test-fast lint format install sshd chromium
 
 install: $(STAMP)
 
@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 fit: $(STAMP)
 	$(VENV)/bin/edgekd fit --target pi5
 
-test: $(STAMP) sshd
+test: $(STAMP) sshd chromium
 	$(VENV)/bin/python -m pytest -q
 
 # The edit loop: every test but the slow ones (conversions, longer training, sshd, torchrun, fit in a
@@ -32,6 +32,14 @@ sshd:
 		{ apt-get install -y -q openssh-server >/dev/null 2>&1 || \
 		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openssh-server >/dev/null 2>&1; }; }; } || \
 		echo "openssh-server is not installed: the SSH profiling tests will skip"
+
+# The report test renders report.html in headless Chromium: install Debian's chromium the same way
+# when it is missing and this user may; otherwise that test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -q chromium >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+		echo "chromium is not installed: the report's browser test will skip"
 
 # lint-imports checks the floors declared in pyproject.toml (docs/architecture.md).
 lint: $(STAMP)

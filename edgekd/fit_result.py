@@ -20,6 +20,9 @@ from typing import Any
 # 1: the first versioned layout (edgekd 0.1): result.json as 0.1.0 wrote it, plus this key.
 # 2: `config` is config.yaml's nested form: the training and distillation options moved under its
 #    `training` and `distillation` keys (`config.epochs` is `config.training.epochs`).
+# Keys added since (no key changed meaning, so no new version; a file without them still reads):
+#    `test_predictions` (per-class evidence), `teacher_latency` (the teacher timed here) and each
+#    target's `threads` (what its latency was predicted for).
 SCHEMA_VERSION = 2
 
 Json = dict[str, Any]
@@ -56,6 +59,7 @@ class TargetSummary(_Record):
     default_precision: str
     format: str
     budget_ms: float | None
+    threads: int | None = None  # what the latency was predicted for; None in runs before it was kept
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,11 @@ class FitResult(_Record):
     augmentation: Json | None = None
     baseline: Json | None = None
     plan: Json | None = None  # the training-time plan (edgekd.training_time)
+    # The test split's labels and both models' top-1 classes, and the misclassified examples kept as
+    # images in the run directory (edgekd.report.test_predictions).
+    test_predictions: Json | None = None
+    # The teacher exported in the student's host format and precision and timed here, or why not.
+    teacher_latency: Json | None = None
 
     @property
     def target(self) -> TargetSummary:
@@ -183,6 +192,7 @@ class FitResult(_Record):
         order = (
             "run", "config", "target", "targets", "data", "teacher", "student", "search", "export",
             "host_latency", "device_latency", "history", "augmentation", "baseline", "plan",
+            "test_predictions", "teacher_latency",
         )  # fmt: skip
         own.update(target=first["target"], export=first["export"], host_latency=first["host_latency"])
         return {"schema_version": SCHEMA_VERSION, **{key: own[key] for key in order}}
@@ -204,8 +214,14 @@ class FitResult(_Record):
             teacher=TeacherSummary.from_json(data["teacher"]),
             student=StudentSummary.from_json(data["student"]),
             history=tuple(data["history"]),
-            **{k: data.get(k) for k in ("search", "device_latency", "augmentation", "baseline", "plan")},
+            **{k: data.get(k) for k in _OPTIONAL},
         )
+
+
+# Keys a result.json may lack: written by later versions, or only by runs that measured them.
+_OPTIONAL = (
+    "search", "device_latency", "augmentation", "baseline", "plan", "test_predictions", "teacher_latency",
+)  # fmt: skip
 
 
 def search_summary(assessments, search) -> Json:

@@ -8,6 +8,7 @@ file) share it: the stages are made for the first of them, and the others' recor
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -237,6 +238,7 @@ class DeviceStage:
         context.device_latency = {
             "device": config.device,
             "uri": measurement.device,
+            "device_target": _device_target(config.device),
             "measurement": asdict(measurement),
             "measured_ms": measured,
             "statistic": measurement.statistic,
@@ -245,6 +247,114 @@ class DeviceStage:
             "measured_over_predicted": measured / predicted_ms,
         }
         write_json_atomic(context.run.device_profile, context.device_latency)
+
+
+def _device_target(spec: str) -> str | None:
+    """The target `--device` is, as far as edgekd knows: "host" for local, the target a registered
+    device was added for, None for a bare URI. The report sets a prediction beside a measurement only
+    when this is not another target."""
+    from edgekd.devices.registry import load_devices
+
+    if spec == "local":
+        return "host"
+    if "://" in spec:
+        return None
+    entry = load_devices().get(spec)
+    return entry.target if entry is not None else None
+
+
+class TeacherTimingStage:
+    """The teacher exported in the format and precision of the first student artifact timed here, and
+    timed here with the same threads through the same path (`export_for`, then `measure_latency`):
+    what the report's "x faster than the teacher" and "x smaller file" divide. Kept in the edgekd
+    cache (`teacher-latency/<key>.json`), keyed by the teacher's weights, the format, precision,
+    options, threads and this host, so a teacher is exported and timed once. Never done in the run
+    directory: the cache decides."""
+
+    name, detail = "teacher latency", ""
+
+    def is_done(self, run: RunDir) -> bool:
+        return False
+
+    def load(self, context: FitContext) -> None:  # pragma: no cover: never done, never loaded
+        raise AssertionError("TeacherTimingStage keeps nothing to load")
+
+    def run(self, context: FitContext) -> None:
+        context.teacher_latency = time_teacher(context)
+
+
+def time_teacher(context: FitContext) -> dict[str, Any]:
+    """The teacher's host latency and file size beside the student's (see `TeacherTimingStage`), or
+    `{"note": why not}`; a failure is not cached."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from edgekd.devices.local import host_description, measure_latency
+    from edgekd.errors import EdgeKDError
+    from edgekd.export.ship import export_for
+
+    timed = [t for t in context.targets if (context.shipped.get(t.name) or {}).get("host_latency")]
+    if not timed:
+        return {"note": "no student artifact could be timed on this host, so the teacher was not either"}
+    target, threads = timed[0], context.config.threads
+    fmt, precision = target.format, target.default_precision
+    options = target.format_options.get(fmt)
+    weights = weights_sha256(context.teacher.model)
+    if weights is None:
+        return {"note": "the teacher is an ONNX model: edgekd exports only PyTorch models"}
+    key = hashlib.sha256(
+        json.dumps([weights, fmt, precision, repr(options), threads, host_description()]).encode()
+    ).hexdigest()[:20]
+    cached = Path(context.cache_dir) / "teacher-latency" / f"{key}.json"
+    if cached.is_file():
+        try:
+            return {**json.loads(cached.read_text()), "cached": str(cached)}
+        except (OSError, ValueError):
+            pass  # a damaged entry is measured again and replaced
+    context.observer.stage("latency", f"teacher {context.teacher.info.arch} as {fmt} {precision}")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
+            artifact = export_for(
+                context.teacher.model,
+                fmt,
+                precision,
+                _ship_inputs(context, target),
+                arch=context.teacher.info.arch,
+                out_dir=Path(scratch),
+                stem="teacher",
+                options=options,
+            )
+            latency = measure_latency(artifact, threads=threads, observer=context.observer)
+            record = {
+                "arch": context.teacher.info.arch,
+                "format": fmt,
+                "precision": precision,
+                "size_bytes": artifact.size_bytes,
+                "latency": asdict(latency),
+                "student_file": context.shipped[target.name]["export"].file,
+                "weights_sha256": weights,
+            }
+    except EdgeKDError as e:
+        return {"note": f"the teacher could not be exported as {fmt} {precision} and timed here: {e}"}
+    write_json_atomic(cached, record)
+    return record
+
+
+def weights_sha256(model) -> str | None:
+    """sha256 over a model's parameter and buffer bytes, by name (None when it has none: an ONNX
+    teacher): the same weights give the same hash wherever they were loaded from."""
+    import torch
+
+    digest, state = hashlib.sha256(), model.state_dict()
+    if not state:
+        return None
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(state[name].shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class ReportStage:
@@ -281,7 +391,7 @@ def shipping_stages(context: FitContext) -> list[Stage]:
         stages.append(CheckStage(target))
     if context.config.device is not None:
         stages.append(DeviceStage())
-    return [*stages, ReportStage()]
+    return [*stages, TeacherTimingStage(), ReportStage()]
 
 
 def _prediction_basis(target) -> str:
@@ -309,6 +419,7 @@ def _target_results(context: FitContext) -> tuple[TargetResult, ...]:
                     target.default_precision,
                     target.format,
                     target.budgets.latency_ms,
+                    target.threads,
                 ),
                 predicted_latency_ms=costed.predicted_latency_ms,
                 predicted_by=_prediction_basis(target),
@@ -321,6 +432,26 @@ def _target_results(context: FitContext) -> tuple[TargetResult, ...]:
             )
         )
     return tuple(records)
+
+
+def _test_predictions(context: FitContext) -> dict[str, Any]:
+    """The test split's labels, the student's and the teacher's top-1 class for each image, and the
+    student's first misclassified images written into the run directory (`edgekd.report`)."""
+    import torch
+
+    from edgekd.report_evidence import predictions_record
+
+    context.student.eval()
+    with torch.no_grad():
+        student = torch.cat([context.student(x).argmax(1) for x in context.test_images.split(256)])
+    return predictions_record(
+        context.run.path,
+        context.data.preprocessing,
+        context.test_images,
+        context.test_labels.tolist(),
+        student.tolist(),
+        context.teacher_test_top1,
+    )
 
 
 def fit_result(context: FitContext) -> FitResult:
@@ -368,4 +499,6 @@ def fit_result(context: FitContext) -> FitResult:
         augmentation=context.views.to_json() if context.views else None,
         baseline=context.baseline,
         plan=context.timed,
+        test_predictions=_test_predictions(context),
+        teacher_latency=context.teacher_latency,
     )

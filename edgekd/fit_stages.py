@@ -58,6 +58,8 @@ class FitContext:
     teacher: Any = None
     teacher_seconds: float | None = None  # what training the teacher took, when it was trained here
     teacher_test: float | None = None
+    teacher_test_top1: list[int] | None = None  # its class for each test image, for the report
+    teacher_latency: dict[str, Any] | None = None  # the teacher timed on this host (fit_shipping)
     teacher_params: int | None = None
     teacher_macs: int | None = None
     views: ViewDecision | None = None
@@ -172,7 +174,9 @@ class TeacherStage(_NeverDone):
             accelerator=config.training.accelerator,
         )
         context.teacher_seconds = teacher_seconds
-        context.teacher_test = accuracy(*predict(context.teacher.model, data.test))
+        logits, labels = predict(context.teacher.model, data.test)
+        context.teacher_test = accuracy(logits, labels)
+        context.teacher_test_top1 = logits.argmax(1).tolist()
         context.teacher_params, context.teacher_macs = teacher_cost(context.teacher.model, data.input_size)
         context.views = view_decision(config, context.teacher.model, data)
 

@@ -136,60 +136,155 @@ class CandidatePoint:
     chosen: bool = False
 
 
-def pareto_plot(points: Sequence[CandidatePoint], budget_ms: float | None = None) -> bytes | None:
-    """Predicted latency against accuracy evidence (marker area: peak memory), the Pareto front joined
-    by a line, rejected candidates hollow, the chosen one ringed; candidates without evidence sit on
-    a strip below the axis. None when there is nothing to draw.
+def pareto_plot(
+    points: Sequence[CandidatePoint], budget_ms: float | None = None, target: str = "the target"
+) -> bytes | None:
+    """`pareto_figure` as PNG bytes; None when no candidate was trained.
 
     Example:
-        >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)])
+        >>> png = pareto_plot([CandidatePoint("a", 1.0, 2.0, 0.8, True, True, True)], budget_ms=5.0)
         >>> png[:4] == b"\\x89PNG"
         True
     """
-    if not points:
+    figure = pareto_figure(points, budget_ms, target)
+    return None if figure is None else to_png(figure)
+
+
+def pareto_figure(
+    points: Sequence[CandidatePoint], budget_ms: float | None = None, target: str = "the target"
+) -> Any:
+    """The trained candidates only: predicted latency on `target` against their accuracy evidence
+    (marker area: peak memory; hollow: rejected by a budget), the Pareto front drawn as a staircase and
+    named, the chosen one starred, the latency budget a labelled line. Candidates never trained have
+    no accuracy to place, so they are counted in the title, not drawn. None when none was trained.
+
+    Example:
+        >>> pareto_figure([CandidatePoint("a", 1.0, 2.0, None, True, False)]) is None
+        True
+    """
+    trained = [p for p in points if p.accuracy is not None]
+    if not trained:
         return None
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
-    figure = Figure(figsize=(7.5, 4.8), dpi=100, layout="constrained")
+    figure = Figure(figsize=(8.0, 5.0), dpi=100, layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
-    scored = [p.accuracy for p in points if p.accuracy is not None]
-    floor = (min(scored) - 0.05) if scored else 0.0
-    largest = max(p.memory_mb for p in points) or 1.0
+    largest = max(p.memory_mb for p in trained) or 1.0
 
-    def y(p: CandidatePoint) -> float:
-        return 100 * (p.accuracy if p.accuracy is not None else floor)
+    def size(p: CandidatePoint) -> float:
+        return 30 + 270 * p.memory_mb / largest
 
-    for p in points:
-        size = 30 + 270 * p.memory_mb / largest
+    for p in trained:
         face = "tab:blue" if p.feasible else "none"
-        axes.scatter([p.latency_ms], [y(p)], s=size, facecolors=face, edgecolors="tab:blue", alpha=0.7)
-        if p.accuracy is not None:  # untrained candidates crowd the bottom strip: no labels there
-            axes.annotate(
-                p.label, (p.latency_ms, y(p)), fontsize=7, xytext=(4, 3), textcoords="offset points"
-            )
-        if p.chosen:
-            axes.scatter([p.latency_ms], [y(p)], s=size * 2.2, facecolors="none", edgecolors="tab:red", lw=2)
-    front = sorted((p for p in points if p.on_front and p.accuracy is not None), key=lambda p: p.latency_ms)
-    if len(front) > 1:
-        axes.plot(
-            [p.latency_ms for p in front],
-            [y(p) for p in front],
-            color="tab:orange",
-            lw=1.2,
-            label="Pareto front",
+        axes.scatter([p.latency_ms], [100 * p.accuracy], s=size(p), facecolors=face, edgecolors="tab:blue",
+                     alpha=0.7, zorder=3)  # fmt: skip
+        axes.annotate(p.label, (p.latency_ms, 100 * p.accuracy), fontsize=7, xytext=(5, 4),
+                      textcoords="offset points")  # fmt: skip
+    handles = [
+        Line2D([], [], ls="", marker="o", color="tab:blue", label="trained, within the budgets"),
+        Line2D([], [], ls="", marker="o", mfc="none", color="tab:blue", label="trained, over a budget"),
+    ]
+    front = sorted((p for p in trained if p.on_front), key=lambda p: p.latency_ms)
+    if front:
+        xs, ys = [p.latency_ms for p in front], [100 * p.accuracy for p in front]
+        # a staircase: each front member is the best accuracy up to the next one's latency
+        axes.step(xs, ys, where="post", color="tab:orange", lw=1.6, zorder=2)
+        axes.scatter(xs, ys, s=[size(p) for p in front], facecolors="none", edgecolors="tab:orange",
+                     lw=1.6, zorder=4)  # fmt: skip
+        handles.append(
+            Line2D([], [], color="tab:orange", marker="o", mfc="none", label=f"Pareto front ({len(front)})")
         )
-        axes.legend(loc="lower right")
+    for p in (p for p in trained if p.chosen):
+        axes.scatter([p.latency_ms], [100 * p.accuracy], s=260, marker="*", color="tab:red", zorder=5)
+        handles.append(Line2D([], [], ls="", marker="*", ms=12, color="tab:red", label=f"chosen: {p.label}"))
     if budget_ms is not None:
-        axes.axvline(budget_ms, color="grey", ls="--", lw=1)
-        axes.annotate("latency budget", (budget_ms, axes.get_ylim()[0]), fontsize=7, rotation=90, va="bottom")
+        axes.axvline(budget_ms, color="tab:gray", ls="--", lw=1.2)
+        handles.append(Line2D([], [], color="tab:gray", ls="--", label=f"latency budget {budget_ms:g} ms"))
     axes.set_xscale("log")
-    axes.set_xlabel("predicted latency on the target (ms, log scale)")
-    untrained = len(points) - len(scored)
-    axes.set_ylabel(
-        "validation accuracy (%)" + (f"; {untrained} not trained, at the bottom" if untrained else "")
+    # plain milliseconds (0.5, 2, 20) rather than powers of ten, at 1, 2 and 5 of each decade
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axes.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    axes.set_xlabel(f"predicted latency on {target} (ms, log scale)")
+    axes.set_ylabel("first-rung validation accuracy (%)")
+    untrained = len(points) - len(trained)
+    axes.set_title(
+        f"{len(trained)} trained candidates"
+        + (f" ({untrained} not trained, not drawn)" if untrained else "")
+        + "; marker area = peak memory",
+        fontsize=10,
     )
-    axes.set_title("student search: filled = feasible, area = peak memory, ringed = chosen")
-    axes.grid(alpha=0.3)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(handles=handles, loc="best", fontsize=8, framealpha=0.9)
+    return figure
+
+
+def confusion_plot(labels: Sequence[str], panels: Sequence[tuple[str, Any]]) -> bytes:
+    """Confusion matrices side by side (row: true class, column: predicted), each cell shaded by the
+    share of its row, with the count written in when the classes are few enough to read.
+
+    Args:
+        labels: the class names, in the matrices' order.
+        panels: (title, square matrix of counts) per model.
+
+    Example:
+        >>> png = confusion_plot(["a", "b"], [("student", [[3, 1], [0, 4]])])
+        >>> png[:4] == b"\\x89PNG"
+        True
+    """
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    classes = len(labels)
+    side = min(7.0, max(3.6, 0.38 * classes + 1.8))
+    figure = Figure(figsize=(side * len(panels) + 0.8, side), dpi=100, layout="constrained")
+    image = None
+    for index, (title, counts) in enumerate(panels, start=1):
+        counts = np.asarray(counts)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        axes = figure.add_subplot(1, len(panels), index)
+        image = axes.imshow(100 * shares, cmap="Blues", vmin=0, vmax=100)
+        axes.set_title(title, fontsize=10)
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        if classes <= 40:
+            ticks = range(classes)
+            font = 8 if classes <= 15 else 6
+            axes.set_xticks(ticks, [str(label) for label in labels], rotation=90, fontsize=font)
+            axes.set_yticks(ticks, [str(label) for label in labels], fontsize=font)
+        if classes <= 20:
+            for (row, column), count in np.ndenumerate(counts):
+                if count:
+                    dark = shares[row, column] > 0.5
+                    axes.text(column, row, str(count), ha="center", va="center", fontsize=7,
+                              color="white" if dark else "black")  # fmt: skip
+    figure.colorbar(image, ax=figure.axes, shrink=0.8, label="share of the true class (%)")
+    return to_png(figure)
+
+
+def examples_grid(examples: Sequence[tuple[Any, str]], columns: int = 6) -> bytes:
+    """Images in a grid, each captioned (the report's "true → predicted").
+
+    Args:
+        examples: (uint8 HWC RGB array, caption) per image.
+        columns: images per row at most.
+
+    Example:
+        >>> import numpy as np
+        >>> examples_grid([(np.zeros((8, 8, 3), np.uint8), "cat → dog")])[:4] == b"\\x89PNG"
+        True
+    """
+    from matplotlib.figure import Figure
+
+    columns = max(1, min(columns, len(examples)))
+    rows = math.ceil(len(examples) / columns)
+    figure = Figure(figsize=(1.9 * columns, 2.1 * rows), dpi=100, layout="constrained")
+    for index, (pixels, caption) in enumerate(examples, start=1):
+        axes = figure.add_subplot(rows, columns, index)
+        axes.imshow(pixels, interpolation="nearest")
+        axes.set_title(caption, fontsize=8)
+        axes.set_axis_off()
     return to_png(figure)
 
 

@@ -3,7 +3,10 @@ fit's `FitResult` (what `result.json` holds).
 
 Both reports render one document model (`edgekd.report_markup`: sections of paragraphs, tables and
 figures), so they carry the same information and differ only in markup. A new figure is one drawing
-function in `edgekd.plots` and one line in `make_plots`.
+function in `edgekd.plots` and one line in `make_plots`. What the report says a run got (the headline
+against the teacher, the per-class evidence, every artifact) is computed in `edgekd.report_evidence`;
+`regenerate` writes the report again from a run directory (`edgekd report`), `update_after_export`
+after `edgekd export` wrote into one.
 """
 
 from __future__ import annotations
@@ -13,8 +16,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd._io import atomic_path, write_bytes_atomic, write_text_atomic
+from edgekd._io import atomic_path, write_bytes_atomic, write_json_atomic, write_text_atomic
 from edgekd.plots import CandidatePoint, pareto_plot, training_curves
+from edgekd.report_evidence import (
+    CONFUSION,
+    EXAMPLES,
+    LaterExports,
+    class_plots,
+    class_section,
+    headline,
+    later_export_rows,
+    predicted_against_measured,
+    read_later_exports,
+    split_phrase,
+)
 from edgekd.report_markup import Code, Plot, Section, Table, html_page, markdown
 from edgekd.training_time import report_line
 
@@ -33,16 +48,17 @@ def write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
         writer.writerows(history)
 
 
-def make_plots(result: FitResult) -> list[Plot]:
+def make_plots(result: FitResult, run_path: Path | None = None) -> list[Plot]:
     """Draw the report's figures; one that has no data to show is left out.
 
     Args:
         result: the fit's result.
+        run_path: the run directory, where the misclassified examples' images are (None: not drawn).
 
     Returns:
         The figures in the order the reports show them.
     """
-    plots = []
+    plots = class_plots(result, run_path)
     curves = training_curves(list(result.history), (result.baseline or {}).get("history"))
     if curves is not None:
         plots.append(Plot("Training curves", "training-curves.png", curves))
@@ -63,16 +79,59 @@ def make_plots(result: FitResult) -> list[Plot]:
                 )
                 for c in search["candidates"]
             ]
-            png = pareto_plot(points, budget_ms=record.target.budget_ms)
+            png = pareto_plot(points, budget_ms=record.target.budget_ms, target=name)
             if png is None:
                 continue
+            trained = sum(p.accuracy is not None for p in points)
+            evidence = f"{trained} of {len(points)} candidates trained; first-rung validation accuracy"
             if len(records) == 1:
-                title, filename = "Student search: Pareto front (first-rung accuracy)", "search-pareto.png"
+                title, filename = f"Student search on {name}: Pareto front ({evidence})", "search-pareto.png"
             else:
-                title = f"Student search, latency on {name}: front of all targets (first-rung accuracy)"
+                title = f"Student search, latency on {name}: front of all targets ({evidence})"
                 filename = f"search-pareto-{name}.png"
             plots.append(Plot(title, filename, png))
     return plots
+
+
+def regenerate(run_path: Path) -> list[Path]:
+    """`edgekd report RUN`: the reports and figures written again from the run's result.json (and its
+    exports.json, misclassified images). Raises `ConfigError` naming the file when it is missing or
+    not a finished run's result."""
+    import json
+
+    from edgekd.errors import ConfigError
+    from edgekd.fit_result import FitResult
+    from edgekd.rundir import RunDir
+
+    path = RunDir(run_path).result
+    if not path.is_file():
+        raise ConfigError(f"{path}: no result.json; a run directory holds one once its fit finished.")
+    try:
+        result = FitResult.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path}: not an edgekd result.json ({e}).") from e
+    return write_reports(RunDir(run_path, tuple(r.target.name for r in result.targets)), result)
+
+
+def update_after_export(out_dir: Path, parity_split: str = "validation", parity_images: int | None = None):
+    """What `edgekd export` calls after writing `out_dir/exports.json`: record in it which split and
+    how many images its parity used, and, when `out_dir` is a finished fit run's `exports/` (or a
+    target's folder in it), write that run's report again so its artifacts table lists the new files.
+    Returns the report's path, or None when `out_dir` belongs to no run."""
+    import json
+
+    from edgekd.rundir import RunDir
+
+    summary_path = Path(out_dir) / "exports.json"
+    summary = json.loads(summary_path.read_text())
+    summary["parity"] = {"split": parity_split, "images": parity_images}
+    write_json_atomic(summary_path, summary)
+    here = Path(out_dir).resolve()
+    for run in (RunDir(here.parent), RunDir(here.parent.parent)):
+        if run.result.is_file() and here.is_relative_to(run.path / "exports"):
+            regenerate(run.path)
+            return run.report_html
+    return None
 
 
 def write_reports(run: RunDir, result: FitResult) -> list[Path]:
@@ -88,24 +147,26 @@ def write_reports(run: RunDir, result: FitResult) -> list[Path]:
     Returns:
         The paths written: the figures, then `report.md`, then `report.html`.
     """
-    plots = make_plots(result)
+    plots = make_plots(result, run.path)
+    later = read_later_exports(run.path)
     written = [write_bytes_atomic(run.path / plot.filename, plot.png) for plot in plots]
-    written.append(write_text_atomic(run.report_md, render_markdown(result, plots)))
-    written.append(write_text_atomic(run.report_html, render_html(result, plots)))
+    written.append(write_text_atomic(run.report_md, render_markdown(result, plots, later)))
+    written.append(write_text_atomic(run.report_html, render_html(result, plots, later)))
     return written
 
 
-def render_markdown(result: FitResult, plots: Sequence[Plot] = ()) -> str:
+def render_markdown(result: FitResult, plots: Sequence[Plot] = (), later: LaterExports | None = None) -> str:
     """The report as Markdown; figures are links to their PNG files beside `report.md`.
 
     Args:
         result: the fit's result.
         plots: the figures, as `make_plots` draws them.
+        later: what `edgekd export` wrote into the run since (`read_later_exports`).
     """
-    return markdown(_document(result, plots))
+    return markdown(_document(result, plots, later))
 
 
-def render_html(result: FitResult, plots: Sequence[Plot] = ()) -> str:
+def render_html(result: FitResult, plots: Sequence[Plot] = (), later: LaterExports | None = None) -> str:
     """The report as one self-contained HTML file: inline CSS, figures as data URIs, no scripts.
 
     Every piece of text from `result` is HTML-escaped.
@@ -113,17 +174,19 @@ def render_html(result: FitResult, plots: Sequence[Plot] = ()) -> str:
     Args:
         result: the fit's result.
         plots: the figures, as `make_plots` draws them.
+        later: what `edgekd export` wrote into the run since (`read_later_exports`).
     """
-    return html_page(_document(result, plots))
+    return html_page(_document(result, plots, later))
 
 
-def _document(result: FitResult, plots: Sequence[Plot]) -> list[Section]:
+def _document(result: FitResult, plots: Sequence[Plot], later: LaterExports | None = None) -> list[Section]:
     """What the reports say, independent of markup."""
-    t, s, data = result.teacher, result.student, result.data
+    s, data = result.student, result.data
     records = result.targets
-    several = len(records) > 1
     names = ", ".join(r.target.name for r in records)
     described = " ".join(f"{r.target.description}." for r in records)
+    top = headline(result)
+    class_figures = tuple(p for p in plots if p.filename in (CONFUSION, EXAMPLES))
     sections = [
         Section(
             f"edgekd fit: {s.arch} for {names}",
@@ -131,16 +194,10 @@ def _document(result: FitResult, plots: Sequence[Plot]) -> list[Section]:
                 f"{described} Data: {data.name} "
                 f"({data.train}/{data.val}/{data.test} train/val/test images, "
                 f"{data.num_classes} classes, {data.input_size} px).",
-                Table(
-                    ("", "teacher", "student"),
-                    (
-                        ("model", t.arch, s.arch),
-                        ("params", f"{t.params:,}", f"{s.params:,}"),
-                        ("MACs", _num(t.macs, ","), f"{s.macs:,}"),
-                        ("test accuracy", _pct(t.test_accuracy), _pct(s.test_accuracy)),
-                    ),
-                ),
-                f"Teacher: {t.source}.",
+                top.table,
+                *top.notes,
+                predicted_against_measured(result),
+                f"Teacher: {result.teacher.source}.",
                 f"Student choice: {s.reason}",
                 *([kept] if (kept := retention_sentence(result)) else []),
                 *([f"Distillation: {s.distillation}."] if s.distillation else []),
@@ -149,57 +206,86 @@ def _document(result: FitResult, plots: Sequence[Plot]) -> list[Section]:
                 *report_line(result.plan),
             ),
         ),
-        Section(
-            "Export",
-            (
-                Table(
-                    (
-                        *(("for",) if several else ()),
-                        "artifact",
-                        "format",
-                        "size",
-                        "top-1 agreement",
-                        "max abs logit diff",
-                        "artifact accuracy",
-                    ),
-                    tuple(
-                        (*((_shipped_to(r, records),) if several else ()), *row)
-                        for r in records
-                        if not r.shared_with
-                        for row in _export_rows(r.export)
-                    ),
-                ),
-            ),
-        ),
+        class_section(result, class_figures),
+        Section("Artifacts", _artifact_blocks(result, later)),
         Section(
             "Latency",
             (
                 Table(
-                    ("where", "how", "ms", "p90 ms"),
+                    ("predicted for", "threads", "precision", "ms", "how"),
                     tuple(
-                        row
-                        for r in records
-                        for row in (
-                            (
-                                r.target.name,
-                                f"predicted ({r.target.default_precision}): {r.predicted_by}",
-                                f"{r.predicted_latency_ms:.2f}",
-                                "",
-                            ),
-                            *(() if r.shared_with else _host_latency_rows(r.host_latency)),
+                        (
+                            r.target.name,
+                            _num(r.target.threads, "d"),
+                            r.target.default_precision,
+                            f"{r.predicted_latency_ms:.2f}",
+                            r.predicted_by,
                         )
+                        for r in records
                     ),
                 ),
+                Table(
+                    ("measured on this host", "artifact", "how", "ms", "p90 ms"),
+                    (
+                        *(
+                            row
+                            for r in records
+                            if not r.shared_with
+                            for row in _host_latency_rows(r.host_latency, r.export.file)
+                        ),
+                        *_teacher_latency_rows(result.teacher_latency),
+                    ),
+                ),
+                "This host is not the target: its figures compare the student with the teacher and the "
+                "formats with each other, not with the prediction.",
                 *_cold_start_lines(records),
                 *_device_lines(result.device_latency),
                 *_device_layers(result.device_latency),
             ),
         ),
-        Section("Distillation", (_epoch_table(result.history),)),
+        Section("Distillation", (_epoch_table(result.history, data.val),)),
     ]
-    if plots:
-        sections.append(Section("Figures", tuple(plots)))
+    others = tuple(p for p in plots if p not in class_figures)
+    if others:
+        sections.append(Section("Figures", others))
     return sections
+
+
+def _artifact_blocks(result: FitResult, later: LaterExports | None) -> tuple[str | Table, ...]:
+    """Every artifact of the run in one table: fit's (parity on the whole test split) and, when
+    `edgekd export` wrote into the run since, its rows (parity on validation images)."""
+    records = result.targets
+    several = len(records) > 1
+    fit_rows = tuple(
+        (*row[:1], "fit" + (f" ({_shipped_to(r, records)})" if several else ""), *row[1:])
+        for r in records
+        if not r.shared_with
+        for row in _export_rows(r.export, _host_ms(r.host_latency))
+    )
+    blocks: list[str | Table] = [
+        Table(
+            (
+                "artifact",
+                "made by",
+                "what",
+                "status",
+                "size",
+                "top-1 agreement",
+                "max abs logit diff",
+                "accuracy",
+                "host ms",
+            ),
+            fit_rows + (later_export_rows(later) if later else ()),
+        ),
+        "Top-1 agreement is with the PyTorch student on the same images. fit checks its artifacts on "
+        f"the whole test split ({result.data.test:,} images).",
+    ]
+    if later is not None:
+        blocks.append(
+            f"edgekd export ({later.file}) checks on {split_phrase(later.split, later.images)}"
+            f"{'' if later.images is not None else ' (count not recorded)'}; its host ms is the median."
+        )
+    return tuple(blocks)
 
 
 def retention_sentence(result: FitResult) -> str | None:
@@ -247,8 +333,9 @@ def _shipped_to(record: TargetResult, records: Sequence[TargetResult]) -> str:
     return ", ".join([name, *(r.target.name for r in records if r.shared_with == name)])
 
 
-def _export_rows(e: ExportRecord) -> tuple[tuple[str, ...], ...]:
-    """One artifact's row, its parity on the test split, and its post-training comparison if any."""
+def _export_rows(e: ExportRecord, host_ms: str = "") -> tuple[tuple[str, ...], ...]:
+    """One artifact's row (without its "made by"), its parity on the test split, and its post-training
+    comparison if any."""
     parity = e.parity
     return (
         (
@@ -256,19 +343,28 @@ def _export_rows(e: ExportRecord) -> tuple[tuple[str, ...], ...]:
             f"{e.format}, {e.precision}"
             + (" quantization-aware" if e.quantization_aware else "")
             + f", {e.layout}",
+            "shipped" if parity else (e.parity_note or "not run"),
             f"{e.size_bytes / 1e6:.2f} MB",
             *(
-                (
-                    _pct(parity["top1_agreement"]),
-                    f"{parity['max_abs_diff']:.2e}",
-                    _pct(parity["artifact_accuracy"]),
-                )
+                (_pct(parity["top1_agreement"]), f"{parity['max_abs_diff']:.2e}", _accuracy_on(parity))
                 if parity
-                else (e.parity_note or "not run", "", "")
+                else ("n/a", "", "n/a")
             ),
+            host_ms,
         ),
         *_post_training_row(e),
     )
+
+
+def _host_ms(latency: dict[str, Any] | None) -> str:
+    from edgekd.devices import central_figure
+
+    return "" if not latency else f"{central_figure(latency)[1]:.3f}"
+
+
+def _accuracy_on(parity: dict[str, Any]) -> str:
+    """An artifact's accuracy and the images it was measured on (fit: the test split)."""
+    return f"{_pct(parity['artifact_accuracy'])} ({split_phrase('test', parity.get('samples'))})"
 
 
 def _cold_start_lines(records: Sequence[TargetResult]) -> tuple[str, ...]:
@@ -293,11 +389,11 @@ def _device_lines(device: dict[str, Any] | None) -> tuple[str, ...]:
     m = device["measurement"]
     fp = m["fingerprint"]
     where = ", ".join(str(fp[k]) for k in ("cpu", "model", "os") if fp.get(k))
+    threads = m["latency"].get("threads")
     return (
         f"Measured on {device['device']} ({device['uri']}; {where}): {device['measured_ms']:.3f} ms "
-        f"{device['statistic']} over {m['latency']['runs']} runs against {device['predicted_ms']:.3f} ms "
-        f"predicted for {device['predicted_for']} (measured / predicted = "
-        f"{device['measured_over_predicted']:.2f}).",
+        f"{device['statistic']} over {m['latency']['runs']} runs"
+        + (f", {threads} thread{'s' if threads != 1 else ''}." if threads is not None else "."),
     )
 
 
@@ -315,7 +411,7 @@ def _device_layers(device: dict[str, Any] | None, top: int = 10) -> tuple[Table,
     return (Table(("slowest layers on the device", "type", "ms", "share"), rows),)
 
 
-def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:
+def _host_latency_rows(lat: dict[str, Any] | None, what: str) -> tuple[tuple[str, ...], ...]:
     from edgekd.devices import central_figure, runtime_description
 
     if not lat:
@@ -323,11 +419,21 @@ def _host_latency_rows(lat: dict[str, Any] | None) -> tuple[tuple[str, ...], ...
     statistic, figure = central_figure(lat)
     return (
         (
-            f"this host: {lat['device']}",
-            f"measured {statistic}, {runtime_description(lat)}, {lat['runs']} runs",
+            lat["device"],
+            Code(what),
+            f"{statistic}, {runtime_description(lat)}, {lat['runs']} runs",
             f"{figure:.3f}",
             f"{lat['p90_ms']:.3f}",
         ),
+    )
+
+
+def _teacher_latency_rows(timed: dict[str, Any] | None) -> tuple[tuple[str, ...], ...]:
+    """The teacher, exported like the student and timed here the same way (cached per teacher)."""
+    if not timed or "latency" not in timed:
+        return ()
+    return _host_latency_rows(
+        timed["latency"], f"teacher {timed['arch']} ({timed['format']} {timed['precision']})"
     )
 
 
@@ -342,21 +448,23 @@ def _post_training_row(export: ExportRecord) -> tuple[tuple[str, ...], ...]:
         (
             Code(ptq["file"]),
             f"{export.format}, {export.precision} post-training (comparison), {export.layout}",
+            "comparison, not shipped",
             f"{ptq['size_bytes'] / 1e6:.2f} MB",
             _pct(p["top1_agreement"]),
             f"{p['max_abs_diff']:.2e}",
-            _pct(p["artifact_accuracy"]),
+            _accuracy_on(p),
+            "",
         ),
     )
 
 
-def _epoch_table(history: list[dict[str, Any]]) -> Table:
+def _epoch_table(history: list[dict[str, Any]], val_images: int) -> Table:
     # .get: a history.json from before a metric existed lacks its key, and resuming such a run must work.
     return Table(
         (
             "epoch",
             "train loss",
-            "val accuracy",
+            f"val accuracy ({split_phrase('validation', val_images)})",
             "val agreement with teacher",
             "val KL to teacher",
             "val ECE",

@@ -96,7 +96,20 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert len(result["history"]) == 2
     assert yaml.safe_load((run / "config.yaml").read_text())["distillation"]["loss"] == ["kd", "fitnet:0.5"]
     report = (run / "report.md").read_text()
-    assert "| test accuracy |" in report and "uncalibrated" in report
+    assert "| accuracy (test, 269 images) |" in report and "uncalibrated" in report
+    # the teacher, exported as the student's file was and timed here with the same threads
+    teacher = result["teacher_latency"]
+    assert (teacher["format"], teacher["precision"]) == ("tflite", "fp32") and teacher["latency"][
+        "threads"
+    ] == 1
+    assert teacher["size_bytes"] > result["export"]["size_bytes"] and teacher["latency"]["median_ms"] > 0
+    assert "| file (tflite fp32) |" in report and "faster |" in report
+    predictions = result["test_predictions"]
+    assert len(predictions["true"]) == len(predictions["student"]) == len(predictions["teacher"]) == 269
+    right = sum(t == s for t, s in zip(predictions["true"], predictions["student"], strict=True))
+    assert right / 269 == pytest.approx(result["student"]["test_accuracy"], abs=1e-6)
+    assert all((run / e["file"]).is_file() for e in predictions["examples"])
+    assert "## Per class (test, 269 images)" in report and (run / "confusion-matrix.png").is_file()
     assert "data:image/png;base64," in (run / "report.html").read_text()
     baseline = result["baseline"]
     assert baseline == json.loads((run / "baseline.json").read_text()) and baseline["kind"] == "scratch"
@@ -114,6 +127,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert "done in an earlier attempt" in resumed.stderr and "reusing cached teacher" in resumed.stderr
     assert "baseline: the student without the teacher epoch" not in resumed.stderr
     assert len(list((tmp_path / "runs").iterdir())) == 1
+    assert json.loads((run / "result.json").read_text())["teacher_latency"]["cached"]  # timed once
 
     # the run's student to two more formats, parity on the run's own validation images
     export_args = ["export", str(run), "--format", "onnx,coreml", "--precision", "fp32", "--no-latency"]
@@ -131,6 +145,14 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         ("coreml", "exported, spec checked (cannot run here)"),
     ]
     assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "model-fp32.mlpackage").is_dir()
+    # export kept the run's report current: its artifacts, fit's and export's, in one table
+    report = (run / "report.md").read_text()
+    assert "| `exports/student-fp32.tflite` | fit |" in report
+    assert "| `exports/model-fp32.onnx` | edgekd export | onnx, fp32 | ok |" in report
+    assert "checks on validation, 256 images" in report
+    (run / "report.html").unlink()
+    again = subprocess.run([*EDGEKD, "report", str(run)], capture_output=True, text=True, cwd=REPO)
+    assert again.returncode == 0 and (run / "report.html").is_file(), again.stderr[-3000:]
 
 
 def test_several_targets_on_the_command_line_and_in_config_yaml(tmp_path, capsys):

@@ -16,7 +16,8 @@ from tests.test_report import as_result, make_result
 # result.json's keys as edgekd 0.1.0 wrote them; other tools read these.
 RESULT_KEYS = {
     "run", "config", "target", "targets", "data", "teacher", "student", "search", "export",
-    "host_latency", "device_latency", "history", "augmentation", "baseline", "plan",
+    "host_latency", "device_latency", "history", "augmentation", "baseline", "plan", "test_predictions",
+    "teacher_latency",
 }  # fmt: skip
 
 

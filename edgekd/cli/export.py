@@ -52,6 +52,7 @@ def export_command(
     from edgekd.export.parity import load_gates
     from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
     from edgekd.export_source import load_export_source
+    from edgekd.report import update_after_export
     from edgekd.rundir import RunDir
 
     if all_formats and format_names:
@@ -93,6 +94,7 @@ def export_command(
         if row.detail and row.status != "ok":
             console.print(f"[bold]{row.format} {row.precision}[/bold] ({row.status}): {row.detail}")
     console.print(f"wrote {summary}")
+    update_after_export(out_dir, parity_images=len(inputs.targets))
     _next_steps(console, rows, out_dir)
     failed = [r for r in rows if r.failed]
     if failed:
