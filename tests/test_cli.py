@@ -130,7 +130,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         ("onnx", "ok"),
         ("coreml", "exported, spec checked (cannot run here)"),
     ]
-    assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "model-fp32.mlpackage").is_dir()
+    assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "student-fp32.mlpackage").is_dir()
 
 
 def test_several_targets_on_the_command_line_and_in_config_yaml(tmp_path, capsys):
