@@ -40,6 +40,14 @@ def export_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Decoded-image cache (default: user cache dir).")
     ] = None,
+    bundle: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Write OUT/<platform>/ for an app: android (.tflite with TFLite Metadata) or ios (Core ML "
+            "classifier); repeatable. android adds tflite fp32 to the exports.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
     from rich.console import Console
@@ -48,6 +56,7 @@ def export_command(
     from edgekd._console import RichObserver
     from edgekd._io import write_json_atomic
     from edgekd.artifact import FORMATS
+    from edgekd.export.bundle import check_platforms
     from edgekd.export.parity import load_gates
     from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
     from edgekd.export_source import load_export_source
@@ -58,7 +67,10 @@ def export_command(
         FORMATS.names() if all_formats or not format_names else [f.strip() for f in format_names.split(",")]
     )
     precisions = [p.strip() for p in precision.split(",")] if precision else None
+    platforms = check_platforms(bundle or [])
     pairs = requested_pairs(formats, precisions)
+    if "android" in platforms and ("tflite", "fp32") not in pairs:
+        pairs.append(("tflite", "fp32"))  # the file the Android bundle carries, parity-checked like the rest
     for what, directory in (("--out", out), ("--cache-dir", cache_dir)):
         if directory is not None:
             check_directory(what, directory)
@@ -91,6 +103,8 @@ def export_command(
             console.print(f"[bold]{row.format} {row.precision}[/bold] ({row.status}): {row.detail}")
     console.print(f"wrote {summary}")
     failed = [r for r in rows if r.failed]
+    if platforms:
+        _write_bundles(platforms, loaded, inputs.preprocessing, rows, out_dir, console)
     if failed:
         raise EdgeKDError(
             f"{len(failed)} of {len(rows) - 1} exports failed: "
@@ -122,3 +136,33 @@ def _export_table(rows, title: str):
             latency,
         )
     return table
+
+
+def _write_bundles(platforms, loaded, preprocessing, rows, out_dir: Path, console) -> None:
+    """The app bundles, from the tflite fp32 export of `rows` (Android, only if it passed parity) and
+    from the model (iOS)."""
+    from edgekd.artifact import load_artifact
+    from edgekd.export.bundle import write_bundles
+    from edgekd.export.suite import OK
+
+    tflite = next(
+        (
+            load_artifact(Path(r.file))
+            for r in rows
+            if (r.format, r.precision, r.status) == ("tflite", "fp32", OK)
+        ),
+        None,
+    )
+    bundles = write_bundles(
+        platforms,
+        loaded.model,
+        loaded.arch,
+        preprocessing,
+        out_dir,
+        tflite=tflite,
+        coreml_options=loaded.format_options.get("coreml"),
+    )
+    for written in bundles:
+        console.print(
+            f"{written.platform} bundle: {written.directory} ({written.model.name}, labels.txt, README.md)"
+        )
