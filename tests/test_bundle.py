@@ -142,3 +142,16 @@ def test_export_command_writes_both_bundles(model, digits, tmp_path, capsys):
     )
     assert (out / "ios" / "student-fp32.mlpackage" / "Manifest.json").is_file()
     assert "android bundle:" in printed and "ios bundle:" in printed
+
+
+def test_fit_bundles_each_platform_its_targets_serve():
+    from edgekd.fit_shipping import bundle_stages
+    from edgekd.targets import get_target
+
+    targets = [get_target(name) for name in ("ethos-u55", "pi5", "pi4", "apple-ane")]
+    # ethos-u55 ships int8 for an NPU: the Android bundle comes from the first float TFLite target.
+    assert [(s.platform, s.target.name) for s in bundle_stages(targets)] == [
+        ("android", "pi5"),
+        ("ios", "apple-ane"),
+    ]
+    assert bundle_stages([get_target("ethos-u55"), get_target("intel-cpu")]) == []

@@ -81,6 +81,10 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "training-curves.png",
         "exports/student-fp32.tflite",
         "exports/student-fp32.tflite.json",
+        # pi5 ships float TFLite: fit writes the Android bundle too.
+        "exports/android/student-fp32.tflite",
+        "exports/android/labels.txt",
+        "exports/android/README.md",
     ):
         assert (run / name).exists(), name
     result = json.loads((run / "result.json").read_text())
