@@ -162,7 +162,15 @@ def _write_bundles(platforms, loaded, preprocessing, rows, out_dir: Path, consol
         tflite=tflite,
         coreml_options=loaded.format_options.get("coreml"),
     )
+    from edgekd.runtimes import can_run_here
+
     for written in bundles:
+        note = (
+            ""
+            if written.platform != "ios" or can_run_here("coreml")
+            else "; spec validated, Core ML cannot run here"
+        )
         console.print(
-            f"{written.platform} bundle: {written.directory} ({written.model.name}, labels.txt, README.md)"
+            f"{written.platform} bundle: {written.directory} "
+            f"({written.model.name}, labels.txt, README.md{note})"
         )
