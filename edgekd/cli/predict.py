@@ -10,9 +10,15 @@ import typer
 
 def predict_command(
     artifact: Annotated[
-        Path, typer.Argument(help="An exported file (.tflite, .xml, .onnx) with its sidecar .json beside it.")
+        Path,
+        typer.Argument(
+            metavar="ARTIFACT",
+            help="An exported file (.tflite, .xml, .onnx) with its sidecar .json beside it.",
+        ),
     ],
-    images: Annotated[list[Path], typer.Argument(help="Image files to classify.", show_default=False)],
+    images: Annotated[
+        list[Path], typer.Argument(metavar="IMAGE", help="Image files to classify.", show_default=False)
+    ],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Labels to print per image.")] = 5,
     threads: Annotated[int, typer.Option(min=1, help="Runtime threads.")] = 1,
 ) -> None:
