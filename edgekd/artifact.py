@@ -92,12 +92,68 @@ class Contract:
     # "tensor": float input normalised with mean/std. "image": RGB pixels in [0, 255], the
     # normalisation baked into the artifact (Core ML's image input).
     input_kind: str = "tensor"
+    # How an image file becomes the input, the steps `edgekd predict` and the bundles' snippets take:
+    # decode it as `channel_order`, resize the whole image (no crop, aspect ratio not kept) to the
+    # input size with `resize`, scale the [0, 255] pixels linearly to `pixel_range`, then (x - mean) /
+    # std per channel, done by whoever `normalisation` names: "consumer" (the caller, before feeding)
+    # or "model" (inside the artifact, which then takes the pixels: mean/std are for information).
+    channel_order: str = "RGB"
+    resize: str = "bilinear"
+    pixel_range: tuple[float, float] = (0.0, 1.0)
+    normalisation: str = "consumer"
+    # The output tensor's name, and what it holds: "logits" (softmax gives probabilities) or
+    # "probabilities" (they sum to 1), one value per label in `labels` order.
+    output_name: str = "logits"
+    output_kind: str = "logits"
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the input image."""
+        if self.layout == "NHWC":
+            return self.input_shape[1], self.input_shape[2]
+        return self.input_shape[2], self.input_shape[3]
+
+    def feeding_steps(self) -> str:
+        """The preprocessing in one sentence, for the sidecar and the bundles' READMEs."""
+        height, width = self.image_size
+        size = f"{width}x{height}"
+        low, high = self.pixel_range
+        resize = f"resize the whole image to {size} ({self.resize}, no crop)"
+        if self.normalisation == "model":
+            return (
+                f"decode as {self.channel_order}; {resize}; feed the {self.channel_order} pixels in "
+                f"[0, 255] to {self.input_name!r}. Do NOT normalise: the model scales them to "
+                f"[{low:g}, {high:g}] and applies mean/std itself."
+            )
+        return (
+            f"decode as {self.channel_order}; {resize}; scale pixels from [0, 255] to [{low:g}, {high:g}]; "
+            f"subtract mean {list(self.mean)} and divide by std {list(self.std)} per channel; feed "
+            f"{self.io_dtype} {self.layout} {list(self.input_shape)} to {self.input_name!r}"
+            + (" (quantized with input_quant)" if self.io_dtype == "int8" else "")
+            + "."
+        )
+
+    def reading_steps(self) -> str:
+        """What the output holds, in one sentence."""
+        what = (
+            "raw logits (apply softmax for probabilities)"
+            if self.output_kind == "logits"
+            else ("probabilities (they sum to 1)")
+        )
+        dequantize = "; dequantize with output_quant first" if self.io_dtype == "int8" else ""
+        return f"{self.output_name!r} holds {len(self.labels)} {what}, in the order of labels{dequantize}."
+
+
+INPUT_NAME = "image"  # every format's input tensor, where the format lets edgekd name it
+# Every artifact is named <stem>-<precision><suffix>; `fit` and `edgekd export` both use this stem (before
+# this, `edgekd export` wrote "model-*": such files in older run directories are simply left in place).
+ARTIFACT_STEM = "student"
 
 
 def make_contract(arch: str, fmt: str, preprocessing: Preprocessing, precision: str = "fp32") -> Contract:
     """The contract to export `arch` as `fmt`: `preprocessing` in the format's input layout."""
     p = preprocessing.with_layout(FORMATS.get(fmt).layout)
-    return Contract(arch, "input", p.input_shape, p.layout, p.mean, p.std, p.labels, precision)
+    return Contract(arch, INPUT_NAME, p.input_shape, p.layout, p.mean, p.std, p.labels, precision)
 
 
 @dataclass(frozen=True)
@@ -142,8 +198,10 @@ def load_artifact(path: Path) -> Artifact:
         raise ExportError(f"{path}: artifact or its sidecar {sidecar.name} is missing.")
     meta = json.loads(sidecar.read_text())
     contract = meta["contract"]
-    for key in ("input_shape", "mean", "std", "labels"):
-        contract[key] = tuple(contract[key])
+    # Sidecars written before a field existed lack it: the field's default is what they meant.
+    for key in ("input_shape", "mean", "std", "labels", "pixel_range"):
+        if key in contract:
+            contract[key] = tuple(contract[key])
     for key in ("input_quant", "output_quant"):
         if contract.get(key) is not None:
             contract[key] = tuple(contract[key])
@@ -159,8 +217,15 @@ def with_versions(contract: Contract, **versions: str) -> Contract:
 
 def write_sidecar(artifact: Artifact) -> Artifact:
     """Write `artifact`'s contract into its sidecar JSON (atomically) and return the artifact."""
+    contract = artifact.contract
     write_json_atomic(
         artifact.sidecar,
-        {"format": artifact.format, "file": artifact.path.name, "contract": asdict(artifact.contract)},
+        {
+            "format": artifact.format,
+            "file": artifact.path.name,
+            "input": contract.feeding_steps(),
+            "output": contract.reading_steps(),
+            "contract": asdict(contract),
+        },
     )
     return artifact

@@ -211,6 +211,59 @@ def _ship_inputs(context: FitContext, target, *, calibration: bool = True):
     )
 
 
+@dataclass(frozen=True)
+class BundleStage:
+    """The app bundle of one platform (`edgekd.export.bundle`) for the targets that ship its format:
+    Android from the first TFLite target's checked file when it takes float input (an int8 file is
+    for integer NPUs, not an app's CPU), iOS a Core ML classifier converted from the student at the
+    first Core ML target's precision (fp16 for int8, whose classifier the bundle does not make).
+    Done when its README, written last, is there."""
+
+    platform: str
+    target: Any
+    name: str = "bundle"
+
+    @property
+    def detail(self) -> str:
+        return self.platform
+
+    def is_done(self, run: RunDir) -> bool:
+        return (run.bundle(self.platform) / "README.md").exists()
+
+    def load(self, context: FitContext) -> None:
+        pass  # nothing later reads it: the bundle is for the app
+
+    def run(self, context: FitContext) -> None:
+        from edgekd.export.bundle import android_bundle, ios_bundle
+
+        target, out_dir = self.target, context.run.bundle(self.platform)
+        if self.platform == "android":
+            android_bundle(context.artifacts[target.name, STUDENT], out_dir)
+            return
+        precision = target.default_precision if target.default_precision != "int8" else "fp16"
+        ios_bundle(
+            context.student,
+            context.chosen.candidate.arch,
+            context.data.preprocessing,
+            out_dir,
+            stem=STUDENT,
+            precision=precision,
+            deployment_target=target.format_options.get("coreml", {}).get("deployment_target"),
+        )
+
+
+def bundle_stages(targets) -> list[BundleStage]:
+    """One bundle per platform that a target's format serves (see `BundleStage`)."""
+    stages = []
+    android = next((t for t in targets if t.format == "tflite" and t.default_precision != "int8"), None)
+    if android is not None:
+        stages.append(BundleStage("android", android))
+    ios = next((t for t in targets if t.format == "coreml"), None)
+    if ios is not None:
+        stages.append(BundleStage("ios", ios))
+    return stages
+
+
 class DeviceStage:
     """The first target's artifact timed on `--device`, beside the latency predicted for that target;
     kept in device-profile.json, so a resumed run does not measure again."""
@@ -389,6 +442,7 @@ def shipping_stages(context: FitContext) -> list[Stage]:
         if _shipped_model(context, target)[0] is not None:
             stages.append(ExportStage(target, POST_TRAINING))
         stages.append(CheckStage(target))
+    stages += bundle_stages(context.targets)
     if context.config.device is not None:
         stages.append(DeviceStage())
     return [*stages, TeacherTimingStage(), ReportStage()]

@@ -112,6 +112,10 @@ class RunDir:
         """The file `edgekd.export.export` writes for `target` with `stem` at `precision`."""
         return self.exports_for(target) / f"{stem}-{precision}{suffix}"
 
+    def bundle(self, platform: str) -> Path:
+        """An app's bundle (`edgekd.export.bundle`): `exports/android/` or `exports/ios/`, one per run."""
+        return self.path / "exports" / platform
+
     def profile_for(self, target: str) -> Path:
         """`target`'s host latency: `profile.json`, or `profile-<target>.json` in a run for several."""
         return self.path / ("profile.json" if len(self.targets) == 1 else f"profile-{target}.json")

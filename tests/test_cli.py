@@ -81,6 +81,10 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "training-curves.png",
         "exports/student-fp32.tflite",
         "exports/student-fp32.tflite.json",
+        # pi5 ships float TFLite: fit writes the Android bundle too.
+        "exports/android/student-fp32.tflite",
+        "exports/android/labels.txt",
+        "exports/android/README.md",
     ):
         assert (run / name).exists(), name
     result = json.loads((run / "result.json").read_text())
@@ -144,11 +148,11 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         ("onnx", "ok"),
         ("coreml", "exported, spec checked (cannot run here)"),
     ]
-    assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "model-fp32.mlpackage").is_dir()
+    assert rows[1]["top1_agreement"] >= 0.995 and (run / "exports" / "student-fp32.mlpackage").is_dir()
     # export kept the run's report current: its artifacts, fit's and export's, in one table
     report = (run / "report.md").read_text()
     assert "| `exports/student-fp32.tflite` | fit |" in report
-    assert "| `exports/model-fp32.onnx` | edgekd export | onnx, fp32 | ok |" in report
+    assert "| `exports/student-fp32.onnx` | edgekd export | onnx, fp32 | ok |" in report
     assert "checks on validation, 256 images" in report
     (run / "report.html").unlink()
     again = subprocess.run([*EDGEKD, "report", str(run)], capture_output=True, text=True, cwd=REPO)

@@ -73,7 +73,7 @@ def packages(tiny_model, tmp_path_factory):
 def test_package_validates_and_carries_its_contract(packages, kind):
     artifact = packages[kind]
     precision = KINDS[kind][0]
-    assert artifact.path.name == f"model-{precision}.mlpackage"
+    assert artifact.path.name == f"student-{precision}.mlpackage"
     assert artifact.path.is_dir() and (artifact.path / "Manifest.json").is_file()
     report = validate_package(artifact.path, artifact.contract)
     assert report.ok, report.problems
@@ -97,7 +97,7 @@ def test_package_validates_and_carries_its_contract(packages, kind):
     assert user["edgekd.precision"] == precision and user["edgekd.deployment_target"] == "iOS16"
     assert spec.WhichOneof("Type") == "mlProgram" and not spec.description.predictedFeatureName
     image = spec.description.input[0]
-    assert image.name == "input" and (image.type.imageType.width, image.type.imageType.height) == (32, 32)
+    assert image.name == "image" and (image.type.imageType.width, image.type.imageType.height) == (32, 32)
     logits = spec.description.output[0]
     assert logits.name == "logits" and list(logits.type.multiArrayType.shape) == [1, 10]
 

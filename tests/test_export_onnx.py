@@ -36,7 +36,7 @@ def test_onnx_file_is_valid_single_and_nchw(tiny_onnx):
     model = onnx.load(str(artifact.path), load_external_data=False)
     # Every initializer inline: no tensor points at an external .data file.
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert [i.name for i in model.graph.input] == ["input"]
+    assert [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in model.graph.output] == ["logits"]
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 32, 32]

@@ -60,11 +60,11 @@ def _read(artifact: Artifact):
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_ir_is_xml_and_bin_with_a_static_named_input(exported, precision):
     artifact = exported(precision)
-    assert artifact.path.name == f"model-{precision}.xml"
+    assert artifact.path.name == f"student-{precision}.xml"
     assert artifact.path.is_file() and artifact.path.with_suffix(".bin").stat().st_size > 100_000
     ir = _read(artifact)
     (tensor_in,), (tensor_out,) = ir.inputs, ir.outputs
-    assert tensor_in.get_any_name() == "input" and artifact.contract.input_name == "input"
+    assert tensor_in.get_any_name() == "image" and artifact.contract.input_name == "image"
     assert tensor_in.get_partial_shape().is_static and list(tensor_in.get_shape()) == [1, 3, 32, 32]
     assert tensor_in.get_element_type() == ov.Type.f32  # every precision keeps float I/O
     assert list(tensor_out.get_shape()) == [1, 10]
@@ -155,7 +155,7 @@ def test_fp16_ir_stores_half_precision_weights(exported):
 def test_exports_leave_no_temporary_files(exported, out_dir):
     for precision in PRECISIONS:
         exported(precision)
-    expected = {f"model-{p}{suffix}" for p in PRECISIONS for suffix in (".xml", ".bin", ".xml.json")}
+    expected = {f"student-{p}{suffix}" for p in PRECISIONS for suffix in (".xml", ".bin", ".xml.json")}
     assert {p.name for p in out_dir.iterdir()} == expected
 
 

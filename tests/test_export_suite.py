@@ -65,7 +65,7 @@ def test_matrix_reports_ok_unsupported_failed_export_and_failed_parity(tmp_path,
         "cosine similarity with PyTorch's logits is" in bad.detail
         and "below the int8 gate of 0.99999" in bad.detail
     )
-    assert bad.file.endswith("model-int8.tflite") and bad.top1_agreement is not None
+    assert bad.file.endswith("student-int8.tflite") and bad.top1_agreement is not None
 
 
 @pytest.mark.slow
@@ -126,7 +126,7 @@ def test_export_command_on_a_checkpoint(tmp_path, digits, capsys):
         ("openvino", "ok"),
     ]
     assert all(r["top1_agreement"] >= 0.995 for r in summary["rows"][1:])
-    assert (out / "model-fp32.onnx").exists() and (out / "model-fp32.xml").exists()
+    assert (out / "student-fp32.onnx").exists() and (out / "student-fp32.xml").exists()
 
 
 def test_export_command_refuses_all_with_format_and_a_missing_source(tmp_path, capsys):
@@ -162,10 +162,10 @@ def test_export_merges_its_rows_into_an_earlier_exports_json(tmp_path, digits, c
     # Another model's table in the same directory is refused before anything is exported.
     alien = json.dumps({"arch": "resnet18", "rows": earlier_rows})
     (out / "exports.json").write_text(alien)
-    (out / "model-fp32.onnx").unlink()
+    (out / "student-fp32.onnx").unlink()
     assert main([*args, "--no-latency", "--parity-images", "32"]) == 2
     assert "lists exports of resnet18, not" in capsys.readouterr().err
-    assert (out / "exports.json").read_text() == alien and not (out / "model-fp32.onnx").exists()
+    assert (out / "exports.json").read_text() == alien and not (out / "student-fp32.onnx").exists()
 
 
 def test_a_request_no_format_can_meet_is_refused_listing_the_pairs():

@@ -80,8 +80,17 @@ def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
     metadata = read_tflite_metadata(artifact.path)
     embedded = json.loads(metadata[CONTRACT_METADATA])
     assert embedded == json.loads(artifact.sidecar.read_text())["contract"]
-    assert embedded["input_name"] == "args_0" and embedded["layout"] == "NHWC"
+    assert embedded["input_name"] == "input" and embedded["layout"] == "NHWC"
     assert "min_runtime_version" in metadata  # the converter's own entries are kept
+    # The tensors and the signature carry the contract's names, not the converter's "args_0".
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(artifact.path))
+    assert interpreter.get_input_details()[0]["name"] == "input"
+    assert interpreter.get_output_details()[0]["name"] == embedded["output_name"] == "logits"
+    assert interpreter.get_signature_list() == {
+        "serving_default": {"inputs": ["input"], "outputs": ["logits"]}
+    }
 
 
 @pytest.mark.slow

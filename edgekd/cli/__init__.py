@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from edgekd import __version__
-from edgekd.cli import catalog, devices, export, fit, latency, report
+from edgekd.cli import catalog, devices, export, fit, latency, predict, report
 from edgekd.errors import EdgeKDError
 
 __all__ = ["app", "main", "run"]
@@ -28,6 +28,7 @@ app = typer.Typer(
 # The table of commands, in the order `edgekd --help` lists them (commands first, then groups).
 app.command()(fit.fit)
 app.command("export")(export.export_command)
+app.command("predict")(predict.predict_command)
 app.command("report")(report.report_command)
 app.command("search")(catalog.search_command)
 app.command("profile")(devices.profile_command)

@@ -40,6 +40,14 @@ def export_command(
     cache_dir: Annotated[
         Path | None, typer.Option(help="Decoded-image cache (default: user cache dir).")
     ] = None,
+    bundle: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Write OUT/<platform>/ for an app: android (.tflite with TFLite Metadata) or ios (Core ML "
+            "classifier); repeatable. android adds tflite fp32 to the exports.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Export a student to deployable formats, check each against PyTorch, and print the table."""
     from rich.console import Console
@@ -49,6 +57,7 @@ def export_command(
     from edgekd._console import RichObserver, fit_columns
     from edgekd._io import write_json_atomic
     from edgekd.artifact import FORMATS
+    from edgekd.export.bundle import check_platforms
     from edgekd.export.parity import load_gates
     from edgekd.export.suite import export_inputs, export_matrix, merge_rows, read_exports, requested_pairs
     from edgekd.export_source import load_export_source
@@ -61,7 +70,10 @@ def export_command(
         FORMATS.names() if all_formats or not format_names else [f.strip() for f in format_names.split(",")]
     )
     precisions = [p.strip() for p in precision.split(",")] if precision else None
+    platforms = check_platforms(bundle or [])
     pairs = requested_pairs(formats, precisions)
+    if "android" in platforms and ("tflite", "fp32") not in pairs:
+        pairs.append(("tflite", "fp32"))  # the file the Android bundle carries, parity-checked like the rest
     for what, directory in (("--out", out), ("--cache-dir", cache_dir)):
         if directory is not None:
             check_directory(what, directory)
@@ -97,6 +109,8 @@ def export_command(
     update_after_export(out_dir, parity_images=len(inputs.targets))
     _next_steps(console, rows, out_dir)
     failed = [r for r in rows if r.failed]
+    if platforms:
+        _write_bundles(platforms, loaded, inputs.preprocessing, rows, out_dir, console)
     if failed:
         raise EdgeKDError(
             f"{len(failed)} of {len(rows) - 1} exports failed: "
@@ -150,3 +164,41 @@ def _export_table(rows, title: str):
             latency,
         )
     return table
+
+
+def _write_bundles(platforms, loaded, preprocessing, rows, out_dir: Path, console) -> None:
+    """The app bundles, from the tflite fp32 export of `rows` (Android, only if it passed parity) and
+    from the model (iOS)."""
+    from edgekd.artifact import load_artifact
+    from edgekd.export.bundle import write_bundles
+    from edgekd.export.suite import OK
+
+    tflite = next(
+        (
+            load_artifact(Path(r.file))
+            for r in rows
+            if (r.format, r.precision, r.status) == ("tflite", "fp32", OK)
+        ),
+        None,
+    )
+    bundles = write_bundles(
+        platforms,
+        loaded.model,
+        loaded.arch,
+        preprocessing,
+        out_dir,
+        tflite=tflite,
+        coreml_options=loaded.format_options.get("coreml"),
+    )
+    from edgekd.runtimes import can_run_here
+
+    for written in bundles:
+        note = (
+            ""
+            if written.platform != "ios" or can_run_here("coreml")
+            else "; spec validated, Core ML cannot run here"
+        )
+        console.print(
+            f"{written.platform} bundle: {written.directory} "
+            f"({written.model.name}, labels.txt, README.md{note})"
+        )

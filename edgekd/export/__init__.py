@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.artifact import FORMATS, Artifact, Contract, write_sidecar
+from edgekd.artifact import ARTIFACT_STEM, FORMATS, Artifact, Contract, write_sidecar
 from edgekd.errors import DependencyError, ExportError
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def export(
     out_dir: Path,
     *,
     contract: Contract,
-    stem: str = "model",
+    stem: str = ARTIFACT_STEM,
     calibration: np.ndarray | torch.Tensor | None = None,
     min_calibration: int = MIN_CALIBRATION_IMAGES,
     options: dict[str, Any] | None = None,

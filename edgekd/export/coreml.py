@@ -98,7 +98,7 @@ def export_model(
     target = _target(deployment_target)
     _check_request(contract, calibration, qat, weight_quantization, target, deployment_target)
     written = with_versions(
-        replace(contract, input_kind="image", io_dtype="float32"),
+        replace(contract, input_kind="image", io_dtype="float32", normalisation="model"),
         torch=torch.__version__,
         coremltools=ct.__version__,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgekd.artifact import FORMATS, Artifact, make_contract
+from edgekd.artifact import ARTIFACT_STEM, FORMATS, Artifact, make_contract
 from edgekd.errors import ExportError, RuntimeUnavailableError
 from edgekd.export import _is_qat_model, export
 
@@ -73,7 +73,7 @@ def export_for(
     *,
     arch: str,
     out_dir: Path,
-    stem: str = "model",
+    stem: str = ARTIFACT_STEM,
     options: dict[str, Any] | None = None,
 ) -> Artifact:
     """`ship`'s first step alone: the contract from `inputs`, the export, and its sidecar. `fit` keeps
@@ -115,7 +115,7 @@ def ship(
     *,
     arch: str,
     out_dir: Path | None = None,
-    stem: str = "model",
+    stem: str = ARTIFACT_STEM,
     options: dict[str, Any] | None = None,
     exported: Artifact | None = None,
     reference: np.ndarray | None = None,

@@ -80,10 +80,12 @@ def export_model(
     if contract.precision == "fp16":
         content = _fp16_weights(content, contract.arch)
         versions["ai_edge_quantizer"] = package_version("ai-edge-quantizer")
-    written = with_versions(
-        replace(contract, input_name="args_0", **_io_quantization(content, contract)), **versions
+    written = with_versions(replace(contract, **_io_quantization(content, contract)), **versions)
+    content = embed_tflite_metadata(
+        content,
+        {CONTRACT_METADATA: json.dumps(asdict(written)).encode()},
+        io_names=(written.input_name, written.output_name),
     )
-    content = embed_tflite_metadata(content, {CONTRACT_METADATA: json.dumps(asdict(written)).encode()})
     write_bytes_atomic(path, content)
     log.info("wrote %s (%.2f MB)", path, path.stat().st_size / 1e6)
     return written
@@ -111,16 +113,23 @@ def read_tflite_metadata(path: str | os.PathLike[str]) -> dict[str, bytes]:
     return entries
 
 
-def embed_tflite_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
+def embed_tflite_metadata(
+    content: bytes, entries: dict[str, bytes], *, io_names: tuple[str, str] | None = None
+) -> bytes:
     """`content` (a .tflite flatbuffer) with `entries` added to its `metadata` list, replacing
-    entries of the same name. The model is rebuilt with flatbuffers' object API, as ai-edge-quantizer
-    does; every buffer's data stays 16-byte aligned, so runtimes that read weights in place (TFLite
-    Micro) get aligned tensors. Flatbuffers cap this at 2 GB, far above any edge model."""
+    entries of the same name, and with `io_names` (input, output) given to the one input and output
+    tensor (the converter calls them `serving_default_args_0:0` and `StatefulPartitionedCall:0`) and
+    to their signature entries. The model is rebuilt with flatbuffers' object API, as
+    ai-edge-quantizer does; every buffer's data stays 16-byte aligned, so runtimes that read weights
+    in place (TFLite Micro) get aligned tensors. Flatbuffers cap this at 2 GB, far above any edge
+    model."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     aligned = _aligned_buffer_class()
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    if io_names is not None:
+        _name_io(model, *io_names)
     model.buffers = [aligned.of(b) for b in model.buffers]
     model.metadata = [m for m in (model.metadata or []) if m.name.decode() not in entries]
     for name, value in entries.items():
@@ -129,6 +138,23 @@ def embed_tflite_metadata(content: bytes, entries: dict[str, bytes]) -> bytes:
         model.buffers.append(aligned.of(schema.BufferT(), value))
         model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _name_io(model, input_name: str, output_name: str) -> None:
+    """Name the main subgraph's single input and output tensors, and the signature's entries for them."""
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ExportError(
+            f"the converted model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+            "edgekd exports classifiers with one image input and one logits output."
+        )
+    renames = {graph.inputs[0]: input_name, graph.outputs[0]: output_name}
+    for index, name in renames.items():
+        graph.tensors[index].name = name.encode()
+    for signature in model.signatureDefs or []:
+        for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+            if entry.tensorIndex in renames:
+                entry.name = renames[entry.tensorIndex].encode()
 
 
 def _fp16_weights(content: bytes, arch: str) -> bytes:
