@@ -124,5 +124,5 @@ def test_search_list_shows_each_candidates_prior(capsys, monkeypatch):
     assert main(["search", "--target", "pi5", "--list"]) == 0
     out = capsys.readouterr().out
     assert "ImageNet top-1" in out
-    assert re.search(r"\bresnet10t\b.*\b66\.7 @176\b", out)
+    assert re.search(r"\bresnet10t\b.*\b66\.7 @ ?176\b", out)
     assert re.search(r"\bmnasnet_050\b\s*│\s*-\s*│", out)

@@ -288,7 +288,7 @@ def fit(
         float | None,
         typer.Option(
             metavar="DECAY",
-            show_default="off",
+            show_default="no-sync-batchnorm",
             rich_help_panel=DISTILLATION,
             help="Keep and ship an exponential moving average of the weights.",
         ),
@@ -297,7 +297,7 @@ def fit(
         float | None,
         typer.Option(
             metavar="NORM",
-            show_default="off",
+            show_default="no-sync-batchnorm",
             rich_help_panel=DISTILLATION,
             help="Clip the gradient norm to this.",
         ),
@@ -379,7 +379,7 @@ def fit(
         bool | None,
         typer.Option(
             "--sync-batchnorm/--no-sync-batchnorm",
-            show_default="off",
+            show_default="no-sync-batchnorm",
             help="Under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm).",
             rich_help_panel=RUN,
         ),
