@@ -37,3 +37,33 @@ def tiny_export_model(arch: str = "mobilenetv3_small_050", num_classes: int = 10
             m.running_var.uniform_(0.5, 2.0)
             m.weight.data.uniform_(0.5, 1.5)
     return model
+
+
+def digits_cnn() -> torch.nn.Module:
+    """A small CNN for 32 px, 10-class images: three stride-2 convolutions with batch norm."""
+    nn = torch.nn
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
+    )  # fmt: skip
+
+
+def trained_digits_cnn(digits) -> torch.nn.Module:
+    """`digits_cnn` trained 5 epochs on the digits train split with Adam (~99 % test accuracy, a few
+    seconds), seeded and on one thread so every test file that trains it gets the same weights."""
+    from edgekd.data import stack
+
+    torch.manual_seed(0)
+    model = digits_cnn()
+    images, labels = stack(digits.train)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    with one_torch_thread():
+        for _ in range(5):
+            for idx in torch.randperm(len(images)).split(32):
+                loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+    return model.eval()

@@ -14,7 +14,7 @@ from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity
 from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import one_torch_thread, tiny_export_model
+from tests.helpers import tiny_export_model, trained_digits_cnn
 
 
 def _contract(size, precision="fp32"):
@@ -195,30 +195,10 @@ def test_unknown_format_suggests():
 # --- int8 -------------------------------------------------------------------------------------------
 
 
-def _digits_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
-    )  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def trained_cnn(digits):
     """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~3 s)."""
-    torch.manual_seed(0)
-    model = _digits_cnn()
-    images, labels = stack(digits.train)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with one_torch_thread():
-        for _ in range(5):
-            for idx in torch.randperm(len(images)).split(32):
-                loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    return model.eval(), images
+    return trained_digits_cnn(digits), stack(digits.train)[0]
 
 
 @pytest.fixture(scope="module")

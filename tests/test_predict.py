@@ -7,44 +7,23 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from PIL import Image
 
 from edgekd.artifact import Artifact, make_contract, write_sidecar
 from edgekd.classify import classify
 from edgekd.cli import main
-from edgekd.data import SPLIT_SEED, _stratified_split, stack
+from edgekd.data import SPLIT_SEED, _stratified_split
 from edgekd.errors import RuntimeUnavailableError
 from edgekd.export import export
-from tests.helpers import one_torch_thread
+from tests.helpers import trained_digits_cnn
 
 IMAGES = 20
-
-
-def _digits_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
     """A small CNN trained 5 epochs on the digits train split (~99 % test accuracy, a few seconds)."""
-    torch.manual_seed(0)
-    model = _digits_cnn()
-    images, labels = stack(digits.train)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with one_torch_thread():
-        for _ in range(5):
-            for idx in torch.randperm(len(images)).split(32):
-                loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    return model.eval()
+    return trained_digits_cnn(digits)
 
 
 @pytest.fixture(scope="module")

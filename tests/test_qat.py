@@ -17,16 +17,7 @@ from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import one_torch_thread
-
-
-def _digits_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Conv2d(32, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Flatten(), nn.Linear(32 * 4 * 4, 10),
-    )  # fmt: skip
+from tests.helpers import digits_cnn, one_torch_thread, trained_digits_cnn
 
 
 def _int8_contract(digits) -> Contract:
@@ -57,10 +48,10 @@ def test_prepare_qat_checks_its_example():
     from edgekd.quantize import prepare_qat
 
     with pytest.raises(ExportError, match=r"an \(N, C, H, W\) float tensor; got torch.Size\(\[3, 8, 8\]\)"):
-        prepare_qat(_digits_cnn(), torch.zeros(3, 8, 8))
+        prepare_qat(digits_cnn(), torch.zeros(3, 8, 8))
     with pytest.raises(ExportError, match="dtype torch.uint8; pass float images normalised"):
-        prepare_qat(_digits_cnn(), torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
-    untrained = _digits_cnn()
+        prepare_qat(digits_cnn(), torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
+    untrained = digits_cnn()
     nn.init.zeros_(untrained[4].weight)  # as timm initialises the last BN of a residual block
     with pytest.raises(ExportError, match=r"batch-norm layers with a zero weight \(gamma\): 4\. .* NaN"):
         prepare_qat(untrained, torch.zeros(2, 3, 32, 32))
@@ -69,18 +60,7 @@ def test_prepare_qat_checks_its_example():
 @pytest.fixture(scope="module")
 def fp32_cnn(digits):
     """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~1 s)."""
-    torch.manual_seed(0)
-    model = _digits_cnn()
-    images, labels = stack(digits.train)
-    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-    with one_torch_thread():
-        for _ in range(5):
-            for idx in torch.randperm(len(images)).split(32):
-                loss = nn.functional.cross_entropy(model(images[idx]), labels[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-    return model.eval()
+    return trained_digits_cnn(digits)
 
 
 @pytest.fixture(scope="module")

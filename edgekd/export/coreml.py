@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -102,11 +103,26 @@ def export_model(
         torch=torch.__version__,
         coremltools=ct.__version__,
     )
-    mlmodel = _convert(model, contract, target)
+    wrapped = ImageInput(model, contract.mean, contract.std).eval()
+    mlmodel = convert_image_model(wrapped, contract, target, output=OUTPUT_NAME, diagnosed=model)
     if contract.precision == "int8":
         mlmodel = _compress(mlmodel, weight_quantization, contract.arch)
     _describe(mlmodel, written, deployment_target, weight_quantization)
-    path = Path(path)
+
+    def checked(package: Path) -> tuple[list[str], str]:
+        report = validate_package(package, written)
+        return report.problems, report.summary
+
+    what = f"the Core ML package written for {contract.arch} ({contract.precision})"
+    summary = write_package(mlmodel, Path(path), what, checked)
+    log.info("wrote %s (%.2f MB; %s)", path, _tree_bytes(Path(path)) / 1e6, summary)
+    return written
+
+
+def write_package(mlmodel, path: Path, what: str, check: Callable[[Path], tuple[list[str], str]]) -> str:
+    """Save `mlmodel` in a staging folder beside `path`, check it there (`check` gives its problems and a
+    summary) and only then move it to `path`: a package that fails its check never appears. Returns
+    the summary."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
@@ -114,17 +130,13 @@ def export_model(
         with converter_output("coremltools"), write_failures_named(path, staging):  # tqdm bars for every pass
             mlmodel.save(str(package))
         (package / _EXECUTORCH_DEBUG_FILE).unlink(missing_ok=True)
-        report = validate_package(package, written)
-        if report.problems:
-            raise ExportError(
-                f"{path}: the Core ML package written for {contract.arch} ({contract.precision}) fails "
-                f"validation:\n  " + "\n  ".join(report.problems)
-            )
+        problems, summary = check(package)
+        if problems:
+            raise ExportError(f"{path}: {what} fails validation:\n  " + "\n  ".join(problems))
         _publish(package, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    log.info("wrote %s (%.2f MB; %s)", path, _tree_bytes(path) / 1e6, report.summary)
-    return written
+    return summary
 
 
 def _target(name: str):
@@ -171,10 +183,19 @@ def _check_request(contract, calibration, qat, weight_quantization, target, targ
         )
 
 
-def _convert(model: nn.Module, contract: Contract, target):
-    """torch.export of the image-input wrapper, then ct.convert to an ML Program."""
+def convert_image_model(
+    wrapped: nn.Module,
+    contract: Contract,
+    target,
+    *,
+    output: str,
+    diagnosed: nn.Module,
+    classifier_config=None,
+):
+    """torch.export of `wrapped` (an image-input wrapper: [0, 1] RGB pixels in), then ct.convert to an ML
+    Program whose input is the contract's RGB image and whose `output` is float32. A failure is
+    diagnosed on `diagnosed`, the student inside the wrapper."""
     _, _, height, width = contract.input_shape
-    wrapped = ImageInput(model, contract.mean, contract.std).eval()
     pixels = torch.full((1, 3, height, width), 0.5)
     precision = ct.precision.FLOAT32 if contract.precision == "fp32" else ct.precision.FLOAT16
     try:
@@ -190,15 +211,16 @@ def _convert(model: nn.Module, contract: Contract, target):
                         scale=PIXEL_SCALE,
                     )
                 ],
-                # float32 even from an fp16 program: iOS16+ would otherwise output fp16 logits.
-                outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
+                # float32 even from an fp16 program: iOS16+ would otherwise output fp16 values.
+                outputs=[ct.TensorType(name=output, dtype=np.float32)],
+                classifier_config=classifier_config,
                 convert_to="mlprogram",
                 minimum_deployment_target=target,
                 compute_precision=precision,
             )
     except Exception as e:  # torch.export and coremltools raise many types
         example = torch.zeros(1, 3, height, width)
-        raise conversion_error("coreml", contract.arch, model, example, e) from e
+        raise conversion_error("coreml", contract.arch, diagnosed, example, e) from e
 
 
 def _compress(mlmodel, weight_quantization: str, arch: str):

@@ -14,23 +14,23 @@ and whose outputs are the label and the probabilities. On macOS `coremltools` co
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import coremltools as ct
-import numpy as np
 import torch
 import torch.nn as nn
 
-from edgekd._io import write_failures_named
 from edgekd.artifact import Contract, with_versions
 from edgekd.errors import ExportError
-from edgekd.export import converter_output
-from edgekd.export.coreml import DEFAULT_DEPLOYMENT_TARGET, ImageInput, _publish, _target
-from edgekd.export.coreml_package import PIXEL_SCALE, _check_input, _operations
-from edgekd.export.diagnose import conversion_error
+from edgekd.export.coreml import (
+    DEFAULT_DEPLOYMENT_TARGET,
+    ImageInput,
+    _target,
+    convert_image_model,
+    write_package,
+)
+from edgekd.export.coreml_package import _check_input, _operations
 
 log = logging.getLogger(__name__)
 
@@ -73,53 +73,21 @@ def export_classifier(
         coremltools=ct.__version__,
     )
     wrapped = Probabilities(ImageInput(model, contract.mean, contract.std)).eval()
-    pixels = torch.full((1, 3, height, width), 0.5)
-    try:
-        program = torch.export.export(wrapped, (pixels,), strict=False).run_decompositions({})
-        with converter_output("coremltools"):  # tqdm bars for every pass
-            mlmodel = ct.convert(
-                program,
-                inputs=[
-                    ct.ImageType(
-                        name=contract.input_name,
-                        shape=(1, 3, height, width),
-                        color_layout=ct.colorlayout.RGB,
-                        scale=PIXEL_SCALE,
-                    )
-                ],
-                outputs=[ct.TensorType(name="softmax_scores", dtype=np.float32)],
-                classifier_config=ct.ClassifierConfig(
-                    list(contract.labels), predicted_feature_name=LABEL_OUTPUT
-                ),
-                convert_to="mlprogram",
-                minimum_deployment_target=target,
-                compute_precision=ct.precision.FLOAT32
-                if contract.precision == "fp32"
-                else ct.precision.FLOAT16,
-            )
-    except Exception as e:  # torch.export and coremltools raise many types
-        raise conversion_error("coreml", contract.arch, model, torch.zeros(1, 3, height, width), e) from e
+    mlmodel = convert_image_model(
+        wrapped,
+        contract,
+        target,
+        output="softmax_scores",
+        diagnosed=model,
+        classifier_config=ct.ClassifierConfig(list(contract.labels), predicted_feature_name=LABEL_OUTPUT),
+    )
     spec = mlmodel.get_spec()
     # coremltools names the dictionary "<label output>_probs"; apps and Vision read it by this name.
     ct.utils.rename_feature(spec, spec.description.predictedProbabilitiesName, PROBABILITIES_OUTPUT)
     _describe(spec, written, height, width)
     mlmodel = ct.models.MLModel(spec, weights_dir=mlmodel.weights_dir, skip_model_load=True)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        package = staging / path.name
-        with converter_output("coremltools"), write_failures_named(path, staging):
-            mlmodel.save(str(package))
-        problems = check_classifier(package, written)
-        if problems:
-            raise ExportError(
-                f"{path}: the Core ML classifier written for {contract.arch} fails validation:\n  "
-                + "\n  ".join(problems)
-            )
-        _publish(package, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    what = f"the Core ML classifier written for {contract.arch}"
+    write_package(mlmodel, Path(path), what, lambda package: (check_classifier(package, written), ""))
     log.info("wrote the Core ML classifier %s", path)
     return written
 
