@@ -32,6 +32,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -95,6 +96,20 @@ ROWS = {
     **TOWARD_PLAIN,
     **BEYOND_PLAIN,
 }
+
+
+def row_spec(name: str) -> dict | None:
+    """A row of ROWS, or `<row>-seed<N>`: that row again with another student initialisation and batch
+    order (the seed of the plain loop, or of fit's TrainConfig), so any row can be repeated over seeds."""
+    if name in ROWS:
+        return ROWS[name]
+    base, _, seed = name.rpartition("-seed")
+    if base not in ROWS or not seed.isdigit():
+        return None
+    row = ROWS[base]
+    if row.get("plain"):
+        return {**row, "seed": int(seed)}
+    return {**row, "config": {**row.get("config", {}), "seed": int(seed)}}
 
 
 def cache_root() -> Path:
@@ -327,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(summary(), ablation(), sep="\n\n")
         return 0
-    unknown = [r for r in args.rows if r not in ROWS]
+    unknown = [r for r in args.rows if row_spec(r) is None]
     if unknown:
-        raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}")
+        raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}, each also as <row>-seed<N>")
 
     import logging
 
@@ -366,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         stale = [
             name
-            for name, row in ((n, ROWS.get(n, {})) for n in results["rows"])
+            for name, row in ((n, row_spec(n) or {}) for n in results["rows"])
             if not row.get("plain") and (config_changed or row.get("teacher", True))
         ]
         if stale:
@@ -393,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if row_name in results["rows"]:
             print(f"{row_name}: done earlier, skipped")
             continue
-        row = ROWS[row_name]
+        row = row_spec(row_name)
         if row.get("plain"):
             info = plain_row(row, data, teacher, train_x, train_y, args.epochs)
         else:
@@ -473,7 +488,7 @@ def summary() -> str:
         results = json.loads(path.read_text())
         rows = results["rows"]
         cells = {
-            name: _mean(rows, (name, f"{name}-seed1"))
+            name: _mean(rows, tuple(n for n in rows if n == name or re.fullmatch(rf"{name}-seed\d+", n)))
             for name in ("plain-kd", "plain-scratch", "edgekd-kd", "edgekd-scratch")
         }
         edgekd, plain, scratch = (cells[n][0] for n in ("edgekd-kd", "plain-kd", "plain-scratch"))
