@@ -16,7 +16,7 @@ from typing import Any
 
 from edgekd.errors import ConfigError
 from edgekd.fit_recipe import make_train_config
-from edgekd.stage_plan import RULES, StageEstimate, duration, plan_table, rule
+from edgekd.stage_plan import StageEstimate, duration, plan_table, rule, stated
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,8 @@ def _costing(context) -> StageEstimate:
         "costing",
         "",
         rule("trace", len(uncosted)) + rule("calibration trace", len(untraced)),
-        f"rule: {RULES['trace'][0]:g} {RULES['trace'][1]} ({len(uncosted)} of {len(candidates)} not costed "
-        f"before), {RULES['calibration trace'][0]:g} {RULES['calibration trace'][1]} ({len(untraced)})",
+        f"{stated('trace')} ({len(uncosted)} of {len(candidates)}), "
+        f"{stated('calibration trace')[5:]} ({len(untraced)})",
     )
 
     def work() -> list:
@@ -157,8 +157,8 @@ def _probe_row(context) -> tuple[StageEstimate, str | None]:
             "rate probe",
             "",
             rule("probe", count),
-            f"rule: {RULES['probe'][0]:g} {RULES['probe'][1]} ({len(students)} students"
-            f"{f' and the teacher {arch} ({teacher} rates)' if teacher else ''} not measured before)",
+            f"{stated('probe')} ({len(students)} students{' + the teacher' if teacher else ''} "
+            "not measured before)",
         ),
         arch,
     )
@@ -206,12 +206,12 @@ def _teacher_row(context, seconds: float | None) -> StageEstimate:
     load = rule("teacher load")
     if seconds:
         basis = (
-            f"{recipe.epochs} epochs x {len(context.data.train):,} images of {recipe.arch} at its measured "
-            f"rate, + rule {load:g} s to test and trace it"
+            f"{recipe.arch}: {recipe.epochs} epochs x {len(context.data.train):,} images at its measured "
+            f"rate + rule {load:g} s to test it"
         )
         return StageEstimate("teacher", "", seconds + load, basis)
-    why = "cached, loaded" if seconds == 0 else "the given teacher, loaded"
-    return StageEstimate("teacher", "", load, f"rule: {why}, tested and traced ({load:g} s)")
+    why = "cached" if seconds == 0 else "the given teacher"
+    return StageEstimate("teacher", "", load, f"{why}: {stated('teacher load')}")
 
 
 def _training_rows(context, teacher_seconds: float | None, teacher_rate: float | None) -> list[StageEstimate]:
@@ -264,8 +264,8 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
             "search",
             "",
             timing.predicted_search,
-            f"{len(timing.entering)} candidates in rungs of {rungs} (candidates x epochs x images) at their "
-            f"measured rates; {duration(low)} - {duration(high)} by who goes on",
+            f"rungs {rungs} (candidates x epochs x images) at measured rates; "
+            f"{duration(low)} - {duration(high)} by who goes on",
         )
     else:
         search = StageEstimate("search", "", 0.0, "no trials")
@@ -276,8 +276,8 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
         "distill",
         "",
         statistics.fmean(final.values()) if final else None,
-        f"{timing.epochs}{qat} epochs x {len(data.train):,} images at the measured rates: the mean of "
-        f"{duration(low)} - {duration(high)} over the candidates that may be chosen",
+        f"{timing.epochs}{qat} epochs x {len(data.train):,} images at measured rates; "
+        f"{duration(low)} - {duration(high)} by the student chosen",
     )
     by_name = {a.candidate.name: a.candidate for a in context.assessments}
     rates = [

@@ -155,7 +155,7 @@ class DataStage(_NeverDone):
 
     def run(self, context: FitContext) -> None:
         from edgekd.data import decode_once, decoded_images, summary_lines
-        from edgekd.stage_plan import RULES, StageEstimate, rule
+        from edgekd.stage_plan import StageEstimate, rule, stated
 
         splits = context.splits
         to_decode = decoded_images(splits, context.cache_dir)
@@ -164,7 +164,7 @@ class DataStage(_NeverDone):
                 "data",
                 "",
                 rule("decode", to_decode),
-                f"rule: {RULES['decode'][0]:g} {RULES['decode'][1]}; {to_decode:,} not decoded before",
+                f"{stated('decode')} ({to_decode:,} not decoded before)",
             )
         ]
         if context.world.is_main:

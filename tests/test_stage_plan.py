@@ -206,12 +206,11 @@ def test_result_json_and_the_report_keep_the_data_summary_and_the_stage_times(tm
     from edgekd.fit_result import FitResult
     from edgekd.report import render_markdown
 
+    keys = ("stage", "detail", "estimated_s", "actual_s", "actual_over_estimated", "basis")
     stages = [
-        {"stage": "search", "detail": "", "estimated_s": 100.0, "actual_s": 150.0, "actual_over_estimated": 1.5,
-         "basis": "rates"},
-        {"stage": "parity", "detail": "pi5", "estimated_s": 12.0, "actual_s": 6.0, "actual_over_estimated": 0.5,
-         "basis": "rule"},
-    ]  # fmt: skip
+        dict(zip(keys, ("search", "", 100.0, 150.0, 1.5, "rates"), strict=True)),
+        dict(zip(keys, ("parity", "pi5", 12.0, 6.0, 0.5, "rule"), strict=True)),
+    ]
     result = as_result(make_result())
     data = dataclasses.replace(
         result.data,
