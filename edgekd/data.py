@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from edgekd.data_summary import NativeSizes
 from edgekd.errors import DataError
 from edgekd.preprocessing import Preprocessing
 
@@ -29,8 +30,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPLIT_SEED = 0
 VAL_NAMES = ("val", "valid", "validation")
-# The data summary names the classes up to this many; more are counted only.
-FEW_CLASSES = 12
 
 
 @dataclass(frozen=True)
@@ -57,49 +56,6 @@ class DataSplits:
 
 
 @dataclass(frozen=True)
-class NativeSizes:
-    """The images' stored sizes, as (width, height) -> how many images have it, read from the file
-    headers when the folder is scanned (no pixel is decoded for it)."""
-
-    counts: dict[tuple[int, int], int]
-
-    @property
-    def most_common(self) -> tuple[int, int]:
-        """The (width, height) most images have; a tie goes to the larger."""
-        return max(self.counts, key=lambda wh: (self.counts[wh], wh[0] * wh[1], wh))
-
-    @property
-    def side(self) -> int:
-        """The square input size that keeps the most common image's detail: its longer side."""
-        return max(self.most_common)
-
-    @property
-    def images(self) -> int:
-        return sum(self.counts.values())
-
-    def describe(self) -> str:
-        """`64×64` when every image has one size, else the most common and the range of each side."""
-        (w, h), total = self.most_common, self.images
-        if len(self.counts) == 1:
-            return f"{w}×{h}"
-        widths, heights = [wh[0] for wh in self.counts], [wh[1] for wh in self.counts]
-        return (
-            f"mostly {w}×{h} ({self.counts[w, h]:,} of {total:,} images); "
-            f"widths {min(widths)}-{max(widths)}, heights {min(heights)}-{max(heights)}"
-        )
-
-    def to_json(self) -> dict:
-        widths, heights = [wh[0] for wh in self.counts], [wh[1] for wh in self.counts]
-        return {
-            "most_common": list(self.most_common),
-            "images_at_most_common": self.counts[self.most_common],
-            "distinct_sizes": len(self.counts),
-            "width_range": [min(widths), max(widths)],
-            "height_range": [min(heights), max(heights)],
-        }
-
-
-@dataclass(frozen=True)
 class ScannedData:
     """A data set looked over before its size is decided: its name, images per split, classes and
     native sizes; `splits(input_size)` makes the `DataSplits` (`scan_data`)."""
@@ -112,16 +68,6 @@ class ScannedData:
 
     def splits(self, input_size: int) -> DataSplits:
         return self.make(input_size)
-
-
-def summary_lines(name: str, counts: dict[str, int], classes: Sequence[str], native: NativeSizes):
-    """The data stage's lines: images per split, the classes (their names when few) and native size."""
-    shown = f": {', '.join(classes)}" if len(classes) <= FEW_CLASSES else ""
-    return (
-        f"{name}: {counts['train']:,} train / {counts['val']:,} val / {counts['test']:,} test images",
-        f"{len(classes)} classes{shown}",
-        f"native size {native.describe()}",
-    )
 
 
 def _stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):

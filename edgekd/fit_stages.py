@@ -154,7 +154,8 @@ class DataStage(_NeverDone):
     name = "data"
 
     def run(self, context: FitContext) -> None:
-        from edgekd.data import decode_once, decoded_images, summary_lines
+        from edgekd.data import decode_once, decoded_images
+        from edgekd.data_summary import summary_lines
         from edgekd.stage_plan import StageEstimate, rule, stated
 
         splits = context.splits

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +25,10 @@ from typing import Any
 # 1,000-image 64 px EuroSAT fit on the development machine (2 shared cores, load 2-4); each is a rule,
 # not a measurement of this machine, and the plan says so beside the figure.
 RULES: dict[str, tuple[float, str]] = {
-    "decode": (0.0015, "s/image decoded"),
+    "decode": (0.0008, "s/image decoded"),
     "trace": (1.5, "s/candidate traced"),
     "calibration trace": (1.5, "s/profile model traced"),
-    "probe": (8.0, "s/model's rates measured"),
+    "probe": (4.0, "s/model's rates measured"),
     "teacher load": (5.0, "s to test and trace the teacher"),
     "export tflite": (25.0, "s/TFLite conversion"),
     "export coreml": (40.0, "s/Core ML conversion"),
@@ -69,6 +68,8 @@ class StageEstimate:
 def duration(seconds: float | None) -> str:
     if seconds is None:
         return "?"
+    if seconds < 10:  # a rule of 0.2 s reads as such, not as 0 s
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
@@ -165,7 +166,7 @@ def shipping_estimates(targets, artifact_keys, bundles, student_rate: float | No
             )
         )
         # PyTorch's pass over the test split at the measured rate; the runtime's is of the same order
-        runs = math.ceil(test_images / student_rate * exports) if student_rate else 0
+        runs = test_images / student_rate * exports if student_rate else 0.0
         rows.append(
             StageEstimate(
                 "parity",

@@ -33,7 +33,8 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_the_summary_counts_the_splits_classes_and_native_sizes_of_real_files(mixed_folder):
-    from edgekd.data import scan_data, summary_lines
+    from edgekd.data import scan_data
+    from edgekd.data_summary import summary_lines
 
     scanned = scan_data(mixed_folder)
     # val/ is given, so only test is cut from train: 15 % of each class's 10 images, 1.5 rounded to 2
@@ -60,7 +61,8 @@ def test_the_summary_counts_the_splits_classes_and_native_sizes_of_real_files(mi
 
 
 def test_one_size_reads_as_one_size_and_many_classes_are_counted_not_named(tmp_path):
-    from edgekd.data import FEW_CLASSES, scan_data, summary_lines
+    from edgekd.data import scan_data
+    from edgekd.data_summary import FEW_CLASSES, summary_lines
 
     root = tmp_path / "many"
     for c in range(FEW_CLASSES + 1):
@@ -230,7 +232,7 @@ def test_result_json_and_the_report_keep_the_data_summary_and_the_stage_times(tm
     text = render_markdown(again)
     assert "## Data" in text and "Native size: 64×64 for 900 images (widths 32-64, heights 32-64)." in text
     assert "Input size 64 px: the images' native size" in text
-    assert "## Stage times" in text and "| parity (pi5) | 12 s | 6 s | 0.50x |" in text
+    assert "## Stage times" in text and "| parity (pi5) | 12 s | 6.0 s | 0.50x |" in text
     assert "| total | 1.9 min | 2.6 min | 1.39x |" in text
 
 
