@@ -43,6 +43,13 @@ class EstimateStage:
         teacher_seconds, teacher_rate = _probe(context, teacher_arch)
         rows.append(_teacher_row(context, teacher_seconds))
         rows += _training_rows(context, teacher_seconds, teacher_rate)
+        # A resumed run loads these instead of running them.
+        rows = [
+            StageEstimate(r.stage, r.detail, 0.0, "done in an earlier attempt")
+            if r.label in context.done_earlier
+            else r
+            for r in rows
+        ]
         context.estimates = rows
         log.info("%s", plan_table(rows, context.stage_seconds))
 
@@ -249,7 +256,7 @@ def _training_rows(context, teacher_seconds: float | None, teacher_rate: float |
     if config.baseline == "scratch":
         rows.append(StageEstimate("baseline", "", None, "counted in distill's estimate"))
     if context.shipping_estimates is not None:
-        rows += context.shipping_estimates(context, student_rate)
+        rows += context.shipping_estimates(context, student_rate, teacher_seconds == 0)
     return rows
 
 

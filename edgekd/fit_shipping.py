@@ -449,7 +449,7 @@ def shipping_stages(context: FitContext) -> list[Stage]:
     return [*stages, TeacherTimingStage(), ReportStage()]
 
 
-def shipping_plan(context: FitContext, student_rate: float | None) -> list:
+def shipping_plan(context: FitContext, student_rate: float | None, teacher_cached: bool = False) -> list:
     """The plan's rows for the stages `shipping_stages` will run (`edgekd.stage_plan`), by the same
     names; before training, a post-training file is expected beside each int8 target's QAT one."""
     from edgekd.stage_plan import shipping_estimates
@@ -468,6 +468,7 @@ def shipping_plan(context: FitContext, student_rate: float | None) -> list:
         len(context.data.test),
         teacher_latency=True,
         device=context.config.device is not None,
+        teacher_cached=teacher_cached,
     )
 
 

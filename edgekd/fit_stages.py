@@ -60,7 +60,8 @@ class FitContext:
     # them: fit_shipping stands above this module).
     estimates: list = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    shipping_estimates: Any = None  # (context, student evaluation rate) -> list of StageEstimate
+    shipping_estimates: Any = None  # (context, student rate, teacher cached) -> list of StageEstimate
+    done_earlier: frozenset[str] = frozenset()  # labels of the stages a resumed run will load
     data: Any = None
     teacher: Any = None
     teacher_seconds: float | None = None  # what training the teacher took, when it was trained here

@@ -87,6 +87,11 @@ def fit(
     context = _checked_context(config, resume, observer, world, started)
     log.info("run directory %s", context.run)
     observer.run = str(context.run)  # the StageTracker of _interrupts_name_stage_and_run
+    if resume is not None:  # the plan says which stages an earlier attempt finished
+        stages = [*training_stages(context), *shipping_stages(context)]
+        context.done_earlier = frozenset(
+            f"{s.name} ({s.detail})" if s.detail else s.name for s in stages if s.is_done(context.run)
+        )
 
     run_stages(training_stages(context), context)
     barrier(world)

@@ -34,7 +34,7 @@ RULES: dict[str, tuple[float, str]] = {
     "export coreml": (40.0, "s/Core ML conversion"),
     "export openvino": (20.0, "s/OpenVINO conversion"),
     "export onnx": (8.0, "s/ONNX export"),
-    "parity": (2.0, "s/runtime load and timing"),
+    "parity": (2.0, "s/runtime load, parity and latency timing"),
     "bundle android": (0.2, "s for TFLite Metadata"),
     "bundle ios": (45.0, "s for the Core ML classifier"),
     "report": (8.0, "s for figures and reports"),
@@ -149,10 +149,12 @@ def _aligned(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def shipping_estimates(targets, artifact_keys, bundles, student_rate: float | None, test_images: int,
-                       teacher_latency: bool, device: bool) -> list[StageEstimate]:  # fmt: skip
+                       teacher_latency: bool, device: bool,
+                       teacher_cached: bool = False) -> list[StageEstimate]:  # fmt: skip
     """The stages after training, by rule: per distinct artifact its export (two with a post-training
     comparison) and its parity check and timing; the bundles; the device; the teacher timed here; the
-    report. `student_rate`: the student's measured evaluation rate (images/s), for parity's test pass."""
+    report. `student_rate`: the student's measured evaluation rate (images/s), for parity's test pass;
+    `teacher_cached`: the teacher is read from the cache, so an earlier fit timed it too (cached)."""
     rows = []
     for target, exports in artifact_keys:
         export = rule(f"export {target.format}", exports)
@@ -181,7 +183,9 @@ def shipping_estimates(targets, artifact_keys, bundles, student_rate: float | No
         )
     if device:
         rows.append(StageEstimate("device", "", None, "not estimated: how fast the device is, it measures"))
-    if teacher_latency:
+    if teacher_latency and teacher_cached:
+        rows.append(StageEstimate("teacher latency", "", 0.0, "rule: a cached teacher was timed before"))
+    elif teacher_latency:
         first = targets[0]
         # Measured 13 s for resnet18 as TFLite beside the student's 25 s: the converter's import is paid.
         seconds = 0.5 * rule(f"export {first.format}") + rule("parity")

@@ -168,6 +168,9 @@ def test_the_plan_names_the_stages_after_training_as_the_progress_display_does()
     # the int8 target's QAT file and the post-training one beside it: two conversions
     assert by_label["export (ethos-u55)"].seconds == 2 * by_label["export (pi5)"].seconds
     assert by_label["device"].seconds is None and by_label["parity (pi5)"].seconds > 0
+    assert by_label["teacher latency"].seconds > 0
+    cached = {r.label: r for r in shipping_plan(context, 300.0, teacher_cached=True)}
+    assert cached["teacher latency"].seconds == 0.0  # the fit that trained it timed it too
 
 
 def test_run_stages_times_each_banner_and_the_plan_compares_it():
