@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from edgekd.data_summary import NativeSizes
 from edgekd.errors import DataError
 from edgekd.preprocessing import Preprocessing
 
@@ -41,6 +42,7 @@ class DataSplits:
     test: Dataset
     preprocessing: Preprocessing
     fingerprint: str  # changes when the images, the split or the preprocessing change
+    native: NativeSizes | None = None  # the images' stored sizes, before resizing to input_size
 
     # Read by every stage that builds or times a model; the rest of the contract is read through
     # `preprocessing`.
@@ -51,6 +53,21 @@ class DataSplits:
     @property
     def num_classes(self) -> int:
         return self.preprocessing.num_classes
+
+
+@dataclass(frozen=True)
+class ScannedData:
+    """A data set looked over before its size is decided: its name, images per split, classes and
+    native sizes; `splits(input_size)` makes the `DataSplits` (`scan_data`)."""
+
+    name: str
+    counts: dict[str, int]  # train/val/test images, after the fixed split
+    classes: tuple[str, ...]
+    native: NativeSizes
+    make: Callable[[int], DataSplits]
+
+    def splits(self, input_size: int) -> DataSplits:
+        return self.make(input_size)
 
 
 def _stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):
@@ -92,6 +109,22 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
         test=TensorDataset(images[test], y[test]),
         preprocessing=preprocessing,
         fingerprint=digest.hexdigest(),
+        native=NativeSizes({(8, 8): len(labels)}),
+    )
+
+
+def scan_digits(seed: int = SPLIT_SEED) -> ScannedData:
+    """The embedded digits as `scan_data` sees them: 8×8 images, split as `load_digits_splits` does."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    parts = _stratified_split(digits.target.astype(np.int64), (0.15, 0.15), seed)
+    return ScannedData(
+        name="digits",
+        counts=dict(zip(("train", "val", "test"), (len(p) for p in parts), strict=True)),
+        classes=tuple(str(c) for c in digits.target_names),
+        native=NativeSizes({(8, 8): len(digits.target)}),
+        make=lambda input_size: load_digits_splits(input_size, seed),
     )
 
 
@@ -200,22 +233,30 @@ def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _check_image(path: Path) -> None:
+def _check_image(path: Path) -> tuple[int, int]:
+    """`path` checked as an image edgekd can read; its (width, height) from the header."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            mode = img.mode
+            mode, size = img.mode, img.size
             img.verify()
     except Exception as e:
         raise DataError(f"{path}: not a readable image ({e}). Remove or replace it.") from e
     if mode not in _READABLE_MODES:  # refused here, when the folder is scanned, not mid-run
         raise DataError(_mode_refusal(path, mode))
+    return size
 
 
 def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> DataSplits:
     """`root/train/<class>/*.jpg` with optional `val/` (or `valid/`) and `test/`. Missing val or test
     splits are cut from train (15 % each, per class, fixed seed). Every file is checked up front."""
+    return scan_image_folder(root, seed).splits(input_size)
+
+
+def scan_image_folder(root: Path, seed: int = SPLIT_SEED) -> ScannedData:
+    """The folder of `load_image_folder` scanned and split, every file checked and its size read from
+    its header, before an input size is chosen."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data directory does not exist.")
@@ -233,6 +274,7 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
             f"{train_dir}: one class folder ({classes[0]!r}); a classifier needs at least two, each a "
             f"subfolder of {train_dir} holding its images."
         )
+    sizes: dict[tuple[int, int], int] = {}
     for name, found in splits.items():
         if tuple(found) != classes:
             missing = sorted(set(classes) - set(found))
@@ -242,7 +284,8 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
             )
         for images in found.values():
             for path in images:
-                _check_image(path)
+                size = _check_image(path)
+                sizes[size] = sizes.get(size, 0) + 1
 
     def samples(found: dict[str, list[Path]]) -> list[tuple[Path, int]]:
         return [(p, i) for i, c in enumerate(classes) for p in found[c]]
@@ -256,27 +299,32 @@ def load_image_folder(root: Path, input_size: int, seed: int = SPLIT_SEED) -> Da
         "val": samples(splits["val"]) if "val" in splits else [train_samples[i] for i in val_idx],
         "test": samples(splits["test"]) if "test" in splits else [train_samples[i] for i in test_idx],
     }
-    digest = hashlib.sha256(json.dumps([input_size, seed, IMAGENET_MEAN, IMAGENET_STD]).encode())
-    for name in ("train", "val", "test"):
-        for path, label in chosen[name]:
-            stat = path.stat()
-            digest.update(
-                f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-            )
+    native = NativeSizes(sizes)
 
-    preprocessing = Preprocessing(input_size, IMAGENET_MEAN, IMAGENET_STD, classes)
+    def make(input_size: int) -> DataSplits:
+        digest = hashlib.sha256(json.dumps([input_size, seed, IMAGENET_MEAN, IMAGENET_STD]).encode())
+        for name in ("train", "val", "test"):
+            for path, label in chosen[name]:
+                stat = path.stat()
+                digest.update(
+                    f"{name}|{path.relative_to(root)}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+                )
+        preprocessing = Preprocessing(input_size, IMAGENET_MEAN, IMAGENET_STD, classes)
 
-    def dataset(name: str) -> ImageFileDataset:
-        return ImageFileDataset(chosen[name], preprocessing)
+        def dataset(name: str) -> ImageFileDataset:
+            return ImageFileDataset(chosen[name], preprocessing)
 
-    return DataSplits(
-        name=root.name,
-        train=dataset("train"),
-        val=dataset("val"),
-        test=dataset("test"),
-        preprocessing=preprocessing,
-        fingerprint=digest.hexdigest(),
-    )
+        return DataSplits(
+            name=root.name,
+            train=dataset("train"),
+            val=dataset("val"),
+            test=dataset("test"),
+            preprocessing=preprocessing,
+            fingerprint=digest.hexdigest(),
+            native=native,
+        )
+
+    return ScannedData(root.name, {n: len(c) for n, c in chosen.items()}, classes, native, make)
 
 
 class DecodedDataset(Dataset):
@@ -330,6 +378,19 @@ def decode_once(splits: DataSplits, cache_root: Path, observer=None) -> DataSpli
                 write_with(labels_path, lambda tmp, labels=labels: _save_npy(tmp, labels))
         decoded[name] = DecodedDataset(images, labels, splits.preprocessing)
     return dataclasses.replace(splits, **decoded)
+
+
+def decoded_images(splits: DataSplits, cache_root: Path) -> int:
+    """How many images `decode_once` would decode: those of the splits whose arrays are not in the
+    cache yet (0 for data that is not decoded at all). For the fit's plan: no array is read."""
+    if not isinstance(splits.train, ImageFileDataset):
+        return 0
+    directory = Path(cache_root) / "decoded" / splits.fingerprint[:24]
+    return sum(
+        len(getattr(splits, name))
+        for name in ("train", "val", "test")
+        if not (directory / f"{name}-labels.npy").exists()  # written after its images
+    )
 
 
 def _cached_array(path: Path, dtype, shape: tuple[int, ...], equal_to: np.ndarray | None = None):
@@ -390,11 +451,15 @@ def _decode_uint8(path: Path, input_size: int) -> np.ndarray:
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
 
 
+def scan_data(data: Path | None) -> ScannedData:
+    """The embedded digits when `data` is None, else an ImageFolder directory, scanned (`ScannedData`)."""
+    return scan_digits() if data is None else scan_image_folder(data)
+
+
 def load_data(data: Path | None, input_size: int | None) -> DataSplits:
-    """The embedded digits when `data` is None, else an ImageFolder directory."""
-    if data is None:
-        return load_digits_splits(32 if input_size is None else input_size)
-    return load_image_folder(data, 224 if input_size is None else input_size)
+    """`scan_data(data)`'s splits at `input_size`, by default the native size (at least 32 px)."""
+    scanned = scan_data(data)
+    return scanned.splits(max(32, scanned.native.side) if input_size is None else input_size)
 
 
 def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -230,6 +230,9 @@ def nest_options(options: Mapping[str, Any], source: str) -> dict[str, Any]:
 # 1024 px one batch of 64 fp32 images is 800 MB before the first activation, and no target's runtime
 # (every shipped target takes 96-256 px) is built for it.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
+# The smallest input size fit picks by itself: a stride-32 student's last feature map is one pixel at
+# 32 px, so smaller images (digits' 8 px) are upscaled to it; --input-size may still go down to 8.
+MIN_DEFAULT_INPUT_SIZE = 32
 # `scratch`: the chosen student trained on the same recipe with labels only, so the report shows what
 # the teacher bought. None: no baseline (it costs as much as the distillation).
 BASELINES = (None, "scratch")
@@ -237,6 +240,36 @@ BASELINES = (None, "scratch")
 # training runs but not what it computes, so a resumed run may take new values (a run started on a
 # GPU can finish on the CPU); every other option is the run's and stays as its config.yaml says.
 RESUMABLE_OPTIONS = ("device", "threads", "accelerator")
+
+
+def decide_input_size(requested: int | None, native: int, targets) -> tuple[int, str]:
+    """The input size a fit trains and ships at, and one line saying why. `requested` (--input-size)
+    always wins. Without it: the data's `native` size (the longer side of the most common image), at
+    least MIN_DEFAULT_INPUT_SIZE, as long as it is at most the largest size every target allows
+    (`Target.allowed_input_sizes`); larger data is brought down to the largest size all the targets
+    share, with the cost factor that avoids. A native size between a target's listed sizes (64 px on
+    pi5, whose list is 96-224) is kept: the list is the resolutions the target is known to run well,
+    which `edgekd search` explores, and fit has always trained at any size up to them on request."""
+    if requested is not None:
+        return requested, f"input size {requested} px: --input-size (the images are {native} px)"
+    largest = min(max(t.allowed_input_sizes) for t in targets)
+    names = targets[0].name if len(targets) == 1 else ", ".join(t.name for t in targets[:-1])
+    allow = f"{names} allows" if len(targets) == 1 else f"{names} and {targets[-1].name} allow"
+    if native < MIN_DEFAULT_INPUT_SIZE:
+        factor = (MIN_DEFAULT_INPUT_SIZE / native) ** 2
+        return MIN_DEFAULT_INPUT_SIZE, (
+            f"input size {MIN_DEFAULT_INPUT_SIZE} px: the images are {native} px, upscaled to the smallest "
+            f"size fit picks ({factor:.0f}x their pixels; --input-size chooses another)"
+        )
+    if native <= largest:
+        return native, f"input size {native} px: the images' native size ({allow} up to {largest} px)"
+    shared = set.intersection(*(set(t.allowed_input_sizes) for t in targets))
+    size = max((s for s in shared if s <= largest), default=largest)
+    factor = (native / size) ** 2
+    return size, (
+        f"input size {size} px, the largest {allow}: the images are {native} px, and training at "
+        f"{native} px would cost {factor:.1f}x the pixels (--input-size {native} to do so anyway)"
+    )
 
 
 def _option(name: str) -> str:

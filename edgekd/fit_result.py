@@ -21,8 +21,9 @@ from typing import Any
 # 2: `config` is config.yaml's nested form: the training and distillation options moved under its
 #    `training` and `distillation` keys (`config.epochs` is `config.training.epochs`).
 # Keys added since (no key changed meaning, so no new version; a file without them still reads):
-#    `test_predictions` (per-class evidence), `teacher_latency` (the teacher timed here) and each
-#    target's `threads` (what its latency was predicted for).
+#    `test_predictions` (per-class evidence), `teacher_latency` (the teacher timed here), each
+#    target's `threads` (what its latency was predicted for), `stages` (estimated and actual seconds
+#    per stage) and `data`'s `classes`, `native_size` and `input_size_reason`.
 SCHEMA_VERSION = 2
 
 Json = dict[str, Any]
@@ -108,12 +109,23 @@ class TargetResult(_Record):
 
 @dataclass(frozen=True)
 class DataSummary(_Record):
+    """The data the run trained on: its split, classes, the images' stored size and the input size
+    they were resized to, with how it was decided."""
+
     name: str
     num_classes: int
     input_size: int
     train: int
     val: int
     test: int
+    classes: tuple[str, ...] | None = None
+    native_size: Json | None = None  # edgekd.data.NativeSizes.to_json(): most common, ranges
+    input_size_reason: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> DataSummary:
+        classes = data.get("classes")
+        return cls(**{**data, "classes": None if classes is None else tuple(classes)})
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,8 @@ class FitResult(_Record):
     test_predictions: Json | None = None
     # The teacher exported in the student's host format and precision and timed here, or why not.
     teacher_latency: Json | None = None
+    # Every stage's estimated seconds (the plan before training) beside what it took (edgekd.stage_plan).
+    stages: list[Json] | None = None
 
     @property
     def target(self) -> TargetSummary:
@@ -192,7 +206,7 @@ class FitResult(_Record):
         order = (
             "run", "config", "target", "targets", "data", "teacher", "student", "search", "export",
             "host_latency", "device_latency", "history", "augmentation", "baseline", "plan",
-            "test_predictions", "teacher_latency",
+            "test_predictions", "teacher_latency", "stages",
         )  # fmt: skip
         own.update(target=first["target"], export=first["export"], host_latency=first["host_latency"])
         return {"schema_version": SCHEMA_VERSION, **{key: own[key] for key in order}}
@@ -221,6 +235,7 @@ class FitResult(_Record):
 # Keys a result.json may lack: written by later versions, or only by runs that measured them.
 _OPTIONAL = (
     "search", "device_latency", "augmentation", "baseline", "plan", "test_predictions", "teacher_latency",
+    "stages",
 )  # fmt: skip
 
 

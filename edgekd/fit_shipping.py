@@ -26,6 +26,7 @@ from edgekd.fit_result import (
 )
 from edgekd.fit_stages import FitContext, Stage
 from edgekd.rundir import RunDir
+from edgekd.stage_plan import compared
 
 STUDENT, POST_TRAINING = "student", "student-ptq"  # the artifacts' stems
 
@@ -365,7 +366,7 @@ def time_teacher(context: FitContext) -> dict[str, Any]:
             return {**json.loads(cached.read_text()), "cached": str(cached)}
         except (OSError, ValueError):
             pass  # a damaged entry is measured again and replaced
-    context.observer.stage("latency", f"teacher {context.teacher.info.arch} as {fmt} {precision}")
+    context.observer.stage("teacher latency", f"{context.teacher.info.arch} as {fmt} {precision}")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as scratch:
@@ -448,6 +449,29 @@ def shipping_stages(context: FitContext) -> list[Stage]:
     return [*stages, TeacherTimingStage(), ReportStage()]
 
 
+def shipping_plan(context: FitContext, student_rate: float | None, teacher_cached: bool = False) -> list:
+    """The plan's rows for the stages `shipping_stages` will run (`edgekd.stage_plan`), by the same
+    names; before training, a post-training file is expected beside each int8 target's QAT one."""
+    from edgekd.stage_plan import shipping_estimates
+
+    distinct, keys = [], set()
+    for target in context.targets:
+        if _artifact_key(target) not in keys:
+            keys.add(_artifact_key(target))
+            beside = target.default_precision == "int8" and bool(context.plan.qat_epochs)
+            distinct.append((target, 2 if beside else 1))
+    return shipping_estimates(
+        context.targets,
+        distinct,
+        [stage.platform for stage in bundle_stages(context.targets)],
+        student_rate,
+        len(context.data.test),
+        teacher_latency=True,
+        device=context.config.device is not None,
+        teacher_cached=teacher_cached,
+    )
+
+
 def _prediction_basis(target) -> str:
     """How the target's latency was predicted, in words: which profile rows calibrated it, or that
     none did (the report shows it beside the figure)."""
@@ -522,7 +546,15 @@ def fit_result(context: FitContext) -> FitResult:
         config=to_mapping(context.config),
         targets=records,
         data=DataSummary(
-            data.name, data.num_classes, data.input_size, len(data.train), len(data.val), len(data.test)
+            data.name,
+            data.num_classes,
+            data.input_size,
+            len(data.train),
+            len(data.val),
+            len(data.test),
+            classes=data.preprocessing.labels,
+            native_size=data.native.to_json() if data.native is not None else None,
+            input_size_reason=context.input_size_note or None,
         ),
         teacher=TeacherSummary(
             arch=teacher.info.arch,
@@ -555,4 +587,5 @@ def fit_result(context: FitContext) -> FitResult:
         plan=context.timed,
         test_predictions=_test_predictions(context),
         teacher_latency=context.teacher_latency,
+        stages=compared(context.estimates, context.stage_seconds) if context.estimates else None,
     )

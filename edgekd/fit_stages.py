@@ -54,6 +54,14 @@ class FitContext:
     splits: Any  # the data as loaded, before decoding
     started: float  # perf_counter at the start of fit, for the training-time plan
     cache_dir: Any = None
+    input_size_note: str = ""  # how the input size was decided (fit_config.decide_input_size)
+    # The plan of every stage (edgekd.stage_plan.StageEstimate), the seconds each stage took in this
+    # attempt by its label, and the estimates of the stages after training (set by `fit`, which knows
+    # them: fit_shipping stands above this module).
+    estimates: list = field(default_factory=list)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    shipping_estimates: Any = None  # (context, student rate, teacher cached) -> list of StageEstimate
+    done_earlier: frozenset[str] = frozenset()  # labels of the stages a resumed run will load
     data: Any = None
     teacher: Any = None
     teacher_seconds: float | None = None  # what training the teacher took, when it was trained here
@@ -120,7 +128,13 @@ def run_stages(stages: list[Stage], context: FitContext) -> None:
             log.info("%s: %s", stage.name, DONE_EARLIER)
             stage.load(context)
         else:
+            started = time.perf_counter()
             stage.run(context)
+            # By the banner's label, as the plan names it: a stage of two parts adds them up.
+            label = f"{stage.name} ({stage.detail})" if stage.detail else stage.name
+            context.stage_seconds[label] = (
+                context.stage_seconds.get(label, 0.0) + time.perf_counter() - started
+            )
 
 
 class _NeverDone:
@@ -141,9 +155,26 @@ class DataStage(_NeverDone):
     name = "data"
 
     def run(self, context: FitContext) -> None:
-        from edgekd.data import decode_once
+        from edgekd.data import decode_once, decoded_images
+        from edgekd.data_summary import summary_lines
+        from edgekd.stage_plan import StageEstimate, rule, stated
 
-        context.data = decode_once(context.splits, context.cache_dir, context.observer)
+        splits = context.splits
+        to_decode = decoded_images(splits, context.cache_dir)
+        context.estimates = [
+            StageEstimate(
+                "data",
+                "",
+                rule("decode", to_decode),
+                f"{stated('decode')} ({to_decode:,} not decoded before)",
+            )
+        ]
+        if context.world.is_main:
+            counts = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
+            lines = summary_lines(splits.name, counts, splits.preprocessing.labels, splits.native)
+            for line in (*lines, context.input_size_note):
+                log.info("data: %s", line)
+        context.data = decode_once(splits, context.cache_dir, context.observer)
 
 
 class TeacherStage(_NeverDone):
@@ -195,7 +226,10 @@ class PlanStage(_NeverDone):
         from edgekd.search import assess
 
         config, data, world = context.config, context.data, context.world
-        assessments = assess(context.candidates, context.targets, data.input_size, data.num_classes)
+        # Costed by the plan stage already (from the cache, on every rank alike).
+        assessments = context.assessments or assess(
+            context.candidates, context.targets, data.input_size, data.num_classes
+        )
         train_config = make_train_config(config, data.input_size, context.views)
         timing = share_from_main(
             training_time.plan_fit(
@@ -209,6 +243,9 @@ class PlanStage(_NeverDone):
                 context.cache_dir,
                 spent=time.perf_counter() - context.started,
                 teacher_seconds=context.teacher_seconds,
+                # The plan of every stage showed the search and the final training already; under a
+                # time budget this table says how the budget was split.
+                announce=config.time_budget is not None or not context.estimates,
             )
             if world.is_main
             else None,
@@ -259,6 +296,7 @@ class SearchStage:
             trial_plan,
             cache_dir=context.cache_dir,
             observer=context.observer,
+            rungs=context.timing.rungs,
         )
         result = select_student(
             assessments,
@@ -415,8 +453,17 @@ class BaselineStage:
 
 
 def training_stages(context: FitContext) -> list[Stage]:
-    """What every rank runs: data, teacher, search, distillation and, if asked, the baseline."""
-    stages: list[Stage] = [DataStage(), TeacherStage(), PlanStage(), SearchStage(), DistillStage()]
+    """What every rank runs: data, the plan, teacher, search, distillation and, if asked, the baseline."""
+    from edgekd.fit_plan import EstimateStage
+
+    stages: list[Stage] = [
+        DataStage(),
+        EstimateStage(),
+        TeacherStage(),
+        PlanStage(),
+        SearchStage(),
+        DistillStage(),
+    ]
     if context.config.baseline == "scratch":
         stages.append(BaselineStage())
     return stages

@@ -28,6 +28,7 @@ import functools
 import logging
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -220,26 +221,26 @@ def group_rows(rows: list[ProfileRow]) -> dict[tuple[str, str, int], list[Profil
 def op_table(arch: str, input_size: int) -> OpTable:
     """The op table of a timm architecture (1000 classes) at `input_size`, cached on disk by timm
     version: tracing takes ~1 s and a fit needs a hundred of them."""
-    import timm
-
-    from edgekd.paths import default_cache_dir
-
-    path = (
-        default_cache_dir()
-        / "analysis"
-        / f"timm-{timm.__version__}-v{ANALYSIS_CACHE_VERSION}"
-        / f"{arch}@{input_size}.json"
-    )
     from edgekd._io import cached_json
     from edgekd.analysis import analyze
     from edgekd.catalog import build_model
 
     return cached_json(
-        path,
+        op_table_path(arch, input_size),
         lambda: OpTable.from_cost(analyze(build_model(arch, 1000), input_size)),
         lambda table: {k: v.tolist() for k, v in asdict(table).items()},
         lambda data: OpTable(**{k: np.array(v) for k, v in data.items()}),
     )
+
+
+def op_table_path(arch: str, input_size: int) -> Path:
+    """Where `op_table` keeps its table: it is traced only when this file is missing."""
+    import timm
+
+    from edgekd.paths import default_cache_dir
+
+    versions = f"timm-{timm.__version__}-v{ANALYSIS_CACHE_VERSION}"
+    return default_cache_dir() / "analysis" / versions / f"{arch}@{input_size}.json"
 
 
 def calibration_rows(target: Target, precision: str, threads: int) -> list[ProfileRow]:

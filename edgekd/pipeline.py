@@ -87,6 +87,11 @@ def fit(
     context = _checked_context(config, resume, observer, world, started)
     log.info("run directory %s", context.run)
     observer.run = str(context.run)  # the StageTracker of _interrupts_name_stage_and_run
+    if resume is not None:  # the plan says which stages an earlier attempt finished
+        stages = [*training_stages(context), *shipping_stages(context)]
+        context.done_earlier = frozenset(
+            f"{s.name} ({s.detail})" if s.detail else s.name for s in stages if s.is_done(context.run)
+        )
 
     run_stages(training_stages(context), context)
     barrier(world)
@@ -99,7 +104,23 @@ def fit(
     write_metrics_csv(context.run.metrics_csv, context.history)
     context.test_images, context.test_labels = stack(context.data.test)
     run_stages(shipping_stages(context), context)
+    if context.estimates:
+        _compare_stage_times(context)
     return context.result
+
+
+def _compare_stage_times(context) -> None:
+    """The estimate of every stage beside what it took, logged; result.json written once more with the
+    report's own time, which the report itself could not hold."""
+    import dataclasses
+
+    from edgekd._io import write_json_atomic
+    from edgekd.stage_plan import compared, comparison_table
+
+    stages = compared(context.estimates, context.stage_seconds)
+    log.info("%s", comparison_table(stages))
+    context.result = dataclasses.replace(context.result, stages=stages)
+    write_json_atomic(context.run.result, context.result.to_json())
 
 
 def _resumed_config(config: FitConfig, run: Path, world) -> FitConfig:
@@ -121,8 +142,10 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
     the loss and scheme, the student's name, the device and the data folder; only then is a run
     directory made (by rank 0, which owns it: under torchrun the other ranks train and return)."""
     from edgekd.catalog import load_students, student_registry
-    from edgekd.data import load_data
+    from edgekd.data import scan_data
     from edgekd.distill.distributed import share_from_main
+    from edgekd.fit_config import decide_input_size
+    from edgekd.fit_shipping import shipping_plan
     from edgekd.fit_stages import FitContext
     from edgekd.paths import default_cache_dir
     from edgekd.targets import get_target
@@ -141,7 +164,9 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
     from edgekd.distill.accelerator import resolve_accelerator
 
     resolve_accelerator(config.training.accelerator)  # `cuda` on a machine without one fails here
-    splits = load_data(config.data, config.input_size)
+    scanned = scan_data(config.data)
+    input_size, input_size_note = decide_input_size(config.input_size, scanned.native.side, targets)
+    splits = scanned.splits(input_size)
     if resume is not None:
         run = RunDir(Path(resume), config.targets)
     elif world.is_main:
@@ -149,9 +174,10 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
         write_text_atomic(run.config, yaml.safe_dump(to_mapping(config), sort_keys=False))
     run = share_from_main(run if world.is_main or resume is not None else None, world)
     return FitContext(
-        # The batch is decided after config.yaml is written, which keeps the user's "no batch size"
-        # so that a resume with the same options matches it; the same data decide the same batch.
-        config=with_batch_size(config, len(splits.train)),
+        # The batch and the input size are decided after config.yaml is written, which keeps the
+        # user's "no batch size" and "no input size" so that a resume with the same options matches
+        # it; the same data decide the same batch and size.
+        config=with_batch_size(config, len(splits.train)).with_options(input_size=input_size),
         run=run,
         observer=observer,
         world=world,
@@ -161,4 +187,6 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
         splits=splits,
         started=started,
         cache_dir=config.cache_dir or default_cache_dir(),
+        input_size_note=input_size_note,
+        shipping_estimates=shipping_plan,
     )

@@ -24,6 +24,7 @@ from edgekd.report_evidence import (
     LaterExports,
     class_plots,
     class_section,
+    data_section,
     headline,
     later_export_rows,
     predicted_against_measured,
@@ -31,6 +32,7 @@ from edgekd.report_evidence import (
     split_phrase,
 )
 from edgekd.report_markup import Code, Plot, Section, Table, html_page, markdown
+from edgekd.stage_plan import stage_times_section
 from edgekd.training_time import report_line
 
 if TYPE_CHECKING:
@@ -206,6 +208,7 @@ def _document(result: FitResult, plots: Sequence[Plot], later: LaterExports | No
                 *report_line(result.plan),
             ),
         ),
+        data_section(result),
         class_section(result, class_figures),
         Section("Artifacts", _artifact_blocks(result, later)),
         Section(
@@ -245,6 +248,8 @@ def _document(result: FitResult, plots: Sequence[Plot], later: LaterExports | No
         ),
         Section("Distillation", (_epoch_table(result.history, data.val),)),
     ]
+    if (times := stage_times_section(result.stages)) is not None:
+        sections.append(times)
     others = tuple(p for p in plots if p not in class_figures)
     if others:
         sections.append(Section("Figures", others))

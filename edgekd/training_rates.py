@@ -117,6 +117,10 @@ def measure_rates(model: nn.Module, input_size: int, num_classes: int, batch_siz
     return Rates(batch_size / train_seconds, batch_size / forward_seconds)
 
 
+def _student_setting(arch: str, kwargs: dict[str, Any], input_size: int, num_classes: int, batch: int):
+    return {"arch": arch, "kwargs": kwargs, "input": input_size, "classes": num_classes, "batch": batch}
+
+
 def student_rates(
     arch: str, kwargs: dict[str, Any], input_size: int, num_classes: int, batch_size: int, *, cache_dir: Path
 ) -> Rates:
@@ -125,19 +129,21 @@ def student_rates(
     host: a second fit measures nothing."""
     from edgekd.catalog import build_model
 
-    setting = {
-        "arch": arch,
-        "kwargs": kwargs,
-        "input": input_size,
-        "classes": num_classes,
-        "batch": batch_size,
-    }
+    setting = _student_setting(arch, kwargs, input_size, num_classes, batch_size)
     return cached_json(
         _cache_path(cache_dir, "train", arch, setting),
         lambda: measure_rates(build_model(arch, num_classes, **kwargs), input_size, num_classes, batch_size),
         dataclasses.asdict,
         lambda saved: Rates(float(saved["train"]), float(saved["evaluate"])),
     )
+
+
+def rates_cached(
+    arch: str, kwargs: dict[str, Any], input_size: int, num_classes: int, batch_size: int, *, cache_dir: Path
+) -> bool:
+    """Whether `student_rates` would read its rates from the cache rather than measure them."""
+    setting = _student_setting(arch, kwargs, input_size, num_classes, batch_size)
+    return _cache_path(cache_dir, "train", arch, setting).exists()
 
 
 def training_rate(
@@ -170,6 +176,12 @@ def forward_rate(
         lambda rate: {"forward": rate},
         lambda saved: float(saved["forward"]),
     )
+
+
+def forward_cached(name: str, input_size: int, *, cache_dir: Path, batch_size: int = FILL_BATCH) -> bool:
+    """Whether `forward_rate` of the model `name` would read its rate from the cache."""
+    setting = {"model": name, "input": input_size, "batch": batch_size}
+    return _cache_path(cache_dir, "forward", name, setting).exists()
 
 
 # --- predictions ---------------------------------------------------------------------------------

@@ -236,11 +236,15 @@ def plan_fit(
     *,
     spent: float = 0.0,
     teacher_seconds: float | None = None,
+    teacher_rate: float | None = None,
+    announce: bool = True,
 ) -> FitTiming:
     """The fit's training plan (see the module's docstring): rates measured (or read from the cache)
     for the candidates that may be chosen, the search's and the final training's predicted seconds,
     and under `config.time_budget` the split, the dropped candidates and the epochs. Logs the table.
-    `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget."""
+    `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget.
+    `teacher_rate` (images/s) stands in for timing `teacher`'s forward, before the teacher exists (the
+    fit's plan of every stage, `edgekd.stage_plan`); `announce` False logs the table at debug level."""
     from edgekd.search.halving import parse_budget, plan_rungs
     from edgekd.search.ranking import capacity, entrants, entry_order, most_capacity
 
@@ -250,7 +254,9 @@ def plan_fit(
         val_images=n_val,
         views=augmentation.draws if augmentation is not None else 1,
         teacher_cache=plan.teacher_cache and plan.scheme != "online",
-        teacher_rate=forward_rate(teacher, teacher_name, data.input_size, cache_dir=cache_dir),
+        teacher_rate=teacher_rate
+        if teacher_rate is not None
+        else forward_rate(teacher, teacher_name, data.input_size, cache_dir=cache_dir),
     )
     user_budget = parse_budget(config.search_budget)
     budget = parse_duration(config.time_budget) if config.time_budget is not None else None
@@ -419,7 +425,7 @@ def plan_fit(
         rungs=tuple(rungs),
     )
     timing.table = _table(timing, rates, n_train)
-    log.info("%s", timing.table)
+    log.log(logging.INFO if announce else logging.DEBUG, "%s", timing.table)
     return timing
 
 

@@ -13,11 +13,11 @@ from edgekd.fit_stages import DONE_EARLIER, run_stages
 from edgekd.rundir import RunDir
 from tests.test_report import as_result, make_result
 
-# result.json's keys as edgekd 0.1.0 wrote them; other tools read these.
+# result.json's keys as edgekd 0.1.0 wrote them, and those added since; other tools read these.
 RESULT_KEYS = {
     "run", "config", "target", "targets", "data", "teacher", "student", "search", "export",
     "host_latency", "device_latency", "history", "augmentation", "baseline", "plan", "test_predictions",
-    "teacher_latency",
+    "teacher_latency", "stages",
 }  # fmt: skip
 
 
@@ -71,6 +71,7 @@ class _Banners:
 class _Context:
     run: RunDir
     observer: _Banners
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def test_a_stage_with_its_outputs_is_loaded_and_one_without_is_run(tmp_path):

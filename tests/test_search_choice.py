@@ -238,11 +238,24 @@ def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cac
     from tests.helpers import one_torch_thread
 
     names = ["lcnet_050", "mobilenetv3_small_050", "mobilenetv2_050"]
+    bars: list[str] = []
+
+    class Bars:  # what the progress display is told
+        def stage(self, name, detail=""):
+            pass
+
+        def task(self, description, total):
+            from edgekd.progress import SilentObserver
+
+            bars.append(description)
+            return SilentObserver().task(description, total)
+
     with one_torch_thread():
         torch.manual_seed(0)
         teacher = build_model("resnet10t", digits.num_classes)
         train(teacher, digits, TrainConfig(epochs=1, batch_size=64, lr=3e-3), loss=make_loss("ce"))
         config = TrainConfig(epochs=1, batch_size=64, lr=3e-3, seed=0)
+        rungs = plan_rungs(len(names), eta=2, max_epochs=2, max_images=300, min_images=100)
         evaluate = evidence(
             lambda arch: build_model(arch, digits.num_classes),
             teacher.eval(),
@@ -250,9 +263,14 @@ def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cac
             config,
             DistillPlan(),
             cache_dir=tmp_path,
+            observer=Bars(),
+            rungs=rungs,
         )
-        rungs = plan_rungs(len(names), eta=2, max_epochs=2, max_images=300, min_images=100)
         result = successive_halving(names, evaluate, rungs, macs=dict.fromkeys(names, 1))
+    # every bar of a trial names it: trial k of n, the candidate and its rung
+    trials = [f"trial {k}/5 {t.name} rung {t.rung + 1}/2" for k, t in enumerate(result.trials, 1)]
+    assert list(dict.fromkeys(bar.split(": ")[0] for bar in bars)) == trials
+    assert f"{trials[0]}: distil epoch 1/1" in bars
     assert [len(result.rung(i)) for i in range(len(rungs))] == [3, 2]
     assert all(0.0 <= t.score <= 1.0 and t.seconds > 0 for t in result.trials)
     for t in result.trials:  # each score with its precision and the student's distance to the teacher

@@ -209,3 +209,12 @@ def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(tmp_path, capl
     assert plan["final"]["predicted_s"] > 0 and plan["final"]["actual_s"] > 0
     assert plan["time_budget_s"] == 1800 and plan["search_budget"].endswith("s")
     assert "Training time under a time budget of 30.0 min" in (Path(result.run) / "report.md").read_text()
+    # The plan of every stage comes before the teacher trains, and each stage's time is kept beside it.
+    planned_at = caplog.text.index("plan (estimated wall time per stage)")
+    assert planned_at < caplog.text.index("teacher resnet18 epoch")
+    planned = [s["stage"] for s in result.stages]
+    assert planned[:6] == ["data", "costing", "rate probe", "teacher", "search", "distill"]
+    assert {"export", "parity", "teacher latency", "report"} <= set(planned)
+    assert all(s["actual_s"] is not None for s in result.stages)  # the report's too, written after it
+    kept = json.loads((Path(result.run) / "result.json").read_text())["stages"]
+    assert kept == result.stages and "stage times, estimated and actual" in caplog.text

@@ -115,6 +115,11 @@ def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> M
     return cached_json(path, trace, ModelCost.to_json, ModelCost.from_json)
 
 
+def cost_cached(candidate: Candidate, input_size: int, num_classes: int) -> bool:
+    """Whether `candidate_cost` would read its figure from the cache rather than trace the model."""
+    return _cache_path("cost", candidate, f"{input_size}|{num_classes}").exists()
+
+
 def candidate_on_npu(
     candidate: Candidate, model: Callable[[], nn.Module], target: Target, input_size: int, num_classes: int
 ) -> NpuEstimate:

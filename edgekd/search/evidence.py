@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,14 +36,26 @@ def evidence(
     *,
     cache_dir: Path | None = None,
     observer: Observer | None = None,
+    rungs: Sequence[RungPlan] = (),
 ) -> Callable[[str, RungPlan], ValidationScore]:
     """`evaluate(name, rung)` for `successive_halving`: distil a fresh `build(name)` for the rung's
     epochs on its first `rung.images` (seeded) training images, return its validation accuracy over
-    the validation images, with its agreement with the teacher and KL to it there."""
+    the validation images, with its agreement with the teacher and KL to it there. With the planned
+    `rungs`, each trial's progress bars name it: trial k of n, the candidate and its rung."""
     from edgekd.data import with_train_subset
     from edgekd.distill.stage import distil_student
+    from edgekd.progress import SilentObserver
+
+    planned = planned_trials(rungs)
+    started = 0
 
     def evaluate(name: str, rung: RungPlan) -> ValidationScore:
+        nonlocal started
+        started += 1
+        index = next((i for i, r in enumerate(rungs) if r == rung), None)
+        where = f"rung {index + 1}/{len(rungs)}" if index is not None else "rung retried longer"
+        of = f"/{planned}" if planned and started <= planned else ""
+        trial = Named(observer or SilentObserver(), f"trial {started}{of} {name} {where}")
         subset = with_train_subset(data, rung.images, seed=config.seed)
         short = dataclasses.replace(config, epochs=rung.epochs)
         result = distil_student(
@@ -54,7 +66,7 @@ def evidence(
             plan,
             arch=name,
             cache_dir=cache_dir,
-            observer=observer,
+            observer=trial,
         )
         last = result.history[-1]
         log.info(
@@ -70,6 +82,31 @@ def evidence(
         )
 
     return evaluate
+
+
+def planned_trials(rungs: Sequence[RungPlan]) -> int:
+    """The trials successive halving trains over `rungs`: a rung that repeats an earlier one's epochs
+    and images reuses its scores and trains nothing (as `training_rates.search_seconds` counts them)."""
+    seen: set[tuple[int, int]] = set()
+    count = 0
+    for rung in rungs:
+        if (rung.epochs, rung.images) not in seen:
+            seen.add((rung.epochs, rung.images))
+            count += rung.candidates
+    return count
+
+
+class Named:
+    """An observer whose task bars carry `prefix`: the search trial they belong to."""
+
+    def __init__(self, observer: Observer, prefix: str) -> None:
+        self._observer, self._prefix = observer, prefix
+
+    def stage(self, name: str, detail: str = "") -> None:
+        self._observer.stage(name, detail)
+
+    def task(self, description: str, total: int | None):
+        return self._observer.task(f"{self._prefix}: {description}", total)
 
 
 def chance_level(dataset) -> float:

@@ -1,0 +1,301 @@
+"""The fit's `plan` stage: after the data is decoded and before anything trains, every candidate is
+costed on every target (the latency model calibrated first), the rates the training estimates need are
+measured (each once per machine, cached), and the plan of every stage with its estimated wall time is
+logged (`edgekd.stage_plan`). The stages after it read what it costed and measured from the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import ConfigError
+from edgekd.fit_recipe import make_train_config
+from edgekd.stage_plan import StageEstimate, duration, plan_table, rule, stated
+
+log = logging.getLogger(__name__)
+
+
+class EstimateStage:
+    """Costing, the rate probe and the plan table (see the module). Rank 0 plans; under torchrun the
+    other ranks cost the candidates in the search's plan, from the cache rank 0 filled."""
+
+    name, detail = "plan", ""
+
+    def is_done(self, run) -> bool:
+        return False
+
+    def load(self, context) -> None:  # pragma: no cover: never done, never loaded
+        raise AssertionError("EstimateStage keeps nothing to load")
+
+    def run(self, context) -> None:
+        if not context.world.is_main:
+            return
+        rows = list(context.estimates)  # the data stage's
+        rows.append(_costing(context))
+        probe, teacher_arch = _probe_row(context)
+        rows.append(probe)
+        teacher_seconds, teacher_rate = _probe(context, teacher_arch)
+        rows.append(_teacher_row(context, teacher_seconds))
+        rows += _training_rows(context, teacher_seconds, teacher_rate)
+        # A resumed run loads these instead of running them.
+        rows = [
+            StageEstimate(r.stage, r.detail, 0.0, "done in an earlier attempt")
+            if r.label in context.done_earlier
+            else r
+            for r in rows
+        ]
+        context.estimates = rows
+        log.info("%s", plan_table(rows, context.stage_seconds))
+
+
+def _timed(context, label: str, work: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    value = work()
+    context.stage_seconds[label] = time.perf_counter() - started
+    return value
+
+
+def _costing(context) -> StageEstimate:
+    """The costing row, then the costing itself, timed: the latency model of each target calibrated on
+    its profile rows (each profile model traced once, cached) and every candidate costed."""
+    from edgekd.latency import calibration_rows, op_table, op_table_path
+    from edgekd.search import assess
+    from edgekd.search.constraints import cost_cached
+
+    data, targets, candidates = context.data, context.targets, context.candidates
+    size, classes = data.input_size, data.num_classes
+    calibrated = [t for t in targets if t.latency_model.estimator != "vela"]
+    profile_rows = {t.name: calibration_rows(t, t.default_precision, t.threads) for t in calibrated}
+    untraced = {
+        (r.model, r.input_size)
+        for rows in profile_rows.values()
+        for r in rows
+        if not op_table_path(r.model, r.input_size).exists()
+    }
+    uncosted = [c for c in candidates if not cost_cached(c, size, classes)]
+    names = ", ".join(t.name for t in targets)
+    row = StageEstimate(
+        "costing",
+        "",
+        rule("trace", len(uncosted)) + rule("calibration trace", len(untraced)),
+        f"{stated('trace')} ({len(uncosted)} of {len(candidates)}), "
+        f"{stated('calibration trace')[5:]} ({len(untraced)})",
+    )
+
+    def work() -> list:
+        for target in calibrated:
+            rows = profile_rows[target.name]
+            if rows:
+                task = context.observer.task(f"calibrating the {target.name} latency model", len(rows))
+                for r in rows:
+                    op_table(r.model, r.input_size)
+                    task.advance()
+                task.close()
+        task = context.observer.task(f"costing {len(candidates)} candidates for {names}", len(candidates))
+        assessed = []
+        for candidate in candidates:
+            assessed += assess([candidate], targets, size, classes)
+            task.advance()
+        task.close()
+        return assessed
+
+    context.assessments = _timed(context, "costing", work)
+    return row
+
+
+def _teacher_arch(config, recipe) -> str | None:
+    """The timm architecture of the teacher before it is loaded: the catalog's recipe, or a timm name
+    given with --teacher; None for a teacher file (its speed is known only once it is loaded)."""
+    if config.teacher is None:
+        return recipe.arch
+    if not Path(config.teacher).exists() and "." not in config.teacher:
+        return config.teacher
+    return None
+
+
+def _recipe(config):
+    from edgekd.catalog import load_teacher_recipe
+
+    recipe = load_teacher_recipe()
+    return (
+        recipe if config.teacher_epochs is None else dataclasses.replace(recipe, epochs=config.teacher_epochs)
+    )
+
+
+def _probed(context) -> list:
+    """The candidates the training plan measures without a time budget: those that may enter the
+    search (`plan_fit` measures the same ones, and under a budget perhaps a few more)."""
+    from edgekd.search.halving import parse_budget
+    from edgekd.search.ranking import capacity, entrants, entry_order
+
+    feasible = [a for a in context.assessments if a.feasible]
+    budget = parse_budget(context.config.search_budget)
+    if budget.trials == 0:
+        ordered = sorted(feasible, key=capacity, reverse=True)
+    else:
+        ordered = entry_order(feasible) if len(feasible) > 1 else feasible
+    return entrants(ordered, None if budget.trials is None else max(1, budget.trials))
+
+
+def _probe_row(context) -> tuple[StageEstimate, str | None]:
+    from edgekd.training_rates import forward_cached, rates_cached
+
+    config, data, cache = context.config, context.data, context.cache_dir
+    size, classes, batch = data.input_size, data.num_classes, config.training.batch_size
+    recipe, arch = _recipe(config), _teacher_arch(config, _recipe(config))
+    students = [
+        a.candidate
+        for a in _probed(context)
+        if not rates_cached(a.candidate.arch, dict(a.candidate.kwargs), size, classes, batch, cache_dir=cache)
+    ]
+    teacher = 0
+    if arch is not None:
+        teacher += not rates_cached(arch, {}, size, classes, recipe.batch_size, cache_dir=cache)
+        teacher += not forward_cached(arch, size, cache_dir=cache)
+    count = len(students) + teacher
+    return (
+        StageEstimate(
+            "rate probe",
+            "",
+            rule("probe", count),
+            f"{stated('probe')} ({len(students)} students{' + the teacher' if teacher else ''} "
+            "not measured before)",
+        ),
+        arch,
+    )
+
+
+def _probe(context, teacher_arch: str | None) -> tuple[float | None, float | None]:
+    """Measure (or read) the rates: the candidates that may enter the search, the teacher's training
+    and its forward. Returns the teacher's predicted training seconds and forward rate."""
+    from edgekd.catalog import build_model
+    from edgekd.training_rates import forward_rate, student_rates
+    from edgekd.training_time import teacher_training_seconds
+
+    config, data, cache = context.config, context.data, context.cache_dir
+    size, classes = data.input_size, data.num_classes
+    probed = _probed(context)
+
+    def work() -> tuple[float | None, float | None]:
+        task = context.observer.task(f"rate probe: {len(probed) + 2} models", len(probed) + 2)
+        for a in probed:
+            student_rates(
+                a.candidate.arch,
+                dict(a.candidate.kwargs),
+                size,
+                classes,
+                config.training.batch_size,
+                cache_dir=cache,
+            )
+            task.advance()
+        seconds = teacher_training_seconds(config, data, _recipe(config), cache)
+        task.advance()
+        rate = None
+        if teacher_arch is not None:
+            rate = forward_rate(
+                build_model(teacher_arch, classes), teacher_arch, size, cache_dir=cache
+            )  # an untrained copy: the rate does not depend on the weights
+        task.advance()
+        task.close()
+        return seconds, rate
+
+    return _timed(context, "rate probe", work)
+
+
+def _teacher_row(context, seconds: float | None) -> StageEstimate:
+    recipe = _recipe(context.config)
+    load = rule("teacher load")
+    if seconds:
+        basis = (
+            f"{recipe.arch}: {recipe.epochs} epochs x {len(context.data.train):,} images at its measured "
+            f"rate + rule {load:g} s to test it"
+        )
+        return StageEstimate("teacher", "", seconds + load, basis)
+    why = "cached" if seconds == 0 else "the given teacher"
+    return StageEstimate("teacher", "", load, f"{why}: {stated('teacher load')}")
+
+
+def _training_rows(context, teacher_seconds: float | None, teacher_rate: float | None) -> list[StageEstimate]:
+    """The search and the final distillation from the training plan (`plan_fit`, at the rates just
+    measured), and the stages after training (`context.shipping_estimates`)."""
+    from edgekd.training_time import plan_fit
+
+    config, data = context.config, context.data
+    timing = None
+    if teacher_rate is not None:
+        spent = time.perf_counter() - context.started + (teacher_seconds or 0.0)
+        try:
+            timing = plan_fit(
+                config,
+                context.assessments,
+                None,
+                _teacher_arch(config, _recipe(config)) or "teacher",
+                data,
+                make_train_config(config, data.input_size),
+                context.plan,
+                context.cache_dir,
+                spent=spent,
+                teacher_seconds=teacher_seconds,
+                teacher_rate=teacher_rate,
+                announce=False,
+            )
+        except ConfigError as e:  # a time budget too small: the plan after the teacher says so again
+            log.debug("the plan could not estimate the training under the time budget: %s", e)
+    if timing is None:
+        later = "estimated once the teacher is loaded (the training plan after it)"
+        rows = [StageEstimate("search", "", None, later), StageEstimate("distill", "", None, later)]
+        student_rate = None
+    else:
+        rows, student_rate = _search_and_final(context, timing)
+    if config.baseline == "scratch":
+        rows.append(StageEstimate("baseline", "", None, "counted in distill's estimate"))
+    if context.shipping_estimates is not None:
+        rows += context.shipping_estimates(context, student_rate, teacher_seconds == 0)
+    return rows
+
+
+def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | None]:
+    from edgekd.training_rates import student_rates
+
+    config, data = context.config, context.data
+    if timing.entering:
+        rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
+        low, high = timing.predicted_search_range
+        search = StageEstimate(
+            "search",
+            "",
+            timing.predicted_search,
+            f"rungs {rungs} (candidates x epochs x images) at measured rates; "
+            f"{duration(low)} - {duration(high)} by who goes on",
+        )
+    else:
+        search = StageEstimate("search", "", 0.0, "no trials")
+    final = timing.predicted_final
+    qat = f" + {context.plan.qat_epochs} quantization-aware" if context.plan.qat_epochs else ""
+    low, high = timing.final_range() if final else (0.0, 0.0)
+    distill = StageEstimate(
+        "distill",
+        "",
+        statistics.fmean(final.values()) if final else None,
+        f"{timing.epochs}{qat} epochs x {len(data.train):,} images at measured rates; "
+        f"{duration(low)} - {duration(high)} by the student chosen",
+    )
+    by_name = {a.candidate.name: a.candidate for a in context.assessments}
+    rates = [
+        student_rates(
+            by_name[n].arch,
+            dict(by_name[n].kwargs),
+            data.input_size,
+            data.num_classes,
+            config.training.batch_size,
+            cache_dir=context.cache_dir,
+        ).evaluate
+        for n in final
+    ]
+    return [search, distill], (statistics.fmean(rates) if rates else None)
