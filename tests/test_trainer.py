@@ -235,3 +235,20 @@ def test_training_hands_back_a_model_in_the_contiguous_layout(small):
     assert len(history) == 1
     assert all(p.is_contiguous() for p in model.parameters())
     assert not model.training
+
+
+def test_the_weight_average_carries_batchnorm_statistics_with_the_weights(small):
+    """With a decay near 0 the exponential average is the last step's model, so training with and
+    without it must hand back the same network, BatchNorm's running statistics included (an average
+    of the weights alone kept a fresh network's statistics and normalised every layer wrongly)."""
+    plain, averaged = _model(), _model()
+    recipe = TrainConfig(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd", seed=3)
+    plain_history = train(plain, small, recipe, loss=make_loss("ce"))
+    averaged_history = train(
+        averaged, small, dataclasses.replace(recipe, ema_decay=1e-9), loss=make_loss("ce")
+    )
+    plain_state = plain.state_dict()
+    for name, value in averaged.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, plain_state[name], rtol=1e-5, atol=1e-6), name
+    assert averaged_history[-1].val_accuracy == pytest.approx(plain_history[-1].val_accuracy)
