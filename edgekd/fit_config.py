@@ -48,6 +48,8 @@ class TrainingSettings:
     weight_decay: float = 0.0005
     optimizer: str = "sgd"  # SGD with Nesterov momentum 0.9; "adamw"
     schedule: str = "onecycle"
+    # the final training's weight average; default: fit_recipe.SMALL_DATA_EMA_DECAY on small data, else
+    # none; 0: none
     ema_decay: float | None = None
     clip_grad_norm: float | None = None
     bf16: bool = False
@@ -301,8 +303,8 @@ def _validate_training(training: TrainingSettings) -> None:
         raise _bad(training, "lr", "must be a finite number above 0 (e.g. 0.025)")
     if not (math.isfinite(training.weight_decay) and training.weight_decay >= 0):
         raise _bad(training, "weight_decay", "must be a finite number, 0 or more")
-    if training.ema_decay is not None and not 0 < training.ema_decay < 1:
-        raise _bad(training, "ema_decay", "must be between 0 and 1, both excluded (e.g. 0.999)")
+    if training.ema_decay is not None and not 0 <= training.ema_decay < 1:
+        raise _bad(training, "ema_decay", "must be at least 0 and below 1 (0: no average; e.g. 0.999)")
     if training.clip_grad_norm is not None and not (
         math.isfinite(training.clip_grad_norm) and training.clip_grad_norm > 0
     ):

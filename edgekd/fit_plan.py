@@ -66,7 +66,7 @@ def _costing(context) -> StageEstimate:
     its profile rows (each profile model traced once, cached) and every candidate costed."""
     from edgekd.latency import calibration_rows, op_table, op_table_path
     from edgekd.search import assess
-    from edgekd.search.constraints import cost_cached
+    from edgekd.search.constraints import cost_cached, tracing_workers
 
     data, targets, candidates = context.data, context.targets, context.candidates
     size, classes = data.input_size, data.num_classes
@@ -83,7 +83,9 @@ def _costing(context) -> StageEstimate:
     row = StageEstimate(
         "costing",
         "",
-        rule("trace", len(uncosted)) + rule("calibration trace", len(untraced)),
+        # uncached candidates are traced in parallel, one process per core (`candidate_costs`)
+        rule("trace", len(uncosted) / max(1, min(len(uncosted), tracing_workers())))
+        + rule("calibration trace", len(untraced)),
         f"{stated('trace')} ({len(uncosted)} of {len(candidates)}), "
         f"{stated('calibration trace')[5:]} ({len(untraced)})",
     )

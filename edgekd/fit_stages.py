@@ -20,6 +20,7 @@ from edgekd._io import write_json_atomic
 from edgekd.fit_config import FitConfig
 from edgekd.fit_recipe import (
     assistant_factory,
+    final_train_config,
     make_train_config,
     teacher_cost,
     view_decision,
@@ -72,7 +73,8 @@ class FitContext:
     teacher_macs: int | None = None
     views: ViewDecision | None = None
     assessments: list | None = None
-    train_config: Any = None
+    train_config: Any = None  # the final training's TrainConfig (and the baseline's)
+    trial_config: Any = None  # the search trials' (fit_recipe.final_train_config says how they differ)
     timing: Any = None  # edgekd.training_time's FitTiming
     search: Any = None  # edgekd.search.select.SearchResult
     search_seconds: float | None = None
@@ -252,7 +254,8 @@ class PlanStage(_NeverDone):
             world,
         )
         context.timing = timing
-        context.assessments, context.train_config = timing.assessments, timing.train_config(train_config)
+        context.assessments, context.trial_config = timing.assessments, timing.train_config(train_config)
+        context.train_config = final_train_config(config, context.trial_config, len(data.train))
 
 
 class SearchStage:
@@ -287,7 +290,7 @@ class SearchStage:
         # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
         # co-train a teacher per trial, so they are ranked as offline runs.
         trial_plan = dataclasses.replace(context.plan, scheme="offline", qat_epochs=0)
-        train_config = context.train_config
+        train_config = context.trial_config
         evaluate = evidence(
             build,
             context.teacher.model,

@@ -75,7 +75,7 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
             r"fit\.yaml: input_size \(--input-size\) must be between 8 and 1024 pixels, got 4",
         ),
         ("optimizer: sgdd\n", r"fit\.yaml: unknown optimizer 'sgdd'.*Did you mean 'sgd'"),
-        ("ema_decay: 0\n", r"fit\.yaml: ema_decay \(--ema-decay\) must be between 0 and 1"),
+        ("ema_decay: 1\n", r"fit\.yaml: ema_decay \(--ema-decay\) must be at least 0 and below 1"),
         ("label_smoothing: .nan\n", r"fit\.yaml: label_smoothing .* between 0 and 1, got nan"),
     ):
         path.write_text(text)
@@ -105,6 +105,28 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
     assert make_train_config(FitConfig.from_options(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
         make_train_config(FitConfig(), 32)
+
+
+def test_the_final_training_averages_its_weights_on_small_data_only_and_the_trials_never_by_default():
+    from edgekd.fit_recipe import SMALL_DATA_EMA_DECAY, final_train_config, is_small_data, make_train_config
+
+    assert [is_small_data(n) for n in (1259, 3199, 3200, 6000)] == [True, True, False, False]
+
+    def recipes(train_images, **options):
+        config = FitConfig.from_options(**options)
+        trials = make_train_config(config, 32, train_images=train_images)
+        return trials.ema_decay, final_train_config(config, trials, train_images).ema_decay
+
+    assert SMALL_DATA_EMA_DECAY == 0.99
+    assert recipes(1259) == (None, 0.99)  # digits: the trials keep their last weights
+    assert recipes(3199) == (None, 0.99)
+    assert recipes(6000) == (None, None)  # EuroSAT-sized data keeps the recipe it had
+    assert recipes(1259, ema_decay=0.999) == (0.999, 0.999)  # named: everywhere, as before
+    assert recipes(6000, ema_decay=0.999) == (0.999, 0.999)
+    assert recipes(1259, ema_decay=0) == (None, None)  # 0: no average, even on small data
+    trials = make_train_config(FitConfig(), 32, train_images=1259)
+    final = final_train_config(FitConfig(), trials, 1259)
+    assert final == dataclasses.replace(trials, ema_decay=0.99)  # nothing else differs
 
 
 def test_the_search_trains_small_data_long_enough_to_learn():

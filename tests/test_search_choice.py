@@ -3,7 +3,9 @@ successive-halving bookkeeping and budgets, and the intersection of several targ
 
 import dataclasses
 import itertools
+import os
 import random
+import sys
 
 import pytest
 
@@ -157,6 +159,35 @@ def test_a_candidates_cost_is_traced_once_then_read_from_the_cache(tmp_path, mon
     assert again == first and again.peak_memory_bytes("int8") == direct.peak_memory_bytes("int8")
     with pytest.raises(AssertionError, match="not traced again"):  # another size is another entry
         constraints.candidate_cost(candidate, 96, 10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the workers are forked on Linux only")
+def test_uncached_costs_are_traced_in_worker_processes_and_equal_the_direct_trace(tmp_path, monkeypatch):
+    """A first fit traces the catalog on every core: the workers' costs are the ones a direct trace
+    gives, each is cached, and the parent process traces none itself."""
+
+    import edgekd.search.constraints as constraints
+    from edgekd.analysis import analyze
+    from edgekd.catalog import build_model, deploy_form
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(constraints, "_cores", lambda: 2)
+    traced_in = []
+    real_analyze = constraints.analyze
+
+    def recording(model, input_size):
+        traced_in.append(os.getpid())  # in a worker, appends to the worker's copy of the list
+        return real_analyze(model, input_size)
+
+    monkeypatch.setattr(constraints, "analyze", recording)
+    candidates = [Candidate("lcnet_035"), Candidate("repvgg_a0"), Candidate("mobilenetv3_small_050")]
+    costs = constraints.candidate_costs(candidates, 32, 10)
+    assert traced_in == []  # the parent traced none: a worker's appends stay in the worker
+    for c in candidates:
+        assert costs[c.name] == analyze(deploy_form(build_model(c.arch, 10)), 32), c.name
+    assert len(list(tmp_path.glob("analysis/*/cost/*.json"))) == 3
+    monkeypatch.setattr(constraints, "analyze", None)  # read back from the cache, traced by no one
+    assert constraints.candidate_costs(candidates, 32, 10) == costs
 
 
 @pytest.mark.slow

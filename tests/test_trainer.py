@@ -235,3 +235,37 @@ def test_training_hands_back_a_model_in_the_contiguous_layout(small):
     assert len(history) == 1
     assert all(p.is_contiguous() for p in model.parameters())
     assert not model.training
+
+
+def test_the_weight_average_averages_batchnorm_statistics_with_the_weights(small):
+    """The shipped average holds BatchNorm statistics averaged as its weights are (as timm's ModelEmaV2
+    does), not the live network's. With a decay a hair below 1 the average is the network after the
+    first step: its statistics are the fresh network's updated once by the first batch, computed here
+    apart from the trainer. With a decay near 0 it is the last step's network, the plain run's."""
+    import copy
+
+    from edgekd.data import batch_of
+
+    recipe = TrainConfig(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd", seed=3)
+    first_step = _model()
+    averaged = copy.deepcopy(first_step)
+    train(averaged, small, dataclasses.replace(recipe, ema_decay=1 - 1e-9), loss=make_loss("ce"))
+    order = torch.randperm(len(small.train), generator=torch.Generator().manual_seed(3 * 100_003 + 1))
+    first_step.train()
+    with torch.no_grad():
+        first_step(batch_of(small.train, order[:32])[0])
+    checked = 0
+    for name, value in first_step.named_buffers():
+        if value.is_floating_point():
+            assert torch.allclose(averaged.get_buffer(name), value, rtol=1e-4, atol=1e-5), name
+            checked += 1
+    assert checked > 10
+
+    plain, last = _model(), _model()
+    plain_history = train(plain, small, recipe, loss=make_loss("ce"))
+    last_history = train(last, small, dataclasses.replace(recipe, ema_decay=1e-9), loss=make_loss("ce"))
+    plain_state = plain.state_dict()
+    for name, value in last.state_dict().items():
+        if value.is_floating_point():
+            assert torch.allclose(value, plain_state[name], rtol=1e-5, atol=1e-6), name
+    assert last_history[-1].val_accuracy == pytest.approx(plain_history[-1].val_accuracy)

@@ -288,16 +288,16 @@ def fit(
         float | None,
         typer.Option(
             metavar="DECAY",
-            show_default="no-sync-batchnorm",
+            show_default="0.99 for the final training below 3,200 training images, else off",
             rich_help_panel=DISTILLATION,
-            help="Keep and ship an exponential moving average of the weights.",
+            help="Keep and ship an exponential moving average of the weights; 0: off.",
         ),
     ] = None,
     clip_grad_norm: Annotated[
         float | None,
         typer.Option(
             metavar="NORM",
-            show_default="no-sync-batchnorm",
+            show_default="off",
             rich_help_panel=DISTILLATION,
             help="Clip the gradient norm to this.",
         ),

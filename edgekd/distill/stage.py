@@ -198,6 +198,8 @@ def distil_student(
         description = "distilled through a teacher assistant (teacher → assistant → student)"
     steps["student"] = history
 
+    if config.ema_decay:
+        description += f", its weights an exponential moving average (decay {config.ema_decay:g})"
     quantized = None
     if plan.qat_epochs:
         qat = quantization_aware(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,12 +95,13 @@ def assess(
     if len(set(names)) != len(names):
         raise ConfigError(f"a target is named twice: {names}.")
     assessed = []
+    costs = candidate_costs(candidates, input_size, num_classes)
     for candidate in candidates:
 
         def model(candidate: Candidate = candidate) -> nn.Module:
             return _deployed(candidate, num_classes)
 
-        cost = candidate_cost(candidate, input_size, num_classes)
+        cost = costs[candidate.name]
         per_target = {t.name: _judge(candidate, model, cost, t, input_size, num_classes) for t in targets}
         assessed.append(CandidateAssessment(candidate, input_size, cost.params, cost.macs, per_target))
     return assessed
@@ -118,6 +121,39 @@ def candidate_cost(candidate: Candidate, input_size: int, num_classes: int) -> M
 def cost_cached(candidate: Candidate, input_size: int, num_classes: int) -> bool:
     """Whether `candidate_cost` would read its figure from the cache rather than trace the model."""
     return _cache_path("cost", candidate, f"{input_size}|{num_classes}").exists()
+
+
+def candidate_costs(candidates: list[Candidate], input_size: int, num_classes: int) -> dict[str, ModelCost]:
+    """`candidate_cost` of each candidate, by name. Those not yet cached are traced in forked worker
+    processes, one per CPU core: tracing is single-threaded Python, so on a first fit (the whole
+    catalog, 0.5-1 s a candidate) the cores share the wait instead of one doing it all."""
+    missing = [c for c in candidates if not cost_cached(c, input_size, num_classes)]
+    workers = min(len(missing), tracing_workers())
+    if workers > 1 and sys.platform == "linux":  # fork is what makes a worker cheap; macOS's is unsafe
+        import multiprocessing
+
+        jobs = [(c, input_size, num_classes) for c in missing]
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_one_thread) as pool:
+            traced = dict(zip((c.name for c in missing), pool.starmap(candidate_cost, jobs, chunksize=1)))
+    else:
+        traced = {}
+    return {
+        c.name: traced[c.name] if c.name in traced else candidate_cost(c, input_size, num_classes)
+        for c in candidates
+    }
+
+
+def tracing_workers() -> int:
+    """How many processes trace uncached candidates at once (one per usable core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _one_thread() -> None:
+    """A forked tracing worker runs one intra-op thread: the workers already fill the cores, and an
+    OpenMP pool inherited across fork is not safe to reuse."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def candidate_on_npu(
