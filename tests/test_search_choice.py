@@ -171,7 +171,7 @@ def test_uncached_costs_are_traced_in_worker_processes_and_equal_the_direct_trac
     from edgekd.catalog import build_model, deploy_form
 
     monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(constraints, "_cores", lambda: 2)
+    monkeypatch.setattr(constraints, "tracing_workers", lambda: 2)
     traced_in = []
     real_analyze = constraints.analyze
 
