@@ -204,7 +204,7 @@ def coefficients_from_vector(
         published_only=published_only,
         provenance=(
             f"fitted to {len(rows)} rows of profiles/{target.name}.csv ({rows[0].runtime}, {precision}, "
-            f"{threads} threads)"
+            f"{threads} thread{'' if threads == 1 else 's'})"
             + ("; published figures only, nothing measured here" if published_only else "")
         ),
     )

@@ -409,7 +409,7 @@ def test_the_host_latency_names_its_statistic_and_the_runtime_settings_it_was_ti
     markdown = render_markdown(result)
     assert (
         "| x86_64 test host | `exports/student-fp32.tflite` | median, openvino 2026.4.1 (inference precision "
-        "bf16, streams 1), 1 threads, 200 runs | 0.457 | 0.512 |" in markdown
+        "bf16, streams 1), 1 thread, 200 runs | 0.457 | 0.512 |" in markdown
     )
     # A run written before latencies named their statistic and settings held the median.
-    assert "| median, litert 2.0.1, 1 threads, 200 runs | 0.457 |" in render_markdown(make_result())
+    assert "| median, litert 2.0.1, 1 thread, 200 runs | 0.457 |" in render_markdown(make_result())

@@ -145,7 +145,7 @@ def test_the_headline_divides_the_teacher_by_the_student_on_the_same_format_and_
     rows = {row[0]: row[1:] for row in top.table.rows}
     assert rows["parameters"] == ("11,181,642", "577,000", "×19.4 fewer")  # 11181642 / 577000 = 19.38
     assert rows["file (tflite fp32)"] == ("9.38 MB", "2.35 MB", "×4.0 smaller")
-    latency = rows["latency on this host (median, litert 2.0.1, 1 threads)"]
+    latency = rows["latency on this host (median, litert 2.0.1, 1 thread)"]
     assert latency == ("4.567 ms", "0.457 ms", "×10.0 faster")  # 4.567 / 0.4567
     # 239 and 260 of 269 right: 88.85 % against 96.65 %, 7.81 points less, 239 / 260 = 91.9 % kept
     assert rows["accuracy (test, 269 images)"] == ("96.65 %", "88.85 %", "-7.81 points, keeps 91.9 %")
@@ -248,7 +248,7 @@ def test_every_section_and_split_is_in_the_report(tmp_path, digits):
     assert f"Misclassified by the student: 24 of its {wrong} errors on the test split" in md
     assert "| val accuracy (validation, 271 images) |" in md.replace(" | train loss", "")
     assert "87.36 % (test, 269 images)" in md
-    assert "| x86_64 test host | `teacher resnet18 (tflite fp32)` | median, litert 2.0.1, 1 threads" in md
+    assert "| x86_64 test host | `teacher resnet18 (tflite fp32)` | median, litert 2.0.1, 1 thread" in md
     assert "| pi5 | 4 | int8 | 1.23 |" in md
 
 

@@ -49,14 +49,13 @@ CENTRAL_FIELDS = {"median": "median_ms", "mean": "mean_ms"}
 
 def runtime_description(latency: LatencyStats | dict[str, Any]) -> str:
     """The runtime and the settings it was timed with, from a `LatencyStats` or its JSON (where older
-    runs have no settings): "openvino 2026.1 (inference precision bf16, streams 1), 1 threads"."""
+    runs have no settings): "openvino 2026.1 (inference precision bf16, streams 1), 1 thread"."""
     if isinstance(latency, LatencyStats):
         latency = asdict(latency)
     settings = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (latency.get("settings") or {}).items())
     version = f" {latency['runtime_version']}" if latency["runtime_version"] else ""
-    return (
-        f"{latency['runtime']}{version}{f' ({settings})' if settings else ''}, {latency['threads']} threads"
-    )
+    threads = f"{latency['threads']} thread{'' if latency['threads'] == 1 else 's'}"
+    return f"{latency['runtime']}{version}{f' ({settings})' if settings else ''}, {threads}"
 
 
 def central_figure(latency: dict[str, Any]) -> tuple[str, float]:
