@@ -30,11 +30,30 @@ def _edgekd_info_or_any_error(record: logging.LogRecord) -> bool:
     return record.name.split(".")[0] == "edgekd" or record.levelno >= logging.ERROR
 
 
+class _TableHandler(RichHandler):
+    """Draws a record that carries a table (`extra={"table": TextTable}`, e.g. fit's plan) as a Rich
+    table fitted to the terminal, its first column whole; every other record as RichHandler does."""
+
+    def render_message(self, record: logging.LogRecord, message: str):
+        table = getattr(record, "table", None)
+        if table is None:
+            return super().render_message(record, message)
+        drawn = Table(title=table.title, title_justify="left", box=None, pad_edge=False)
+        identifier_column(drawn, table.header[0])
+        for header in table.header[1:-1]:
+            drawn.add_column(header, no_wrap=True, justify="right")
+        wrapping_column(drawn, table.header[-1])
+        for row in table.rows:
+            drawn.add_row(*row)
+        # the message sits right of the level column ("WARNING  "): the table gets what is left
+        return fit_columns(drawn, self.console, self.console.width - 9)
+
+
 def setup_logging(debug: bool) -> None:
     """On the terminal: edgekd's own INFO lines, and other libraries' records only from ERROR up
     (their warnings and Python's `warnings` go to the command's log, `edgekd._capture`), including
     loggers they create later; with --debug, every record from DEBUG up."""
-    handler = RichHandler(console=console, show_path=debug, show_time=False, markup=False)
+    handler = _TableHandler(console=console, show_path=debug, show_time=False, markup=False)
     if not debug:
         handler.addFilter(_edgekd_info_or_any_error)
     logging.basicConfig(
@@ -108,11 +127,12 @@ def wrapping_column(table: Table, header: str, **options: Any) -> None:
     table.add_column(header, overflow="fold", **options)
 
 
-def fit_columns(table: Table, console: Console) -> Table:
+def fit_columns(table: Table, console: Console, width: int | None = None) -> Table:
     """Size `table`'s wrapping columns for the console's width so that its identifier columns keep
     every name whole: the wrapping columns narrow down to their longest word, the one with the most
     room above it first, and only then below it (folding), the widest first. Rich's own squeeze
-    narrows the widest columns whatever they hold: `mobilenetv3_sma…` at 80 columns."""
+    narrows the widest columns whatever they hold: `mobilenetv3_sma…` at 80 columns. `width`: the
+    room the table gets when something sits beside it (default: the whole console)."""
     wide = console.options.update_width(10**6)
     columns = table.columns
     measures = [
@@ -122,7 +142,7 @@ def fit_columns(table: Table, console: Console) -> Table:
     widest = [max(m.maximum for m in cells) for cells in measures]
     longest_word = [max(m.minimum for m in cells) for cells in measures]
     chrome = Measurement.get(console, wide, table).maximum - sum(widest)  # borders and padding
-    widths, excess = list(widest), sum(widest) + chrome - console.width
+    widths, excess = list(widest), sum(widest) + chrome - (width or console.width)
     wrapping = [i for i, column in enumerate(columns) if not column.no_wrap]
     for floor in (longest_word, [1] * len(columns)):
         while excess > 0:

@@ -51,7 +51,8 @@ class EstimateStage:
             for r in rows
         ]
         context.estimates = rows
-        log.info("%s", plan_table(rows, context.stage_seconds))
+        plan = plan_table(rows, context.stage_seconds)
+        log.info("%s", plan, extra={"table": plan})
 
 
 def _timed(context, label: str, work: Callable[[], Any]) -> Any:

@@ -118,7 +118,8 @@ def _compare_stage_times(context) -> None:
     from edgekd.stage_plan import compared, comparison_table
 
     stages = compared(context.estimates, context.stage_seconds)
-    log.info("%s", comparison_table(stages))
+    table = comparison_table(stages)
+    log.info("%s", table, extra={"table": table})
     context.result = dataclasses.replace(context.result, stages=stages)
     write_json_atomic(context.run.result, context.result.to_json())
 

@@ -77,12 +77,26 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_table(rows: Sequence[StageEstimate], done: Mapping[str, float] = {}) -> str:
-    """The plan as aligned text (one log record): stage, estimate, how; a stage already run says so."""
+@dataclass(frozen=True)
+class TextTable:
+    """A table a log record carries (`extra={"table": ...}`): the terminal draws it as a table whose
+    first column never wraps (`edgekd._console`); the log file and any plain handler get `str()`,
+    the same table as aligned text."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+    def __str__(self) -> str:
+        return f"{self.title}:\n" + _aligned(self.header, self.rows)
+
+
+def plan_table(rows: Sequence[StageEstimate], done: Mapping[str, float] = {}) -> TextTable:
+    """The plan: stage, estimate, how; a stage already run says so."""
     total = sum(r.seconds or 0.0 for r in rows)
     lines = [(r.label, duration(r.seconds), _with_done(r, done)) for r in rows]
     lines.append(("total", duration(total), "estimated wall time of the fit on this machine"))
-    return "plan (estimated wall time per stage):\n" + _aligned(("stage", "estimate", "how"), lines)
+    return TextTable("plan (estimated wall time per stage)", ("stage", "estimate", "how"), tuple(lines))
 
 
 def _with_done(row: StageEstimate, done: Mapping[str, float]) -> str:
@@ -132,10 +146,12 @@ def comparison_rows(stages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str,
     return rows
 
 
-def comparison_table(stages: Sequence[Mapping[str, Any]]) -> str:
-    """Estimated against actual seconds per stage, as aligned text."""
-    return "stage times, estimated and actual:\n" + _aligned(
-        ("stage", "estimated", "actual", "actual/estimated"), comparison_rows(stages)
+def comparison_table(stages: Sequence[Mapping[str, Any]]) -> TextTable:
+    """Estimated against actual seconds per stage."""
+    return TextTable(
+        "stage times, estimated and actual",
+        ("stage", "estimated", "actual", "actual/estimated"),
+        tuple(comparison_rows(stages)),
     )
 
 

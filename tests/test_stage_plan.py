@@ -197,14 +197,48 @@ def test_run_stages_times_each_banner_and_the_plan_compares_it():
         StageEstimate("report", "", 0.01, "rule"),
         StageEstimate("device", "", None, "not estimated"),
     ]
-    table = plan_table(rows)
+    table = str(plan_table(rows))
     assert all(label in table for label in ("export (pi5)", "report", "device", "total"))
     stages = compared(rows, context.stage_seconds)
     assert [s["stage"] for s in stages] == ["export", "report", "device"]
     assert stages[0]["actual_s"] == round(context.stage_seconds["export (pi5)"], 1)
     assert stages[1]["actual_over_estimated"] == round(context.stage_seconds["report"] / 0.01, 2)
     assert stages[2]["estimated_s"] is None and stages[2]["actual_over_estimated"] is None
-    assert "actual/estimated" in comparison_table(stages) and "export (pi5)" in comparison_table(stages)
+    assert "actual/estimated" in str(comparison_table(stages)) and "export (pi5)" in str(
+        comparison_table(stages)
+    )
+
+
+def test_the_plan_is_drawn_as_a_table_at_80_columns_and_written_as_text_to_the_log():
+    """On the terminal the plan is a table whose stage names stay whole and whose long `how` column
+    wraps inside its own column; a plain handler (the run's edgekd.log) gets the aligned text."""
+    import io
+    import logging
+
+    from rich.console import Console
+
+    import edgekd._console as rich_console
+    from edgekd.stage_plan import StageEstimate, plan_table
+
+    basis = "rule 1.5 s/candidate traced (30 of 30), profile model traced (12): measured rates from the probe"
+    plan = plan_table(
+        [StageEstimate("export", "pi5", 25.0, basis), StageEstimate("teacher latency", "", 14.0, basis)]
+    )
+    screen = Console(file=io.StringIO(), width=80, color_system=None)
+    handler = rich_console._TableHandler(console=screen, show_time=False, show_path=False)
+    text = logging.StreamHandler(io.StringIO())
+    log = logging.getLogger("edgekd.test_plan_table")
+    log.addHandler(handler), log.addHandler(text)
+    try:
+        log.warning("%s", plan, extra={"table": plan})
+    finally:
+        log.removeHandler(handler), log.removeHandler(text)
+    drawn = screen.file.getvalue()
+    assert max(len(line) for line in drawn.splitlines()) <= 80
+    assert "export (pi5)" in drawn and "teacher latency" in drawn and "total" in drawn
+    # the long basis wrapped within its column: no line starts with a piece of it
+    assert not any(line.startswith(("traced", "profile", "measured")) for line in drawn.splitlines())
+    assert text.stream.getvalue().startswith("plan (estimated wall time per stage):\n  stage")
 
 
 def test_result_json_and_the_report_keep_the_data_summary_and_the_stage_times(tmp_path):
