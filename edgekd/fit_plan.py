@@ -16,7 +16,7 @@ from typing import Any
 
 from edgekd.errors import ConfigError
 from edgekd.fit_recipe import make_train_config
-from edgekd.stage_plan import StageEstimate, duration, plan_table, rule, stated
+from edgekd.stage_plan import StageEstimate, duration, plan_table, rule, stated, tracing_speedup
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,10 @@ def _costing(context) -> StageEstimate:
     row = StageEstimate(
         "costing",
         "",
-        # uncached candidates are traced in parallel, one process per core (`candidate_costs`)
-        rule("trace", len(uncosted) / max(1, min(len(uncosted), tracing_workers())))
+        rule("trace", len(uncosted)) / tracing_speedup(min(len(uncosted), tracing_workers()))
         + rule("calibration trace", len(untraced)),
-        f"{stated('trace')} ({len(uncosted)} of {len(candidates)}), "
+        f"{stated('trace')} ({len(uncosted)} of {len(candidates)}"
+        f"{f', {tracing_workers()} processes' if len(uncosted) > 1 and tracing_workers() > 1 else ''}), "
         f"{stated('calibration trace')[5:]} ({len(untraced)})",
     )
 

@@ -92,7 +92,8 @@ def final_train_config(config: FitConfig, trial_config, train_images: int):
     if decay is None and is_small_data(train_images):
         decay = SMALL_DATA_EMA_DECAY
         log.info(
-            "final training: an exponential moving average of the weights (decay %g) is shipped: "
+            "final training: an exponential moving average of the weights (decay %g, ramped up over its "
+            "first updates) is shipped: "
             "%d training images are small data (fewer than %d); --ema-decay 0 keeps the last weights",
             decay,
             train_images,

@@ -237,6 +237,28 @@ def test_training_hands_back_a_model_in_the_contiguous_layout(small):
     assert not model.training
 
 
+def test_the_warmed_up_average_follows_the_recurrence_computed_apart():
+    """`ema_with_warmup` against the recurrence in float64 NumPy: after update t the average moves
+    toward the weights by 1 - min(decay, (1 + t) / (10 + t)); with 30 updates of weights that walk away
+    from their start, the average stays near the walk's end, where a fixed 0.99 stays near the start."""
+    import numpy as np
+
+    from edgekd.distill.trainer import ema_with_warmup
+
+    rng = np.random.default_rng(0)
+    walk = np.cumsum(rng.normal(size=(31, 5)), axis=0) + 10.0 * np.arange(31)[:, None]
+    expected = walk[0].copy()
+    averaged = [torch.tensor(walk[0], dtype=torch.float32)]
+    update = ema_with_warmup(0.99)
+    for t in range(1, 31):
+        weight = 1 - min(0.99, (1 + t) / (10 + t))
+        expected = expected + weight * (walk[t] - expected)
+        update(averaged, [torch.tensor(walk[t], dtype=torch.float32)], torch.tensor(t))
+    np.testing.assert_allclose(averaged[0].numpy(), expected, rtol=1e-5)
+    fixed = walk[0] * 0.99**30 + sum(0.01 * 0.99 ** (30 - t) * walk[t] for t in range(1, 31))
+    assert np.all(np.abs(expected - walk[30]) < np.abs(fixed - walk[30]) / 2)
+
+
 def test_the_weight_average_averages_batchnorm_statistics_with_the_weights(small):
     """The shipped average holds BatchNorm statistics averaged as its weights are (as timm's ModelEmaV2
     does), not the live network's. With a decay a hair below 1 the average is the network after the
@@ -249,7 +271,13 @@ def test_the_weight_average_averages_batchnorm_statistics_with_the_weights(small
     recipe = TrainConfig(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd", seed=3)
     first_step = _model()
     averaged = copy.deepcopy(first_step)
-    train(averaged, small, dataclasses.replace(recipe, ema_decay=1 - 1e-9), loss=make_loss("ce"))
+    # the plain recurrence (no warm-up), whose decay near 1 keeps the first step's network
+    train(
+        averaged,
+        small,
+        dataclasses.replace(recipe, ema_decay=1 - 1e-9, ema_warmup=False),
+        loss=make_loss("ce"),
+    )
     order = torch.randperm(len(small.train), generator=torch.Generator().manual_seed(3 * 100_003 + 1))
     first_step.train()
     with torch.no_grad():
