@@ -22,6 +22,7 @@ from edgekd.report_evidence import (
     CONFUSION,
     EXAMPLES,
     LaterExports,
+    bundle_lines,
     class_plots,
     class_section,
     data_section,
@@ -151,24 +152,36 @@ def write_reports(run: RunDir, result: FitResult) -> list[Path]:
     """
     plots = make_plots(result, run.path)
     later = read_later_exports(run.path)
+    bundles = bundle_lines(run.path)
     written = [write_bytes_atomic(run.path / plot.filename, plot.png) for plot in plots]
-    written.append(write_text_atomic(run.report_md, render_markdown(result, plots, later)))
-    written.append(write_text_atomic(run.report_html, render_html(result, plots, later)))
+    written.append(write_text_atomic(run.report_md, render_markdown(result, plots, later, bundles)))
+    written.append(write_text_atomic(run.report_html, render_html(result, plots, later, bundles)))
     return written
 
 
-def render_markdown(result: FitResult, plots: Sequence[Plot] = (), later: LaterExports | None = None) -> str:
+def render_markdown(
+    result: FitResult,
+    plots: Sequence[Plot] = (),
+    later: LaterExports | None = None,
+    bundles: Sequence[str] = (),
+) -> str:
     """The report as Markdown; figures are links to their PNG files beside `report.md`.
 
     Args:
         result: the fit's result.
         plots: the figures, as `make_plots` draws them.
         later: what `edgekd export` wrote into the run since (`read_later_exports`).
+        bundles: a sentence per app bundle in the run (`bundle_lines`).
     """
-    return markdown(_document(result, plots, later))
+    return markdown(_document(result, plots, later, bundles))
 
 
-def render_html(result: FitResult, plots: Sequence[Plot] = (), later: LaterExports | None = None) -> str:
+def render_html(
+    result: FitResult,
+    plots: Sequence[Plot] = (),
+    later: LaterExports | None = None,
+    bundles: Sequence[str] = (),
+) -> str:
     """The report as one self-contained HTML file: inline CSS, figures as data URIs, no scripts.
 
     Every piece of text from `result` is HTML-escaped.
@@ -177,11 +190,14 @@ def render_html(result: FitResult, plots: Sequence[Plot] = (), later: LaterExpor
         result: the fit's result.
         plots: the figures, as `make_plots` draws them.
         later: what `edgekd export` wrote into the run since (`read_later_exports`).
+        bundles: a sentence per app bundle in the run (`bundle_lines`).
     """
-    return html_page(_document(result, plots, later))
+    return html_page(_document(result, plots, later, bundles))
 
 
-def _document(result: FitResult, plots: Sequence[Plot], later: LaterExports | None = None) -> list[Section]:
+def _document(
+    result: FitResult, plots: Sequence[Plot], later: LaterExports | None = None, bundles: Sequence[str] = ()
+) -> list[Section]:
     """What the reports say, independent of markup."""
     s, data = result.student, result.data
     records = result.targets
@@ -210,7 +226,7 @@ def _document(result: FitResult, plots: Sequence[Plot], later: LaterExports | No
         ),
         data_section(result),
         class_section(result, class_figures),
-        Section("Artifacts", _artifact_blocks(result, later)),
+        Section("Artifacts", (*_artifact_blocks(result, later), *bundles)),
         Section(
             "Latency",
             (

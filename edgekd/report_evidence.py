@@ -339,6 +339,40 @@ class LaterExports:
     images: int | None = None
 
 
+# What each app bundle holds besides its model and labels (edgekd.export.bundle writes them).
+BUNDLE_KINDS = {
+    "android": "for an Android app: the .tflite carries TFLite Metadata (labels, normalisation); "
+    "README.md has the Kotlin snippet",
+    "ios": "for an iOS app: a Core ML classifier (labels, image input); "
+    "README.md has the Swift/Vision snippet",
+}
+
+
+def bundle_lines(run_path: Path) -> tuple[str, ...]:
+    """One sentence per app bundle in the run (`exports/android/`, `exports/ios/`, from `fit` or
+    `edgekd export --bundle`): its folder, what it is for and each file with its size."""
+    lines = []
+    for platform, kind in BUNDLE_KINDS.items():
+        folder = run_path / "exports" / platform
+        if not folder.is_dir():
+            continue
+        files = ", ".join(
+            f"{p.name} ({_megabytes(p)})" for p in sorted(folder.iterdir()) if not p.name.startswith(".")
+        )
+        lines.append(f"App bundle exports/{platform}/, {kind}: {files}.")
+    return tuple(lines)
+
+
+def _megabytes(path: Path) -> str:
+    """A file's or a package folder's size."""
+    size = (
+        sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else path.stat().st_size
+    )
+    return f"{size / 1e6:.2f} MB" if size >= 10_000 else f"{size:,} bytes"
+
+
 def read_later_exports(run_path: Path) -> LaterExports | None:
     """The run's `exports.json` files (one under `exports/`, or one per target's folder), merged in
     order; None when `edgekd export` never wrote into the run. A file that is not readable JSON is

@@ -413,3 +413,26 @@ def test_the_host_latency_names_its_statistic_and_the_runtime_settings_it_was_ti
     )
     # A run written before latencies named their statistic and settings held the median.
     assert "| median, litert 2.0.1, 1 thread, 200 runs | 0.457 |" in render_markdown(make_result())
+
+
+def test_the_artifacts_section_lists_each_app_bundle_with_its_files_and_sizes(tmp_path):
+    from edgekd.report_evidence import bundle_lines
+
+    android = tmp_path / "exports" / "android"
+    android.mkdir(parents=True)
+    (android / "student-fp32.tflite").write_bytes(b"\0" * 1_580_000)
+    (android / "labels.txt").write_text("0\n1\n")
+    package = tmp_path / "exports" / "ios" / "student-fp32.mlpackage" / "Data"
+    package.mkdir(parents=True)
+    (package / "weights.bin").write_bytes(b"\0" * 30_000)
+    (package / "model.mlmodel").write_bytes(b"\0" * 20_000)
+    lines = bundle_lines(tmp_path)
+    assert lines == (
+        "App bundle exports/android/, for an Android app: the .tflite carries TFLite Metadata (labels, "
+        "normalisation); README.md has the Kotlin snippet: labels.txt (4 bytes), student-fp32.tflite (1.58 MB).",
+        "App bundle exports/ios/, for an iOS app: a Core ML classifier (labels, image input); README.md has "
+        "the Swift/Vision snippet: student-fp32.mlpackage (0.05 MB).",
+    )
+    artifacts = report.render_markdown(as_result(make_result()), bundles=lines).split("## Artifacts")[1].split("\n## ")[0]
+    assert all(line in artifacts for line in lines)
+    assert bundle_lines(tmp_path / "elsewhere") == ()
