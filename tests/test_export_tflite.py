@@ -13,8 +13,9 @@ from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.export.parity import check_parity
 from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
+from edgekd.preprocessing import Preprocessing
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import tiny_export_model, trained_digits_cnn
+from tests.helpers import shared_export, shared_tiny_model, trained_digits_cnn
 
 
 def _contract(size, precision="fp32"):
@@ -30,11 +31,15 @@ def _contract(size, precision="fp32"):
     )
 
 
+def _preprocessing(size):
+    return Preprocessing(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), tuple(str(i) for i in range(10)))
+
+
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
-    model = tiny_export_model("mobilenetv3_small_050")
-    out = tmp_path_factory.mktemp("export")
-    return model, export(model, "tflite", out, contract=_contract(32), stem="tiny")
+    """The tiny timm student as fp32 .tflite, converted once per session (test_export_formats and
+    test_bundle read the same file)."""
+    return shared_tiny_model(), shared_export(tmp_path_factory, "tflite", _preprocessing(32))
 
 
 @pytest.mark.slow
@@ -80,16 +85,16 @@ def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
     metadata = read_tflite_metadata(artifact.path)
     embedded = json.loads(metadata[CONTRACT_METADATA])
     assert embedded == json.loads(artifact.sidecar.read_text())["contract"]
-    assert embedded["input_name"] == "input" and embedded["layout"] == "NHWC"
+    assert embedded["input_name"] == "image" and embedded["layout"] == "NHWC"
     assert "min_runtime_version" in metadata  # the converter's own entries are kept
     # The tensors and the signature carry the contract's names, not the converter's "args_0".
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(artifact.path))
-    assert interpreter.get_input_details()[0]["name"] == "input"
+    assert interpreter.get_input_details()[0]["name"] == "image"
     assert interpreter.get_output_details()[0]["name"] == embedded["output_name"] == "logits"
     assert interpreter.get_signature_list() == {
-        "serving_default": {"inputs": ["input"], "outputs": ["logits"]}
+        "serving_default": {"inputs": ["image"], "outputs": ["logits"]}
     }
 
 
@@ -148,10 +153,8 @@ def test_unconvertible_op_is_named_with_its_layer(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fp16_export(tiny_export, tmp_path_factory):
-    model, _ = tiny_export
-    out = tmp_path_factory.mktemp("export-fp16")
-    return model, export(model, "tflite", out, contract=_contract(32, "fp16"), stem="tiny")
+def fp16_export(tmp_path_factory):
+    return shared_tiny_model(), shared_export(tmp_path_factory, "tflite", _preprocessing(32), "fp16")
 
 
 @pytest.mark.slow
