@@ -105,3 +105,34 @@ def shared_export(tmp_path_factory, fmt: str, preprocessing, precision: str = "f
             shared_tiny_model(), fmt, out, contract=contract, calibration=calibration, options=options
         )
     return _SHARED_EXPORTS[key]
+
+
+def shared_trained_digits_cnn(digits) -> torch.nn.Module:
+    """`trained_digits_cnn(digits)`, trained once per session; callers must not train or modify it."""
+    if "digits_cnn" not in _SHARED_EXPORTS:
+        _SHARED_EXPORTS["digits_cnn"] = trained_digits_cnn(digits)
+    return _SHARED_EXPORTS["digits_cnn"]
+
+
+def shared_digits_cnn_int8(tmp_path_factory, digits):
+    """`shared_trained_digits_cnn` as int8 .tflite (post-training quantization), once per session,
+    calibrated on MIN_CALIBRATION_IMAGES training images in a seeded order: never on the test split
+    the tests score on."""
+    from edgekd.artifact import make_contract
+    from edgekd.data import stack
+    from edgekd.export import MIN_CALIBRATION_IMAGES, export
+
+    if "digits_cnn_int8" not in _SHARED_EXPORTS:
+        images, _ = stack(digits.train)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
+        contract = make_contract("digits_cnn", "tflite", digits.preprocessing, "int8")
+        with one_torch_thread():
+            _SHARED_EXPORTS["digits_cnn_int8"] = export(
+                shared_trained_digits_cnn(digits),
+                "tflite",
+                tmp_path_factory.mktemp("shared-digits-cnn-int8"),
+                contract=contract,
+                stem="ptq",
+                calibration=images[order[:MIN_CALIBRATION_IMAGES]],
+            )
+    return _SHARED_EXPORTS["digits_cnn_int8"]
