@@ -67,3 +67,72 @@ def trained_digits_cnn(digits) -> torch.nn.Module:
                 loss.backward()
                 optimiser.step()
     return model.eval()
+
+
+# One conversion per (model, format, contract, options) for the whole session: converting the tiny
+# timm student takes 7-70 s per format and precision on 2 cores, and a dozen test modules only
+# inspect the same files. Callers must not modify what they get; a test that mutates copies it.
+_SHARED_EXPORTS: dict = {}
+SHARED_ARCH = "mobilenetv3_small_050"
+
+
+def shared_tiny_model():
+    """`tiny_export_model(SHARED_ARCH)`, built once; callers must not train or modify it."""
+    if "model" not in _SHARED_EXPORTS:
+        _SHARED_EXPORTS["model"] = tiny_export_model(SHARED_ARCH)
+    return _SHARED_EXPORTS["model"]
+
+
+def shared_export(tmp_path_factory, fmt: str, preprocessing, precision: str = "fp32", options=None):
+    """`shared_tiny_model()` exported through `edgekd.export.export` with `make_contract`, once per
+    session for each (format, precision, preprocessing, options), alone in its own directory (the
+    session's base temp) so a test can list that directory. A calibrated precision (int8) calibrates
+    on MIN_CALIBRATION_IMAGES digits training images drawn by `representative_images`."""
+    from edgekd.artifact import FORMATS, make_contract
+    from edgekd.export import MIN_CALIBRATION_IMAGES, export
+
+    key = (fmt, precision, preprocessing, tuple(sorted((options or {}).items())))
+    if key not in _SHARED_EXPORTS:
+        contract = make_contract(SHARED_ARCH, fmt, preprocessing, precision)
+        calibration = None
+        if precision in FORMATS.get(fmt).calibrated:
+            from edgekd.data import load_digits_splits, representative_images
+
+            digits = load_digits_splits(preprocessing.input_size)
+            calibration = representative_images(digits.train, MIN_CALIBRATION_IMAGES)
+        out = tmp_path_factory.mktemp(f"shared-{fmt}-{precision}")
+        _SHARED_EXPORTS[key] = export(
+            shared_tiny_model(), fmt, out, contract=contract, calibration=calibration, options=options
+        )
+    return _SHARED_EXPORTS[key]
+
+
+def shared_trained_digits_cnn(digits) -> torch.nn.Module:
+    """`trained_digits_cnn(digits)`, trained once per session; callers must not train or modify it."""
+    if "digits_cnn" not in _SHARED_EXPORTS:
+        _SHARED_EXPORTS["digits_cnn"] = trained_digits_cnn(digits)
+    return _SHARED_EXPORTS["digits_cnn"]
+
+
+def shared_digits_cnn_int8(tmp_path_factory, digits):
+    """`shared_trained_digits_cnn` as int8 .tflite (post-training quantization), once per session,
+    calibrated on MIN_CALIBRATION_IMAGES training images in a seeded order: never on the test split
+    the tests score on."""
+    from edgekd.artifact import make_contract
+    from edgekd.data import stack
+    from edgekd.export import MIN_CALIBRATION_IMAGES, export
+
+    if "digits_cnn_int8" not in _SHARED_EXPORTS:
+        images, _ = stack(digits.train)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
+        contract = make_contract("digits_cnn", "tflite", digits.preprocessing, "int8")
+        with one_torch_thread():
+            _SHARED_EXPORTS["digits_cnn_int8"] = export(
+                shared_trained_digits_cnn(digits),
+                "tflite",
+                tmp_path_factory.mktemp("shared-digits-cnn-int8"),
+                contract=contract,
+                stem="ptq",
+                calibration=images[order[:MIN_CALIBRATION_IMAGES]],
+            )
+    return _SHARED_EXPORTS["digits_cnn_int8"]

@@ -16,12 +16,12 @@ from edgekd.checkpoint import ModelInfo, save_model
 from edgekd.cli import main
 from edgekd.errors import ExportError
 from edgekd.export import _tflite_metadata_schema as schema
-from edgekd.export import export
 from edgekd.export.bundle import android_bundle, check_platforms, ios_bundle
 from edgekd.export.coreml_classifier import check_classifier, classifier_labels
 from edgekd.export.tflite import read_tflite_metadata
 from edgekd.export.tflite_metadata import read_standard_metadata
 from edgekd.runtimes import open_session
+from tests.helpers import shared_export
 from tests.test_export_formats import ARCH, tiny_model
 
 
@@ -31,10 +31,11 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def android(model, digits, tmp_path_factory):
-    out = tmp_path_factory.mktemp("exports")
-    tflite = export(model, "tflite", out, contract=make_contract(ARCH, "tflite", digits.preprocessing))
-    return tflite, android_bundle(tflite, out / "android")
+def android(digits, tmp_path_factory):
+    """The tiny model's fp32 .tflite (converted once per session, test_export_formats reads it too)
+    and the Android bundle made from it."""
+    tflite = shared_export(tmp_path_factory, "tflite", digits.preprocessing)
+    return tflite, android_bundle(tflite, tmp_path_factory.mktemp("exports") / "android")
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 from edgekd.devices import ProfileSettings
 from edgekd.devices.ssh import REMOTE_PREFIX, SSHDevice
 from edgekd.errors import ConfigError, DeviceError
-from tests.helpers import tiny_export_model
+from tests.helpers import shared_export
 
 # The bench process on the device (`exec python bench.py` there), not the local ssh client whose
 # command line holds the same words.
@@ -28,15 +28,9 @@ def leftovers() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tflite(tmp_path_factory):
-    from edgekd.artifact import make_contract
-    from edgekd.export import export
-    from edgekd.preprocessing import Preprocessing
-
-    out = tmp_path_factory.mktemp("artifact")
-    preprocessing = Preprocessing(32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"))
-    contract = make_contract("mobilenetv3_small_050", "tflite", preprocessing, "fp32")
-    return export(tiny_export_model(), "tflite", out, contract=contract, stem="tiny")
+def tflite(tmp_path_factory, digits):
+    """The tiny timm student as fp32 .tflite, converted once per session (the export tests read it too)."""
+    return shared_export(tmp_path_factory, "tflite", digits.preprocessing)
 
 
 @pytest.fixture
@@ -66,14 +60,8 @@ def test_check_reports_the_devices_runtimes(device):
 
 
 @pytest.mark.slow
-def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path):
-    from edgekd.artifact import make_contract
-    from edgekd.export import export
-    from edgekd.preprocessing import Preprocessing
-
-    preprocessing = Preprocessing(32, (0.5,) * 3, (0.25,) * 3, tuple("0123456789"))
-    contract = make_contract("mobilenetv3_small_050", "openvino", preprocessing, "fp32")
-    artifact = export(tiny_export_model(), "openvino", tmp_path, contract=contract, stem="tiny")
+def test_openvino_ir_goes_with_its_weights_and_reports_layers(device, tmp_path_factory, digits):
+    artifact = shared_export(tmp_path_factory, "openvino", digits.preprocessing)  # its .bin beside it
     measured = device.profile(artifact.path, ProfileSettings(runs=5, warmup=1, min_seconds=0.05))
     assert measured.latency.runtime == "openvino"
     assert measured.layers and all(row["ms"] >= 0 for row in measured.layers)

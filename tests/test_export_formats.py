@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from edgekd.artifact import FORMATS, load_artifact, make_contract
-from edgekd.data import representative_images, stack
+from edgekd.data import stack
 from edgekd.errors import ExportError
-from edgekd.export import MIN_CALIBRATION_IMAGES, export
+from edgekd.export import export
 from edgekd.export.parity import check_parity, load_gates
 from edgekd.runtimes import can_run_here
-from tests.helpers import tiny_export_model
+from tests.helpers import SHARED_ARCH, shared_export, shared_tiny_model, tiny_export_model
 
-ARCH = "mobilenetv3_small_050"
+ARCH = SHARED_ARCH
 CASES = [(fmt, precision) for fmt in FORMATS.names() for precision in FORMATS.get(fmt).precisions]
 
 
@@ -27,22 +27,13 @@ def tiny_model():
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, digits):
-    """Artifacts by (format, precision), exported once for the module."""
-    model = tiny_model()
-    out = tmp_path_factory.mktemp("formats")
-    calibration = representative_images(digits.train, MIN_CALIBRATION_IMAGES)
-    artifacts = {}
-    for fmt, precision in CASES:
-        spec = FORMATS.get(fmt)
-        contract = make_contract(ARCH, fmt, digits.preprocessing, precision)
-        artifacts[fmt, precision] = export(
-            model,
-            fmt,
-            out / fmt,
-            contract=contract,
-            calibration=calibration if precision in spec.calibrated else None,
-        )
-    return model, artifacts
+    """Artifacts by (format, precision): the session's shared exports of the tiny model (other test
+    modules inspect the same files, so each is converted once per session)."""
+    artifacts = {
+        (fmt, precision): shared_export(tmp_path_factory, fmt, digits.preprocessing, precision)
+        for fmt, precision in CASES
+    }
+    return shared_tiny_model(), artifacts
 
 
 def test_the_registry_has_every_format_and_precision():

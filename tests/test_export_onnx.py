@@ -11,7 +11,7 @@ from edgekd.export import export
 from edgekd.export.onnx import export_model, read_onnx_metadata, supported_opsets
 from edgekd.preprocessing import Preprocessing
 from edgekd.runtimes import open_session
-from tests.helpers import tiny_export_model
+from tests.helpers import shared_export, shared_tiny_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LABELS = tuple(str(i) for i in range(10))
@@ -23,9 +23,8 @@ def _contract(arch="mobilenetv3_small_050", size=32):
 
 @pytest.fixture(scope="module")
 def tiny_onnx(tmp_path_factory):
-    model = tiny_export_model("mobilenetv3_small_050")
-    out = tmp_path_factory.mktemp("export-onnx")
-    return model, export(model, "onnx", out, contract=_contract(), stem="tiny")
+    """The tiny timm student as .onnx, converted once per session (test_export_formats reads it too)."""
+    return shared_tiny_model(), shared_export(tmp_path_factory, "onnx", Preprocessing(32, MEAN, STD, LABELS))
 
 
 @pytest.mark.slow
@@ -42,7 +41,7 @@ def test_onnx_file_is_valid_single_and_nchw(tiny_onnx):
     assert dims == [1, 3, 32, 32]
     assert model.opset_import[0].version == 18
     files = sorted(p.name for p in artifact.path.parent.iterdir())
-    assert files == ["tiny-fp32.onnx", "tiny-fp32.onnx.json"]  # no .data, no leftover .tmp
+    assert files == ["student-fp32.onnx", "student-fp32.onnx.json"]  # no .data, no leftover .tmp
     session = open_session(artifact)
     session.set_input(np.zeros((1, 3, 32, 32), np.float32))
     session.invoke()

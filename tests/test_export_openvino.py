@@ -9,10 +9,10 @@ import torch.nn as nn
 from edgekd.artifact import Artifact, load_artifact, make_contract
 from edgekd.data import stack
 from edgekd.errors import ExportError
-from edgekd.export import MIN_CALIBRATION_IMAGES, export
+from edgekd.export import export
 from edgekd.export.parity import check_parity
 from edgekd.preprocessing import Preprocessing
-from tests.helpers import tiny_export_model
+from tests.helpers import shared_export, shared_tiny_model
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -23,31 +23,16 @@ PRECISIONS = ("fp32", "fp16", "int8")
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    model = tiny_export_model(ARCH)
-    return model
+    return shared_tiny_model()
 
 
 @pytest.fixture(scope="module")
-def out_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("openvino")
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_model, digits, out_dir):
-    """precision -> Artifact, each exported once (conversion takes seconds) into one directory."""
-    artifacts: dict[str, Artifact] = {}
+def exported(digits, tmp_path_factory):
+    """precision -> Artifact, each exported once per session (test_export_formats reads the same
+    IRs), each into its own directory; int8 calibrates on training images, never on the test split."""
 
     def get(precision: str) -> Artifact:
-        if precision not in artifacts:
-            contract = make_contract(ARCH, "openvino", digits.preprocessing, precision)
-            # Calibration images come from the training split, never from the test split we score on.
-            calibration = (
-                stack(digits.train, limit=MIN_CALIBRATION_IMAGES)[0] if precision == "int8" else None
-            )
-            artifacts[precision] = export(
-                tiny_model, "openvino", out_dir, contract=contract, calibration=calibration
-            )
-        return artifacts[precision]
+        return shared_export(tmp_path_factory, "openvino", digits.preprocessing, precision)
 
     return get
 
@@ -152,11 +137,11 @@ def test_fp16_ir_stores_half_precision_weights(exported):
 
 
 @pytest.mark.slow
-def test_exports_leave_no_temporary_files(exported, out_dir):
+def test_exports_leave_no_temporary_files(exported):
     for precision in PRECISIONS:
-        exported(precision)
-    expected = {f"student-{p}{suffix}" for p in PRECISIONS for suffix in (".xml", ".bin", ".xml.json")}
-    assert {p.name for p in out_dir.iterdir()} == expected
+        out_dir = exported(precision).path.parent
+        expected = {f"student-{precision}{suffix}" for suffix in (".xml", ".bin", ".xml.json")}
+        assert {p.name for p in out_dir.iterdir()} == expected
 
 
 @pytest.mark.slow

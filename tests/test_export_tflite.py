@@ -10,11 +10,17 @@ import torch.nn as nn
 from edgekd.artifact import FORMATS, Contract, load_artifact
 from edgekd.data import stack
 from edgekd.errors import ExportError
-from edgekd.export import MIN_CALIBRATION_IMAGES, export
+from edgekd.export import export
 from edgekd.export.parity import check_parity
 from edgekd.export.tflite import CONTRACT_METADATA, embed_tflite_metadata, read_tflite_metadata
+from edgekd.preprocessing import Preprocessing
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import tiny_export_model, trained_digits_cnn
+from tests.helpers import (
+    shared_digits_cnn_int8,
+    shared_export,
+    shared_tiny_model,
+    shared_trained_digits_cnn,
+)
 
 
 def _contract(size, precision="fp32"):
@@ -30,11 +36,15 @@ def _contract(size, precision="fp32"):
     )
 
 
+def _preprocessing(size):
+    return Preprocessing(size, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), tuple(str(i) for i in range(10)))
+
+
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
-    model = tiny_export_model("mobilenetv3_small_050")
-    out = tmp_path_factory.mktemp("export")
-    return model, export(model, "tflite", out, contract=_contract(32), stem="tiny")
+    """The tiny timm student as fp32 .tflite, converted once per session (test_export_formats and
+    test_bundle read the same file)."""
+    return shared_tiny_model(), shared_export(tmp_path_factory, "tflite", _preprocessing(32))
 
 
 @pytest.mark.slow
@@ -80,16 +90,16 @@ def test_contract_is_embedded_in_the_flatbuffer(tiny_export):
     metadata = read_tflite_metadata(artifact.path)
     embedded = json.loads(metadata[CONTRACT_METADATA])
     assert embedded == json.loads(artifact.sidecar.read_text())["contract"]
-    assert embedded["input_name"] == "input" and embedded["layout"] == "NHWC"
+    assert embedded["input_name"] == "image" and embedded["layout"] == "NHWC"
     assert "min_runtime_version" in metadata  # the converter's own entries are kept
     # The tensors and the signature carry the contract's names, not the converter's "args_0".
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(artifact.path))
-    assert interpreter.get_input_details()[0]["name"] == "input"
+    assert interpreter.get_input_details()[0]["name"] == "image"
     assert interpreter.get_output_details()[0]["name"] == embedded["output_name"] == "logits"
     assert interpreter.get_signature_list() == {
-        "serving_default": {"inputs": ["input"], "outputs": ["logits"]}
+        "serving_default": {"inputs": ["image"], "outputs": ["logits"]}
     }
 
 
@@ -148,10 +158,8 @@ def test_unconvertible_op_is_named_with_its_layer(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fp16_export(tiny_export, tmp_path_factory):
-    model, _ = tiny_export
-    out = tmp_path_factory.mktemp("export-fp16")
-    return model, export(model, "tflite", out, contract=_contract(32, "fp16"), stem="tiny")
+def fp16_export(tmp_path_factory):
+    return shared_tiny_model(), shared_export(tmp_path_factory, "tflite", _preprocessing(32), "fp16")
 
 
 @pytest.mark.slow
@@ -197,26 +205,16 @@ def test_unknown_format_suggests():
 
 @pytest.fixture(scope="module")
 def trained_cnn(digits):
-    """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~3 s)."""
-    return trained_digits_cnn(digits), stack(digits.train)[0]
+    """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~3 s), once
+    per session (test_qat fine-tunes a copy of the same model)."""
+    return shared_trained_digits_cnn(digits), stack(digits.train)[0]
 
 
 @pytest.fixture(scope="module")
-def int8_export(trained_cnn, tmp_path_factory):
-    model, train_images = trained_cnn
-    contract = replace(_contract(32, "int8"), arch="digits_cnn")
-    out = tmp_path_factory.mktemp("export-int8")
-    # Calibration images come from the training split, never from the test split we score on.
-    calibration = train_images[torch.randperm(len(train_images), generator=torch.Generator().manual_seed(1))]
-    artifact = export(
-        model,
-        "tflite",
-        out,
-        contract=contract,
-        stem="digits",
-        calibration=calibration[:MIN_CALIBRATION_IMAGES],
-    )
-    return model, artifact
+def int8_export(digits, tmp_path_factory):
+    """Its int8 .tflite, calibrated on 200 training images, never on the test split we score on;
+    once per session (test_qat compares quantization-aware training with the same file)."""
+    return shared_trained_digits_cnn(digits), shared_digits_cnn_int8(tmp_path_factory, digits)
 
 
 @pytest.mark.slow
@@ -331,6 +329,16 @@ class ActivationZoo(nn.Module):
         return self.head(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+_ZOO: dict = {}
+
+
+def shared_zoo_int8(tmp_path_factory, digits):
+    """`export_zoo_int8`, once per session (test_vela compiles the same file for the Ethos-U)."""
+    if "int8" not in _ZOO:
+        _ZOO["int8"] = export_zoo_int8(tmp_path_factory.mktemp("zoo"), digits)
+    return _ZOO["int8"]
+
+
 def export_zoo_int8(out, digits):
     torch.manual_seed(0)
     images, _ = stack(digits.train, limit=64)
@@ -342,12 +350,12 @@ def export_zoo_int8(out, digits):
 
 
 @pytest.mark.slow
-def test_int8_leaves_no_float_tensor_for_common_activations(digits, tmp_path):
+def test_int8_leaves_no_float_tensor_for_common_activations(digits, tmp_path_factory):
     # The stock litert quantizer leaves the SE mean, hard-sigmoid and SiLU in float; the exporter
     # annotates/decomposes them. Measured: cosine 0.99987, top-1 agreement 100 % on 64 images.
     from ai_edge_litert.interpreter import Interpreter
 
-    model, artifact = export_zoo_int8(tmp_path, digits)
+    model, artifact = shared_zoo_int8(tmp_path_factory, digits)
     interpreter = Interpreter(model_path=str(artifact.path))
     floats = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.float32]
     assert floats == []

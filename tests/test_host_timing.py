@@ -12,7 +12,8 @@ from edgekd.cli import main
 from edgekd.data import stack_sample
 from edgekd.devices import runtime_description
 from edgekd.export.ship import ExportInputs, ship
-from tests.test_export_formats import ARCH, tiny_model
+from tests.helpers import SHARED_ARCH as ARCH
+from tests.helpers import shared_export, shared_tiny_model
 
 
 def _openvino_default_precision() -> str:
@@ -46,12 +47,14 @@ def _openvino_default_precision() -> str:
     ids=["tflite", "openvino", "onnx"],
 )
 def test_ship_and_profile_local_time_a_file_with_the_same_runtime_settings(
-    fmt, runtime, settings, tmp_path, digits, capsys, monkeypatch
+    fmt, runtime, settings, tmp_path, tmp_path_factory, digits, capsys, monkeypatch
 ):
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps tables to the terminal; keep the runtime whole
     images, targets = stack_sample(digits.val, 32)
     inputs = ExportInputs(digits.preprocessing, images, targets)
-    shipped = ship(tiny_model().eval(), fmt, "fp32", inputs, None, arch=ARCH, out_dir=tmp_path, threads=2)
+    # The file the export tests converted (once per session): what is compared here is the timing.
+    exported = shared_export(tmp_path_factory, fmt, digits.preprocessing)
+    shipped = ship(shared_tiny_model(), fmt, "fp32", inputs, None, arch=ARCH, exported=exported, threads=2)
     assert shipped.latency is not None, shipped
     out = tmp_path / "measured.json"
     argv = [str(shipped.artifact.path), "--threads", "2", "--runs", "5", "--warmup", "1"]

@@ -1,4 +1,3 @@
-import functools
 import math
 
 import numpy as np
@@ -11,6 +10,7 @@ from edgekd.latency import (
     OpTable,
     fit_coefficients,
     model_time_s,
+    op_table,
     op_times_s,
     predict_latency_ms,
     prior_coefficients,
@@ -71,7 +71,9 @@ def tables():
         "regnetx_002",
         "ghostnet_050",
     ]
-    return [OpTable.from_cost(analyze(build_model(a, 10), size)) for a in archs for size in (64, 96)]
+    # op_table (1000 classes, cached per process) is what calibration fits on: the leave-one-out test
+    # and the width test below trace most of the same (arch, size) pairs, so each is traced once.
+    return [op_table(a, size) for a in archs for size in (64, 96)]
 
 
 @pytest.mark.slow
@@ -96,11 +98,6 @@ def test_fit_recovers_the_latencies_of_known_coefficients(tables):
     assert np.mean(prior_errors) > 5 * errors.mean()
 
 
-@functools.cache
-def _cost(arch):
-    return analyze(build_model(arch, 1000), 96)
-
-
 @pytest.mark.parametrize("target_name", ROOFLINE_TARGETS)
 @pytest.mark.parametrize(
     "family",
@@ -112,13 +109,13 @@ def _cost(arch):
 def test_prediction_grows_with_width_within_a_family(target_name, family):
     target = get_target(target_name)
     rng = np.random.default_rng(0)
-    costs = [_cost(arch) for arch in family]
+    tables = [op_table(arch, 96) for arch in family]
     coefficient_sets = [prior_coefficients(target, target.default_precision, target.threads).vector()]
     coefficient_sets += [np.log(rng.uniform(0.01, 1.0, 2 * len(COST_CLASSES) + 2)) for _ in range(3)]
     for theta in coefficient_sets:
         latencies = [
-            op_times_s(OpTable.from_cost(c), target, target.default_precision, target.threads, theta).sum()
-            for c in costs
+            op_times_s(table, target, target.default_precision, target.threads, theta).sum()
+            for table in tables
         ]
         assert latencies == sorted(latencies) and len(set(latencies)) == len(latencies)
 

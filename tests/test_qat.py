@@ -17,7 +17,7 @@ from edgekd.distill.trainer import TrainConfig, train
 from edgekd.errors import ExportError
 from edgekd.export import MIN_CALIBRATION_IMAGES, export
 from edgekd.runtimes import open_session, predict, to_layout
-from tests.helpers import digits_cnn, one_torch_thread, trained_digits_cnn
+from tests.helpers import digits_cnn, one_torch_thread, shared_digits_cnn_int8, shared_trained_digits_cnn
 
 
 def _int8_contract(digits) -> Contract:
@@ -59,21 +59,15 @@ def test_prepare_qat_checks_its_example():
 
 @pytest.fixture(scope="module")
 def fp32_cnn(digits):
-    """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~1 s)."""
-    return trained_digits_cnn(digits)
+    """A small CNN trained for 5 epochs on the digits train split (~99 % test accuracy, ~1 s), once per
+    session (test_export_tflite quantizes the same model)."""
+    return shared_trained_digits_cnn(digits)
 
 
 @pytest.fixture(scope="module")
-def ptq_artifact(fp32_cnn, digits, tmp_path_factory):
-    images, _ = stack(digits.train)
-    # Calibration images come from the training split, never from the test split we score on.
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(1))
-    calibration = images[order[:MIN_CALIBRATION_IMAGES]]
-    out = tmp_path_factory.mktemp("ptq")
-    with one_torch_thread():
-        return export(
-            fp32_cnn, "tflite", out, contract=_int8_contract(digits), stem="ptq", calibration=calibration
-        )
+def ptq_artifact(digits, tmp_path_factory):
+    """Its post-training int8 .tflite, calibrated on training images, once per session."""
+    return shared_digits_cnn_int8(tmp_path_factory, digits)
 
 
 @pytest.fixture(scope="module")

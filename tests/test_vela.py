@@ -11,7 +11,7 @@ from edgekd.artifact import Contract
 from edgekd.data import stack
 from edgekd.errors import ConfigError, DependencyError, ExportError
 from edgekd.export import export
-from tests.test_export_tflite import export_zoo_int8
+from tests.test_export_tflite import shared_zoo_int8
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,8 @@ def test_system_config_and_memory_mode_are_the_callers(vela, tiny_int8, tmp_path
 
 
 @pytest.mark.slow
-def test_common_student_activations_all_run_on_the_npu(vela, digits, tmp_path):
-    _, artifact = export_zoo_int8(tmp_path / "export", digits)
+def test_common_student_activations_all_run_on_the_npu(vela, digits, tmp_path, tmp_path_factory):
+    _, artifact = shared_zoo_int8(tmp_path_factory, digits)  # test_export_tflite checks its tensors
     report = vela.compile_for_ethos_u(artifact.path, tmp_path / "vela")
     assert report.cpu_fallbacks == () and report.npu_op_share == 1.0
 
