@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import pytest
 import yaml
 
 from edgekd.cli import main
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_TEACHER_EPOCHS
 
 EDGEKD = [sys.executable, "-m", "edgekd.cli"]
 
@@ -44,7 +45,9 @@ def test_bad_option_value_is_a_usage_error(capsys):
 
 
 @pytest.mark.slow
-def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
+def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path, session_cache):
+    # The session's cache (no --cache-dir): the teacher test_devices_cli's fit trains too, trained
+    # and timed once for both.
     args = [
         "fit",
         "--target",
@@ -54,7 +57,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "--epochs",
         "2",
         "--teacher-epochs",
-        "2",
+        str(SHARED_TEACHER_EPOCHS),
         "--loss",  # a feature loss end to end: taps, 1x1 adapters, and their checkpoint on resume
         "kd",
         "--loss",
@@ -63,8 +66,6 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
         "scratch",
         "--runs-dir",
         str(tmp_path / "runs"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
     ]
     first = subprocess.run(EDGEKD + args, capture_output=True, text=True, cwd=REPO)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -124,7 +125,8 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     assert f"distillation {gain:+.2f} points" in first.stderr  # the closing summary table
     # offline by default: the teacher's outputs were computed once per augmented view, then read
     assert result["student"]["scheme"] == "offline"
-    assert any((tmp_path / "cache" / "teacher-outputs").iterdir())
+    teacher_file = re.search(r"(/\S+\.safetensors)", result["teacher"]["source"]).group(1)  # trained or read
+    assert _teacher_outputs_cached(session_cache, teacher_file)
 
     resumed = subprocess.run([*EDGEKD, "fit", "--resume", str(run)], capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -136,7 +138,7 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     # the run's student to two more formats, parity on the run's own validation images
     export_args = ["export", str(run), "--format", "onnx,coreml", "--precision", "fp32", "--no-latency"]
     exported = subprocess.run(
-        [*EDGEKD, *export_args, "--cache-dir", str(tmp_path / "cache")],
+        [*EDGEKD, *export_args, "--cache-dir", str(session_cache)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -157,6 +159,22 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path):
     (run / "report.html").unlink()
     again = subprocess.run([*EDGEKD, "report", str(run)], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and (run / "report.html").is_file(), again.stderr[-3000:]
+
+
+def _teacher_outputs_cached(cache, teacher_file: str) -> bool:
+    """Whether `cache` holds a complete teacher-output entry of the teacher saved at `teacher_file`."""
+    import numpy as np
+
+    from edgekd.checkpoint import load_model
+    from edgekd.distill.cache import weights_digest
+
+    digest = weights_digest(load_model(teacher_file)[0])
+    entries = [e for e in (cache / "teacher-outputs").iterdir() if (e / "meta.json").is_file()]
+    return any(
+        json.loads((e / "meta.json").read_text())["key"]["teacher"] == digest
+        and np.fromfile(e / "filled.u8", dtype=np.uint8).all()
+        for e in entries
+    )
 
 
 def test_several_targets_on_the_command_line_and_in_config_yaml(tmp_path, capsys):

@@ -14,6 +14,7 @@ import pytest
 from edgekd.cli import main
 from edgekd.devices.registry import DeviceEntry, add_device, connect, devices_file, load_devices
 from edgekd.errors import ConfigError, UnknownNameError
+from tests.conftest import SHARED_TEACHER_EPOCHS
 from tests.test_devices_ssh import leftovers, tflite  # noqa: F401  (the module's artifact fixture)
 
 EDGEKD = [sys.executable, "-m", "edgekd"]
@@ -178,13 +179,15 @@ def test_one_student_for_several_targets_is_exported_for_each_and_timed_on_a_dev
     # shifted views are named, not left to the 1-epoch teacher's shift check: without them this
     # near-chance student's int8 agreement fell to 0.8996 again; and a 3-epoch student of a 1-epoch
     # teacher also missed the gate once in a full run, so the student now trains 5 epochs from a
-    # 3-epoch teacher. The test is about the targets, not a near-chance model's int8 flips.
+    # 3-epoch teacher (SHARED_TEACHER_EPOCHS). The test is about the targets, not a near-chance
+    # model's int8 flips. The session's cache: the teacher is the one test_cli's fit trains too.
     args = [
         "fit", "--target", "pi5", "--target", "pi4", "--target", "ethos-u55", "--target", "apple-ane",
-        "--student", "mobilenetv3_small_050", "--epochs", "5", "--teacher-epochs", "3", "--qat-epochs", "1",
+        "--student", "mobilenetv3_small_050", "--epochs", "5",
+        "--teacher-epochs", str(SHARED_TEACHER_EPOCHS), "--qat-epochs", "1",
         "--augment-shift", "4",
         "--device", loop,
-        "--runs-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
+        "--runs-dir", str(tmp_path / "runs"),
     ]  # fmt: skip
     done = subprocess.run(EDGEKD + args, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

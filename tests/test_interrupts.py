@@ -107,11 +107,14 @@ def _tensors_sha256(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def fit_setup(tmp_path_factory):
-    """One cache (the teacher is trained once for both tests), a config dir and the tiny target."""
+def fit_setup(tmp_path_factory, session_cache):
+    """A --cache-dir of the module's (the teacher is trained in the first test, so that there is a
+    teacher stage to interrupt, and once for both tests), a config dir and the tiny target. The
+    candidates' costs come from the session's cache (EDGEKD_CACHE_DIR), which nothing here tests."""
     root = tmp_path_factory.mktemp("interrupts")
-    env = _environment(root / "cache", root / "config")
-    return root, env, ["--targets-dir", str(_tiny_target(root / "targets"))]
+    env = _environment(session_cache, root / "config")
+    targets = _tiny_target(root / "targets")
+    return root, env, ["--targets-dir", str(targets), "--cache-dir", str(root / "cache")]
 
 
 @pytest.mark.slow

@@ -161,31 +161,26 @@ def test_train_time_branches_fold_into_the_deployed_form():
 
 
 @pytest.mark.slow
-def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_path, caplog):
-    from edgekd.pipeline import FitConfig, fit
+def test_fit_searches_reports_the_front_and_resumes_without_searching_again(searched_fit, tmp_path, caplog):
+    import shutil
 
-    config = FitConfig.from_options(
-        target="pi5",
-        search_budget="2",
-        epochs=1,
-        teacher_epochs=1,
-        runs_dir=tmp_path / "runs",
-        cache_dir=tmp_path / "cache",
-    )
-    result = fit(config)
-    run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
-    saved = json.loads((run / "search.json").read_text())
+    from edgekd.pipeline import fit
+
+    result, searched, config, _ = searched_fit  # test_training_time reads the same fit's plan
+    saved = json.loads((searched / "search.json").read_text())
     assert len(saved["entered"]) == 2 and saved["chosen"] == result.student.arch
     assert saved["chosen"] in result.student.reason and "successive halving" in result.student.reason
-    with open(run / "search.csv") as f:
+    with open(searched / "search.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(load_students())
     assert sum(r["rung0_val_accuracy"] != "" for r in rows) == 2
     assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]
-    assert (run / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert "search-pareto.png" in (run / "report.md").read_text()
+    assert (searched / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "search-pareto.png" in (searched / "report.md").read_text()
     assert result.search["trials"] == len(saved["trials"])
 
+    run = tmp_path / searched.name  # the shared run stays as the fit left it
+    shutil.copytree(searched, run)
     (run / "result.json").unlink()
     before = (run / "search.json").stat().st_mtime_ns
     with caplog.at_level("INFO"):

@@ -187,34 +187,23 @@ def test_a_generous_budget_gives_the_search_its_share_as_wall_clock(rates_cache,
 
 
 @pytest.mark.slow
-def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(tmp_path, caplog):
-    from edgekd.pipeline import FitConfig, fit
-
-    config = FitConfig.from_options(
-        target="pi5",
-        search_budget="2",
-        epochs=2,
-        teacher_epochs=1,
-        time_budget="30m",
-        runs_dir=tmp_path / "runs",
-        cache_dir=tmp_path / "cache",
-    )
-    with one_torch_thread(), caplog.at_level(logging.INFO):
-        result = fit(config)
-    assert "training plan:" in caplog.text and "predicted" in caplog.text
-    assert caplog.text.index("training plan:") < caplog.text.index("distil epoch 1")
+def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(searched_fit):
+    # test_search_select reads the same fit's search: 2 trials, 2 epochs, --time-budget 30m
+    result, run, _, logged = searched_fit
+    assert "training plan:" in logged and "predicted" in logged
+    assert logged.index("training plan:") < logged.index("distil epoch 1")
     plan = result.plan
     assert plan["search"]["predicted_s"] > 0 and plan["search"]["actual_s"] > 0
     assert plan["final"]["candidate"] == result.student.arch
     assert plan["final"]["predicted_s"] > 0 and plan["final"]["actual_s"] > 0
     assert plan["time_budget_s"] == 1800 and plan["search_budget"].endswith("s")
-    assert "Training time under a time budget of 30.0 min" in (Path(result.run) / "report.md").read_text()
+    assert "Training time under a time budget of 30.0 min" in (run / "report.md").read_text()
     # The plan of every stage comes before the teacher trains, and each stage's time is kept beside it.
-    planned_at = caplog.text.index("plan (estimated wall time per stage)")
-    assert planned_at < caplog.text.index("teacher resnet18 epoch")
+    planned_at = logged.index("plan (estimated wall time per stage)")
+    assert planned_at < logged.index("teacher resnet18 epoch")
     planned = [s["stage"] for s in result.stages]
     assert planned[:6] == ["data", "costing", "rate probe", "teacher", "search", "distill"]
     assert {"export", "parity", "teacher latency", "report"} <= set(planned)
     assert all(s["actual_s"] is not None for s in result.stages)  # the report's too, written after it
-    kept = json.loads((Path(result.run) / "result.json").read_text())["stages"]
-    assert kept == result.stages and "stage times, estimated and actual" in caplog.text
+    kept = json.loads((run / "result.json").read_text())["stages"]
+    assert kept == result.stages and "stage times, estimated and actual" in logged
