@@ -249,7 +249,13 @@ def test_ctrl_c_in_another_command_exits_130_and_names_it(tmp_path):
         text=True,
         preexec_fn=_sigint_default,
     )
-    time.sleep(5)  # past the imports, well inside the two minutes leave-one-out takes here
+    # Inside the command once its log exists (the CLI's imports done; on a loaded machine they took
+    # more than the 5 s this test used to wait), and well inside the two minutes leave-one-out takes.
+    logs = tmp_path / "cache" / "logs"
+    deadline = time.monotonic() + 90
+    while not (logs.is_dir() and any(logs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-3000:]
