@@ -17,9 +17,9 @@ decode_image`: the whole image resized bilinearly to the input size, no crop), d
 so training, evaluation and the exported model's documented preprocessing agree.
 
 Example:
-    >>> mode = choose_data_mode("auto", decoded_bytes=10**6, budget_bytes=10**9)
+    >>> mode = choose_data_mode("auto", decoded_bytes=2**20, budget_bytes=2**30)
     >>> mode.mode, mode.reason
-    ('decode', 'the decoded images (1 MB) fit the cache budget (1,000 MB)')
+    ('decode', 'the decoded images (1 MB) fit the cache budget (1,024 MB)')
 """
 
 from __future__ import annotations
