@@ -121,7 +121,9 @@ def main() -> None:
                 "--sizes", str(images), "--epochs", str(args.epochs), "--workers", str(args.workers),
                 "--threads", str(args.threads),
             ]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{mode} at {images} images failed:\n{done.stderr[-3000:]}")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     print(table(rows))
