@@ -70,7 +70,7 @@ class ScannedData:
         return self.make(input_size)
 
 
-def _stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):
+def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int):
     """Indices for train/val/test: per class, shuffle with `seed`, cut val and test fractions off."""
     rng = np.random.default_rng(seed)
     parts: tuple[list[int], list[int], list[int]] = ([], [], [])
@@ -98,7 +98,7 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
     )
     images = preprocessing.normalise(pixels.expand(-1, 3, -1, -1)).contiguous()
     labels = digits.target.astype(np.int64)
-    train, val, test = _stratified_split(labels, (0.15, 0.15), seed)
+    train, val, test = stratified_split(labels, (0.15, 0.15), seed)
     y = torch.from_numpy(labels)
     digest = hashlib.sha256(digits.images.tobytes() + labels.tobytes())
     digest.update(json.dumps(["digits", input_size, seed, IMAGENET_MEAN, IMAGENET_STD]).encode())
@@ -118,7 +118,7 @@ def scan_digits(seed: int = SPLIT_SEED) -> ScannedData:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    parts = _stratified_split(digits.target.astype(np.int64), (0.15, 0.15), seed)
+    parts = stratified_split(digits.target.astype(np.int64), (0.15, 0.15), seed)
     return ScannedData(
         name="digits",
         counts=dict(zip(("train", "val", "test"), (len(p) for p in parts), strict=True)),
@@ -138,6 +138,10 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def labels(self) -> np.ndarray:  # read without decoding an image (the search's chance level)
+        return np.array([label for _, label in self.samples], dtype=np.int64)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.samples[index]
         return decode_image(path, self.preprocessing), label
@@ -149,7 +153,7 @@ def decode_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
 
     input_size = preprocessing.input_size
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img = as_rgb(img, path).resize((input_size, input_size), Image.Resampling.BILINEAR)
             array = np.asarray(img, dtype=np.float32) / 255.0
     except DataError:
@@ -157,6 +161,14 @@ def decode_image(path: Path, preprocessing: Preprocessing) -> torch.Tensor:
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
     return preprocessing.normalise(torch.from_numpy(array).permute(2, 0, 1))
+
+
+def open_image(source):
+    """`source` opened as a PIL image: a file path, or a row of a saved data set (an object with
+    `open_image()`, `edgekd.sources.DatasetRow`), named by `str(source)` in errors."""
+    from PIL import Image
+
+    return Image.open(source) if isinstance(source, str | Path) else source.open_image()
 
 
 # Modes PIL's convert("RGB") maps faithfully: 8-bit grey, colour, palette, CMYK, YCbCr, LAB, HSV, and
@@ -233,12 +245,11 @@ def _scan_split(split_dir: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _check_image(path: Path) -> tuple[int, int]:
-    """`path` checked as an image edgekd can read; its (width, height) from the header."""
-    from PIL import Image
-
+def check_image(path) -> tuple[int, int]:
+    """`path` (or a saved data set's row) checked as an image edgekd can read; its (width, height)
+    from the header."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             mode, size = img.mode, img.size
             img.verify()
     except Exception as e:
@@ -284,7 +295,7 @@ def scan_image_folder(root: Path, seed: int = SPLIT_SEED) -> ScannedData:
             )
         for images in found.values():
             for path in images:
-                size = _check_image(path)
+                size = check_image(path)
                 sizes[size] = sizes.get(size, 0) + 1
 
     def samples(found: dict[str, list[Path]]) -> list[tuple[Path, int]]:
@@ -293,7 +304,7 @@ def scan_image_folder(root: Path, seed: int = SPLIT_SEED) -> ScannedData:
     train_samples = samples(splits["train"])
     carve = (0.15 if "val" not in splits else 0.0, 0.15 if "test" not in splits else 0.0)
     labels = np.array([label for _, label in train_samples])
-    train_idx, val_idx, test_idx = _stratified_split(labels, carve, seed)
+    train_idx, val_idx, test_idx = stratified_split(labels, carve, seed)
     chosen = {
         "train": [train_samples[i] for i in train_idx],
         "val": samples(splits["val"]) if "val" in splits else [train_samples[i] for i in val_idx],
@@ -443,23 +454,12 @@ def _decode_uint8(path: Path, input_size: int) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             return np.asarray(as_rgb(img, path).resize((input_size, input_size), Image.Resampling.BILINEAR))
     except DataError:
         raise
     except Exception as e:  # PIL raises many types for a bad file
         raise DataError(f"{path}: cannot be decoded as an image ({e}). Remove or replace it.") from e
-
-
-def scan_data(data: Path | None) -> ScannedData:
-    """The embedded digits when `data` is None, else an ImageFolder directory, scanned (`ScannedData`)."""
-    return scan_digits() if data is None else scan_image_folder(data)
-
-
-def load_data(data: Path | None, input_size: int | None) -> DataSplits:
-    """`scan_data(data)`'s splits at `input_size`, by default the native size (at least 32 px)."""
-    scanned = scan_data(data)
-    return scanned.splits(max(32, scanned.native.side) if input_size is None else input_size)
 
 
 def stack(dataset: Dataset, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -67,3 +67,13 @@ def summary_lines(name: str, counts: dict[str, int], classes: Sequence[str], nat
         f"{len(classes)} classes{shown}",
         f"native size {native.describe()}",
     )
+
+
+def data_mode_line(mode: str, reason: str, workers: int = 0) -> str:
+    """The data stage's line on how the images are read (`edgekd.streaming.decide_data_mode`)."""
+    if mode == "stream":
+        return (
+            f"streamed by {workers} DataLoader worker{'s' if workers != 1 else ''} ({reason}): fresh "
+            "random-resized crops, the teacher runs live on each batch"
+        )
+    return f"decoded once into the cache ({reason})"

@@ -38,9 +38,10 @@ class ExportSource:
 
 def load_export_source(source: Path, data: Path | None = None, cache_dir: Path | None = None) -> ExportSource:
     from edgekd.checkpoint import load_model
-    from edgekd.data import decode_once, load_data
+    from edgekd.data import decode_once
     from edgekd.paths import default_cache_dir
     from edgekd.pipeline import FitConfig
+    from edgekd.sources import load_data
     from edgekd.targets import get_target
 
     source = Path(source)

@@ -67,6 +67,11 @@ class TrainingSettings:
     # random horizontal flips; default: on when the teacher's classes survive mirroring
     # (fit_recipe.view_decision)
     hflip: bool | None = None
+    # Streamed data only (edgekd.streaming): timm's RandAugment ("rand-m9-mstd0.5") on each training
+    # view, and the Beta alphas of timm's batch mixup and cutmix (0: off)
+    rand_augment: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         _validate_training(self)
@@ -105,6 +110,9 @@ class FitConfig:
     teacher_weights: Path | None = None
     teacher_epochs: int | None = None  # when edgekd trains or fine-tunes the teacher
     data: Path | None = None
+    # decode: every image decoded once into the cache; stream: decoded per sample by DataLoader
+    # workers; auto: decode when the decoded images fit the cache budget (edgekd.streaming)
+    data_mode: str = "auto"
     input_size: int | None = None
     student: str | None = None
     search_budget: str = "4"  # trials (first-rung candidates), wall clock (20m), 0 (no trials) or all
@@ -310,11 +318,31 @@ def _validate_training(training: TrainingSettings) -> None:
     ):
         raise _bad(training, "clip_grad_norm", "must be a finite number above 0")
     check_accelerator_name(training.accelerator)
+    for name in ("mixup", "cutmix"):
+        if not (math.isfinite(getattr(training, name)) and getattr(training, name) >= 0):
+            raise _bad(training, name, "must be a finite number, 0 (off) or more (a Beta alpha, e.g. 0.2)")
+    if training.rand_augment is not None:
+        _check_rand_augment(training.rand_augment)
     for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
         value = getattr(training, name)
         if value not in choices:
             hint = did_you_mean(value, list(choices))
             raise ConfigError(f"unknown {name} {value!r} ({_option(name)}).{hint}")
+
+
+def _check_rand_augment(config: str) -> None:
+    """A RandAugment config timm parses ("rand-m9-mstd0.5"), checked by timm itself."""
+    from timm.data.auto_augment import rand_augment_transform
+
+    try:
+        if not config.startswith("rand"):
+            raise ValueError("not a RandAugment config")
+        rand_augment_transform(config, {})
+    except (ValueError, AssertionError, KeyError) as e:
+        raise ConfigError(
+            f"rand_augment (--rand-augment) {config!r} is not a timm RandAugment config such as "
+            f"rand-m9-mstd0.5 ({e})."
+        ) from e
 
 
 def _validate_distillation(distillation: DistillSettings) -> None:
@@ -346,6 +374,17 @@ def _validate(config: FitConfig) -> None:
         from edgekd.training_time import parse_duration
 
         parse_duration(config.time_budget)
+    from edgekd.streaming import DATA_MODES
+
+    if config.data_mode not in DATA_MODES:
+        raise ConfigError(
+            f"unknown data_mode {config.data_mode!r} (--data-mode): one of {', '.join(DATA_MODES)}."
+        )
+    if config.data_mode == "decode" and fresh_view_options(config.training):
+        raise ConfigError(
+            f"{fresh_view_options(config.training)} needs fresh random views of each batch, which "
+            "--data-mode decode does not make: use --data-mode stream (or auto)."
+        )
     if config.baseline not in BASELINES:
         raise ConfigError(f"unknown baseline {config.baseline!r} (--baseline): the one baseline is scratch.")
     if config.teacher_weights is not None and config.teacher is None:
@@ -355,6 +394,12 @@ def _validate(config: FitConfig) -> None:
     for name in ("runs_dir", "cache_dir"):
         if getattr(config, name) is not None:
             check_directory(f"{name} ({_option(name)})", Path(getattr(config, name)))
+
+
+def fresh_view_options(training: TrainingSettings) -> str | None:
+    """The options set that only streamed data can honour (`--rand-augment, --mixup`), or None."""
+    named = [_option(n) for n in ("rand_augment", "mixup", "cutmix") if getattr(training, n)]
+    return ", ".join(named) or None
 
 
 def resume_config(run: Path, changes: dict[str, Any]) -> FitConfig:

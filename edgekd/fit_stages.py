@@ -158,11 +158,16 @@ class DataStage(_NeverDone):
 
     def run(self, context: FitContext) -> None:
         from edgekd.data import decode_once, decoded_images
-        from edgekd.data_summary import summary_lines
+        from edgekd.data_summary import data_mode_line, summary_lines
+        from edgekd.fit_config import fresh_view_options
         from edgekd.stage_plan import StageEstimate, rule, stated
+        from edgekd.streaming import decide_data_mode, default_workers, streamed
 
-        splits = context.splits
-        to_decode = decoded_images(splits, context.cache_dir)
+        splits, config = context.splits, context.config
+        mode = decide_data_mode(
+            splits, config.data_mode, context.cache_dir, fresh_view_options(config.training)
+        )
+        to_decode = decoded_images(splits, context.cache_dir) if mode.mode == "decode" else 0
         context.estimates = [
             StageEstimate(
                 "data",
@@ -174,9 +179,13 @@ class DataStage(_NeverDone):
         if context.world.is_main:
             counts = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
             lines = summary_lines(splits.name, counts, splits.preprocessing.labels, splits.native)
-            for line in (*lines, context.input_size_note):
+            workers = default_workers() if mode.mode == "stream" else 0
+            for line in (*lines, context.input_size_note, data_mode_line(mode.mode, mode.reason, workers)):
                 log.info("data: %s", line)
-        context.data = decode_once(splits, context.cache_dir, context.observer)
+        if mode.mode == "stream":
+            context.data = streamed(splits)
+        else:
+            context.data = decode_once(splits, context.cache_dir, context.observer)
 
 
 class TeacherStage(_NeverDone):

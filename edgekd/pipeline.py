@@ -143,12 +143,12 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
     the loss and scheme, the student's name, the device and the data folder; only then is a run
     directory made (by rank 0, which owns it: under torchrun the other ranks train and return)."""
     from edgekd.catalog import load_students, student_registry
-    from edgekd.data import scan_data
     from edgekd.distill.distributed import share_from_main
     from edgekd.fit_config import decide_input_size
     from edgekd.fit_shipping import shipping_plan
     from edgekd.fit_stages import FitContext
     from edgekd.paths import default_cache_dir
+    from edgekd.sources import scan_data
     from edgekd.targets import get_target
 
     targets = [get_target(name, config.targets_dir) for name in config.targets]

@@ -247,13 +247,15 @@ def plan_fit(
     fit's plan of every stage, `edgekd.stage_plan`); `announce` False logs the table at debug level."""
     from edgekd.search.halving import parse_budget, plan_rungs
     from edgekd.search.ranking import capacity, entrants, entry_order, most_capacity
+    from edgekd.streaming import is_streamed
 
     n_train, n_val = len(data.train), len(data.val)
     augmentation = train_config.augmentation
     work = Workload(
         val_images=n_val,
         views=augmentation.draws if augmentation is not None else 1,
-        teacher_cache=plan.teacher_cache and plan.scheme != "online",
+        # streamed views are fresh, so the teacher runs on every batch (edgekd.streaming)
+        teacher_cache=plan.teacher_cache and plan.scheme != "online" and not is_streamed(data.train),
         teacher_rate=teacher_rate
         if teacher_rate is not None
         else forward_rate(teacher, teacher_name, data.input_size, cache_dir=cache_dir),

@@ -1,5 +1,6 @@
 """Run by tests/test_trainer.py under `torchrun --nproc_per_node 2`: train a tiny model on a digits
-subset with the edgekd trainer and save rank 0's weights (and the epoch metrics) to argv[1]."""
+subset with the edgekd trainer and save rank 0's weights (and the epoch metrics) to argv[1]. With an
+ImageFolder as argv[3], train on it streamed (edgekd.streaming) instead."""
 
 import dataclasses
 import json
@@ -15,13 +16,21 @@ from tests.ddp_model import tiny_digits_model
 from tests.helpers import subset
 
 
-def main(out: str, batch_size: int) -> None:
+def main(out: str, batch_size: int, folder: str | None = None) -> None:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
-    digits = load_digits_splits(16)
-    data = dataclasses.replace(digits, train=subset(digits.train, 512), val=subset(digits.val, 64))
-    model = tiny_digits_model()
     config = TrainConfig(epochs=2, batch_size=batch_size, lr=3e-3, seed=3)
+    if folder is None:
+        digits = load_digits_splits(16)
+        data = dataclasses.replace(digits, train=subset(digits.train, 512), val=subset(digits.val, 64))
+    else:
+        from edgekd.augment import Augmentation
+        from edgekd.data import load_image_folder
+        from edgekd.streaming import streamed
+
+        data = streamed(load_image_folder(folder, 16), workers=1)
+        config = dataclasses.replace(config, augmentation=Augmentation(draws=1, max_shift=0, hflip=True))
+    model = tiny_digits_model()
     history = train(model, data, config, loss=make_loss("ce"))
     if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
         return
@@ -31,4 +40,4 @@ def main(out: str, batch_size: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:])

@@ -3,9 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from edgekd.data import load_data, load_digits_splits, load_image_folder
+from edgekd.data import load_digits_splits, load_image_folder
 from edgekd.errors import DataError
 from edgekd.preprocessing import Preprocessing
+from edgekd.sources import load_data
 
 
 def test_digits_split_is_stratified_disjoint_and_fixed(digits):

@@ -33,8 +33,8 @@ def mixed_folder(tmp_path) -> Path:
 
 
 def test_the_summary_counts_the_splits_classes_and_native_sizes_of_real_files(mixed_folder):
-    from edgekd.data import scan_data
     from edgekd.data_summary import summary_lines
+    from edgekd.sources import scan_data
 
     scanned = scan_data(mixed_folder)
     # val/ is given, so only test is cut from train: 15 % of each class's 10 images, 1.5 rounded to 2
@@ -61,8 +61,8 @@ def test_the_summary_counts_the_splits_classes_and_native_sizes_of_real_files(mi
 
 
 def test_one_size_reads_as_one_size_and_many_classes_are_counted_not_named(tmp_path):
-    from edgekd.data import scan_data
     from edgekd.data_summary import FEW_CLASSES, summary_lines
+    from edgekd.sources import scan_data
 
     root = tmp_path / "many"
     for c in range(FEW_CLASSES + 1):
@@ -74,7 +74,8 @@ def test_one_size_reads_as_one_size_and_many_classes_are_counted_not_named(tmp_p
 
 
 def test_digits_are_8_pixel_images_split_as_they_are_trained():
-    from edgekd.data import load_digits_splits, scan_data
+    from edgekd.data import load_digits_splits
+    from edgekd.sources import scan_data
 
     scanned = scan_data(None)
     splits = load_digits_splits(32)

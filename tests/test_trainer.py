@@ -111,9 +111,11 @@ def test_distillation_learns_and_tracks_teacher_agreement(digits):
 
 
 @pytest.mark.slow
-def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_path):
+@pytest.mark.parametrize("streamed", [False, True], ids=["decoded digits", "streamed image folder"])
+def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_path, streamed):
     """torchrun with 2 ranks (gloo) at batch 16 each, wrapped by DistributedDataParallel, takes the same
-    steps as one process at batch 32."""
+    steps as one process at batch 32; streamed, each rank's DataLoader reads its DistributedSampler
+    shard and makes the same random crops the one process makes."""
     import os
     import subprocess
     import sys
@@ -126,10 +128,16 @@ def test_two_process_data_parallel_matches_one_process_with_the_whole_batch(tmp_
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         str(REPO / "tests" / "ddp_train.py"), str(tmp_path / "ddp.pt"), "16",
     ]  # fmt: skip
+    folder = []
+    if streamed:
+        from tests.test_streaming import _colour_folder
+
+        folder = [str(_colour_folder(tmp_path / "colours", per_class=40))]
+        command += folder
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rank 1 trains in DistributedDataParallel on cpu" in done.stderr
-    single_process(str(tmp_path / "one.pt"), 32)
+    single_process(str(tmp_path / "one.pt"), 32, *folder)
     ddp, one = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "one.pt")
     for name in one:
         torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5)

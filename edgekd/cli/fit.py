@@ -55,7 +55,19 @@ def fit(
             metavar="DIR",
             show_default="the embedded digits",
             rich_help_panel=DATA,
-            help="ImageFolder directory (train/[val/][test/]).",
+            help="ImageFolder directory (train/[val/][test/]), or a Hugging Face data set saved with "
+            "save_to_disk (an Image and a ClassLabel column).",
+        ),
+    ] = None,
+    data_mode: Annotated[
+        str | None,
+        typer.Option(
+            metavar="MODE",
+            show_default="auto",
+            rich_help_panel=DATA,
+            help="decode: every image decoded once into the cache; stream: decoded per sample by "
+            "DataLoader workers, fresh random-resized crops, the teacher live; auto: decode when the "
+            "decoded images fit half the available memory and free cache disk.",
         ),
     ] = None,
     input_size: Annotated[
@@ -88,6 +100,26 @@ def fit(
             show_default="on when the teacher keeps 90 % of its validation accuracy on mirrored images",
             rich_help_panel=DATA,
             help="Random horizontal flips.",
+        ),
+    ] = None,
+    rand_augment: Annotated[
+        str | None,
+        typer.Option(
+            metavar="CONFIG",
+            rich_help_panel=DATA,
+            help="Streamed data: timm's RandAugment on each view (e.g. rand-m9-mstd0.5).",
+        ),
+    ] = None,
+    mixup: Annotated[
+        float | None,
+        typer.Option(
+            metavar="ALPHA", show_default="0: off", rich_help_panel=DATA, help="Streamed data: timm's mixup."
+        ),
+    ] = None,
+    cutmix: Annotated[
+        float | None,
+        typer.Option(
+            metavar="ALPHA", show_default="0: off", rich_help_panel=DATA, help="Streamed data: timm's cutmix."
         ),
     ] = None,
     teacher: Annotated[

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from edgekd._io import write_with
 from edgekd.augment import Augmentation
 from edgekd.catalog import training_layout
-from edgekd.data import DataSplits, batch_of
+from edgekd.data import DataSplits
 from edgekd.distill.accelerator import Accelerator, check_accelerator_name, module_device, resolve_accelerator
 from edgekd.distill.cache import TeacherOutputCache
 from edgekd.distill.distributed import (
@@ -35,8 +35,9 @@ from edgekd.distill.distributed import (
 )
 from edgekd.distill.features import DistillStep
 from edgekd.distill.losses import DistillLoss
-from edgekd.errors import CheckpointError
+from edgekd.errors import CheckpointError, DataError
 from edgekd.progress import Observer, SilentObserver
+from edgekd.streaming import StreamRecipe, TrainingBatches, evaluation_loader, is_streamed, worker_error
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -82,6 +83,11 @@ class TrainConfig:
     # step is mixed-precision. It does not change the recipe, so a checkpoint resumes on any of them.
     accelerator: str = "cpu"
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over the global batch
+    # Streamed data only (edgekd.streaming): timm's RandAugment config ("rand-m9-mstd0.5"), and the
+    # Beta alphas of timm's batch mixup and cutmix (0: off)
+    rand_augment: str | None = None
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -248,9 +254,12 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[
     model.eval()
     device = module_device(model)
     logits, labels = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False, pin_memory=device.type == "cuda"):
-        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
-        labels.append(torch.as_tensor(y))
+    try:
+        for x, y in evaluation_loader(dataset, batch_size, pin_memory=device.type == "cuda"):
+            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+            labels.append(torch.as_tensor(y))
+    except DataError as e:  # from a worker: its message again, which names the file
+        raise worker_error(e) from None
     return torch.cat(logits), torch.cat(labels)
 
 
@@ -352,6 +361,14 @@ def _train_on(
     history: list[EpochMetrics] = []
     checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
     fingerprint = {"config": _recipe(config), "loss_name": loss.name, "world": world.size}
+    stream = _stream_recipe(config, loss) if is_streamed(data.train) else None
+    if stream is not None:
+        fingerprint["stream"] = asdict(stream)  # a decoded run's checkpoint does not resume a streamed one
+        if teacher_cache is not None and world.is_main:
+            log.info(
+                "%s: streamed views are fresh crops, so the teacher runs live on each batch", description
+            )
+        teacher_cache = None
     if checkpoint is not None and checkpoint.exists():
         state = _read_checkpoint(checkpoint)
         if {k: state.get(k) for k in fingerprint} != fingerprint:
@@ -391,6 +408,14 @@ def _train_on(
     parameters = [*model.parameters(), *loss.parameters()]
     # Reading the loss back from a GPU waits for the step to finish; there it is read every few steps.
     report_every = 1 if device.type == "cpu" else 25
+    batches = TrainingBatches(
+        data.train,
+        config.batch_size,
+        augmentation,
+        stream,
+        data.num_classes,
+        pin_memory=device.type == "cuda",
+    )
 
     for epoch in range(len(history) + 1, config.epochs + 1):
         started = time.perf_counter()
@@ -403,10 +428,7 @@ def _train_on(
         mine = shard(order, world)
         task = observer.task(f"{description} epoch {epoch}/{config.epochs}", total=steps_per_epoch)
         total_loss, seen, unreported = torch.zeros((), dtype=torch.float64, device=device), 0, 0
-        for indices in mine.split(config.batch_size):
-            x, y = batch_of(data.train, indices)
-            if augmentation is not None:
-                x = augmentation.apply(x, indices, draw)
+        for indices, x, y in batches.epoch(mine, epoch, draw):
             x = accelerator.to_device(x).contiguous(memory_format=layout)
             y = accelerator.to_device(y)
             cached = teacher_cache.lookup(indices, draw) if teacher_cache is not None else None
@@ -484,13 +506,29 @@ def _train_on(
     return history
 
 
+def _stream_recipe(config: TrainConfig, loss: DistillLoss) -> StreamRecipe:
+    """How a streamed training set's views are made: the replayed views' flip decision, timm's crops,
+    and the config's RandAugment and mixup."""
+    if (config.mixup or config.cutmix) and "dkd" in loss.name:
+        raise ValueError("dkd needs hard labels (its target class); mixup and cutmix give mixed ones")
+    hflip = config.augmentation.hflip if config.augmentation is not None else False
+    return StreamRecipe(
+        hflip=hflip,
+        rand_augment=config.rand_augment,
+        mixup=config.mixup,
+        cutmix=config.cutmix,
+        seed=config.seed,
+    )
+
+
 def _recipe(config: TrainConfig) -> dict:
     """What a checkpoint must have been trained with to be resumed: the config without where it ran,
     and without the options left at defaults that older checkpoints did not record."""
     recipe = asdict(config)
     del recipe["accelerator"]
-    if config.ema_warmup:
+    if config.ema_warmup:  # the default, which older checkpoints did not record
         del recipe["ema_warmup"]
-    if not config.sync_batchnorm:
-        del recipe["sync_batchnorm"]
+    for name in ("sync_batchnorm", "rand_augment", "mixup", "cutmix"):  # unrecorded while at their defaults
+        if not recipe[name]:
+            del recipe[name]
     return recipe
