@@ -114,11 +114,10 @@ def confirm_student(
         work = TRAINING_MACS_PER_FORWARD_MAC * a.macs * images * epochs
         trial = trial_record(name, 0, RungPlan(1, epochs, images), score, clock() - t0, work, False)
         trials.append(trial)
-        kept = trial.score / teacher if teacher else 0.0
         log.info(
-            "search: %s after its full training keeps %.1f %% of the teacher's validation accuracy (%s)",
+            "search: %s after its full training keeps %s of the teacher's validation accuracy (%s)",
             name,
-            100 * kept,
+            _kept(trial.score, teacher),
             evidence_phrase(trial),
         )
         if keeps(trial.score, teacher=teacher, floor=min_retention):
@@ -156,22 +155,27 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+def _kept(score: float, teacher: float) -> str:
+    """`score` as a share of the teacher's accuracy (a teacher at 0 %: not a share of anything)."""
+    return _pct(score / teacher) if teacher else "all (the teacher scored 0 %)"
+
+
 def _retention(t, teacher: float) -> str:
     """`t`'s retention of the teacher's validation accuracy, with the interval its Wilson interval
     implies."""
     low, high = t.interval
-    kept = f"{_pct(t.score / teacher)} of the teacher's validation accuracy"
-    if (low, high) == (t.score, t.score):
+    kept = f"{_kept(t.score, teacher)} of the teacher's validation accuracy"
+    if (low, high) == (t.score, t.score) or not teacher:
         return kept
-    return f"{kept} (95 % CI {_pct(low / teacher)}–{_pct(min(high / teacher, 1.0))})"
+    return f"{kept} (95 % CI {_pct(low / teacher)}–{_pct(high / teacher)})"
 
 
 def _reason(chosen, passed: bool, trials, teacher_val: ValidationScore, floor: float, done: str) -> str:
     teacher = teacher_val.accuracy
-    images = f", {teacher_val.images} images" if teacher_val.images else ""
-    against = f"against the teacher's {_pct(teacher)} on the same{images}"
+    images = f" {teacher_val.images}" if teacher_val.images else ""
+    against = f"against the teacher's {_pct(teacher)} on the same{images} images"
     short = [t for t in trials if t is not chosen]
-    fell = "; ".join(f"{t.name} kept {_pct(t.score / teacher)}" for t in short)
+    fell = "; ".join(f"{t.name} kept {_kept(t.score, teacher)}" for t in short)
     if passed:
         faster = f" (faster ones fell short: {fell})" if fell else ""
         return (
@@ -183,7 +187,7 @@ def _reason(chosen, passed: bool, trials, teacher_val: ValidationScore, floor: f
     return (
         f"Objective retention: none of the {len(trials)} fastest candidates kept {100 * floor:g} % of the "
         f"teacher's validation accuracy after a full training ({fell or 'none other'}; {chosen.name} "
-        f"{_pct(chosen.score / teacher)}); falling back to the most accurate of them, {chosen.name}: "
+        f"{_kept(chosen.score, teacher)}); falling back to the most accurate of them, {chosen.name}: "
         f"validation accuracy {evidence_phrase(chosen)}, {against} ({done})"
     )
 
