@@ -101,6 +101,11 @@ def test_none_keeping_the_floor_falls_back_to_the_most_accurate_of_at_most_three
     assert f"fastest kept {100 * 240 / 266:.1f} %; mid kept {100 * 249 / 266:.1f} %" in reason
     assert "falling back to the most accurate of them, faster" in reason
     assert "3 full trainings" in reason and not confirmed.result.stopped_early
+    tied = confirm(SPACE, trainings({"fastest": 250, "faster": 252, "mid": 252, "slow": 266})).result
+    assert (
+        tied.chosen == "faster"
+        and "the most accurate of them (the faster of those tied), faster" in tied.reason
+    )
 
 
 def test_a_trial_budget_or_a_spent_search_budget_trains_fewer():

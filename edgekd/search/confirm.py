@@ -126,7 +126,7 @@ def confirm_student(
         best_so_far = max(trials, key=lambda t: t.score)
         if best_so_far is trial:  # keep only the model a fallback could ship
             models = {name: model}
-    chosen = passed or max(trials, key=lambda t: t.score)
+    chosen = passed or max(trials, key=lambda t: t.score)  # equal scores: the first, the fastest
     seconds = sum(t.seconds for t in trials)
     done = (
         f"{len(trials)} full training{'s' if len(trials) != 1 else ''} ({epochs} epochs on {images} "
@@ -176,6 +176,7 @@ def _reason(chosen, passed: bool, trials, teacher_val: ValidationScore, floor: f
     against = f"against the teacher's {_pct(teacher)} on the same{images} images"
     short = [t for t in trials if t is not chosen]
     fell = "; ".join(f"{t.name} kept {_kept(t.score, teacher)}" for t in short)
+    tie = " (the faster of those tied)" if any(t.score == chosen.score for t in short) else ""
     if passed:
         faster = f" (faster ones fell short: {fell})" if fell else ""
         return (
@@ -187,7 +188,7 @@ def _reason(chosen, passed: bool, trials, teacher_val: ValidationScore, floor: f
     return (
         f"Objective retention: none of the {len(trials)} fastest candidates kept {100 * floor:g} % of the "
         f"teacher's validation accuracy after a full training ({fell or 'none other'}; {chosen.name} "
-        f"{_kept(chosen.score, teacher)}); falling back to the most accurate of them, {chosen.name}: "
+        f"{_kept(chosen.score, teacher)}); falling back to the most accurate of them{tie}, {chosen.name}: "
         f"validation accuracy {evidence_phrase(chosen)}, {against} ({done})"
     )
 
