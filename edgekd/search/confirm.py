@@ -167,7 +167,7 @@ def _retention(t, teacher: float) -> str:
     kept = f"{_kept(t.score, teacher)} of the teacher's validation accuracy"
     if (low, high) == (t.score, t.score) or not teacher:
         return kept
-    return f"{kept} (95 % CI {_pct(low / teacher)}–{_pct(high / teacher)})"
+    return f"{kept} (95 % CI {100 * low / teacher:.1f}–{100 * high / teacher:.1f} %)"
 
 
 def _reason(chosen, passed: bool, trials, teacher_val: ValidationScore, floor: float, done: str) -> str:
