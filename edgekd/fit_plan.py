@@ -292,7 +292,7 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
         search = StageEstimate("search", "", 0.0, "no trials")
     final = timing.predicted_final
     if timing.mode == "confirm":
-        distill = StageEstimate("distill", "", 0.0, "the search's passing training is the final student")
+        distill = StageEstimate("distill", "", 0.0, "the search's full training is the final student")
         return [search, distill], _mean_rate(context, final)
     qat = f" + {context.plan.qat_epochs} quantization-aware" if context.plan.qat_epochs else ""
     low, high = timing.final_range() if final else (0.0, 0.0)

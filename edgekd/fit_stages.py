@@ -292,11 +292,11 @@ class SearchStage:
             torch.manual_seed(config.training.seed)
             return build_model(name, data.num_classes, **by_name[name].kwargs)
 
-        # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
-        # co-train a teacher per trial, so they are ranked as offline runs.
         if context.timing.mode == "confirm":
             self._confirm(context, config, assessments, build, started)
             return
+        # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
+        # co-train a teacher per trial, so they are ranked as offline runs.
         trial_plan = dataclasses.replace(context.plan, scheme="offline", qat_epochs=0)
         train_config = context.trial_config
         evaluate = evidence(
@@ -351,7 +351,7 @@ class SearchStage:
         context.search = share_from_main(confirmed.result, context.world)
         self._chose(context, time.perf_counter() - started)
         DistillStage.keep(context, confirmed.trained)
-        context.done_by["distill"] = "the search's passing training is the final student"
+        context.done_by["distill"] = "the search's full training is the final student"
         if context.world.is_main:
             write_json_atomic(context.run.search, context.search.to_json())
 

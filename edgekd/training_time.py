@@ -492,7 +492,7 @@ def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
                 f"fastest first, up to {len(timing.entering)}, until one keeps --min-retention",
             )
         )
-        rows.append(("final training", "none: the search's passing training is the final student"))
+        rows.append(("final training", "none: the search's full training is the final student"))
     elif timing.entering:
         rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
         rows.append(("trial budget", f"{rungs} (candidates x epochs x images)"))

@@ -184,7 +184,7 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(tmp_
     assert "full training" in result.student.reason and "the final student" in result.student.reason
     # One epoch of distillation per full training, and none after the search.
     assert caplog.text.count("distil epoch 1:") == len(saved["trials"])
-    assert "distill: the search's passing training is the final student" in caplog.text
+    assert "distill: the search's full training is the final student" in caplog.text
     chosen = next(t for t in saved["trials"] if t["name"] == saved["chosen"])
     # the trainer scored the same (averaged) weights; an image near a tie may fall either way
     assert result.history[-1]["val_accuracy"] == pytest.approx(chosen["score"], abs=1.5 / 269)

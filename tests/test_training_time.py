@@ -138,7 +138,7 @@ def test_full_trainings_are_planned_fastest_first_the_first_alone_to_all_of_them
     # The passing training is the final student: nothing is left to train after the search.
     assert timing.predicted_final == dict.fromkeys(order, 0.0)
     assert "full trainings (10 epochs x 1259 images), fastest first, up to 3" in timing.table
-    assert "none: the search's passing training is the final student" in timing.table
+    assert "none: the search's full training is the final student" in timing.table
 
 
 def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache, teacher, digits, caplog):
