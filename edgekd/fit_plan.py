@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import ConfigError
-from edgekd.fit_recipe import make_train_config
+from edgekd.fit_recipe import confirms_in_full, make_train_config
 from edgekd.stage_plan import StageEstimate, duration, plan_table, rule, stated, tracing_speedup
 
 log = logging.getLogger(__name__)
@@ -134,11 +134,14 @@ def _recipe(config):
 def _probed(context) -> list:
     """The candidates the training plan measures without a time budget: those that may enter the
     search (`plan_fit` measures the same ones, and under a budget perhaps a few more)."""
+    from edgekd.search.confirm import confirmation_count, confirmation_order
     from edgekd.search.halving import parse_budget
     from edgekd.search.ranking import capacity, entrants, entry_order
 
     feasible = [a for a in context.assessments if a.feasible]
     budget = parse_budget(context.config.search_budget)
+    if confirms_in_full(context.config, len(context.data.train), context.plan):
+        return confirmation_order(feasible)[: confirmation_count(budget, len(feasible))]
     if budget.trials == 0:
         ordered = sorted(feasible, key=capacity, reverse=True)
     else:
@@ -247,6 +250,7 @@ def _training_rows(context, teacher_seconds: float | None, teacher_rate: float |
                 teacher_seconds=teacher_seconds,
                 teacher_rate=teacher_rate,
                 announce=False,
+                confirm=confirms_in_full(config, len(data.train), context.plan),
             )
         except ConfigError as e:  # a time budget too small: the plan after the teacher says so again
             log.debug("the plan could not estimate the training under the time budget: %s", e)
@@ -264,10 +268,18 @@ def _training_rows(context, teacher_seconds: float | None, teacher_rate: float |
 
 
 def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | None]:
-    from edgekd.training_rates import student_rates
-
-    config, data = context.config, context.data
-    if timing.entering:
+    data = context.data
+    if timing.mode == "confirm":
+        low, high = timing.predicted_search_range
+        search = StageEstimate(
+            "search",
+            "",
+            low,
+            f"full trainings ({timing.epochs} epochs x {len(data.train):,} images) fastest first at measured "
+            f"rates until one keeps --min-retention: {duration(low)} (the first) - {duration(high)} "
+            f"(all {len(timing.entering)})",
+        )
+    elif timing.entering:
         rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
         low, high = timing.predicted_search_range
         search = StageEstimate(
@@ -280,6 +292,9 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
     else:
         search = StageEstimate("search", "", 0.0, "no trials")
     final = timing.predicted_final
+    if timing.mode == "confirm":
+        distill = StageEstimate("distill", "", 0.0, "the search's full training is the final student")
+        return [search, distill], _mean_rate(context, final)
     qat = f" + {context.plan.qat_epochs} quantization-aware" if context.plan.qat_epochs else ""
     low, high = timing.final_range() if final else (0.0, 0.0)
     distill = StageEstimate(
@@ -289,6 +304,14 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
         f"{timing.epochs}{qat} epochs x {len(data.train):,} images at measured rates; "
         f"{duration(low)} - {duration(high)} by the student chosen",
     )
+    return [search, distill], _mean_rate(context, final)
+
+
+def _mean_rate(context, names) -> float | None:
+    """The mean evaluation rate (images/s) of the candidates `names`, for the stages after training."""
+    from edgekd.training_rates import student_rates
+
+    config, data = context.config, context.data
     by_name = {a.candidate.name: a.candidate for a in context.assessments}
     rates = [
         student_rates(
@@ -299,6 +322,6 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
             config.training.batch_size,
             cache_dir=context.cache_dir,
         ).evaluate
-        for n in final
+        for n in names
     ]
-    return [search, distill], (statistics.fmean(rates) if rates else None)
+    return statistics.fmean(rates) if rates else None

@@ -82,6 +82,24 @@ def is_small_data(train_images: int) -> bool:
     return train_images < BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH
 
 
+def confirms_in_full(config: FitConfig, train_images: int, plan: DistillPlan) -> bool:
+    """Whether the search decides the retention objective on full trainings (`edgekd.search.confirm`)
+    instead of successive halving: on small data (`is_small_data`, gated on the training split's size:
+    there one final training costs about what the halving search does), for the offline scheme (a
+    confirmation is the final student; the other schemes train a peer, an assistant or generations
+    around it), without --time-budget (whose split between search and final training is halving's)
+    and with trials allowed (--search-budget 0 chooses without training)."""
+    from edgekd.search.halving import parse_budget
+
+    return (
+        config.objective == "retention"
+        and is_small_data(train_images)
+        and plan.scheme == "offline"
+        and config.time_budget is None
+        and parse_budget(config.search_budget).trials != 0
+    )
+
+
 def final_train_config(config: FitConfig, trial_config, train_images: int):
     """The final distillation's recipe: the search trials' (`trial_config`, a `TrainConfig`) with, on
     small data and when --ema-decay names none, the SMALL_DATA_EMA_DECAY weight average. The trials

@@ -250,6 +250,7 @@ def search_summary(assessments, search) -> Json:
 
     return {
         "objective": search.objective,
+        "mode": search.mode,  # "confirm": the first rung is the final recipe's full trainings
         "min_retention": search.min_retention,
         "chance": search.chance,
         "at_chance": search.at_chance,

@@ -20,6 +20,7 @@ from edgekd._io import write_json_atomic
 from edgekd.fit_config import FitConfig
 from edgekd.fit_recipe import (
     assistant_factory,
+    confirms_in_full,
     final_train_config,
     make_train_config,
     teacher_cost,
@@ -63,6 +64,7 @@ class FitContext:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     shipping_estimates: Any = None  # (context, student rate, teacher cached) -> list of StageEstimate
     done_earlier: frozenset[str] = frozenset()  # labels of the stages a resumed run will load
+    done_by: dict[str, str] = field(default_factory=dict)  # a stage done by an earlier one: why
     data: Any = None
     teacher: Any = None
     teacher_seconds: float | None = None  # what training the teacher took, when it was trained here
@@ -124,10 +126,11 @@ def run_stages(stages: list[Stage], context: FitContext) -> None:
     for stage in stages:
         done = stage.is_done(context.run)
         if (stage.name, stage.detail) != shown:
-            context.observer.stage(stage.name, DONE_EARLIER if done and not stage.detail else stage.detail)
+            why = context.done_by.get(stage.name, DONE_EARLIER)
+            context.observer.stage(stage.name, why if done and not stage.detail else stage.detail)
             shown = (stage.name, stage.detail)
         if done:
-            log.info("%s: %s", stage.name, DONE_EARLIER)
+            log.info("%s: %s", stage.name, context.done_by.get(stage.name, DONE_EARLIER))
             stage.load(context)
         else:
             started = time.perf_counter()
@@ -257,6 +260,7 @@ class PlanStage(_NeverDone):
                 # The plan of every stage showed the search and the final training already; under a
                 # time budget this table says how the budget was split.
                 announce=config.time_budget is not None or not context.estimates,
+                confirm=confirms_in_full(config, len(data.train), context.plan),
             )
             if world.is_main
             else None,
@@ -270,8 +274,9 @@ class PlanStage(_NeverDone):
 class SearchStage:
     """The student choice: successive halving over the feasible candidates ranked by
     `config.objective`, with the chance check against the validation labels' largest class
-    (`edgekd.search.select`), kept in search.json. Under torchrun every rank trains the trials
-    together and rank 0's choice is the one kept."""
+    (`edgekd.search.select`), kept in search.json; on small data for retention, full trainings fastest
+    first (`edgekd.search.confirm`), the passing one saved as the final student. Under torchrun every
+    rank trains the trials together and rank 0's choice is the one kept."""
 
     name, detail = "search", ""
 
@@ -296,6 +301,9 @@ class SearchStage:
             torch.manual_seed(config.training.seed)
             return build_model(name, data.num_classes, **by_name[name].kwargs)
 
+        if context.timing.mode == "confirm":
+            self._confirm(context, config, assessments, build, started)
+            return
         # Trials distil offline from the frozen teacher with the fit's losses; online schemes would
         # co-train a teacher per trial, so they are ranked as offline runs.
         trial_plan = dataclasses.replace(context.plan, scheme="offline", qat_epochs=0)
@@ -326,6 +334,35 @@ class SearchStage:
             write_json_atomic(context.run.search, result.to_json())
         context.search = result
         self._chose(context, time.perf_counter() - started)
+
+    def _confirm(self, context: FitContext, config, assessments, build, started: float) -> None:
+        """Full trainings until one keeps --min-retention of the teacher: the chosen one is saved as
+        the distillation's output (its quantization-aware epochs, if any, follow there), then
+        search.json, so a run interrupted between them searches again."""
+        from edgekd.distill.distributed import share_from_main
+        from edgekd.search.confirm import confirm_in_full
+        from edgekd.search.halving import parse_budget
+
+        confirmed = confirm_in_full(
+            assessments,
+            build,
+            context.teacher.model,
+            context.data,
+            context.train_config,
+            dataclasses.replace(context.plan, qat_epochs=0),
+            budget=parse_budget(config.search_budget),
+            target_name=_in_words(config.targets),
+            min_retention=config.min_retention,
+            cache_dir=context.cache_dir,
+            observer=context.observer,
+            checkpoint_dir=context.run.checkpoints / "search",
+        )
+        context.search = share_from_main(confirmed.result, context.world)
+        self._chose(context, time.perf_counter() - started)
+        DistillStage.keep(context, confirmed.trained)
+        context.done_by["distill"] = "the search's full training is the final student"
+        if context.world.is_main:
+            write_json_atomic(context.run.search, context.search.to_json())
 
     def load(self, context: FitContext) -> None:
         from edgekd.search.select import SearchResult
@@ -363,7 +400,6 @@ class DistillStage:
         return run.student.exists() and run.history.exists()
 
     def run(self, context: FitContext) -> None:
-        from edgekd.checkpoint import ModelInfo, save_model
         from edgekd.distill.stage import distil_student
 
         context.final_started = time.perf_counter()
@@ -383,12 +419,22 @@ class DistillStage:
             checkpoint_dir=run.checkpoints,
             observer=context.observer,
         )
+        self.keep(context, distilled)
+        self._quantized(context)
+
+    @staticmethod
+    def keep(context: FitContext, distilled) -> None:
+        """`distilled` (a `DistillResult` of the chosen student) into `context` and the run: the student
+        with its ModelInfo and its epochs (also the search's passing full training, `SearchStage`)."""
+        from edgekd.checkpoint import ModelInfo, save_model
+
+        chosen, run = context.chosen, context.run
         context.student, context.quantized = distilled.student, distilled.quantized
         context.distillation = distilled.description
         context.history = [asdict(m) for m in distilled.history]
         info = ModelInfo(
             chosen.candidate.arch,
-            data.preprocessing,
+            context.data.preprocessing,
             kwargs=dict(chosen.candidate.kwargs),
             provenance={"teacher": context.teacher.source, "distillation": distilled.description},
         )
@@ -397,7 +443,6 @@ class DistillStage:
             steps = {name: [asdict(m) for m in epochs] for name, epochs in distilled.steps.items()}
             record = {"student": context.history, "steps": steps, "description": distilled.description}
             write_json_atomic(run.history, record)
-        self._quantized(context)
 
     def load(self, context: FitContext) -> None:
         from edgekd.checkpoint import load_model

@@ -86,7 +86,8 @@ def make_plots(result: FitResult, run_path: Path | None = None) -> list[Plot]:
             if png is None:
                 continue
             trained = sum(p.accuracy is not None for p in points)
-            evidence = f"{trained} of {len(points)} candidates trained; first-rung validation accuracy"
+            scored = "after full training" if search.get("mode") == "confirm" else "first-rung"
+            evidence = f"{trained} of {len(points)} candidates trained; {scored} validation accuracy"
             if len(records) == 1:
                 title, filename = f"Student search on {name}: Pareto front ({evidence})", "search-pareto.png"
             else:

@@ -153,6 +153,9 @@ class FitTiming:
     search_share: float | None
     notes: tuple[str, ...] = ()
     rungs: tuple = ()
+    # "confirm": full trainings fastest first (`edgekd.search.confirm`), the search's last one the final
+    # student, so predicted_final is 0 and the search's range runs from one training to all of them.
+    mode: str = "halving"
 
     def search_config(self, config):
         return config.with_options(search_budget=self.search_budget, epochs=self.epochs)
@@ -238,13 +241,17 @@ def plan_fit(
     teacher_seconds: float | None = None,
     teacher_rate: float | None = None,
     announce: bool = True,
+    confirm: bool = False,
 ) -> FitTiming:
     """The fit's training plan (see the module's docstring): rates measured (or read from the cache)
     for the candidates that may be chosen, the search's and the final training's predicted seconds,
     and under `config.time_budget` the split, the dropped candidates and the epochs. Logs the table.
     `spent`: seconds the fit has already run (decoding, the teacher), counted against the budget.
     `teacher_rate` (images/s) stands in for timing `teacher`'s forward, before the teacher exists (the
-    fit's plan of every stage, `edgekd.stage_plan`); `announce` False logs the table at debug level."""
+    fit's plan of every stage, `edgekd.stage_plan`); `announce` False logs the table at debug level.
+    `confirm` (small data, the retention objective, no time budget: `fit_recipe.confirms_in_full`)
+    plans the search as full trainings, fastest first (`edgekd.search.confirm`)."""
+    from edgekd.search.confirm import confirmation_count, confirmation_order
     from edgekd.search.halving import parse_budget, plan_rungs
     from edgekd.search.ranking import capacity, entrants, entry_order, most_capacity
     from edgekd.streaming import is_streamed
@@ -309,6 +316,33 @@ def plan_fit(
     def final_for(names, epochs, rungs) -> dict[str, float]:
         return {n: final_seconds(rates[n], work, recipe(epochs, rungs)) for n in names}
 
+    if confirm:  # as confirm_student trains them: fastest first, up to its cap
+        names = [
+            measured(a)
+            for a in confirmation_order(feasible)[: confirmation_count(user_budget, len(feasible))]
+        ]
+        each = final_for(names, epochs, ())
+        first, every = (each[names[0]], sum(each.values())) if names else (0.0, 0.0)
+        timing = FitTiming(
+            table="",
+            predicted_search=first,
+            predicted_search_range=(first, every),
+            predicted_final=dict.fromkeys(names, 0.0),
+            entering=tuple(names),
+            assessments=list(assessments),
+            search_assessments=list(assessments),
+            search_budget=config.search_budget,
+            epochs=epochs,
+            teacher_seconds=teacher_seconds,
+            spent_before=spent,
+            budget_seconds=None,
+            search_share=None,
+            notes=tuple(notes),
+            mode="confirm",
+        )
+        timing.table = _table(timing, rates, n_train)
+        log.log(logging.INFO if announce else logging.DEBUG, "%s", timing.table)
+        return timing
     if left is None:  # as select_student takes them, the last slot kept for the most capable
         kept = [measured(a) for a in entrants(ordered, wanted)]
     else:
@@ -451,7 +485,17 @@ def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
             ", ".join(f"{n} ({rates[n].train:.0f} img/s)" for n in names) or "none",
         )
     )
-    if timing.entering:
+    if timing.mode == "confirm" and timing.entering:
+        low, high = timing.predicted_search_range
+        rows.append(
+            (
+                "search",
+                f"{_span(low, high)} predicted: full trainings ({timing.epochs} epochs x {n_train} images), "
+                f"fastest first, up to {len(timing.entering)}, until one keeps --min-retention",
+            )
+        )
+        rows.append(("final training", "none: the search's full training is the final student"))
+    elif timing.entering:
         rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)
         rows.append(("trial budget", f"{rungs} (candidates x epochs x images)"))
         low, high = timing.predicted_search_range
@@ -461,10 +505,11 @@ def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
         rows.append(("search", f"{_duration(timing.predicted_search)} predicted{detail}"))
     else:
         rows.append(("search", "none: no trials"))
-    low, high = timing.final_range() if timing.predicted_final else (0.0, 0.0)
-    rows.append(
-        ("final training", f"{_span(low, high)} predicted ({timing.epochs} epochs x {n_train} images)")
-    )
+    if timing.mode != "confirm":
+        low, high = timing.final_range() if timing.predicted_final else (0.0, 0.0)
+        rows.append(
+            ("final training", f"{_span(low, high)} predicted ({timing.epochs} epochs x {n_train} images)")
+        )
     rows += [("note", note) for note in timing.notes]
     width = max(len(k) for k, _ in rows)
     return "training plan:\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)

@@ -173,7 +173,7 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(sear
     with open(searched / "search.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(load_students())
-    assert sum(r["rung0_val_accuracy"] != "" for r in rows) == 2
+    assert sum(r["rung0_val_accuracy"] != "" for r in rows) == len(saved["trials"])
     assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]
     assert (searched / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "search-pareto.png" in (searched / "report.md").read_text()
@@ -182,10 +182,62 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(sear
     run = tmp_path / searched.name  # the shared run stays as the fit left it
     shutil.copytree(searched, run)
     (run / "result.json").unlink()
-    before = (run / "search.json").stat().st_mtime_ns
+    before = [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")]
+    caplog.clear()
     with caplog.at_level("INFO"):
         again = fit(config, resume=run)
-    assert (run / "search.json").stat().st_mtime_ns == before
+    assert [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")] == before
+    assert "distil epoch" not in caplog.text
+    assert again.student.arch == saved["chosen"] and again.search == result.search
+    gap = again.teacher.params / again.student.params
+    assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
+
+
+@pytest.mark.slow
+def test_small_data_trains_the_candidates_in_full_and_resumes_without_training_again(tmp_path, caplog):
+    """On digits (small data) the default retention objective trains the candidates in full, fastest
+    first (`edgekd.search.confirm`), and the chosen one's training is the final student: the
+    distillation stage trains nothing more, and a resumed run neither searches nor distils again."""
+    from edgekd.pipeline import FitConfig, fit
+
+    from tests.conftest import SHARED_TEACHER_EPOCHS
+
+    config = FitConfig.from_options(  # the session's cache: its teacher and costs, shared
+        target="pi5",
+        search_budget="2",
+        epochs=1,
+        teacher_epochs=SHARED_TEACHER_EPOCHS,
+        runs_dir=tmp_path / "runs",
+    )
+    with caplog.at_level("INFO"):
+        result = fit(config)
+    run = tmp_path / "runs" / next(p.name for p in (tmp_path / "runs").iterdir())
+    saved = json.loads((run / "search.json").read_text())
+    assert saved["mode"] == "confirm" and 1 <= len(saved["entered"]) <= 2
+    assert saved["chosen"] == result.student.arch and saved["chosen"] in result.student.reason
+    assert "full training" in result.student.reason and "the final student" in result.student.reason
+    # One epoch of distillation per full training, and none after the search.
+    assert caplog.text.count("distil epoch 1:") == len(saved["trials"])
+    assert "distill: the search's full training is the final student" in caplog.text
+    chosen = next(t for t in saved["trials"] if t["name"] == saved["chosen"])
+    # the trainer scored the same (averaged) weights; an image near a tie may fall either way
+    assert result.history[-1]["val_accuracy"] == pytest.approx(chosen["score"], abs=1.5 / 269)
+    with open(run / "search.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(load_students())
+    assert sum(r["rung0_val_accuracy"] != "" for r in rows) == len(saved["trials"])
+    assert [r["arch"] for r in rows if r["chosen"] == "True"] == [saved["chosen"]]
+    assert (run / "search-pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert "search-pareto.png" in (run / "report.md").read_text()
+    assert result.search["trials"] == len(saved["trials"]) and result.search["mode"] == "confirm"
+
+    (run / "result.json").unlink()
+    before = [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = fit(config, resume=run)
+    assert [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")] == before
+    assert "distil epoch" not in caplog.text
     assert again.student.arch == saved["chosen"] and again.search == result.search
     gap = again.teacher.params / again.student.params
     assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)

@@ -39,7 +39,7 @@ def _assessments(*names: str):
     return assess([registry.get(n) for n in names], [get_target("pi5")], 32, 10)
 
 
-def _plan(config, names, teacher, digits, cache: Path):
+def _plan(config, names, teacher, digits, cache: Path, **options):
     from edgekd.fit_recipe import make_distill_plan, make_train_config, with_batch_size
     from edgekd.targets import get_target
     from edgekd.training_time import plan_fit
@@ -55,6 +55,7 @@ def _plan(config, names, teacher, digits, cache: Path):
             make_train_config(config, 32),
             make_distill_plan(config, [get_target("pi5")]),
             cache,
+            **options,
         )
 
 
@@ -112,6 +113,32 @@ def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, 
     assert timing.entering == (FAST, OTHER_FAST) or timing.entering == (OTHER_FAST, FAST)
     assert timing.search_budget == "2" and timing.epochs == 10  # no time budget: nothing changes
     assert "training plan:" in timing.table and "2x2x1000 (" in timing.table
+
+
+def test_full_trainings_are_planned_fastest_first_the_first_alone_to_all_of_them(
+    rates_cache, teacher, digits
+):
+    from edgekd.pipeline import FitConfig
+    from edgekd.search.confirm import confirmation_order
+    from edgekd.training_time import FinalRecipe, Workload, final_seconds
+
+    config = FitConfig.from_options(target="pi5", epochs=10, batch_size=BATCH, cache_dir=rates_cache)
+    names = [FAST, SLOW, OTHER_FAST]
+    timing = _plan(config, names, teacher, digits, rates_cache, confirm=True)
+    order = [a.candidate.name for a in confirmation_order(_assessments(*names))]
+    rates, teacher_rate = _rates(names, teacher, rates_cache)
+    work = Workload(len(digits.val), DRAWS, True, teacher_rate)
+    each = {
+        n: final_seconds(rates[n], work, FinalRecipe(10, 0, len(digits.train), 1, False, False))
+        for n in order
+    }
+    assert timing.mode == "confirm" and timing.entering == tuple(order) and timing.rungs == ()
+    assert timing.predicted_search == pytest.approx(each[order[0]], rel=1e-9)
+    assert timing.predicted_search_range == pytest.approx((each[order[0]], sum(each.values())), rel=1e-9)
+    # The passing training is the final student: nothing is left to train after the search.
+    assert timing.predicted_final == dict.fromkeys(order, 0.0)
+    assert "full trainings (10 epochs x 1259 images), fastest first, up to 3" in timing.table
+    assert "none: the search's full training is the final student" in timing.table
 
 
 def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache, teacher, digits, caplog):

@@ -259,7 +259,7 @@ def successive_halving(
                 score = evaluate(name, plan)
                 seconds = clock() - t0
                 work = TRAINING_MACS_PER_FORWARD_MAC * macs[name] * plan.images * plan.epochs
-                trial = _trial(name, index, plan, score, seconds, work, retry)
+                trial = trial_record(name, index, plan, score, seconds, work, retry)
             trials.append(trial)
             rung_trials.append(trial)
         return rung_trials
@@ -290,7 +290,7 @@ def successive_halving(
     return HalvingResult(tuple(trials), rank(last)[0], stopped_early)
 
 
-def _trial(
+def trial_record(
     name: str, rung: int, plan: RungPlan, score: ValidationScore | float, seconds: float, work: float, retry
 ) -> Trial:
     """The record of one evaluation; a bare accuracy (no image count) gets no interval."""

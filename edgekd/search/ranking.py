@@ -64,7 +64,7 @@ def prior_per_latency(a: CandidateAssessment) -> float | None:
     return top1 / max(latency_load(a), 1e-12)
 
 
-def _speed_key(a: CandidateAssessment) -> tuple[float, float]:
+def speed_key(a: CandidateAssessment) -> tuple[float, float]:
     """Fastest first: the worst budget ratio, then the total predicted latency."""
     return latency_load(a), sum(latencies(a))
 
@@ -72,7 +72,7 @@ def _speed_key(a: CandidateAssessment) -> tuple[float, float]:
 def prior_key(a: CandidateAssessment) -> tuple[bool, float, float, float]:
     """Highest prior per latency first; candidates without a prior after those with one, fastest first."""
     prior = prior_per_latency(a)
-    return (prior is None, -(prior or 0.0), *_speed_key(a))
+    return (prior is None, -(prior or 0.0), *speed_key(a))
 
 
 def entry_order(feasible: Sequence[CandidateAssessment]) -> list[CandidateAssessment]:
@@ -203,7 +203,7 @@ def rank_rung(
     best = max(t.score for t in trials)
     passing = [t for t in trials if passes_bar(objective, t, best, min_retention, chance)]
     rest = [t for t in trials if t not in passing]
-    fastest = [t.name for t in sorted(passing, key=lambda t: _speed_key(by_name[t.name]))]
+    fastest = [t.name for t in sorted(passing, key=lambda t: speed_key(by_name[t.name]))]
     if objective == "retention" and len(fastest) > 1:
         # The rung's best goes on second: the next rung then still holds the score the fastest is
         # measured against, instead of judging small students only against each other.

@@ -76,6 +76,10 @@ class SearchResult(TrialTotals):
     min_retention: float | None = None  # the retention objective's floor
     chance: float | None = None  # the largest class's share of the validation labels
     at_chance: bool = False  # the trials stayed at chance: chosen by prior per latency instead
+    # "halving", or "confirm": full trainings fastest first on small data (`edgekd.search.confirm`),
+    # whose trials are the final recipe's and whose chosen one's weights are the final student.
+    mode: str = "halving"
+    teacher_val_accuracy: float | None = None  # what a confirmation's retention is measured against
 
     def accuracies(self, name: str) -> list[float | None]:
         """`name`'s validation accuracy at each rung (None where it did not run; a retried rung: the
@@ -109,6 +113,8 @@ class SearchResult(TrialTotals):
             min_retention=data.get("min_retention"),
             chance=data.get("chance"),
             at_chance=data.get("at_chance", False),
+            mode=data.get("mode", "halving"),
+            teacher_val_accuracy=data.get("teacher_val_accuracy"),
         )
 
 
