@@ -12,7 +12,7 @@ from PIL import Image
 from edgekd.artifact import Artifact, make_contract, write_sidecar
 from edgekd.classify import classify
 from edgekd.cli import main
-from edgekd.data import SPLIT_SEED, _stratified_split
+from edgekd.data import SPLIT_SEED, stratified_split
 from edgekd.errors import RuntimeUnavailableError
 from edgekd.export import export
 from tests.helpers import trained_digits_cnn
@@ -32,7 +32,7 @@ def image_files(tmp_path_factory):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    _, _, test = _stratified_split(digits.target, (0.15, 0.15), SPLIT_SEED)
+    _, _, test = stratified_split(digits.target, (0.15, 0.15), SPLIT_SEED)
     folder = tmp_path_factory.mktemp("digit-images")
     files, classes = [], []
     for i in test[:IMAGES]:

@@ -72,6 +72,7 @@ class _Context:
     run: RunDir
     observer: _Banners
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    done_by: dict[str, str] = field(default_factory=dict)
 
 
 def test_a_stage_with_its_outputs_is_loaded_and_one_without_is_run(tmp_path):

@@ -113,13 +113,19 @@ def fit(
     mixup: Annotated[
         float | None,
         typer.Option(
-            metavar="ALPHA", show_default="0: off", rich_help_panel=DATA, help="Streamed data: timm's mixup."
+            metavar="ALPHA",
+            show_default="0",
+            rich_help_panel=DATA,
+            help="Streamed data: timm's mixup (0: off).",
         ),
     ] = None,
     cutmix: Annotated[
         float | None,
         typer.Option(
-            metavar="ALPHA", show_default="0: off", rich_help_panel=DATA, help="Streamed data: timm's cutmix."
+            metavar="ALPHA",
+            show_default="0",
+            rich_help_panel=DATA,
+            help="Streamed data: timm's cutmix (0: off).",
         ),
     ] = None,
     teacher: Annotated[
