@@ -199,7 +199,6 @@ def test_small_data_trains_the_candidates_in_full_and_resumes_without_training_a
     first (`edgekd.search.confirm`), and the chosen one's training is the final student: the
     distillation stage trains nothing more, and a resumed run neither searches nor distils again."""
     from edgekd.pipeline import FitConfig, fit
-
     from tests.conftest import SHARED_TEACHER_EPOCHS
 
     config = FitConfig.from_options(  # the session's cache: its teacher and costs, shared
