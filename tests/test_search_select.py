@@ -164,8 +164,6 @@ def test_train_time_branches_fold_into_the_deployed_form():
 def test_fit_searches_reports_the_front_and_resumes_without_searching_again(searched_fit, tmp_path, caplog):
     import shutil
 
-    from edgekd.pipeline import fit
-
     result, searched, config, _ = searched_fit  # test_training_time reads the same fit's plan
     saved = json.loads((searched / "search.json").read_text())
     assert len(saved["entered"]) == 2 and saved["chosen"] == result.student.arch
@@ -181,16 +179,7 @@ def test_fit_searches_reports_the_front_and_resumes_without_searching_again(sear
 
     run = tmp_path / searched.name  # the shared run stays as the fit left it
     shutil.copytree(searched, run)
-    (run / "result.json").unlink()
-    before = [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")]
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        again = fit(config, resume=run)
-    assert [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")] == before
-    assert "distil epoch" not in caplog.text
-    assert again.student.arch == saved["chosen"] and again.search == result.search
-    gap = again.teacher.params / again.student.params
-    assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
+    _resumes_without_searching_or_training_again(config, run, saved, result, caplog)
 
 
 @pytest.mark.slow
@@ -230,16 +219,7 @@ def test_small_data_trains_the_candidates_in_full_and_resumes_without_training_a
     assert "search-pareto.png" in (run / "report.md").read_text()
     assert result.search["trials"] == len(saved["trials"]) and result.search["mode"] == "confirm"
 
-    (run / "result.json").unlink()
-    before = [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")]
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        again = fit(config, resume=run)
-    assert [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")] == before
-    assert "distil epoch" not in caplog.text
-    assert again.student.arch == saved["chosen"] and again.search == result.search
-    gap = again.teacher.params / again.student.params
-    assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
+    _resumes_without_searching_or_training_again(config, run, saved, result, caplog)
 
 
 def test_a_long_list_of_npu_fallbacks_reads_as_op_counts():
@@ -300,3 +280,20 @@ def test_several_targets_choose_among_candidates_that_fit_all_with_a_front_over_
         select_student(
             candidates[:1], evaluate, budget=Budget(), max_epochs=1, max_images=10, target_name="pi and phone"
         )
+
+
+def _resumes_without_searching_or_training_again(config, run, saved, result, caplog) -> None:
+    """A run resumed after its search and distillation (result.json gone) loads both: search.json and
+    the student are not written again and no epoch is trained."""
+    from edgekd.pipeline import fit
+
+    (run / "result.json").unlink()
+    before = [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")]
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        again = fit(config, resume=run)
+    assert [(run / name).stat().st_mtime_ns for name in ("search.json", "student.safetensors")] == before
+    assert "distil epoch" not in caplog.text
+    assert again.student.arch == saved["chosen"] and again.search == result.search
+    gap = again.teacher.params / again.student.params
+    assert ("--scheme assistant would distil" in caplog.text) == (gap > 10)
