@@ -274,10 +274,10 @@ def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | Non
         search = StageEstimate(
             "search",
             "",
-            low,
+            timing.predicted_search,
             f"full trainings ({timing.epochs} epochs x {len(data.train):,} images) fastest first at measured "
             f"rates until one keeps --min-retention: {duration(low)} (the first) - {duration(high)} "
-            f"(all {len(timing.entering)})",
+            f"(all {len(timing.entering)}), counted at their geometric middle",
         )
     elif timing.entering:
         rungs = " + ".join(f"{r.candidates}x{r.epochs}x{r.images}" for r in timing.rungs)

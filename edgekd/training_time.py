@@ -325,7 +325,9 @@ def plan_fit(
         first, every = (each[names[0]], sum(each.values())) if names else (0.0, 0.0)
         timing = FitTiming(
             table="",
-            predicted_search=first,
+            # how many are trained is decided by their results: the geometric middle of the first alone
+            # and all of them keeps either outcome within 2x of the figure (1.73x for a cap of 3)
+            predicted_search=math.sqrt(first * every),
             predicted_search_range=(first, every),
             predicted_final=dict.fromkeys(names, 0.0),
             entering=tuple(names),
