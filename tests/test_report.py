@@ -429,10 +429,15 @@ def test_the_artifacts_section_lists_each_app_bundle_with_its_files_and_sizes(tm
     lines = bundle_lines(tmp_path)
     assert lines == (
         "App bundle exports/android/, for an Android app: the .tflite carries TFLite Metadata (labels, "
-        "normalisation); README.md has the Kotlin snippet: labels.txt (4 bytes), student-fp32.tflite (1.58 MB).",
+        "normalisation); README.md has the Kotlin snippet: labels.txt (4 bytes), "
+        "student-fp32.tflite (1.58 MB).",
         "App bundle exports/ios/, for an iOS app: a Core ML classifier (labels, image input); README.md has "
         "the Swift/Vision snippet: student-fp32.mlpackage (0.05 MB).",
     )
-    artifacts = report.render_markdown(as_result(make_result()), bundles=lines).split("## Artifacts")[1].split("\n## ")[0]
+    artifacts = (
+        report.render_markdown(as_result(make_result()), bundles=lines)
+        .split("## Artifacts")[1]
+        .split("\n## ")[0]
+    )
     assert all(line in artifacts for line in lines)
     assert bundle_lines(tmp_path / "elsewhere") == ()
