@@ -154,7 +154,8 @@ def _probe_row(context) -> tuple[StageEstimate, str | None]:
 
     config, data, cache = context.config, context.data, context.cache_dir
     size, classes, batch = data.input_size, data.num_classes, config.training.batch_size
-    recipe, arch = _recipe(config), _teacher_arch(config, _recipe(config))
+    recipe = _recipe(config)
+    arch = _teacher_arch(config, recipe)
     students = [
         a.candidate
         for a in _probed(context)

@@ -28,6 +28,7 @@ from edgekd.fit_recipe import (
 )
 from edgekd.progress import Observer
 from edgekd.rundir import RunDir
+from edgekd.stage_plan import stage_label
 from edgekd.training_time import search_rungs
 
 if TYPE_CHECKING:
@@ -136,7 +137,7 @@ def run_stages(stages: list[Stage], context: FitContext) -> None:
             started = time.perf_counter()
             stage.run(context)
             # By the banner's label, as the plan names it: a stage of two parts adds them up.
-            label = f"{stage.name} ({stage.detail})" if stage.detail else stage.name
+            label = stage_label(stage.name, stage.detail)
             context.stage_seconds[label] = (
                 context.stage_seconds.get(label, 0.0) + time.perf_counter() - started
             )

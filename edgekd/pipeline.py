@@ -26,6 +26,7 @@ from edgekd.fit_recipe import (
 from edgekd.fit_result import FitResult
 from edgekd.progress import Observer, SilentObserver, StageTracker
 from edgekd.rundir import RunDir
+from edgekd.stage_plan import stage_label
 from edgekd.training_time import search_rungs
 
 __all__ = ["FitConfig", "FitResult", "fit", "resume_config", "search_rungs"]
@@ -90,7 +91,7 @@ def fit(
     if resume is not None:  # the plan says which stages an earlier attempt finished
         stages = [*training_stages(context), *shipping_stages(context)]
         context.done_earlier = frozenset(
-            f"{s.name} ({s.detail})" if s.detail else s.name for s in stages if s.is_done(context.run)
+            stage_label(s.name, s.detail) for s in stages if s.is_done(context.run)
         )
 
     run_stages(training_stages(context), context)

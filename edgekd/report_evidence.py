@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgekd._io import write_bytes_atomic
+from edgekd.data_summary import FEW_CLASSES
 from edgekd.plots import confusion_plot, examples_grid
 from edgekd.report_markup import Code, Plot, Section, Table
 
@@ -429,7 +430,7 @@ def data_section(result: FitResult) -> Section:
     """What the run trained on: images per split, the classes, the images' stored size and the input
     size they were resized to, with how it was decided (older runs kept only the counts)."""
     data = result.data
-    classes = f": {', '.join(data.classes)}" if data.classes and len(data.classes) <= 12 else ""
+    classes = f": {', '.join(data.classes)}" if data.classes and len(data.classes) <= FEW_CLASSES else ""
     lines = [
         f"{data.name}: {data.train:,} train / {data.val:,} val / {data.test:,} test images, "
         f"{data.num_classes} classes{classes}."

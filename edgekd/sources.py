@@ -50,10 +50,9 @@ def scan_data(data: Path | None) -> ScannedData:
     return scan_saved_dataset(data) if is_saved_dataset(data) else scan_image_folder(data)
 
 
-def load_data(data: Path | None, input_size: int | None) -> DataSplits:
-    """`scan_data(data)`'s splits at `input_size`, by default the native size (at least 32 px)."""
-    scanned = scan_data(data)
-    return scanned.splits(max(32, scanned.native.side) if input_size is None else input_size)
+def load_data(data: Path | None, input_size: int) -> DataSplits:
+    """`scan_data(data)`'s splits at `input_size` (fit decides a default: `fit_config.decide_input_size`)."""
+    return scan_data(data).splits(input_size)
 
 
 def is_saved_dataset(root: Path) -> bool:

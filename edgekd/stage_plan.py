@@ -57,6 +57,11 @@ def stated(name: str) -> str:
     return f"rule {RULES[name][0]:g} {RULES[name][1]}"
 
 
+def stage_label(name: str, detail: str) -> str:
+    """A stage as its banner names it, and as the plan and the timings key it: `export (pi5)`."""
+    return f"{name} ({detail})" if detail else name
+
+
 @dataclass(frozen=True)
 class StageEstimate:
     """One row of the plan: the stage as the progress display names it, its estimated seconds (None:
@@ -69,7 +74,7 @@ class StageEstimate:
 
     @property
     def label(self) -> str:
-        return f"{self.stage} ({self.detail})" if self.detail else self.stage
+        return stage_label(self.stage, self.detail)
 
 
 def duration(seconds: float | None) -> str:
@@ -135,11 +140,10 @@ def comparison_rows(stages: Sequence[Mapping[str, Any]]) -> list[tuple[str, str,
     """(stage, estimated, actual, actual/estimated) per stage, and the total, as text."""
     rows = []
     for s in stages:
-        label = f"{s['stage']} ({s['detail']})" if s["detail"] else s["stage"]
         ratio = s["actual_over_estimated"]
         rows.append(
             (
-                label,
+                stage_label(s["stage"], s["detail"]),
                 duration(s["estimated_s"]),
                 duration(s["actual_s"]),
                 "" if ratio is None else f"{ratio:.2f}x",

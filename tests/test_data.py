@@ -47,7 +47,7 @@ def test_image_folder_loads_and_carves_missing_splits(tmp_path):
 
 def test_missing_or_empty_folders_name_the_path(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        load_data(tmp_path / "nope", None)
+        load_data(tmp_path / "nope", 32)
     (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
     with pytest.raises(DataError, match=r"empty/train/cat: class folder holds no images"):
         load_image_folder(tmp_path / "empty", 16)

@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (make test installs Debian's chromium as root)"
 )
-SECTIONS = ["Per class (test, 269 images)", "Artifacts", "Latency", "Distillation", "Figures"]
+SECTIONS = ["Data", "Per class (test, 269 images)", "Artifacts", "Latency", "Distillation", "Figures"]
 # Appended to a copy of the page (the report itself has no scripts): once every image has loaded or
 # failed, it writes what the browser decoded into the DOM, which --dump-dom prints.
 PROBE = """<script>

@@ -234,15 +234,11 @@ def ema_with_warmup(decay: float):
     follows the network early and reaches the full decay after ~900 updates, so on a long run it is the
     plain average. An AveragedModel `multi_avg_fn`: it is called with the updates made so far."""
 
-    @torch.no_grad()
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         t = int(updates)
-        weight = 1.0 - min(decay, (1.0 + t) / (10.0 + t))
-        if torch.is_floating_point(averaged[0]) or torch.is_complex(averaged[0]):
-            torch._foreach_lerp_(averaged, current, weight)
-        else:  # integer buffers (BatchNorm's batch count)
-            for a, c in zip(averaged, current, strict=True):
-                a.copy_(a * (1.0 - weight) + c * weight)
+        torch.optim.swa_utils.get_ema_multi_avg_fn(min(decay, (1.0 + t) / (10.0 + t)))(
+            averaged, current, updates
+        )
 
     return update
 
