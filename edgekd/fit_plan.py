@@ -65,7 +65,8 @@ def _timed(context, label: str, work: Callable[[], Any]) -> Any:
 def _costing(context) -> StageEstimate:
     """The costing row, then the costing itself, timed: the latency model of each target calibrated on
     its profile rows (each profile model traced once, cached) and every candidate costed."""
-    from edgekd.latency import calibration_rows, op_table, op_table_path
+    from edgekd.latency import calibration_rows
+    from edgekd.op_tables import needs_tracing, op_table
     from edgekd.search import assess
     from edgekd.search.constraints import cost_cached, tracing_workers
 
@@ -77,7 +78,7 @@ def _costing(context) -> StageEstimate:
         (r.model, r.input_size)
         for rows in profile_rows.values()
         for r in rows
-        if not op_table_path(r.model, r.input_size).exists()
+        if needs_tracing(r.model, r.input_size)
     }
     uncosted = [c for c in candidates if not cost_cached(c, size, classes)]
     names = ", ".join(t.name for t in targets)

@@ -24,45 +24,21 @@ covers Ethos-U targets through Vela (`edgekd.vela`), which this module never imp
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from edgekd.analysis import BYTES_PER_VALUE, COST_CLASSES, ModelCost
+from edgekd.op_tables import OpTable, op_table
 from edgekd.profiles import ProfileRow, read_profile
 from edgekd.targets import Target
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_CACHE_VERSION = 4
 _CLASS_PRIOR_WEIGHT = 0.1  # penalty on log per-class offsets: a class needs evidence to leave the level
 _LEVEL_PRIOR_WEIGHT = 0.05  # penalty on the level, memory efficiency and overhead against the priors
-
-
-@dataclass(frozen=True)
-class OpTable:
-    """The dispatched ops of one model at one input size, as arrays (what the cost model needs)."""
-
-    classes: np.ndarray  # index into COST_CLASSES
-    work: np.ndarray
-    activation_values: np.ndarray  # values read + written
-    weight_values: np.ndarray
-
-    @classmethod
-    def from_cost(cls, cost: ModelCost) -> OpTable:
-        ops = cost.dispatched
-        return cls(
-            classes=np.array([COST_CLASSES.index(op.cost_class) for op in ops], dtype=np.int64),
-            work=np.array([op.work for op in ops], dtype=np.float64),
-            activation_values=np.array(
-                [(op.input_bytes + op.output_bytes) / 4 for op in ops], dtype=np.float64
-            ),
-            weight_values=np.array([op.params for op in ops], dtype=np.float64),
-        )
 
 
 @dataclass(frozen=True)
@@ -215,32 +191,6 @@ def group_rows(rows: list[ProfileRow]) -> dict[tuple[str, str, int], list[Profil
     for row in rows:
         groups.setdefault((row.runtime, row.precision, row.threads), []).append(row)
     return groups
-
-
-@functools.cache
-def op_table(arch: str, input_size: int) -> OpTable:
-    """The op table of a timm architecture (1000 classes) at `input_size`, cached on disk by timm
-    version: tracing takes ~1 s and a fit needs a hundred of them."""
-    from edgekd._io import cached_json
-    from edgekd.analysis import analyze
-    from edgekd.catalog import build_model
-
-    return cached_json(
-        op_table_path(arch, input_size),
-        lambda: OpTable.from_cost(analyze(build_model(arch, 1000), input_size)),
-        lambda table: {k: v.tolist() for k, v in asdict(table).items()},
-        lambda data: OpTable(**{k: np.array(v) for k, v in data.items()}),
-    )
-
-
-def op_table_path(arch: str, input_size: int) -> Path:
-    """Where `op_table` keeps its table: it is traced only when this file is missing."""
-    import timm
-
-    from edgekd.paths import default_cache_dir
-
-    versions = f"timm-{timm.__version__}-v{ANALYSIS_CACHE_VERSION}"
-    return default_cache_dir() / "analysis" / versions / f"{arch}@{input_size}.json"
 
 
 def calibration_rows(target: Target, precision: str, threads: int) -> list[ProfileRow]:

@@ -15,16 +15,15 @@ import numpy as np
 from edgekd.errors import EdgeKDError
 from edgekd.latency import (
     Coefficients,
-    OpTable,
     calibrate,
     calibration_rows,
     fit_coefficients,
     forget_calibration,
     group_rows,
     model_time_s,
-    op_table,
     prior_coefficients,
 )
+from edgekd.op_tables import OpTable, op_table
 from edgekd.profiles import ProfileRow, read_profile
 from edgekd.progress import Observer, SilentObserver
 from edgekd.targets import Target

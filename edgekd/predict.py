@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from edgekd.analysis import COST_CLASSES
 from edgekd.errors import EdgeKDError
-from edgekd.latency import Coefficients, OpTable, calibrate, model_time_s, op_times_s, prior_coefficients
+from edgekd.latency import Coefficients, calibrate, model_time_s, op_times_s, prior_coefficients
+from edgekd.op_tables import OpTable
 from edgekd.targets import Target
 from edgekd.vela import NpuEstimate, estimate_on_npu
 

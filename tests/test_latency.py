@@ -7,14 +7,13 @@ from edgekd.analysis import COST_CLASSES, analyze
 from edgekd.catalog import build_model
 from edgekd.latency import (
     Coefficients,
-    OpTable,
     fit_coefficients,
     model_time_s,
-    op_table,
     op_times_s,
     predict_latency_ms,
     prior_coefficients,
 )
+from edgekd.op_tables import OpTable, op_table
 from edgekd.targets import get_target, list_targets
 
 ROOFLINE_TARGETS = [n for n in list_targets() if get_target(n).latency_model.estimator == "roofline"]
@@ -150,7 +149,7 @@ def test_validate_leave_one_out_on_a_users_board(tmp_path, monkeypatch):
     import json
 
     from edgekd.cli import main
-    from edgekd.latency import op_table
+    from edgekd.op_tables import op_table
     from edgekd.profiles import ProfileRow, write_profile_file
 
     targets, profiles = tmp_path / "targets", tmp_path / "profiles"

@@ -21,7 +21,8 @@ from edgekd._io import cached_json
 from edgekd.analysis import ModelCost, analyze
 from edgekd.catalog import Candidate, build_model, deploy_form
 from edgekd.errors import ConfigError, NoFeasibleStudentError
-from edgekd.latency import ANALYSIS_CACHE_VERSION, predict_latency_ms
+from edgekd.latency import predict_latency_ms
+from edgekd.op_tables import ANALYSIS_CACHE_VERSION
 from edgekd.targets import Target
 from edgekd.vela import NpuEstimate, estimate_on_npu
 
