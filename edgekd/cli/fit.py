@@ -221,7 +221,10 @@ def fit(
     epochs: Annotated[
         int | None,
         typer.Option(
-            metavar="N", show_default="15", rich_help_panel=DISTILLATION, help="Distillation epochs."
+            metavar="N",
+            show_default="15; on fewer than 3,200 images enough for 2,370 steps",
+            rich_help_panel=DISTILLATION,
+            help="Distillation epochs.",
         ),
     ] = None,
     batch_size: Annotated[
