@@ -41,7 +41,8 @@ class TrainingSettings:
     on by name (`fit_recipe.make_train_config`); `batch_size` and `lr` left None are decided there from
     the data, and the augmented views become the trainer's `Augmentation`."""
 
-    epochs: int = 15
+    # default: fit_recipe.DEFAULT_EPOCHS (15), more on small data (fit_recipe.default_epochs)
+    epochs: int | None = None
     batch_size: int | None = None  # default: 64, or less on small data (fit_recipe.default_batch_size)
     # the peak learning rate; default: scaled by batch size (edgekd.distill.trainer.default_lr)
     lr: float | None = None

@@ -21,7 +21,7 @@ from edgekd.fit_recipe import (
     check_models,
     check_teacher_fits_plan,
     make_distill_plan,
-    with_batch_size,
+    with_data_defaults,
 )
 from edgekd.fit_result import FitResult
 from edgekd.progress import Observer, SilentObserver, StageTracker
@@ -176,10 +176,10 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
         write_text_atomic(run.config, yaml.safe_dump(to_mapping(config), sort_keys=False))
     run = share_from_main(run if world.is_main or resume is not None else None, world)
     return FitContext(
-        # The batch and the input size are decided after config.yaml is written, which keeps the
-        # user's "no batch size" and "no input size" so that a resume with the same options matches
-        # it; the same data decide the same batch and size.
-        config=with_batch_size(config, len(splits.train)).with_options(input_size=input_size),
+        # The batch, the epochs and the input size are decided after config.yaml is written, which
+        # keeps the user's "no batch size", "no epochs" and "no input size" so that a resume with the
+        # same options matches it; the same data decide the same batch, epochs and size.
+        config=with_data_defaults(config, len(splits.train)).with_options(input_size=input_size),
         run=run,
         observer=observer,
         world=world,

@@ -100,11 +100,44 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
     small = make_train_config(FitConfig(), 32, train_images=1259)
     assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
     assert make_train_config(FitConfig(), 32, train_images=20000).batch_size == 64
-    scaled = make_train_config(FitConfig.from_options(batch_size=128), 32)
+    scaled = make_train_config(FitConfig.from_options(epochs=15, batch_size=128), 32)
     assert scaled.lr == pytest.approx(0.05)  # scaled above 64
-    assert make_train_config(FitConfig.from_options(batch_size=16, lr=0.01), 32).lr == 0.01  # named: kept
+    named = FitConfig.from_options(epochs=15, batch_size=16, lr=0.01)
+    assert make_train_config(named, 32).lr == 0.01  # named: kept
     with pytest.raises(ValueError, match="train_images"):
         make_train_config(FitConfig(), 32)
+
+
+def test_small_data_train_at_least_the_minimum_steps_unless_the_epochs_are_named(caplog):
+    from edgekd.fit_recipe import (
+        DEFAULT_EPOCHS,
+        SMALL_DATA_MIN_STEPS,
+        default_epochs,
+        make_train_config,
+        with_data_defaults,
+    )
+
+    # digits: 1,259 images at batch 16 are 79 steps an epoch (the last batch short)
+    epochs = default_epochs(1259, 16)
+    assert epochs * 79 >= SMALL_DATA_MIN_STEPS > (epochs - 1) * 79
+    assert epochs > DEFAULT_EPOCHS
+    # the steps, not the epochs: a larger batch takes more epochs, a smaller split more of them too
+    assert default_epochs(1259, 64) == -(-SMALL_DATA_MIN_STEPS // 20)
+    assert default_epochs(200, 16) == -(-SMALL_DATA_MIN_STEPS // 13)
+    # never fewer than the default, and data of 3,200 images or more keep it whatever the batch
+    assert default_epochs(3199, 16) == DEFAULT_EPOCHS  # 200 steps an epoch: 15 epochs are 3,000
+    assert [default_epochs(n, b) for n, b in ((3200, 64), (6000, 64), (6000, 16))] == [DEFAULT_EPOCHS] * 3
+    with caplog.at_level(logging.INFO, logger="edgekd.fit_recipe"):
+        decided = with_data_defaults(FitConfig(), 1259)
+    assert (decided.training.batch_size, decided.training.epochs) == (16, epochs)
+    assert f"epochs {epochs}: 1259 training images are small data" in caplog.text
+    assert with_data_defaults(FitConfig(), 6000).training.epochs == DEFAULT_EPOCHS
+    assert with_data_defaults(FitConfig.from_options(epochs=15), 1259).training.epochs == 15  # named: kept
+    # the trainer's recipe decides them the same way from the split's size, or asks for it
+    assert make_train_config(FitConfig(), 32, train_images=1259).epochs == epochs
+    assert make_train_config(FitConfig.from_options(epochs=3), 32, train_images=1259).epochs == 3
+    with pytest.raises(ValueError, match="without epochs needs train_images"):
+        make_train_config(FitConfig.from_options(batch_size=16), 32)
 
 
 def test_the_final_training_averages_its_weights_on_small_data_only_and_the_trials_never_by_default():

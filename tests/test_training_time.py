@@ -40,11 +40,11 @@ def _assessments(*names: str):
 
 
 def _plan(config, names, teacher, digits, cache: Path, **options):
-    from edgekd.fit_recipe import make_distill_plan, make_train_config, with_batch_size
+    from edgekd.fit_recipe import make_distill_plan, make_train_config, with_data_defaults
     from edgekd.targets import get_target
     from edgekd.training_time import plan_fit
 
-    config = with_batch_size(config, len(digits.train))  # as fit decides it before planning
+    config = with_data_defaults(config, len(digits.train))  # as fit decides them before planning
     with one_torch_thread():
         return plan_fit(
             config,
@@ -140,6 +140,19 @@ def test_full_trainings_are_planned_fastest_first_the_first_alone_to_all_of_them
     assert timing.predicted_final == dict.fromkeys(order, 0.0)
     assert "full trainings (10 epochs x 1259 images), fastest first, up to 3" in timing.table
     assert "none: the search's full training is the final student" in timing.table
+
+
+def test_the_plan_counts_the_epochs_small_data_decide(rates_cache, teacher, digits):
+    from edgekd.fit_recipe import default_epochs
+    from edgekd.pipeline import FitConfig
+
+    # no --epochs: digits' 1,259 images are small data, trained for the minimum steps (at batch 64
+    # here: 20 steps an epoch), and the plan of the full trainings says so
+    config = FitConfig.from_options(target="pi5", batch_size=BATCH, cache_dir=rates_cache)
+    timing = _plan(config, [FAST], teacher, digits, rates_cache, confirm=True)
+    epochs = default_epochs(len(digits.train), BATCH)
+    assert timing.epochs == epochs > 15
+    assert f"full trainings ({epochs} epochs x 1259 images)" in timing.table
 
 
 def test_a_budget_too_small_for_the_slow_candidate_drops_it_by_name(rates_cache, teacher, digits, caplog):

@@ -221,7 +221,10 @@ def fit(
     epochs: Annotated[
         int | None,
         typer.Option(
-            metavar="N", show_default="15", rich_help_panel=DISTILLATION, help="Distillation epochs."
+            metavar="N",
+            show_default="15",
+            rich_help_panel=DISTILLATION,
+            help="Distillation epochs; on fewer than 3,200 training images, more: 2,370 optimizer steps.",
         ),
     ] = None,
     batch_size: Annotated[

@@ -50,8 +50,8 @@ from edgekd.search.select import SearchResult, evidence_phrase
 log = logging.getLogger(__name__)
 
 # Full trainings the search runs at most before it falls back to the most accurate of them: on digits
-# one takes ~50 s on a loaded 2-core machine, so three are about the cost of the halving search plus
-# its final training.
+# one takes ~130 s on a 2-core machine (30 epochs, the small-data minimum of steps), so a search that
+# falls back costs three final trainings; one that passes first costs one, the final training itself.
 MAX_CONFIRMATIONS = 3
 
 
