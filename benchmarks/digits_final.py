@@ -3,8 +3,8 @@ search or the export: the evidence for the small-data final recipe (`edgekd.fit_
 
 One run distils STUDENT from the cached default teacher of the same seed (trained first when it is not
 cached: `edgekd fit --seed N` trains its own teacher) with fit's recipe for digits (batch 16, SGD at
-0.025, one-cycle, the epochs fit decides: 30 since small data train at least
-`fit_recipe.SMALL_DATA_MIN_STEPS` steps, 15 before; Hinton KD, no augmentation since the digits teacher
+0.025, one-cycle, the epochs fit decides: 30 since small data train until the student has seen
+`fit_recipe.SMALL_DATA_MIN_IMAGES_SEEN` images, 15 before; Hinton KD, no augmentation since the digits teacher
 fails shifted and mirrored views), changed by `key=value` fields of `TrainConfig`, and prints one JSON
 line: the student's and the teacher's test accuracy, the retention, the validation accuracy after each
 epoch and the training's seconds. Appends the line to benchmarks/results/digits_final.jsonl with

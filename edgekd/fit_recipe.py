@@ -6,8 +6,8 @@ Example:
     >>> from edgekd.fit_config import FitConfig
     >>> default_batch_size(1257), default_batch_size(100_000)
     (16, 64)
-    >>> default_epochs(1259, 16), default_epochs(6000, 64)  # digits: 79 steps an epoch
-    (30, 15)
+    >>> default_epochs(1259), default_epochs(700), default_epochs(6000)  # digits, small EuroSAT
+    (30, 53, 15)
     >>> make_train_config(FitConfig.from_options(epochs=3, batch_size=32, lr=0.05), 32).epochs
     3
 """
@@ -35,12 +35,14 @@ BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
 # digits student's test accuracy within several points from seed to seed (benchmarks/results/
 # digits-final-recipe.md). 0.99 averages about the last 100 steps, an epoch or so of a small data set.
 SMALL_DATA_EMA_DECAY = 0.99
-# The epochs when --epochs names none: DEFAULT_EPOCHS, and on small data as many as give the training at
-# least SMALL_DATA_MIN_STEPS optimizer steps. At 15 epochs (1,185 steps) the smallest digits student,
-# lcnet_035, kept 95.5-97.0 % of its teacher's test accuracy over seeds 0-2 and was still learning;
-# with 30 epochs (2,370 steps) `make fit` shipped it at 98.1-99.6 % on the same seeds, one full training
-# each (benchmarks/results/digits-confirm-search.md).
-DEFAULT_EPOCHS, SMALL_DATA_MIN_STEPS = 15, 2370
+# The epochs when --epochs names none: DEFAULT_EPOCHS, and on small data as many as show the student at
+# least SMALL_DATA_MIN_IMAGES_SEEN training images. At 15 epochs of digits (18,885 images, 1,185 steps
+# at batch 16) the smallest student, lcnet_035, kept 95.5-97.0 % of its teacher's test accuracy over
+# seeds 0-2 and was still learning; with 30 (37,770 images, 2,370 steps) `make fit` shipped it at
+# 98.1-99.6 % on the same seeds, one full training each (benchmarks/results/digits-confirm-search.md).
+# Images, not steps: a larger --batch-size then costs no more time, where a step minimum would have
+# made batch 64 train 119 epochs of digits.
+DEFAULT_EPOCHS, SMALL_DATA_MIN_IMAGES_SEEN = 15, 37_000
 
 
 def make_distill_plan(config: FitConfig, targets) -> DistillPlan:
@@ -85,15 +87,14 @@ def default_batch_size(train_images: int) -> int:
     return next((b for b in BATCH_SIZES if train_images / b >= MIN_STEPS_PER_EPOCH), BATCH_SIZES[-1])
 
 
-def default_epochs(train_images: int, batch_size: int) -> int:
+def default_epochs(train_images: int) -> int:
     """The epochs when the user names none: DEFAULT_EPOCHS, or on small data (`is_small_data`) enough
-    for SMALL_DATA_MIN_STEPS steps of `batch_size` (an epoch's last batch may be short), whichever is
-    more. The step count, not the epochs, is what a small data set lacks: the search's full trainings
-    and the final training then run as many steps whatever the split's size."""
+    to show SMALL_DATA_MIN_IMAGES_SEEN images, whichever is more. What a small data set lacks is
+    training, not epochs: the search's full trainings and the final training then see as many images
+    whatever the split's size."""
     if not is_small_data(train_images):
         return DEFAULT_EPOCHS
-    steps_per_epoch = math.ceil(train_images / batch_size)
-    return max(DEFAULT_EPOCHS, math.ceil(SMALL_DATA_MIN_STEPS / steps_per_epoch))
+    return max(DEFAULT_EPOCHS, math.ceil(SMALL_DATA_MIN_IMAGES_SEEN / train_images))
 
 
 def is_small_data(train_images: int) -> bool:
@@ -159,24 +160,19 @@ def with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
 
 
 def with_epochs(config: FitConfig, train_images: int) -> FitConfig:
-    """`config` with its epochs decided (`default_epochs` at its batch, which must be decided) when it
-    names none, logged when small data raise them."""
+    """`config` with its epochs decided (`default_epochs`) when it names none, logged when small data
+    raise them."""
     if config.training.epochs is not None:
         return config
-    batch = config.training.batch_size
-    if batch is None:
-        raise ValueError("decide the batch size (with_batch_size) before the epochs")
-    epochs = default_epochs(train_images, batch)
+    epochs = default_epochs(train_images)
     if epochs != DEFAULT_EPOCHS:
         log.info(
-            "epochs %d: %d training images are small data (fewer than %d), trained for at least %d "
-            "optimizer steps (%d an epoch at batch %d); --epochs N sets them",
+            "epochs %d: %d training images are small data (fewer than %d), trained until the student has "
+            "seen at least %s images; --epochs N sets them",
             epochs,
             train_images,
             BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH,
-            SMALL_DATA_MIN_STEPS,
-            math.ceil(train_images / batch),
-            batch,
+            f"{SMALL_DATA_MIN_IMAGES_SEEN:,}",
         )
     return config.with_options(epochs=epochs)
 
@@ -215,7 +211,7 @@ def make_train_config(config: FitConfig, input_size: int, views=None, *, train_i
     if epochs is None:
         if train_images is None:
             raise ValueError("a config without epochs needs train_images to decide them")
-        epochs = default_epochs(train_images, batch)
+        epochs = default_epochs(train_images)
     lr = training.lr if training.lr is not None else default_lr(training.optimizer, batch)
     ema_decay = training.ema_decay or None  # --ema-decay 0 is no average, which the trainer calls None
     decided = {

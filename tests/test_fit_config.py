@@ -108,25 +108,24 @@ def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
         make_train_config(FitConfig(), 32)
 
 
-def test_small_data_train_at_least_the_minimum_steps_unless_the_epochs_are_named(caplog):
+def test_small_data_train_until_the_minimum_images_are_seen_unless_the_epochs_are_named(caplog):
     from edgekd.fit_recipe import (
         DEFAULT_EPOCHS,
-        SMALL_DATA_MIN_STEPS,
+        SMALL_DATA_MIN_IMAGES_SEEN,
         default_epochs,
         make_train_config,
         with_data_defaults,
     )
 
-    # digits: 1,259 images at batch 16 are 79 steps an epoch (the last batch short)
-    epochs = default_epochs(1259, 16)
-    assert epochs * 79 >= SMALL_DATA_MIN_STEPS > (epochs - 1) * 79
+    # digits: the fewest epochs of 1,259 images that reach the minimum
+    epochs = default_epochs(1259)
+    assert epochs * 1259 >= SMALL_DATA_MIN_IMAGES_SEEN > (epochs - 1) * 1259
     assert epochs > DEFAULT_EPOCHS
-    # the steps, not the epochs: a larger batch takes more epochs, a smaller split more of them too
-    assert default_epochs(1259, 64) == -(-SMALL_DATA_MIN_STEPS // 20)
-    assert default_epochs(200, 16) == -(-SMALL_DATA_MIN_STEPS // 13)
-    # never fewer than the default, and data of 3,200 images or more keep it whatever the batch
-    assert default_epochs(3199, 16) == DEFAULT_EPOCHS  # 200 steps an epoch: 15 epochs are 3,000
-    assert [default_epochs(n, b) for n, b in ((3200, 64), (6000, 64), (6000, 16))] == [DEFAULT_EPOCHS] * 3
+    # a smaller split takes more epochs, to the same images seen
+    assert default_epochs(200) == -(-SMALL_DATA_MIN_IMAGES_SEEN // 200)
+    # never fewer than the default, and data of 3,200 images or more keep it
+    assert default_epochs(3199) == DEFAULT_EPOCHS  # 15 epochs are 47,985 images
+    assert [default_epochs(n) for n in (3200, 6000)] == [DEFAULT_EPOCHS] * 2
     with caplog.at_level(logging.INFO, logger="edgekd.fit_recipe"):
         decided = with_data_defaults(FitConfig(), 1259)
     assert (decided.training.batch_size, decided.training.epochs) == (16, epochs)

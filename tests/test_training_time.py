@@ -146,11 +146,11 @@ def test_the_plan_counts_the_epochs_small_data_decide(rates_cache, teacher, digi
     from edgekd.fit_recipe import default_epochs
     from edgekd.pipeline import FitConfig
 
-    # no --epochs: digits' 1,259 images are small data, trained for the minimum steps (at batch 64
-    # here: 20 steps an epoch), and the plan of the full trainings says so
+    # no --epochs: digits' 1,259 images are small data, trained until the student has seen the
+    # minimum of images, and the plan of the full trainings says so
     config = FitConfig.from_options(target="pi5", batch_size=BATCH, cache_dir=rates_cache)
     timing = _plan(config, [FAST], teacher, digits, rates_cache, confirm=True)
-    epochs = default_epochs(len(digits.train), BATCH)
+    epochs = default_epochs(len(digits.train))
     assert timing.epochs == epochs > 15
     assert f"full trainings ({epochs} epochs x 1259 images)" in timing.table
 

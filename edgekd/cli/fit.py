@@ -224,7 +224,7 @@ def fit(
             metavar="N",
             show_default="15",
             rich_help_panel=DISTILLATION,
-            help="Distillation epochs; on fewer than 3,200 training images, more: 2,370 optimizer steps.",
+            help="Distillation epochs; on fewer than 3,200 training images, enough to see 37,000 images.",
         ),
     ] = None,
     batch_size: Annotated[
