@@ -120,12 +120,24 @@ class Stage(Protocol):
         """Put the outputs an earlier attempt wrote into `context`."""
 
 
-def run_stages(stages: list[Stage], context: FitContext) -> None:
+def run_stages(stages: list[Stage], context: FitContext, world: Any = None) -> None:
     """The resume rule: load what is done, run the rest, in order. Consecutive stages of one phase
-    (the search's plan and its trials; an artifact and its comparison file) share one banner."""
+    (the search's plan and its trials; an artifact and its comparison file) share one banner.
+
+    `world` (edgekd.distill.distributed's World) is the ranks that run `stages` together (None: this
+    process alone). Whether a stage is done is then rank 0's answer, given to every rank: rank 0 alone
+    writes the run directory, so another rank's look at it races rank 0's writes. A stage done by an
+    earlier one (the search's full training is the final student) is done on rank 0 as soon as it has
+    written it, while another rank, a moment ahead, would find nothing, train it again and wait in a
+    collective rank 0 never enters."""
+    from edgekd.distill.distributed import share_from_main
+
     shown = None
     for stage in stages:
-        done = stage.is_done(context.run)
+        if world is None:
+            done = stage.is_done(context.run)
+        else:
+            done = share_from_main(stage.is_done(context.run) if world.is_main else None, world)
         if (stage.name, stage.detail) != shown:
             why = context.done_by.get(stage.name, DONE_EARLIER)
             context.observer.stage(stage.name, why if done and not stage.detail else stage.detail)
