@@ -298,7 +298,7 @@ class SearchStage:
 
     def run(self, context: FitContext) -> None:
         from edgekd.catalog import build_model
-        from edgekd.distill.distributed import share_from_main
+        from edgekd.distill.distributed import main_clock, share_from_main
         from edgekd.search.evidence import chance_level, evidence
         from edgekd.search.halving import parse_budget
         from edgekd.search.select import select_student
@@ -341,6 +341,8 @@ class SearchStage:
             min_retention=config.min_retention,
             chance=chance_level(data.val),
             available_images=len(data.train),
+            # Rank 0's: the ranks must agree on when a budget in seconds is spent.
+            clock=main_clock(context.world),
         )
         result = share_from_main(result, context.world)
         if context.world.is_main:
@@ -352,7 +354,7 @@ class SearchStage:
         """Full trainings until one keeps --min-retention of the teacher: the chosen one is saved as
         the distillation's output (its quantization-aware epochs, if any, follow there), then
         search.json, so a run interrupted between them searches again."""
-        from edgekd.distill.distributed import share_from_main
+        from edgekd.distill.distributed import main_clock, share_from_main
         from edgekd.search.confirm import confirm_in_full
         from edgekd.search.halving import parse_budget
 
@@ -369,6 +371,7 @@ class SearchStage:
             cache_dir=context.cache_dir,
             observer=context.observer,
             checkpoint_dir=context.run.checkpoints / "search",
+            clock=main_clock(context.world),
         )
         context.search = share_from_main(confirmed.result, context.world)
         self._chose(context, time.perf_counter() - started)
