@@ -120,12 +120,24 @@ class Stage(Protocol):
         """Put the outputs an earlier attempt wrote into `context`."""
 
 
-def run_stages(stages: list[Stage], context: FitContext) -> None:
+def run_stages(stages: list[Stage], context: FitContext, world: Any = None) -> None:
     """The resume rule: load what is done, run the rest, in order. Consecutive stages of one phase
-    (the search's plan and its trials; an artifact and its comparison file) share one banner."""
+    (the search's plan and its trials; an artifact and its comparison file) share one banner.
+
+    `world` (edgekd.distill.distributed's World) is the ranks that run `stages` together (None: this
+    process alone). Whether a stage is done is then rank 0's answer, given to every rank: rank 0 alone
+    writes the run directory, so another rank's look at it races rank 0's writes. A stage done by an
+    earlier one (the search's full training is the final student) is done on rank 0 as soon as it has
+    written it, while another rank, a moment ahead, would find nothing, train it again and wait in a
+    collective rank 0 never enters."""
+    from edgekd.distill.distributed import share_from_main
+
     shown = None
     for stage in stages:
-        done = stage.is_done(context.run)
+        if world is None:
+            done = stage.is_done(context.run)
+        else:
+            done = share_from_main(stage.is_done(context.run) if world.is_main else None, world)
         if (stage.name, stage.detail) != shown:
             why = context.done_by.get(stage.name, DONE_EARLIER)
             context.observer.stage(stage.name, why if done and not stage.detail else stage.detail)
@@ -286,7 +298,7 @@ class SearchStage:
 
     def run(self, context: FitContext) -> None:
         from edgekd.catalog import build_model
-        from edgekd.distill.distributed import share_from_main
+        from edgekd.distill.distributed import main_clock, share_from_main
         from edgekd.search.evidence import chance_level, evidence
         from edgekd.search.halving import parse_budget
         from edgekd.search.select import select_student
@@ -329,6 +341,8 @@ class SearchStage:
             min_retention=config.min_retention,
             chance=chance_level(data.val),
             available_images=len(data.train),
+            # Rank 0's: the ranks must agree on when a budget in seconds is spent.
+            clock=main_clock(context.world),
         )
         result = share_from_main(result, context.world)
         if context.world.is_main:
@@ -340,7 +354,7 @@ class SearchStage:
         """Full trainings until one keeps --min-retention of the teacher: the chosen one is saved as
         the distillation's output (its quantization-aware epochs, if any, follow there), then
         search.json, so a run interrupted between them searches again."""
-        from edgekd.distill.distributed import share_from_main
+        from edgekd.distill.distributed import main_clock, share_from_main
         from edgekd.search.confirm import confirm_in_full
         from edgekd.search.halving import parse_budget
 
@@ -357,6 +371,7 @@ class SearchStage:
             cache_dir=context.cache_dir,
             observer=context.observer,
             checkpoint_dir=context.run.checkpoints / "search",
+            clock=main_clock(context.world),
         )
         context.search = share_from_main(confirmed.result, context.world)
         self._chose(context, time.perf_counter() - started)

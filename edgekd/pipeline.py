@@ -94,7 +94,7 @@ def fit(
             stage_label(s.name, s.detail) for s in stages if s.is_done(context.run)
         )
 
-    run_stages(training_stages(context), context)
+    run_stages(training_stages(context), context, world)
     barrier(world)
     if not world.is_main:
         return {"run": str(context.run), "rank": world.rank}

@@ -136,3 +136,29 @@ def shared_digits_cnn_int8(tmp_path_factory, digits):
                 calibration=images[order[:MIN_CALIBRATION_IMAGES]],
             )
     return _SHARED_EXPORTS["digits_cnn_int8"]
+
+
+def on_two_ranks(work, folder) -> None:
+    """`work(world)` in two forked processes joined in a gloo process group (an edgekd.distill.
+    distributed World each), as torchrun's ranks are but in a second; fails the test if either rank
+    fails or is still waiting after a minute (a collective only one rank reached)."""
+    import multiprocessing
+
+    def rank_main(rank: int) -> None:
+        import torch.distributed as dist
+
+        from edgekd.distill.distributed import World
+
+        dist.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=2)
+        work(World(rank, 2))
+        dist.barrier()
+        dist.destroy_process_group()
+
+    ranks = [multiprocessing.get_context("fork").Process(target=rank_main, args=(r,)) for r in (0, 1)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+    assert [p.exitcode for p in ranks] == [0, 0], "a rank failed, or waited a minute in a collective"

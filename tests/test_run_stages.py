@@ -73,6 +73,7 @@ class _Context:
     observer: _Banners
     stage_seconds: dict[str, float] = field(default_factory=dict)
     done_by: dict[str, str] = field(default_factory=dict)
+    rank: int = 0
 
 
 def test_a_stage_with_its_outputs_is_loaded_and_one_without_is_run(tmp_path):
@@ -97,6 +98,39 @@ def test_consecutive_stages_of_one_phase_share_a_banner(tmp_path):
     context = _Context(RunDir(tmp_path, ("pi5", "android")), _Banners())
     run_stages(stages, context)
     assert context.observer.shown == [("export", "pi5"), ("parity", "pi5"), ("export", "android")]
+
+
+class _SearchThatDistils(_FileStage):
+    """The small-data search: its full training is the final student, which rank 0 alone writes, a
+    moment after every rank has the search's result (`fit_stages.SearchStage._confirm`)."""
+
+    def run(self, context) -> None:
+        import time
+
+        self.calls.append("run")
+        if context.rank == 0:
+            time.sleep(1.0)  # the writes rank 0 does after the ranks part
+            (context.run.path / "student.safetensors").write_text("the search's full training")
+
+
+def test_under_torchrun_every_rank_takes_rank_0s_word_on_which_stages_are_done(tmp_path):
+    """Rank 0 alone writes the run directory: a stage an earlier one finished (the search's training is
+    the student) is done once rank 0 has written it, and every rank must load it then. A rank that
+    looked at the disk itself found nothing yet and trained the student again, waiting in DDP for a
+    rank 0 that had gone on (the two-rank `fit` hung)."""
+    from tests.helpers import on_two_ranks
+
+    def work(world) -> None:
+        stages = [_SearchThatDistils("search", "search.json"), _FileStage("distill", "student.safetensors")]
+        context = _Context(RunDir(tmp_path / "run", ("pi5",)), _Banners(), rank=world.rank)
+        run_stages(stages, context, world)
+        (tmp_path / f"rank{world.rank}.json").write_text(json.dumps([s.calls for s in stages]))
+
+    (tmp_path / "run").mkdir()
+    on_two_ranks(work, tmp_path)
+    for rank in (0, 1):
+        calls = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert calls == [["run"], ["load"]], f"rank {rank}"
 
 
 def test_result_json_keeps_its_keys_adds_a_schema_version_and_reads_back():

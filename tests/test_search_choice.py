@@ -312,3 +312,36 @@ def test_evidence_runs_real_short_distillations_and_shares_the_rungs_teacher_cac
     # the cache is keyed by teacher, data subset and views: one entry per rung, however many students
     entries = {p.parent for p in (tmp_path / "teacher-outputs").rglob("*") if p.is_file()}
     assert len(entries) == len(rungs), sorted(entries)
+
+
+def test_under_torchrun_the_ranks_spend_a_time_budget_on_rank_0s_clock(tmp_path):
+    """Whether a budget in seconds is spent decides whether the ranks train another rung together:
+    read on each rank's own clock, a slower rank 0 stops while rank 1 trains on (in DDP, alone)."""
+    import json
+    import time
+
+    from edgekd.distill.distributed import main_clock
+    from tests.helpers import on_two_ranks
+
+    quality = {"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.4}
+    rungs = plan_rungs(4, eta=2, max_epochs=4, max_images=400, min_images=10)
+
+    def work(world) -> None:
+        def evaluate(name, plan):
+            if world.rank == 0:
+                time.sleep(0.2)  # four trials: past the budget on rank 0's clock, not on rank 1's
+            return quality[name]
+
+        result = successive_halving(
+            list(quality),
+            evaluate,
+            rungs,
+            macs=dict.fromkeys(quality, 1),
+            budget=Budget(seconds=0.5),
+            clock=main_clock(world),
+        )
+        (tmp_path / f"rank{world.rank}.json").write_text(json.dumps([t.name for t in result.trials]))
+
+    on_two_ranks(work, tmp_path)
+    trained = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert trained[0] == trained[1] == list(quality)  # both stopped after the first rung

@@ -305,3 +305,32 @@ def test_the_weight_average_averages_batchnorm_statistics_with_the_weights(small
         if value.is_floating_point():
             assert torch.allclose(value, plain_state[name], rtol=1e-5, atol=1e-6), name
     assert last_history[-1].val_accuracy == pytest.approx(plain_history[-1].val_accuracy)
+
+
+def test_under_torchrun_every_rank_ends_with_rank_0s_weight_average(small, tmp_path):
+    """The weight average (`ema_decay`) takes the live network's BatchNorm statistics after each step,
+    which each rank updated from its own shard: unshared, the ranks scored and returned different
+    students (running means ~1e-3 apart here), and the small-data search, deciding on those
+    scores, could send one rank on to train another candidate alone."""
+    import os
+
+    import torch.nn as nn
+
+    from tests.helpers import on_two_ranks
+
+    def work(world) -> None:
+        os.environ.update(WORLD_SIZE="2", RANK=str(world.rank))  # current_world: the group joined
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(), nn.Linear(128, 10),
+        )  # fmt: skip
+        config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, seed=3, ema_decay=0.9)
+        train(model, small, config, loss=make_loss("ce"))
+        torch.save(model.state_dict(), tmp_path / f"rank{world.rank}.pt")
+
+    on_two_ranks(work, tmp_path)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name

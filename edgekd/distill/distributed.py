@@ -156,6 +156,16 @@ def share_from_main(value, world: World):
     return box[0]
 
 
+def main_clock(world: World) -> Callable[[], float]:
+    """A `time.perf_counter` that reads rank 0's clock on every rank, for decisions on elapsed time
+    (a search budget in seconds) that every rank must take alike: each rank's own clock could put the
+    budget's end between them, one rank training on in DDP while the other stopped. A collective:
+    every rank calls it at the same points."""
+    import time
+
+    return lambda: share_from_main(time.perf_counter(), world)
+
+
 def average(value: float, world: World) -> float:
     """The mean of a per-rank scalar over all ranks (for logging the epoch's loss)."""
     if not world.distributed:

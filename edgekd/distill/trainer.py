@@ -450,6 +450,10 @@ def _train_on(
                 unreported = 0
         task.close()
         share_buffers_from_main(model, world)
+        if ema is not None:
+            # The average took each rank's own BatchNorm statistics after every step: rank 0's on
+            # every rank, or the ranks would score (and the search decide on) different models.
+            share_buffers_from_main(ema, world)
         evaluated = ema.module if ema is not None else model
         val_logits, val_labels = predict(evaluated, data.val, config.batch_size)
         agreement = kl = None

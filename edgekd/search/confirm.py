@@ -270,10 +270,12 @@ def confirm_in_full(
     cache_dir=None,
     observer=None,
     checkpoint_dir=None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Confirmed:
     """fit's search on small data for retention: `confirm_student` over `full_trainings` with the
     final recipe (`config`, `plan`), against the teacher's validation accuracy, with the chance level
-    of the validation labels recorded."""
+    of the validation labels recorded. `clock` times the trainings and the budget (under torchrun,
+    rank 0's: `edgekd.distill.distributed.main_clock`)."""
     from edgekd.search.evidence import chance_level
 
     teacher_val, teacher_logits = teacher_validation(teacher, data)
@@ -298,4 +300,5 @@ def confirm_in_full(
         target_name=target_name,
         min_retention=min_retention,
         chance=chance_level(data.val),
+        clock=clock,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,6 +134,7 @@ def select_student(
     min_retention: float = DEFAULT_MIN_RETENTION,
     chance: float | None = None,
     available_images: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
     """Rank the feasible candidates by short distillation runs (`evaluate`) and pick the first by
     `objective` (`fit` passes the user's, whose default is retention; this function's default is the
@@ -140,7 +142,8 @@ def select_student(
     candidate, chooses without training: the candidate with the most MACs (the most capacity the
     target affords). `chance` (the largest class's share of the validation labels) turns on the
     chance check (`successive_halving`); trials still at chance after a longer re-run leave the
-    choice to the ImageNet prior per unit latency."""
+    choice to the ImageNet prior per unit latency. `clock` times the trials and the budget (under
+    torchrun, rank 0's: `edgekd.distill.distributed.main_clock`)."""
     check_objective(objective, min_retention)
     feasible = [a for a in assessments if a.feasible]
     if not feasible:
@@ -186,6 +189,7 @@ def select_student(
         rank=lambda trials: rank_rung(trials, by_name, objective, min_retention, chance),
         chance=chance,
         available_images=available_images,
+        clock=clock,
     )
     searched = (
         f"successive halving over {len(names)} of the {len(feasible)} candidates that fit {target_name}"
