@@ -23,7 +23,7 @@ from typing import Any
 # Keys added since (no key changed meaning, so no new version; a file without them still reads):
 #    `test_predictions` (per-class evidence), `teacher_latency` (the teacher timed here), each
 #    target's `threads` (what its latency was predicted for), `stages` (estimated and actual seconds
-#    per stage) and `data`'s `classes`, `native_size` and `input_size_reason`.
+#    per stage) and `data`'s `classes`, `native_size`, `input_size_reason`, `mode` and `reading`.
 SCHEMA_VERSION = 2
 
 Json = dict[str, Any]
@@ -121,6 +121,8 @@ class DataSummary(_Record):
     classes: tuple[str, ...] | None = None
     native_size: Json | None = None  # edgekd.data.NativeSizes.to_json(): most common, ranges
     input_size_reason: str | None = None
+    mode: str | None = None  # "decode" or "stream" (edgekd.streaming.decide_data_mode)
+    reading: str | None = None  # how the images were read, and why (data_summary.data_mode_line)
 
     @classmethod
     def from_json(cls, data: Json) -> DataSummary:

@@ -555,6 +555,8 @@ def fit_result(context: FitContext) -> FitResult:
             classes=data.preprocessing.labels,
             native_size=data.native.to_json() if data.native is not None else None,
             input_size_reason=context.input_size_note or None,
+            mode=context.data_mode or None,
+            reading=context.data_reading or None,
         ),
         teacher=TeacherSummary(
             arch=teacher.info.arch,

@@ -58,6 +58,8 @@ class FitContext:
     started: float  # perf_counter at the start of fit, for the training-time plan
     cache_dir: Any = None
     input_size_note: str = ""  # how the input size was decided (fit_config.decide_input_size)
+    data_mode: str = ""  # "decode" or "stream", and the data stage's sentence on it
+    data_reading: str = ""
     # The plan of every stage (edgekd.stage_plan.StageEstimate), the seconds each stage took in this
     # attempt by its label, and the estimates of the stages after training (set by `fit`, which knows
     # them: fit_shipping stands above this module).
@@ -192,11 +194,12 @@ class DataStage(_NeverDone):
                 f"{stated('decode')} ({to_decode:,} not decoded before)",
             )
         ]
+        workers = default_workers() if mode.mode == "stream" else 0
+        context.data_mode, context.data_reading = mode.mode, data_mode_line(mode.mode, mode.reason, workers)
         if context.world.is_main:
             counts = {name: len(getattr(splits, name)) for name in ("train", "val", "test")}
             lines = summary_lines(splits.name, counts, splits.preprocessing.labels, splits.native)
-            workers = default_workers() if mode.mode == "stream" else 0
-            for line in (*lines, context.input_size_note, data_mode_line(mode.mode, mode.reason, workers)):
+            for line in (*lines, context.input_size_note, context.data_reading):
                 log.info("data: %s", line)
         if mode.mode == "stream":
             context.data = streamed(splits)

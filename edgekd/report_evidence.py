@@ -427,8 +427,9 @@ def later_export_rows(later: LaterExports) -> tuple[tuple[str, ...], ...]:
 
 
 def data_section(result: FitResult) -> Section:
-    """What the run trained on: images per split, the classes, the images' stored size and the input
-    size they were resized to, with how it was decided (older runs kept only the counts)."""
+    """What the run trained on: images per split, the classes, the images' stored size, the input
+    size they were resized to and how they were read, with how each was decided (older runs kept only
+    the counts)."""
     data = result.data
     classes = f": {', '.join(data.classes)}" if data.classes and len(data.classes) <= FEW_CLASSES else ""
     lines = [
@@ -440,6 +441,7 @@ def data_section(result: FitResult) -> Section:
         (w, h), (w0, w1), (h0, h1) = native["most_common"], native["width_range"], native["height_range"]
         varies = "" if native["distinct_sizes"] == 1 else f" (widths {w0}-{w1}, heights {h0}-{h1})"
         lines.append(f"Native size: {w}×{h} for {native['images_at_most_common']:,} images{varies}.")
-    how = data.input_size_reason or f"input size {data.input_size} px"
-    lines.append(f"{how[:1].upper()}{how[1:]}.")
+    for how in (data.input_size_reason or f"input size {data.input_size} px", data.reading):
+        if how:
+            lines.append(f"{how[:1].upper()}{how[1:]}.")
     return Section("Data", tuple(lines))

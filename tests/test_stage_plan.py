@@ -263,6 +263,8 @@ def test_result_json_and_the_report_keep_the_data_summary_and_the_stage_times(tm
             "height_range": [32, 64],
         },
         input_size_reason="input size 64 px: the images' native size (pi5 allows up to 224 px)",
+        mode="stream",
+        reading="streamed by 2 DataLoader workers (--data-mode stream): fresh random-resized crops",
     )
     result = dataclasses.replace(result, data=data, stages=stages)
     again = FitResult.from_json(result.to_json())
@@ -270,6 +272,7 @@ def test_result_json_and_the_report_keep_the_data_summary_and_the_stage_times(tm
     text = render_markdown(again)
     assert "## Data" in text and "Native size: 64×64 for 900 images (widths 32-64, heights 32-64)." in text
     assert "Input size 64 px: the images' native size" in text
+    assert "Streamed by 2 DataLoader workers (--data-mode stream): fresh random-resized crops." in text
     assert "## Stage times" in text and "| parity (pi5) | 12 s | 6.0 s | 0.50x |" in text
     assert "| total | 1.9 min | 2.6 min | 1.39x |" in text
 
@@ -280,7 +283,7 @@ def test_a_result_without_them_reads_and_reports_as_before():
 
     old = as_result(make_result()).to_json()
     del old["stages"]
-    for key in ("classes", "native_size", "input_size_reason"):
+    for key in ("classes", "native_size", "input_size_reason", "mode", "reading"):
         del old["data"][key]
     result = FitResult.from_json(old)
     assert result.stages is None and result.data.native_size is None

@@ -165,6 +165,7 @@ def _data_stage(config, cache_dir):
     splits = scan_data(config.data).splits(16)
     context = FitContext(config, None, SilentObserver(), World(0, 1), [], None, [], splits, 0.0, cache_dir)
     DataStage().run(context)
+    assert context.data_mode == ("stream" if isinstance(context.data.train, ImageFileDataset) else "decode")
     return context.data
 
 
