@@ -99,7 +99,7 @@ def default_epochs(train_images: int) -> int:
 
 def is_small_data(train_images: int) -> bool:
     """Fewer training images than give the largest default batch an epoch of MIN_STEPS_PER_EPOCH steps
-    (3,200): the data sets whose default recipe differs (a smaller batch, a minimum of optimizer steps,
+    (3,200): the data sets whose default recipe differs (a smaller batch, a minimum of images seen,
     the weight average)."""
     return train_images < BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH
 

@@ -58,8 +58,8 @@ class FitContext:
     started: float  # perf_counter at the start of fit, for the training-time plan
     cache_dir: Any = None
     input_size_note: str = ""  # how the input size was decided (fit_config.decide_input_size)
-    data_mode: str = ""  # "decode" or "stream", and the data stage's sentence on it
-    data_reading: str = ""
+    data_mode: str = ""  # "decode" or "stream" (edgekd.streaming.decide_data_mode)
+    data_reading: str = ""  # the data stage's sentence on how the images are read, and why
     # The plan of every stage (edgekd.stage_plan.StageEstimate), the seconds each stage took in this
     # attempt by its label, and the estimates of the stages after training (set by `fit`, which knows
     # them: fit_shipping stands above this module).

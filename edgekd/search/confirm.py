@@ -50,8 +50,9 @@ from edgekd.search.select import SearchResult, evidence_phrase
 log = logging.getLogger(__name__)
 
 # Full trainings the search runs at most before it falls back to the most accurate of them: on digits
-# one takes ~130 s on a 2-core machine (30 epochs, the small-data minimum of steps), so a search that
-# falls back costs three final trainings; one that passes first costs one, the final training itself.
+# one takes ~130 s on a 2-core machine (30 epochs, the small-data minimum of images seen), so a
+# search that falls back costs three final trainings; one that passes first costs one, the final
+# training itself.
 MAX_CONFIRMATIONS = 3
 
 
