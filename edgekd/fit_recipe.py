@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # The default batch (default_batch_size): the largest of these that gives an epoch this many steps.
 BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
+# Small data (`is_small_data`): fewer training images than give the largest batch such an epoch.
+SMALL_DATA_IMAGES = BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH
 # The final training on small data (`is_small_data`) ships an exponential moving average of its weights
 # when --ema-decay names none: with ~1,200 optimizer steps, where the last weights land decided a
 # digits student's test accuracy within several points from seed to seed (benchmarks/results/
@@ -101,7 +103,7 @@ def is_small_data(train_images: int) -> bool:
     """Fewer training images than give the largest default batch an epoch of MIN_STEPS_PER_EPOCH steps
     (3,200): the data sets whose default recipe differs (a smaller batch, a minimum of images seen,
     the weight average)."""
-    return train_images < BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH
+    return train_images < SMALL_DATA_IMAGES
 
 
 def confirms_in_full(config: FitConfig, train_images: int, plan: DistillPlan) -> bool:
@@ -137,7 +139,7 @@ def final_train_config(config: FitConfig, trial_config, train_images: int):
             "%d training images are small data (fewer than %d); --ema-decay 0 keeps the last weights",
             decay,
             train_images,
-            BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH,
+            SMALL_DATA_IMAGES,
         )
     return dataclasses.replace(trial_config, ema_decay=decay or None)
 
@@ -171,7 +173,7 @@ def with_epochs(config: FitConfig, train_images: int) -> FitConfig:
             "seen at least %s images; --epochs N sets them",
             epochs,
             train_images,
-            BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH,
+            SMALL_DATA_IMAGES,
             f"{SMALL_DATA_MIN_IMAGES_SEEN:,}",
         )
     return config.with_options(epochs=epochs)

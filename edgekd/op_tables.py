@@ -1,10 +1,11 @@
 """The op table of a timm architecture at an input size: the dispatched ops as arrays, what the latency
 model (`edgekd.latency`) fits and predicts on.
 
-A table is traced once (`edgekd.analysis`, one to ten seconds a model) and cached by timm release. The
-models of the shipped profile rows (`profiles/*.csv`) are traced by the maintainers and shipped in
-`profiles/op-tables/`, so that calibrating a target on its rows traces nothing: apple-ane's 14 models
-took 144 s of a fit's costing, and the host has 109 rows. A shipped file serves only the timm release
+A table is traced once (`edgekd.analysis`; here about 100 profile models took about 4 minutes) and
+cached by timm release. The models of the shipped profile rows (`profiles/*.csv`) are traced by the
+maintainers and shipped in `profiles/op-tables/`, so that calibrating a target on its rows traces
+nothing: a four-target fit's costing, apple-ane's 14 models among it, took 144 s, and the host has 109
+rows. A shipped file serves only the timm release
 and analysis version its name gives; with any other, the models are traced here as before. Regenerate
 it after changing a profile or the analysis with `python -m edgekd.op_tables` (profiles/README.md).
 """
@@ -53,9 +54,7 @@ class OpTable:
 
     @classmethod
     def from_json(cls, data: dict[str, list]) -> OpTable:
-        return cls(
-            **{k: np.array(data[k]) for k in ("classes", "work", "activation_values", "weight_values")}
-        )
+        return cls(**{name: np.array(data[name]) for name in cls.__dataclass_fields__})
 
 
 def analysis_versions() -> str:
@@ -94,7 +93,8 @@ def op_table_path(arch: str, input_size: int) -> Path:
 
 def needs_tracing(arch: str, input_size: int) -> bool:
     """Whether `op_table` would trace this model: neither shipped nor cached."""
-    return shipped_op_table(arch, input_size) is None and not op_table_path(arch, input_size).exists()
+    shipped = _shipped_key(arch, input_size) in _shipped_tables(analysis_versions())
+    return not shipped and not op_table_path(arch, input_size).exists()
 
 
 def shipped_tables_path(versions: str | None = None) -> Path:
@@ -110,9 +110,13 @@ def _shipped_tables(versions: str) -> dict[str, dict]:
         return json.load(f)
 
 
+def _shipped_key(arch: str, input_size: int) -> str:
+    return f"{arch}@{input_size}"
+
+
 def shipped_op_table(arch: str, input_size: int) -> OpTable | None:
     """The shipped table of this model, when one was traced with the installed releases."""
-    data = _shipped_tables(analysis_versions()).get(f"{arch}@{input_size}")
+    data = _shipped_tables(analysis_versions()).get(_shipped_key(arch, input_size))
     return None if data is None else OpTable.from_json(data)
 
 
@@ -136,7 +140,7 @@ def write_shipped_tables(models: Iterable[tuple[str, int]], path: Path | None = 
     from edgekd._io import atomic_path
 
     path = path or shipped_tables_path()
-    tables = {f"{arch}@{size}": cached_op_table(arch, size).to_json() for arch, size in models}
+    tables = {_shipped_key(arch, size): cached_op_table(arch, size).to_json() for arch, size in models}
     data = json.dumps(tables, sort_keys=True, separators=(",", ":")).encode()
     with atomic_path(path) as partial:
         Path(partial).write_bytes(gzip.compress(data, mtime=0))  # no name, no time: the same bytes

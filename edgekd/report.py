@@ -328,17 +328,16 @@ def retention_sentence(result: FitResult) -> str | None:
         return f"{sentence}."
     if kept >= wanted:
         return f"{sentence}, meeting the {100 * wanted:g} % asked for (--min-retention)."
+    short = f"{sentence}, short of the {100 * wanted:g} % asked for (--min-retention): "
     if search.get("mode") == "confirm":
-        return (
-            f"{sentence}, short of the {100 * wanted:g} % asked for (--min-retention): the search passed it "
-            "after its full training on the validation split, where the interval of its accuracy reached "
-            "the bar; on this few images the two splits can disagree by that much. More data, or "
-            "--objective accuracy for a larger student, would settle it."
+        return short + (
+            "the search passed it after its full training on the validation split, where the interval of "
+            "its accuracy reached the bar; on this few images the two splits can disagree by that much. "
+            "More data, or --objective accuracy for a larger student, would settle it."
         )
-    return (
-        f"{sentence}, short of the {100 * wanted:g} % asked for (--min-retention): the trials judged it "
-        "against the best trial, not the teacher. More --epochs, or --objective accuracy for a larger "
-        "student, would narrow the gap."
+    return short + (
+        "the trials judged it against the best trial, not the teacher. More --epochs, or --objective "
+        "accuracy for a larger student, would narrow the gap."
     )
 
 

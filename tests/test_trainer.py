@@ -331,6 +331,6 @@ def test_under_torchrun_every_rank_ends_with_rank_0s_weight_average(small, tmp_p
         torch.save(model.state_dict(), tmp_path / f"rank{world.rank}.pt")
 
     on_two_ranks(work, tmp_path)
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
