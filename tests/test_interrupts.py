@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd._interrupts import deliver_dropped_interrupts
+from edgekd._interrupts import deliver_dropped_interrupts, imports_uninterrupted
 from edgekd._io import file_sha256
 from tests import tmpfs
 from tests.conftest import REPO
@@ -303,6 +303,37 @@ def test_ctrl_c_where_python_drops_exceptions_still_interrupts(where):
             gc.callbacks.remove(callback)
         signal.signal(signal.SIGINT, previous)
     assert sent
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held", "not held"])
+def test_ctrl_c_during_a_held_import_is_raised_after_the_module_is_imported(tmp_path, monkeypatch, held):
+    """A Ctrl-C inside torch's import aborted the process (pybind11 throws it through C++) or turned
+    exit code 130 into death by SIGINT; inside `imports_uninterrupted` the import finishes first."""
+    name = f"edgekd_held_import_probe_{'held' if held else 'free'}"
+    (tmp_path / f"{name}.py").write_text(
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "for _ in range(1000):\n"
+        "    pass\n"
+        "FINISHED = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with imports_uninterrupted(frozenset({name} if held else set())), pytest.raises(KeyboardInterrupt):
+            __import__(name)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # the interrupt, held during the import, lands here
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        module = sys.modules.pop(name, None)
+    if held:
+        assert module is not None and module.FINISHED
+        assert module.__loader__ is module.__spec__.loader and hasattr(module.__loader__, "get_source")
+    else:  # the interrupt lands inside the module body, which never finishes
+        assert module is None
+    assert signal.getsignal(signal.SIGINT) is previous
 
 
 def test_a_ctrl_c_wrapped_by_an_import_still_counts_as_an_interrupt():

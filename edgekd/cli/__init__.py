@@ -8,6 +8,7 @@ renderers it needs: `fit`, `export`, `report`, `catalog` (targets, models, searc
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     has a bug; 2 the input or the options are wrong; 130 interrupted (Ctrl-C).
     """
     from edgekd import _capture, _console
-    from edgekd._interrupts import deliver_dropped_interrupts
+    from edgekd._interrupts import deliver_dropped_interrupts, imports_uninterrupted
 
     command = _without_flag_types(typer.main.get_command(app))
     args = sys.argv[1:] if argv is None else argv
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     _console.activity = None
     _capture.forget_last_log()
     try:
-        with deliver_dropped_interrupts():
+        with deliver_dropped_interrupts(), imports_uninterrupted():
             code = command.main(args=args, prog_name="edgekd", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
@@ -195,4 +196,21 @@ def _interrupted(command, args: list[str]) -> int:
 
 def run() -> None:
     """The console script."""
-    sys.exit(main())
+    code = main()
+    if code == 130:
+        _exit_interrupted()
+    sys.exit(code)
+
+
+def _exit_interrupted() -> None:
+    """Exit with 130 even where CPython would die by SIGINT instead. A Ctrl-C that lands while a C
+    extension runs Python code through PyRun_String (pybind11 modules do, while they are imported)
+    sets CPython's "unhandled KeyboardInterrupt" flag, though edgekd caught the interrupt; after
+    finalisation that flag overrides sys.exit's code. The atexit handlers still run; the teardown
+    skipped here only frees memory."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
