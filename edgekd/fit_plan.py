@@ -269,6 +269,19 @@ def _training_rows(context, teacher_seconds: float | None, teacher_rate: float |
     return rows
 
 
+def training_rows_open(estimates) -> bool:
+    """Whether the plan of every stage left the search and the final training unestimated (a given
+    teacher's forward rate is unknown until it is loaded)."""
+    return any(row.stage in ("search", "distill") and row.seconds is None for row in estimates)
+
+
+def with_training_rows(context, timing) -> list:
+    """The plan's rows with its open search and distill rows filled from `timing`, the plan made once
+    the teacher was loaded, so that the comparison after the run has an estimate for each."""
+    filled = {row.stage: row for row in _search_and_final(context, timing)[0]}
+    return [filled.get(row.stage, row) if row.seconds is None else row for row in context.estimates]
+
+
 def _search_and_final(context, timing) -> tuple[list[StageEstimate], float | None]:
     data = context.data
     if timing.mode == "confirm":

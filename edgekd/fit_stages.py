@@ -253,6 +253,7 @@ class PlanStage(_NeverDone):
     def run(self, context: FitContext) -> None:
         from edgekd import training_time
         from edgekd.distill.distributed import share_from_main
+        from edgekd.fit_plan import training_rows_open, with_training_rows
         from edgekd.search import assess
 
         config, data, world = context.config, context.data, context.world
@@ -273,9 +274,13 @@ class PlanStage(_NeverDone):
                 context.cache_dir,
                 spent=time.perf_counter() - context.started,
                 teacher_seconds=context.teacher_seconds,
-                # The plan of every stage showed the search and the final training already; under a
-                # time budget this table says how the budget was split.
-                announce=config.time_budget is not None or not context.estimates,
+                # The plan of every stage showed the search and the final training already, unless
+                # it waited for the teacher; under a time budget this table says how it was split.
+                announce=(
+                    config.time_budget is not None
+                    or not context.estimates
+                    or training_rows_open(context.estimates)
+                ),
                 confirm=confirms_in_full(config, len(data.train), context.plan),
             )
             if world.is_main
@@ -284,6 +289,8 @@ class PlanStage(_NeverDone):
         )
         context.timing = timing
         context.assessments, context.trial_config = timing.assessments, timing.train_config(train_config)
+        if world.is_main and training_rows_open(context.estimates):
+            context.estimates = with_training_rows(context, timing)
         context.train_config = final_train_config(config, context.trial_config, len(data.train))
 
 

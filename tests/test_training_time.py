@@ -248,3 +248,47 @@ def test_fit_logs_the_plan_and_keeps_predicted_and_actual_seconds(searched_fit):
     assert all(s["actual_s"] is not None for s in result.stages)  # the report's too, written after it
     kept = json.loads((run / "result.json").read_text())["stages"]
     assert kept == result.stages and "stage times, estimated and actual" in logged
+
+
+def test_the_plan_made_once_the_given_teacher_is_loaded_fills_the_rows_that_waited_for_it(
+    rates_cache, teacher, digits
+):
+    """With a given teacher, the plan of every stage cannot time the search or the final training (the
+    teacher's forward rate is measured once it is loaded): those rows wait, and the plan made then fills
+    them, so that the comparison after the run has an estimate for each. They used to stay empty."""
+    import statistics
+    from types import SimpleNamespace
+
+    from edgekd.fit_plan import training_rows_open, with_training_rows
+    from edgekd.fit_recipe import make_distill_plan, with_data_defaults
+    from edgekd.pipeline import FitConfig
+    from edgekd.stage_plan import StageEstimate
+    from edgekd.targets import get_target
+
+    config = FitConfig.from_options(
+        target="pi5", search_budget="2", epochs=10, search_epochs=2, batch_size=BATCH, cache_dir=rates_cache
+    )
+    timing = _plan(config, [FAST, OTHER_FAST], teacher, digits, rates_cache)
+    waited = "estimated once the teacher is loaded"
+    rows = [
+        StageEstimate("data", "", 1.0, "rule"),
+        StageEstimate("search", "", None, waited),
+        StageEstimate("distill", "", None, waited),
+        StageEstimate("export", "pi5", 25.0, "rule"),
+    ]
+    context = SimpleNamespace(
+        config=with_data_defaults(config, len(digits.train)),
+        data=digits,
+        plan=make_distill_plan(config, [get_target("pi5")]),
+        assessments=timing.assessments,
+        cache_dir=rates_cache,
+        estimates=rows,
+    )
+    assert training_rows_open(rows) and not training_rows_open([rows[0], rows[3]])
+    with one_torch_thread():
+        filled = with_training_rows(context, timing)
+    assert [row.stage for row in filled] == ["data", "search", "distill", "export"]
+    assert filled[0] is rows[0] and filled[3] is rows[3]
+    assert filled[1].seconds == pytest.approx(timing.predicted_search)
+    assert filled[2].seconds == pytest.approx(statistics.fmean(timing.predicted_final.values()))
+    assert "2x2x1000" in filled[1].basis and not training_rows_open(filled)
