@@ -257,6 +257,7 @@ class PlanStage(_NeverDone):
         from edgekd.search import assess
 
         config, data, world = context.config, context.data, context.world
+        waited_for_teacher = training_rows_open(context.estimates)
         # Costed by the plan stage already (from the cache, on every rank alike).
         assessments = context.assessments or assess(
             context.candidates, context.targets, data.input_size, data.num_classes
@@ -276,11 +277,7 @@ class PlanStage(_NeverDone):
                 teacher_seconds=context.teacher_seconds,
                 # The plan of every stage showed the search and the final training already, unless
                 # it waited for the teacher; under a time budget this table says how it was split.
-                announce=(
-                    config.time_budget is not None
-                    or not context.estimates
-                    or training_rows_open(context.estimates)
-                ),
+                announce=(config.time_budget is not None or not context.estimates or waited_for_teacher),
                 confirm=confirms_in_full(config, len(data.train), context.plan),
             )
             if world.is_main
@@ -289,7 +286,7 @@ class PlanStage(_NeverDone):
         )
         context.timing = timing
         context.assessments, context.trial_config = timing.assessments, timing.train_config(train_config)
-        if world.is_main and training_rows_open(context.estimates):
+        if world.is_main and waited_for_teacher:
             context.estimates = with_training_rows(context, timing)
         context.train_config = final_train_config(config, context.trial_config, len(data.train))
 

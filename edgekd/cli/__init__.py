@@ -206,8 +206,9 @@ def _exit_interrupted() -> None:
     """Exit with 130 even where CPython would die by SIGINT instead. A Ctrl-C that lands while a C
     extension runs Python code through PyRun_String (pybind11 modules do, while they are imported)
     sets CPython's "unhandled KeyboardInterrupt" flag, though edgekd caught the interrupt; after
-    finalisation that flag overrides sys.exit's code. The atexit handlers still run; the teardown
-    skipped here only frees memory."""
+    finalisation that flag overrides sys.exit's code. The atexit handlers still run (the logs are
+    flushed and closed there); what is skipped is the wait for non-daemon threads, which an
+    interrupted command should not wait for, and the freeing of the interpreter's memory."""
     import atexit
 
     atexit._run_exitfuncs()
