@@ -112,6 +112,20 @@ def row_spec(name: str) -> dict | None:
     return {**row, "config": {**row.get("config", {}), "seed": int(seed)}}
 
 
+def same_default(recorded: dict, current: dict) -> bool:
+    """Whether fit's default recorded with a results file is the current one. A field only one side
+    records was added to TrainConfig or DistillPlan since: it defaults to what training did before it
+    existed (mixup 0, no SyncBatchNorm, ...), so it changes no row measured without it."""
+    for key in recorded.keys() & current.keys():
+        old, new = recorded[key], current[key]
+        if isinstance(old, dict) and isinstance(new, dict):
+            if not same_default(old, new):
+                return False
+        elif old != new:
+            return False
+    return True
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("EDGEKD_CACHE_DIR") or ROOT / "benchmarks" / ".cache")
 
@@ -373,12 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     config, plan = edgekd_default(args.epochs, data, teacher)
     # through JSON, so tuples read back from the file as lists compare equal
     default = json.loads(json.dumps({**dataclasses.asdict(config), "plan": dataclasses.asdict(plan)}))
-    if results.get("edgekd_default") not in (None, default):
+    recorded = results.get("edgekd_default")
+    if recorded is not None and not same_default(recorded, default):
         # edgekd rows are changes from fit's default: those measured from an older default are not reused
         # a scratch row reads only the training config, a distilling row the plan too
-        config_changed = {k: v for k, v in default.items() if k != "plan"} != {
-            k: v for k, v in results["edgekd_default"].items() if k != "plan"
-        }
+        config_changed = not same_default(
+            {k: v for k, v in recorded.items() if k != "plan"}, {k: v for k, v in default.items() if k != "plan"}
+        )
         stale = [
             name
             for name, row in ((n, row_spec(n) or {}) for n in results["rows"])
