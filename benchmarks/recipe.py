@@ -69,6 +69,16 @@ BEYOND_PLAIN = {  # what the default used to do, and what neither side does
     "wd1e-4": {"config": {"weight_decay": 1e-4}},  # the default's weight decay before issue 15
     "no-hflip": {"augmentation": {"hflip": False}},  # before issue 15 flips were off unless asked for
     "batch32": {"config": {"batch_size": 32}},
+    # around batch 32 (twice the steps of the default at the same peak lr), the best of the screen above
+    "batch16": {"config": {"batch_size": 16}},
+    "batch32-lr1.5": {"config": {"batch_size": 32, "lr": PLAIN_LR * 64 / PLAIN_BATCH * 1.5}},
+    "batch32-t2": {"config": {"batch_size": 32}, "loss": {"temperature": 2.0}},
+    "batch32-shift4": {"config": {"batch_size": 32}, "augmentation": {"max_shift": 4}},  # the plain loop's
+    "batch32-dist-t2": {
+        "config": {"batch_size": 32},
+        "specs": ("ce", "dist:2"),
+        "loss": {"temperature": 2.0},
+    },
     "alpha1": {"loss": {"alpha": 1.0}},
     "t2": {"loss": {"temperature": 2.0}},
     "dist": {"specs": ("ce", "dist:2")},  # DIST's CIFAR setting: CE + 2·(inter + intra), τ = 4
@@ -391,9 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     if recorded is not None and not same_default(recorded, default):
         # edgekd rows are changes from fit's default: those measured from an older default are not reused
         # a scratch row reads only the training config, a distilling row the plan too
-        config_changed = not same_default(
-            {k: v for k, v in recorded.items() if k != "plan"}, {k: v for k, v in default.items() if k != "plan"}
-        )
+        without_plan = ({k: v for k, v in d.items() if k != "plan"} for d in (recorded, default))
+        config_changed = not same_default(*without_plan)
         stale = [
             name
             for name, row in ((n, row_spec(n) or {}) for n in results["rows"])
