@@ -28,10 +28,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The default batch (default_batch_size): the largest of these that gives an epoch this many steps.
-BATCH_SIZES, MIN_STEPS_PER_EPOCH = (64, 32, 16), 50
-# Small data (`is_small_data`): fewer training images than give the largest batch such an epoch.
-SMALL_DATA_IMAGES = BATCH_SIZES[0] * MIN_STEPS_PER_EPOCH
+# The default batch (default_batch_size): the largest of these that gives the whole training at least
+# MIN_TRAINING_STEPS optimizer steps. A short training is short of updates before it is short of images:
+# at 8 epochs of 6,000-10,000 images mobilenetv3_small_050 distilled 1.0-1.3 points better at batch 32
+# (1,500-2,500 steps) than at 64, and 3 better at 64 than at 128 (benchmarks/results/recipe-findings.md);
+# a run long enough to take batch 64 (15 epochs of the 18,900 EuroSAT images: 4,440 steps) keeps it.
+BATCH_SIZES, MIN_TRAINING_STEPS = (64, 32, 16), 1_500
+# Small data (`is_small_data`): fewer training images than give batch 64 an epoch of 50 steps.
+SMALL_DATA_IMAGES = 3_200
 # The final training on small data (`is_small_data`) ships an exponential moving average of its weights
 # when --ema-decay names none: with ~1,200 optimizer steps, where the last weights land decided a
 # digits student's test accuracy within several points from seed to seed (benchmarks/results/
@@ -81,12 +85,15 @@ def handed_on(group: Any, to: type) -> dict[str, Any]:
     return {f.name: getattr(group, f.name) for f in dataclasses.fields(group) if f.name in names}
 
 
-def default_batch_size(train_images: int) -> int:
-    """The batch when the user names none: the largest of BATCH_SIZES that still gives an epoch
-    MIN_STEPS_PER_EPOCH optimizer steps, else the smallest. A small data set at batch 64 gives a
+def default_batch_size(train_images: int, epochs: int) -> int:
+    """The batch when the user names none: the largest of BATCH_SIZES that still gives `epochs` of
+    `train_images` MIN_TRAINING_STEPS optimizer steps, else the smallest. Small data at batch 64 gives a
     student too few steps to learn anything in a short recipe: on 1,000 EuroSAT images at 64 px,
     mobilenetv3_small_050 reached 63.5 % at batch 64 and 68.8 % at batch 16 (15 epochs, lr 0.025)."""
-    return next((b for b in BATCH_SIZES if train_images / b >= MIN_STEPS_PER_EPOCH), BATCH_SIZES[-1])
+    return next(
+        (b for b in BATCH_SIZES if epochs * math.ceil(train_images / b) >= MIN_TRAINING_STEPS),
+        BATCH_SIZES[-1],
+    )
 
 
 def default_epochs(train_images: int) -> int:
@@ -100,9 +107,8 @@ def default_epochs(train_images: int) -> int:
 
 
 def is_small_data(train_images: int) -> bool:
-    """Fewer training images than give the largest default batch an epoch of MIN_STEPS_PER_EPOCH steps
-    (3,200): the data sets whose default recipe differs (a smaller batch, a minimum of images seen,
-    the weight average)."""
+    """Fewer training images than SMALL_DATA_IMAGES: the data sets whose default recipe differs (a
+    minimum of images seen, the weight average, a search that trains its candidates in full)."""
     return train_images < SMALL_DATA_IMAGES
 
 
@@ -145,18 +151,22 @@ def final_train_config(config: FitConfig, trial_config, train_images: int):
 
 
 def with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
-    """`config` with its batch decided (`default_batch_size` when it names none), logged once."""
+    """`config` with its batch decided (`default_batch_size` when it names none) for its epochs, logged
+    when it is not the largest."""
     if config.training.batch_size is not None:
         return config
-    batch = default_batch_size(train_images)
+    epochs = config.training.epochs
+    batch = default_batch_size(train_images, epochs)
     if batch != BATCH_SIZES[0]:
         log.info(
-            "batch size %d: %d training images give %d steps an epoch at %d, fewer than %d",
+            "batch size %d: %d epochs of %d training images are %s optimizer steps at batch %d, fewer than "
+            "the %s a short training needs; --batch-size N sets it",
             batch,
+            epochs,
             train_images,
-            train_images // BATCH_SIZES[0],
+            f"{epochs * math.ceil(train_images / BATCH_SIZES[0]):,}",
             BATCH_SIZES[0],
-            MIN_STEPS_PER_EPOCH,
+            f"{MIN_TRAINING_STEPS:,}",
         )
     return config.with_options(batch_size=batch)
 
@@ -180,9 +190,9 @@ def with_epochs(config: FitConfig, train_images: int) -> FitConfig:
 
 
 def with_data_defaults(config: FitConfig, train_images: int) -> FitConfig:
-    """`config` with what the training split's size decides where it names none: the batch
-    (`with_batch_size`), then the epochs (`with_epochs`)."""
-    return with_epochs(with_batch_size(config, train_images), train_images)
+    """`config` with what the training split's size decides where it names none: the epochs
+    (`with_epochs`), then the batch for them (`with_batch_size`)."""
+    return with_batch_size(with_epochs(config, train_images), train_images)
 
 
 def make_train_config(config: FitConfig, input_size: int, views=None, *, train_images: int | None = None):
@@ -204,16 +214,16 @@ def make_train_config(config: FitConfig, input_size: int, views=None, *, train_i
         augmentation = Augmentation(
             draws=training.augment_draws, max_shift=shift, hflip=hflip, seed=training.seed
         )
-    batch = training.batch_size
-    if batch is None:
-        if train_images is None:
-            raise ValueError("a config without a batch size needs train_images to decide one")
-        batch = default_batch_size(train_images)
     epochs = training.epochs
     if epochs is None:
         if train_images is None:
             raise ValueError("a config without epochs needs train_images to decide them")
         epochs = default_epochs(train_images)
+    batch = training.batch_size
+    if batch is None:
+        if train_images is None:
+            raise ValueError("a config without a batch size needs train_images to decide one")
+        batch = default_batch_size(train_images, epochs)
     lr = training.lr if training.lr is not None else default_lr(training.optimizer, batch)
     ema_decay = training.ema_decay or None  # --ema-decay 0 is no average, which the trainer calls None
     decided = {

@@ -84,19 +84,20 @@ def test_yaml_values_are_checked_naming_the_file(tmp_path):
     assert [FitConfig.from_options(input_size=n).input_size for n in (8, 1024)] == [8, 1024]
 
 
-def test_small_data_sets_get_a_smaller_batch_at_the_batch_64_rate():
-    from edgekd.fit_recipe import default_batch_size, make_train_config
+def test_short_trainings_get_a_smaller_batch_at_the_batch_64_rate():
+    from edgekd.fit_recipe import MIN_TRAINING_STEPS, default_batch_size, make_train_config
 
-    # The largest of 64/32/16 that gives an epoch at least 50 steps.
-    assert [default_batch_size(n) for n in (6000, 3200, 3199, 1600, 1599, 1259, 10)] == [
-        64,
-        64,
-        32,
-        32,
-        16,
-        16,
-        16,
+    def steps(images: int, epochs: int, batch: int) -> int:
+        return epochs * -(-images // batch)
+
+    # The largest of 64/32/16 that gives the whole training MIN_TRAINING_STEPS optimizer steps, counted
+    # here apart: 8 epochs of 6,000 images are 752 steps at 64 and 1,504 at 32.
+    settings = [(6000, 8), (10000, 8), (6000, 15), (6000, 30), (18900, 15), (3199, 15), (1259, 30), (10, 15)]
+    expected = [
+        next((b for b in (64, 32, 16) if steps(n, e, b) >= MIN_TRAINING_STEPS), 16) for n, e in settings
     ]
+    assert expected == [32, 32, 32, 64, 64, 32, 16, 16]
+    assert [default_batch_size(n, e) for n, e in settings] == expected
     small = make_train_config(FitConfig(), 32, train_images=1259)
     assert (small.batch_size, small.lr) == (16, 0.025)  # SGD's rate is not scaled below batch 64
     assert make_train_config(FitConfig(), 32, train_images=20000).batch_size == 64

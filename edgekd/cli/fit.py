@@ -231,7 +231,7 @@ def fit(
         int | None,
         typer.Option(
             metavar="N",
-            show_default="64, or 32/16 when 64 would leave an epoch under 50 steps",
+            show_default="64, or 32/16 when 64 would leave the training under 1,500 steps",
             rich_help_panel=DISTILLATION,
             help="Batch size.",
         ),

@@ -51,8 +51,8 @@ SCHEDULES = ("onecycle", "cosine")
 # et al. 2017, arXiv 1706.02677). SGD's is the usual CIFAR recipe's (0.1 at 256); the recipe
 # benchmark (benchmarks/recipe.py) found AdamW at 3e-3 8-12 points worse and unstable across seeds.
 REFERENCE_LR = {"sgd": (0.05, 128), "adamw": (0.003, 64)}
-# Below this batch the rate is not scaled down further. fit takes smaller batches only on small data
-# sets (`pipeline.default_batch_size`), where the linear rule starves training: mobilenetv3_small_050
+# Below this batch the rate is not scaled down further. fit takes smaller batches only for short
+# trainings (`fit_recipe.default_batch_size`), where the linear rule starves training: mobilenetv3_small_050
 # on digits, batch 16, 15 epochs, reached 87.4 % test at lr 0.025 and 78.4 % at the scaled 0.00625.
 UNSCALED_BELOW = 64
 
