@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 MIN_STEPS, MAX_STEPS, MAX_SECONDS = 3, 20, 1.0
 # The batch the teacher-output cache is filled with (TeacherOutputCache.fill's default).
 FILL_BATCH = 256
-RATES_CACHE_VERSION = 3  # 2: the fastest step, not the median; 3: in the trainer's memory layout
+# 2: the fastest step, not the median; 3: in the trainer's memory layout; 4: fused optimizer steps
+RATES_CACHE_VERSION = 4
 
 
 @dataclass(frozen=True)
