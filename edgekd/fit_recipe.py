@@ -4,8 +4,8 @@ on the teacher and assistant that run before a run directory exists.
 
 Example:
     >>> from edgekd.fit_config import FitConfig
-    >>> default_batch_size(1257), default_batch_size(100_000)
-    (16, 64)
+    >>> default_batch_size(1257, 30), default_batch_size(6000, 8), default_batch_size(18_900, 15)
+    (16, 32, 64)
     >>> default_epochs(1259), default_epochs(700), default_epochs(6000)  # digits, small EuroSAT
     (30, 53, 15)
     >>> make_train_config(FitConfig.from_options(epochs=3, batch_size=32, lr=0.05), 32).epochs
