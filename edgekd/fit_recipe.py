@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # The default batch (default_batch_size): the largest of these that gives the whole training at least
 # MIN_TRAINING_STEPS optimizer steps. A short training is short of updates before it is short of images:
-# at 8 epochs of 6,000-10,000 images mobilenetv3_small_050 distilled 1.0-1.3 points better at batch 32
-# (1,500-2,500 steps) than at 64, and 3 better at 64 than at 128 (benchmarks/results/recipe-findings.md);
+# at 8 epochs of 6,000 and 10,000 images mobilenetv3_small_050 distilled 1.0 and 0.6 points better at
+# batch 32 (1,500-2,500 steps) than at 64 over six runs against three (level at 32 px), and 3 better at
+# 64 than at 128 on one seed at 32 px (benchmarks/results/recipe-findings.md);
 # a run long enough to take batch 64 (15 epochs of the 18,900 EuroSAT images: 4,440 steps) keeps it.
 BATCH_SIZES, MIN_TRAINING_STEPS = (64, 32, 16), 1_500
 # Small data (`is_small_data`): fewer training images than give batch 64 an epoch of 50 steps.
