@@ -92,9 +92,14 @@ def default_batch_size(train_images: int, epochs: int) -> int:
     student too few steps to learn anything in a short recipe: on 1,000 EuroSAT images at 64 px,
     mobilenetv3_small_050 reached 63.5 % at batch 64 and 68.8 % at batch 16 (15 epochs, lr 0.025)."""
     return next(
-        (b for b in BATCH_SIZES if epochs * math.ceil(train_images / b) >= MIN_TRAINING_STEPS),
+        (b for b in BATCH_SIZES if training_steps(train_images, epochs, b) >= MIN_TRAINING_STEPS),
         BATCH_SIZES[-1],
     )
+
+
+def training_steps(train_images: int, epochs: int, batch_size: int) -> int:
+    """Optimizer steps of `epochs` over `train_images` (the last batch of an epoch may be short)."""
+    return epochs * math.ceil(train_images / batch_size)
 
 
 def default_epochs(train_images: int) -> int:
@@ -165,7 +170,7 @@ def with_batch_size(config: FitConfig, train_images: int) -> FitConfig:
             batch,
             epochs,
             train_images,
-            f"{epochs * math.ceil(train_images / BATCH_SIZES[0]):,}",
+            f"{training_steps(train_images, epochs, BATCH_SIZES[0]):,}",
             BATCH_SIZES[0],
             f"{MIN_TRAINING_STEPS:,}",
         )
