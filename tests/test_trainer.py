@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torch.nn as nn
 
 from edgekd.augment import Augmentation
 from edgekd.distill.cache import TeacherOutputCache
@@ -246,25 +247,65 @@ def test_training_hands_back_a_model_in_the_contiguous_layout(small):
 
 
 def test_the_warmed_up_average_follows_the_recurrence_computed_apart():
-    """`ema_with_warmup` against the recurrence in float64 NumPy: after update t the average moves
-    toward the weights by 1 - min(decay, (1 + t) / (10 + t)); with 30 updates of weights that walk away
-    from their start, the average stays near the walk's end, where a fixed 0.99 stays near the start."""
+    """`WeightAverage` against the recurrence in float64 NumPy: after update t the average moves toward
+    the weights by 1 - min(decay, (1 + t) / (10 + t)); with 30 updates of weights that walk away from
+    their start, the average stays near the walk's end, where a fixed 0.99 stays near the start."""
     import numpy as np
 
-    from edgekd.distill.trainer import ema_with_warmup
+    from edgekd.distill.weight_average import WeightAverage
 
     rng = np.random.default_rng(0)
     walk = np.cumsum(rng.normal(size=(31, 5)), axis=0) + 10.0 * np.arange(31)[:, None]
     expected = walk[0].copy()
-    averaged = [torch.tensor(walk[0], dtype=torch.float32)]
-    update = ema_with_warmup(0.99)
-    for t in range(1, 31):
-        weight = 1 - min(0.99, (1 + t) / (10 + t))
-        expected = expected + weight * (walk[t] - expected)
-        update(averaged, [torch.tensor(walk[t], dtype=torch.float32)], torch.tensor(t))
-    np.testing.assert_allclose(averaged[0].numpy(), expected, rtol=1e-5)
+    net = nn.Linear(5, 1, bias=False)
+    average = WeightAverage(net, 0.99, warmup=True)
+    for t in range(31):
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor(walk[t], dtype=torch.float32))
+        average.update()
+        if t:
+            weight = 1 - min(0.99, (1 + t) / (10 + t))
+            expected = expected + weight * (walk[t] - expected)
+    np.testing.assert_allclose(average.module.weight[0].detach().numpy(), expected, rtol=1e-5)
     fixed = walk[0] * 0.99**30 + sum(0.01 * 0.99 ** (30 - t) * walk[t] for t in range(1, 31))
     assert np.all(np.abs(expected - walk[30]) < np.abs(fixed - walk[30]) / 2)
+
+
+def test_the_weight_average_matches_torchs_averaged_model_and_resumes_from_its_state():
+    """The fused update against torch's own `AveragedModel` (use_buffers, its EMA function) over 40
+    optimizer steps of a network with BatchNorm: every floating tensor agrees; the batch counters are
+    the network's. A second average loaded from the first's state dict halfway continues identically."""
+    from edgekd.distill.weight_average import WeightAverage
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    net(torch.zeros(2, 3, 6, 6))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    reference = torch.optim.swa_utils.AveragedModel(
+        net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(0.9), use_buffers=True
+    )
+    fused, resumed = WeightAverage(net, 0.9, warmup=False), None
+    for step in range(40):
+        x = torch.randn(16, 3, 6, 6)
+        loss = net(x).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        reference.update_parameters(net)
+        fused.update()
+        if step == 19:
+            resumed = WeightAverage(net, 0.9, warmup=False)
+            resumed.load_state_dict(fused.state_dict())
+        elif resumed is not None:
+            resumed.update()
+    expected = reference.module.state_dict()
+    for average in (fused, resumed):
+        for name, value in average.module.state_dict().items():
+            if value.is_floating_point():
+                torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+            else:
+                assert value == net.state_dict()[name] == 41, name  # 40 steps + the lazy layer's sizing pass
+        assert int(average.holder.n_averaged) == 40
 
 
 def test_the_weight_average_averages_batchnorm_statistics_with_the_weights(small):

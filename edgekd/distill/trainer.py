@@ -35,6 +35,7 @@ from edgekd.distill.distributed import (
 )
 from edgekd.distill.features import DistillStep
 from edgekd.distill.losses import DistillLoss
+from edgekd.distill.weight_average import WeightAverage
 from edgekd.errors import CheckpointError, DataError
 from edgekd.progress import Observer, SilentObserver
 from edgekd.streaming import StreamRecipe, TrainingBatches, evaluation_loader, is_streamed, worker_error
@@ -74,7 +75,7 @@ class TrainConfig:
     schedule: str = "onecycle"  # "cosine": linear warm-up, then cosine to zero
     warmup_fraction: float = 0.15
     ema_decay: float | None = None  # e.g. 0.999: evaluate and return an exponential moving average
-    # the average's decay ramps up as (1 + t) / (10 + t) over its first updates (`ema_with_warmup`)
+    # the average's decay ramps up as (1 + t) / (10 + t) over its first updates (`warmed_up_decay`)
     ema_warmup: bool = True
     clip_grad_norm: float | None = None
     bf16: bool = False  # bfloat16 autocast on the CPU (faster where the CPU has bf16 instructions)
@@ -234,23 +235,6 @@ def _read_checkpoint(checkpoint: Path) -> dict:
     return state
 
 
-def ema_with_warmup(decay: float):
-    """An exponential moving average whose decay after t updates is min(decay, (1 + t) / (10 + t)), as
-    TensorFlow's ExponentialMovingAverage with num_updates and timm's ModelEmaV3 warm-up do. A fixed
-    0.99 over a short run ships mostly the random initialisation (0.99^30 = 0.74 of it after 30 steps:
-    a 700-image EuroSAT fit of 3 epochs at batch 16 shipped a chance-level student); ramped, the average
-    follows the network early and reaches the full decay after ~900 updates, so on a long run it is the
-    plain average. An AveragedModel `multi_avg_fn`: it is called with the updates made so far."""
-
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
-        t = int(updates)
-        torch.optim.swa_utils.get_ema_multi_avg_fn(min(decay, (1.0 + t) / (10.0 + t)))(
-            averaged, current, updates
-        )
-
-    return update
-
-
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and labels over a whole dataset, in order, computed in float32 where the model is
@@ -348,20 +332,7 @@ def _train_on(
     shard_length = len(shard(torch.arange(len(data.train)), world))
     steps_per_epoch = -(-shard_length // config.batch_size)
     schedule = _schedule(config, optimizer, config.epochs * steps_per_epoch)
-    # use_buffers: BatchNorm's running statistics are averaged with the weights, as timm's ModelEmaV2
-    # does, rather than copied from the live network, so the statistics shipped belong to the averaged
-    # weights (the digits figures behind fit's small-data average were measured this way).
-    ema = (
-        torch.optim.swa_utils.AveragedModel(
-            model,
-            multi_avg_fn=ema_with_warmup(config.ema_decay)
-            if config.ema_warmup
-            else torch.optim.swa_utils.get_ema_multi_avg_fn(config.ema_decay),
-            use_buffers=True,
-        )
-        if config.ema_decay
-        else None
-    )
+    ema = WeightAverage(model, config.ema_decay, config.ema_warmup) if config.ema_decay else None
     history: list[EpochMetrics] = []
     checkpoint = checkpoint_dir / CHECKPOINT if checkpoint_dir else None
     fingerprint = {"config": _recipe(config), "loss_name": loss.name, "world": world.size}
@@ -449,7 +420,7 @@ def _train_on(
             scaler.update()
             schedule.step()
             if ema is not None:
-                ema.update_parameters(model)
+                ema.update()
             total_loss += value.detach().double() * len(y)
             seen += len(y)
             unreported += 1
@@ -461,7 +432,7 @@ def _train_on(
         if ema is not None:
             # The average took each rank's own BatchNorm statistics after every step: rank 0's on
             # every rank, or the ranks would score (and the search decide on) different models.
-            share_buffers_from_main(ema, world)
+            share_buffers_from_main(ema.holder, world)
         evaluated = ema.module if ema is not None else model
         val_logits, val_labels = predict(evaluated, data.val, config.batch_size)
         agreement = kl = None
