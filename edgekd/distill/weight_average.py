@@ -5,8 +5,9 @@ torch's `AveragedModel.update_parameters` walks the module tree, detaches every 
 them by device and dtype at each update: for a small student that bookkeeping cost 4.6 ms after each
 31 ms CPU training step (lcnet_035, batch 16, 32 px). Here the (average, live) pairs are listed once,
 when the average is made, and an update took 0.35 ms (benchmarks/weight_average.py: 1.8-13x faster
-across five catalog students, the step with its update 1.04-1.15x). The average still lives in an `AveragedModel`, whose
-state dict ("module.*", "n_averaged") training checkpoints hold, so checkpoints written before resume.
+across five catalog students, the step with its update 1.04-1.15x). The average still lives in an
+`AveragedModel`, whose state dict ("module.*", "n_averaged") training checkpoints hold, so checkpoints
+written before resume.
 
 Example:
     >>> net = nn.Linear(1, 1, bias=False)
