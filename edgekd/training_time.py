@@ -261,8 +261,9 @@ def plan_fit(
     work = Workload(
         val_images=n_val,
         views=augmentation.draws if augmentation is not None else 1,
-        # streamed views are fresh, so the teacher runs on every batch (edgekd.streaming)
-        teacher_cache=plan.teacher_cache and plan.scheme != "online" and not is_streamed(data.train),
+        # streamed views are fresh, so the teacher runs on every batch (edgekd.streaming), as it does
+        # for a loss that reads its maps or embeddings
+        teacher_cache=plan.caches_teacher and plan.scheme != "online" and not is_streamed(data.train),
         teacher_rate=teacher_rate
         if teacher_rate is not None
         else forward_rate(teacher, teacher_name, data.input_size, cache_dir=cache_dir),

@@ -84,6 +84,31 @@ def test_every_scheme_trains_a_student_and_caches_each_frozen_teacher(
     assert scheme in result.description  # the report's sentence names the scheme that ran
 
 
+def test_a_loss_that_reads_feature_maps_runs_the_teacher_live_and_fills_no_logits_cache(small, tmp_path):
+    """A logits cache is filled only for a loss that reads logits alone: with attention transfer beside
+    kd the teacher runs on every batch for its maps, so the step caches nothing (a cache of ~20 s for
+    4 views of 6,000 images would be filled and never read); relation terms on embeddings alike."""
+    import timm
+
+    assert DistillPlan().caches_teacher and not DistillPlan(teacher_cache=False).caches_teacher
+    assert not DistillPlan(loss=("kd", "rkd")).caches_teacher
+    plan = DistillPlan(loss=("kd", "at"))
+    assert not plan.caches_teacher
+    torch.manual_seed(0)
+    teacher = timm.create_model("resnet10t", num_classes=10).eval()
+    with one_torch_thread():
+        result = distil_student(
+            lambda: timm.create_model("lcnet_035", num_classes=10),
+            teacher,
+            small,
+            dataclasses.replace(CONFIG, epochs=1),
+            plan,
+            cache_dir=tmp_path / "cache",
+        )
+    assert _caches(tmp_path / "cache") == [] and len(result.history) == 1
+    assert result.history[0].val_teacher_agreement is not None
+
+
 @pytest.mark.slow
 def test_without_the_cache_the_teacher_runs_live_and_nothing_is_cached(small, teacher, tmp_path):
     with one_torch_thread():

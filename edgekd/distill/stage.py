@@ -87,6 +87,14 @@ class DistillPlan:
     def losses(self):
         return parse_loss_specs(self.loss, **self.loss_params())
 
+    @property
+    def caches_teacher(self) -> bool:
+        """Whether the distillation steps read the frozen teacher from its logits cache: `teacher_cache`
+        and a loss that reads logits alone. Feature maps and embeddings come from the teacher run live
+        on every batch, so a cache filled for such a loss would never be read."""
+        losses = self.losses()
+        return self.teacher_cache and not (losses.needs_features or losses.needs_embedding)
+
 
 @dataclass
 class DistillResult:
@@ -129,6 +137,9 @@ def distil_student(
             cache_dir, frozen, data.fingerprint, config.augmentation, len(data.train), data.num_classes
         )
 
+    # The quantization-aware step distils with kd alone and reads the cache whatever the plan's loss.
+    step_cache_for = cache_for if plan.caches_teacher else (lambda frozen: None)
+
     def at(name: str) -> Path | None:
         return checkpoint_dir / name if checkpoint_dir else None
 
@@ -141,7 +152,7 @@ def distil_student(
             config,
             loss=plan.losses(),
             teacher=teacher,
-            teacher_cache=cache_for(teacher),
+            teacher_cache=step_cache_for(teacher),
             checkpoint_dir=at("student"),
             observer=observer,
             description="distil",
@@ -172,7 +183,7 @@ def distil_student(
             generations=2,
             loss_specs=plan.loss,
             loss_params=plan.loss_params(),
-            cache_for=cache_for,
+            cache_for=step_cache_for,
             checkpoint_dir=at("born-again"),
             observer=observer,
         )
@@ -189,7 +200,7 @@ def distil_student(
             config,
             loss_specs=plan.loss,
             loss_params=plan.loss_params(),
-            cache_for=cache_for,
+            cache_for=step_cache_for,
             checkpoint_dir=at("assistant-chain"),
             observer=observer,
         )
