@@ -17,6 +17,7 @@ the edgekd ones (a field the default gained since, at its old behaviour, changes
     python benchmarks/recipe.py --dataset eurosat32 --rows plain-kd edgekd-kd
     python benchmarks/recipe.py --dataset digits --epochs 1 --limit 500  # a smoke run (its own JSON)
     python benchmarks/recipe.py --dataset eurosat32 --timing 2           # epoch-time ratio, alternated
+    python benchmarks/recipe.py --dataset eurosat64 --timing 2 --timing-row kd-sp  # another row's ratio
 
 Datasets: eurosat64 / eurosat32 (EuroSAT RGB at 64 px / resized to 32 px, 6,000 seeded random training
 images, the 4,050-image test split), fashion3 (Fashion-MNIST, grey replicated to 3 channels and resized
@@ -80,6 +81,11 @@ BEYOND_PLAIN = {  # what the default used to do, and what neither side does
         "specs": ("ce", "dist:2"),
         "loss": {"temperature": 2.0},
     },
+    # Feature and relation terms beside KD (the teacher runs live: its cache holds logits only), each
+    # at its paper's weight: attention maps (β = 1000), batch similarity (γ = 3000), FitNets hints.
+    "kd-at": {"specs": ("kd", "at"), "cached": False},
+    "kd-sp": {"specs": ("kd", "sp"), "cached": False},
+    "kd-fitnet": {"specs": ("kd", "fitnet"), "cached": False},
     "alpha1": {"loss": {"alpha": 1.0}},
     "t2": {"loss": {"temperature": 2.0}},
     "dist": {"specs": ("ce", "dist:2")},  # DIST's CIFAR setting: CE + 2·(inter + intra), τ = 4
@@ -357,6 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the table: time plain-kd and edgekd-kd alternately N times each in this one "
         "process and write recipe-<dataset>-timing.json (the ratio the issue bounds at 1.3x)",
     )
+    parser.add_argument(
+        "--timing-row",
+        default="edgekd-kd",
+        help="the edgekd row --timing alternates with plain-kd (another than edgekd-kd writes "
+        "recipe-<dataset>-timing-<row>.json)",
+    )
     parser.add_argument("--tag", help="write recipe-<dataset>-<tag>.json (parallel runs of one dataset)")
     parser.add_argument(
         "--summary",
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(summary(), ablation(), sep="\n\n")
         return 0
-    unknown = [r for r in args.rows if row_spec(r) is None]
+    unknown = [r for r in [*args.rows, args.timing_row] if row_spec(r) is None]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}, each also as <row>-seed<N>")
 
@@ -460,17 +472,17 @@ def time_epochs(args, data, teacher, train_x, train_y, results: dict, default) -
 
     from edgekd._io import write_json_atomic
 
-    walls: dict[str, list[float]] = {"plain-kd": [], "edgekd-kd": []}
+    walls: dict[str, list[float]] = {"plain-kd": [], args.timing_row: []}
     for attempt in range(args.timing):
         for name in walls:
-            row = ROWS[name]
+            row = row_spec(name)
             if row.get("plain"):
                 info = plain_row(row, data, teacher, train_x, train_y, args.epochs)
             else:
                 info = edgekd_row(row, data, teacher, default)
             walls[name].append(round(info["wall_seconds"] / args.epochs, 2))
             print(f"attempt {attempt + 1}: {name} {walls[name][-1]:.2f} s/epoch", flush=True)
-    ratios = [e / p for p, e in zip(walls["plain-kd"], walls["edgekd-kd"], strict=True)]
+    ratios = [e / p for p, e in zip(walls["plain-kd"], walls[args.timing_row], strict=True)]
     timing = {
         "dataset": results["dataset"],
         "epochs": args.epochs,
@@ -480,10 +492,11 @@ def time_epochs(args, data, teacher, train_x, train_y, results: dict, default) -
         "median_ratio": round(median(ratios), 3),
         "edgekd_default": results["edgekd_default"],
     }
-    out = ROOT / "benchmarks" / "results" / f"recipe-{results['dataset']}-timing.json"
+    suffix = "" if args.timing_row == "edgekd-kd" else f"-{args.timing_row}"
+    out = ROOT / "benchmarks" / "results" / f"recipe-{results['dataset']}-timing{suffix}.json"
     write_json_atomic(out, timing)
     print(
-        f"edgekd-kd / plain-kd epoch time: {', '.join(f'{r:.2f}' for r in ratios)} "
+        f"{args.timing_row} / plain-kd epoch time: {', '.join(f'{r:.2f}' for r in ratios)} "
         f"(median {median(ratios):.2f})"
     )
     return 0
