@@ -8,8 +8,10 @@ loss and teacher-output cache as `edgekd fit` does, with the TrainConfig and Dis
 from its default options (`edgekd.fit_recipe.make_train_config`, `make_distill_plan`, `view_decision`):
 SGD-Nesterov at 0.05 × batch / 128 (not below 0.025), batch 32 at 8 epochs (the largest of 64/32/16
 that gives 1,500 optimizer steps), weight decay 5e-4, one-cycle, 4 replayed reflect-padded shift views
-(flips when the teacher's classes survive mirroring), the teacher's logits cached per view, Hinton KD
-(T = 4, α = 0.9). Every cached row fills its own fresh cache, so its wall time includes the teacher's
+(flips when the teacher's classes survive mirroring), Hinton KD (T = 4, α = 0.9) with similarity-
+preserving KD beside it (`fit_recipe.default_loss`: the teacher runs on every batch for its maps; a
+row whose loss reads logits alone caches them per view). Every cached row fills its own fresh cache,
+so its wall time includes the teacher's
 work, as a first fit would. A results file written under another default keeps its plain rows and drops
 the edgekd ones (a field the default gained since, at its old behaviour, changes nothing).
 
@@ -251,10 +253,10 @@ def edgekd_default(epochs: int, data, teacher):
     """The TrainConfig and DistillPlan `edgekd fit` builds from its default options for `teacher` on
     `data` (the teacher decides whether flips and shifts are on, `fit_recipe.view_decision`)."""
     from edgekd.fit_config import FitConfig
-    from edgekd.fit_recipe import make_distill_plan, make_train_config, view_decision
+    from edgekd.fit_recipe import make_distill_plan, make_train_config, view_decision, with_loss
     from edgekd.targets import get_target
 
-    fit = FitConfig.from_options(epochs=epochs)
+    fit = with_loss(FitConfig.from_options(epochs=epochs), len(data.train))
     plan = make_distill_plan(fit, [get_target(fit.target)])
     views = view_decision(fit, teacher, data)
     return make_train_config(fit, data.input_size, views, train_images=len(data.train)), plan
@@ -289,7 +291,9 @@ def edgekd_row(row: dict, data, teacher, default) -> dict:
     loss = parse_loss_specs(specs, **params)
     torch.manual_seed(config.seed)  # as fit's make_student
     student = build_model(STUDENT_ARCH, data.num_classes)
-    cached = distilling and row.get("cached", plan.teacher_cache)
+    # as fit's DistillPlan.caches_teacher: a cache of logits only for a loss that reads logits alone
+    reads_logits_only = not (loss.needs_features or loss.needs_embedding)
+    cached = distilling and row.get("cached", plan.teacher_cache and reads_logits_only)
     with tempfile.TemporaryDirectory(dir=cache_root()) as fresh_cache:
         started = time.perf_counter()
         cache, fill_seconds = None, 0.0

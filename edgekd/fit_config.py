@@ -84,10 +84,9 @@ class DistillSettings:
     by name (`fit_recipe.make_distill_plan`); `alpha` and `qat_epochs` left None take the plan's
     default and the targets' (int8 or not) there."""
 
-    # "name[:weight]" terms of a weighted sum (edgekd.distill.losses). Hinton KD: in benchmarks/recipe.py
-    # (EuroSAT 32 px) DIST, CE + 2·DIST at τ = 4, matched it without flips and, with them, spiked at the
-    # schedule's peak learning rate (its loss is ~10x kd's) and ended 6.9 points lower.
-    loss: tuple[str, ...] = ("kd",)
+    # "name[:weight]" terms of a weighted sum (edgekd.distill.losses); None: the data decide
+    # (`fit_recipe.default_loss`: kd + sp, or kd alone).
+    loss: tuple[str, ...] | None = None
     temperature: float = 4.0
     alpha: float | None = None  # kd's weight on the teacher; default 0.9 (edgekd.distill.stage.DistillPlan)
     label_smoothing: float = 0.0
@@ -97,7 +96,8 @@ class DistillSettings:
     qat_epochs: int | None = None  # int8 targets: quantization-aware epochs (default 2); others: none
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "loss", tuple(self.loss))  # a list from Python compares unequal
+        if self.loss is not None:  # a list from Python compares unequal
+            object.__setattr__(self, "loss", tuple(self.loss))
         _validate_distillation(self)
 
 

@@ -175,16 +175,17 @@ def _checked_context(config: FitConfig, resume: Path | None, observer, world, st
         run = RunDir.create(config.runs_dir, config.targets)
         write_text_atomic(run.config, yaml.safe_dump(to_mapping(config), sort_keys=False))
     run = share_from_main(run if world.is_main or resume is not None else None, world)
+    # The loss, the batch, the epochs and the input size are decided after config.yaml is written,
+    # which keeps the user's "no loss", "no batch size", "no epochs" and "no input size" so that a
+    # resume with the same options matches it; the same data decide the same ones.
+    decided = with_data_defaults(config, len(splits.train)).with_options(input_size=input_size)
     return FitContext(
-        # The batch, the epochs and the input size are decided after config.yaml is written, which
-        # keeps the user's "no batch size", "no epochs" and "no input size" so that a resume with the
-        # same options matches it; the same data decide the same batch, epochs and size.
-        config=with_data_defaults(config, len(splits.train)).with_options(input_size=input_size),
+        config=decided,
         run=run,
         observer=observer,
         world=world,
         targets=targets,
-        plan=plan,
+        plan=make_distill_plan(decided, targets),
         candidates=candidates,
         splits=splits,
         started=started,

@@ -140,6 +140,31 @@ def test_small_data_train_until_the_minimum_images_are_seen_unless_the_epochs_ar
         make_train_config(FitConfig.from_options(batch_size=16), 32)
 
 
+def test_the_loss_is_kd_with_similarity_preserving_kd_where_measured_and_kd_alone_elsewhere(caplog, tmp_path):
+    """No --loss: kd + sp for data that are not small, offline, from a timm teacher; kd alone (its
+    logits cached) for small data, another scheme or an ONNX teacher; a named loss is kept. The plan
+    built from the decided config then runs its teacher live only for kd + sp."""
+    from edgekd.fit_recipe import FEATURE_LOSS, LOGITS_LOSS, make_distill_plan, with_data_defaults
+    from edgekd.targets import get_target
+
+    def decided(images: int, **options) -> tuple[str, ...]:
+        return with_data_defaults(FitConfig.from_options(**options), images).distillation.loss
+
+    assert FEATURE_LOSS == ("kd", "sp") and LOGITS_LOSS == ("kd",)
+    with caplog.at_level(logging.INFO, logger="edgekd.fit_recipe"):
+        assert decided(6000) == decided(3200) == FEATURE_LOSS
+    assert "loss kd + sp" in caplog.text and "--loss kd" in caplog.text
+    assert decided(3199) == decided(1259) == LOGITS_LOSS  # small data
+    assert decided(6000, scheme="born-again") == decided(6000, scheme="online") == LOGITS_LOSS
+    onnx = tmp_path / "teacher.onnx"
+    onnx.write_bytes(b"")
+    assert decided(6000, teacher=str(onnx)) == LOGITS_LOSS
+    assert decided(6000, loss=("kd",)) == ("kd",) and decided(1259, loss=("dkd",)) == ("dkd",)
+    pi5 = [get_target("pi5")]
+    assert not make_distill_plan(with_data_defaults(FitConfig(), 6000), pi5).caches_teacher
+    assert make_distill_plan(with_data_defaults(FitConfig(), 1259), pi5).caches_teacher
+
+
 def test_the_final_training_averages_its_weights_on_small_data_only_and_the_trials_never_by_default():
     from edgekd.fit_recipe import SMALL_DATA_EMA_DECAY, final_train_config, is_small_data, make_train_config
 

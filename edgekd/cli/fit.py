@@ -274,9 +274,10 @@ def fit(
         list[str] | None,
         typer.Option(
             metavar="NAME[:WEIGHT]",
-            show_default="kd",
+            show_default="kd + sp; kd on small data",
             rich_help_panel=DISTILLATION,
-            help="Distillation loss term, repeatable: kd, logit_mse, dkd, fitnet, at, rkd, sp, dist, ce.",
+            help="Distillation loss term, repeatable: kd, logit_mse, dkd, fitnet, at, rkd, sp, dist, ce. "
+            "kd alone distils from the teacher's cached logits.",
         ),
     ] = None,
     temperature: Annotated[
