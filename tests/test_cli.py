@@ -1,5 +1,4 @@
 import json
-import re
 import subprocess
 import sys
 
@@ -123,10 +122,10 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path, session_cache):
     gain = 100 * (result["student"]["test_accuracy"] - baseline["test_accuracy"])
     assert f"{abs(gain):.2f} points" in report and "Without the teacher (--baseline scratch" in report
     assert f"distillation {gain:+.2f} points" in first.stderr  # the closing summary table
-    # offline by default: the teacher's outputs were computed once per augmented view, then read
+    # offline by default; fitnet reads the teacher's maps, so the teacher ran on every batch and no
+    # cache of its logits was filled for this run (kd alone fills one: test_stage)
     assert result["student"]["scheme"] == "offline"
-    teacher_file = re.search(r"(/\S+\.safetensors)", result["teacher"]["source"]).group(1)  # trained or read
-    assert _teacher_outputs_cached(session_cache, teacher_file)
+    assert "cached the teacher's outputs" not in (run / "edgekd.log").read_text()
 
     resumed = subprocess.run([*EDGEKD, "fit", "--resume", str(run)], capture_output=True, text=True, cwd=REPO)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -159,22 +158,6 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path, session_cache):
     (run / "report.html").unlink()
     again = subprocess.run([*EDGEKD, "report", str(run)], capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and (run / "report.html").is_file(), again.stderr[-3000:]
-
-
-def _teacher_outputs_cached(cache, teacher_file: str) -> bool:
-    """Whether `cache` holds a complete teacher-output entry of the teacher saved at `teacher_file`."""
-    import numpy as np
-
-    from edgekd.checkpoint import load_model
-    from edgekd.distill.cache import weights_digest
-
-    digest = weights_digest(load_model(teacher_file)[0])
-    entries = [e for e in (cache / "teacher-outputs").iterdir() if (e / "meta.json").is_file()]
-    return any(
-        json.loads((e / "meta.json").read_text())["key"]["teacher"] == digest
-        and np.fromfile(e / "filled.u8", dtype=np.uint8).all()
-        for e in entries
-    )
 
 
 def test_several_targets_on_the_command_line_and_in_config_yaml(tmp_path, capsys):
