@@ -291,9 +291,8 @@ def edgekd_row(row: dict, data, teacher, default) -> dict:
     loss = parse_loss_specs(specs, **params)
     torch.manual_seed(config.seed)  # as fit's make_student
     student = build_model(STUDENT_ARCH, data.num_classes)
-    # as fit's DistillPlan.caches_teacher: a cache of logits only for a loss that reads logits alone
-    reads_logits_only = not (loss.needs_features or loss.needs_embedding)
-    cached = distilling and row.get("cached", plan.teacher_cache and reads_logits_only)
+    # fit's rule (DistillPlan.caches_teacher): a cache of logits only for a loss that reads logits alone
+    cached = distilling and row.get("cached", dataclasses.replace(plan, loss=tuple(specs)).caches_teacher)
     with tempfile.TemporaryDirectory(dir=cache_root()) as fresh_cache:
         started = time.perf_counter()
         cache, fill_seconds = None, 0.0
