@@ -68,7 +68,7 @@ def _costing(context) -> StageEstimate:
     from edgekd.latency import calibration_rows
     from edgekd.op_tables import needs_tracing, op_table
     from edgekd.search import assess
-    from edgekd.search.constraints import cost_cached, tracing_workers
+    from edgekd.search.constraints import candidate_costs, cost_cached, tracing_workers
 
     data, targets, candidates = context.data, context.targets, context.candidates
     size, classes = data.input_size, data.num_classes
@@ -101,6 +101,14 @@ def _costing(context) -> StageEstimate:
                     op_table(r.model, r.input_size)
                     task.advance()
                 task.close()
+        if uncosted:  # every candidate at once, so the uncached ones are traced on every core
+            workers = min(len(uncosted), tracing_workers())
+            processes = f"{workers} process{'es' if workers > 1 else ''}"
+            task = context.observer.task(
+                f"tracing {len(uncosted)} candidates at {size} px in {processes}", len(candidates)
+            )
+            candidate_costs(candidates, size, classes, on_cost=task.advance)
+            task.close()
         task = context.observer.task(f"costing {len(candidates)} candidates for {names}", len(candidates))
         assessed = []
         for candidate in candidates:

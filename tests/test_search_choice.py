@@ -181,13 +181,49 @@ def test_uncached_costs_are_traced_in_worker_processes_and_equal_the_direct_trac
 
     monkeypatch.setattr(constraints, "analyze", recording)
     candidates = [Candidate("lcnet_035"), Candidate("repvgg_a0"), Candidate("mobilenetv3_small_050")]
-    costs = constraints.candidate_costs(candidates, 32, 10)
+    ticks = []
+    costs = constraints.candidate_costs(candidates, 32, 10, on_cost=lambda: ticks.append(1))
     assert traced_in == []  # the parent traced none: a worker's appends stay in the worker
+    assert len(ticks) == 3  # a progress bar advances once per candidate as its cost comes back
     for c in candidates:
         assert costs[c.name] == analyze(deploy_form(build_model(c.arch, 10)), 32), c.name
     assert len(list(tmp_path.glob("analysis/*/cost/*.json"))) == 3
     monkeypatch.setattr(constraints, "analyze", None)  # read back from the cache, traced by no one
-    assert constraints.candidate_costs(candidates, 32, 10) == costs
+    assert constraints.candidate_costs(candidates, 32, 10, on_cost=lambda: ticks.append(1)) == costs
+    assert len(ticks) == 6
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the workers are forked on Linux only")
+def test_the_fits_costing_traces_its_uncached_candidates_in_worker_processes(tmp_path, monkeypatch):
+    """The plan stage costs the candidates one by one for its progress bar; it used to hand them to
+    `assess` one at a time too, so a cold fit traced the catalog in one process whatever the cores."""
+    from types import SimpleNamespace
+
+    import edgekd.search.constraints as constraints
+    from edgekd.fit_plan import _costing
+    from edgekd.progress import SilentObserver
+
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(constraints, "tracing_workers", lambda: 2)
+    traced_in, real_analyze = [], constraints.analyze
+
+    def recording(model, input_size):
+        traced_in.append(os.getpid())
+        return real_analyze(model, input_size)
+
+    monkeypatch.setattr(constraints, "analyze", recording)
+    candidates = [Candidate("lcnet_035"), Candidate("repvgg_a0"), Candidate("mobilenetv3_small_050")]
+    context = SimpleNamespace(
+        data=SimpleNamespace(input_size=32, num_classes=10),
+        targets=[get_target("pi5")],
+        candidates=candidates,
+        observer=SilentObserver(),
+        stage_seconds={},
+    )
+    row = _costing(context)
+    assert traced_in == [] and len(list(tmp_path.glob("analysis/*/cost/*.json"))) == 3
+    assert [a.candidate for a in context.assessments] == candidates
+    assert "(3 of 3, 2 processes)" in row.basis and context.stage_seconds["costing"] > 0
 
 
 @pytest.mark.slow

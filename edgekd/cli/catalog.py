@@ -124,6 +124,7 @@ def search_command(
         loading = observer.task(f"loading the student catalog for {names}", None)
         from edgekd.catalog import load_students
         from edgekd.search import assess, front, search_space
+        from edgekd.search.constraints import candidate_costs
 
         candidates = load_students()
         space = search_space(candidates, targets)
@@ -139,8 +140,10 @@ def search_command(
             )
             rows = []
             for size in sizes:
+                at_size = [c for c, s in space if s == size]
+                candidate_costs(at_size, size, num_classes)  # all at once: traced on every core
                 assessed = []
-                for candidate in (c for c, s in space if s == size):
+                for candidate in at_size:
                     assessed += assess([candidate], targets, size, num_classes)
                     costing.advance()
                 on_front = {id(a) for a in front(assessed)}

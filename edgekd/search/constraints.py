@@ -124,24 +124,41 @@ def cost_cached(candidate: Candidate, input_size: int, num_classes: int) -> bool
     return _cache_path("cost", candidate, f"{input_size}|{num_classes}").exists()
 
 
-def candidate_costs(candidates: list[Candidate], input_size: int, num_classes: int) -> dict[str, ModelCost]:
-    """`candidate_cost` of each candidate, by name. Those not yet cached are traced in forked worker
-    processes, one per CPU core: tracing is single-threaded Python, so on a first fit (the whole
-    catalog, 0.5-1 s a candidate) the cores share the wait instead of one doing it all."""
+def candidate_costs(
+    candidates: list[Candidate],
+    input_size: int,
+    num_classes: int,
+    on_cost: Callable[[], object] | None = None,
+) -> dict[str, ModelCost]:
+    """`candidate_cost` of each candidate, by name; `on_cost` is called once per candidate as its cost
+    is known (a progress bar's advance). Those not yet cached are traced in forked worker processes,
+    one per CPU core: tracing is single-threaded Python, so on a first fit (the whole catalog,
+    0.5-1 s a candidate) the cores share the wait instead of one doing it all. A caller that wants
+    that sharing hands over every candidate at once: called one candidate at a time, this traces in
+    one process."""
+    tick = on_cost or (lambda: None)
     missing = [c for c in candidates if not cost_cached(c, input_size, num_classes)]
     workers = min(len(missing), tracing_workers())
+    traced: dict[str, ModelCost] = {}
     if workers > 1 and sys.platform == "linux":  # fork is what makes a worker cheap; macOS's is unsafe
         import multiprocessing
 
         jobs = [(c, input_size, num_classes) for c in missing]
         with multiprocessing.get_context("fork").Pool(workers, initializer=_one_thread) as pool:
-            traced = dict(zip((c.name for c in missing), pool.starmap(candidate_cost, jobs, chunksize=1)))
-    else:
-        traced = {}
-    return {
-        c.name: traced[c.name] if c.name in traced else candidate_cost(c, input_size, num_classes)
-        for c in candidates
-    }
+            for name, cost in pool.imap_unordered(_named_cost, jobs, chunksize=1):
+                traced[name] = cost
+                tick()
+    costs = {}
+    for c in candidates:
+        costs[c.name] = traced[c.name] if c.name in traced else candidate_cost(c, input_size, num_classes)
+        if c.name not in traced:
+            tick()
+    return costs
+
+
+def _named_cost(job: tuple[Candidate, int, int]) -> tuple[str, ModelCost]:
+    candidate, input_size, num_classes = job
+    return candidate.name, candidate_cost(candidate, input_size, num_classes)
 
 
 def tracing_workers() -> int:
