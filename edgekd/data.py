@@ -83,12 +83,37 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: i
     return tuple(np.sort(np.array(p, dtype=np.int64)) for p in parts)
 
 
+@dataclass(frozen=True)
+class _Digits:
+    images: np.ndarray  # (1797, 8, 8) float64, 0-16, as scikit-learn's load_digits gives them
+    target: np.ndarray
+    target_names: np.ndarray
+
+
+def _load_digits() -> _Digits:
+    """scikit-learn's bundled digits, read from the CSV file its `load_digits` reads, found without
+    importing scikit-learn: the import is a second of every `make fit`, and only this file is used.
+    Where a scikit-learn lays its files out otherwise, its own loader reads them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    path = next(
+        (p for p in (Path(r) / "datasets" / "data" / "digits.csv.gz" for r in roots) if p.is_file()), None
+    )
+    if path is None:
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return _Digits(bunch.images, bunch.target, bunch.target_names)
+    table = np.loadtxt(path, delimiter=",")
+    return _Digits(table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int), np.arange(10))
+
+
 def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSplits:
     """scikit-learn's bundled 8×8 digits, resized to `input_size`², grey replicated to 3 channels,
     split 70/15/15 per class with a fixed seed."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = _load_digits()
     pixels = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
     pixels = torch.nn.functional.interpolate(
         pixels, size=(input_size, input_size), mode="bilinear", align_corners=False
@@ -115,9 +140,7 @@ def load_digits_splits(input_size: int = 32, seed: int = SPLIT_SEED) -> DataSpli
 
 def scan_digits(seed: int = SPLIT_SEED) -> ScannedData:
     """The embedded digits as `scan_data` sees them: 8×8 images, split as `load_digits_splits` does."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = _load_digits()
     parts = stratified_split(digits.target.astype(np.int64), (0.15, 0.15), seed)
     return ScannedData(
         name="digits",

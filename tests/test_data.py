@@ -24,6 +24,32 @@ def test_digits_split_is_stratified_disjoint_and_fixed(digits):
     assert load_digits_splits(32, seed=1).fingerprint != digits.fingerprint
 
 
+def test_digits_are_read_from_scikit_learns_file_as_its_loader_reads_them(monkeypatch):
+    """The CSV read without importing scikit-learn gives its `load_digits` arrays exactly (the digits
+    fingerprint, hence every cached digits teacher, depends on them); where the file is not found, its
+    loader is the fallback."""
+    import importlib.util
+
+    from sklearn.datasets import load_digits
+
+    import edgekd.data
+
+    bunch = load_digits()
+    for digits in (
+        edgekd.data._load_digits(),
+        _with_no_file_found(monkeypatch, importlib.util, edgekd.data._load_digits),
+    ):
+        assert digits.images.dtype == bunch.images.dtype and np.array_equal(digits.images, bunch.images)
+        assert np.array_equal(digits.target, bunch.target) and digits.target.dtype == bunch.target.dtype
+        assert list(digits.target_names) == list(bunch.target_names)
+
+
+def _with_no_file_found(monkeypatch, importlib_util, load):
+    with monkeypatch.context() as patched:
+        patched.setattr(importlib_util, "find_spec", lambda name: None)
+        return load()
+
+
 def _make_folder(root, splits=("train",), classes=("cat", "dog"), per_class=8, size=12):
     rng = np.random.default_rng(0)
     for split in splits:
