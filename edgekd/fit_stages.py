@@ -74,6 +74,7 @@ class FitContext:
     teacher_test: float | None = None
     teacher_test_top1: list[int] | None = None  # its class for each test image, for the report
     teacher_latency: dict[str, Any] | None = None  # the teacher timed on this host (fit_shipping)
+    teacher_export_ahead: Any = None  # the teacher's export running beside the student's (fit_shipping)
     teacher_params: int | None = None
     teacher_macs: int | None = None
     views: ViewDecision | None = None

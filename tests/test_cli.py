@@ -108,6 +108,9 @@ def test_fit_end_to_end_then_resume_and_reuse_teacher(tmp_path, session_cache):
     ] == 1
     assert teacher["size_bytes"] > result["export"]["size_bytes"] and teacher["latency"]["median_ms"] > 0
     assert "| file (tflite fp32) |" in report and "faster |" in report
+    # exported in a forked process beside the student's (fit_shipping.export_teacher_ahead), whose
+    # scratch folder is gone: the teacher-latency cache holds the timing record alone
+    assert {p.suffix for p in (session_cache / "teacher-latency").iterdir()} == {".json"}
     predictions = result["test_predictions"]
     assert len(predictions["true"]) == len(predictions["student"]) == len(predictions["teacher"]) == 269
     right = sum(t == s for t, s in zip(predictions["true"], predictions["student"], strict=True))
