@@ -541,6 +541,7 @@ def shipping_stages(context: FitContext) -> list[Stage]:
 def shipping_plan(context: FitContext, student_rate: float | None, teacher_cached: bool = False) -> list:
     """The plan's rows for the stages `shipping_stages` will run (`edgekd.stage_plan`), by the same
     names; before training, a post-training file is expected beside each int8 target's QAT one."""
+    from edgekd.forked_call import can_fork
     from edgekd.stage_plan import shipping_estimates
 
     distinct, keys = [], set()
@@ -558,6 +559,7 @@ def shipping_plan(context: FitContext, student_rate: float | None, teacher_cache
         teacher_latency=True,
         device=context.config.device is not None,
         teacher_cached=teacher_cached,
+        teacher_ahead=can_fork(),
     )
 
 

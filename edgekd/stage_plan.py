@@ -177,12 +177,14 @@ def _aligned(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def shipping_estimates(targets, artifact_keys, bundles, student_rate: float | None, test_images: int,
-                       teacher_latency: bool, device: bool,
-                       teacher_cached: bool = False) -> list[StageEstimate]:  # fmt: skip
+                       teacher_latency: bool, device: bool, teacher_cached: bool = False,
+                       teacher_ahead: bool = False) -> list[StageEstimate]:  # fmt: skip
     """The stages after training, by rule: per distinct artifact its export (two with a post-training
     comparison) and its parity check and timing; the bundles; the device; the teacher timed here; the
     report. `student_rate`: the student's measured evaluation rate (images/s), for parity's test pass;
-    `teacher_cached`: the teacher is read from the cache, so an earlier fit timed it too (cached)."""
+    `teacher_cached`: the teacher is read from the cache, so an earlier fit timed it too (cached);
+    `teacher_ahead`: the teacher is exported beside the student (`fit_shipping.export_teacher_ahead`),
+    so its stage is the timing alone."""
     rows = []
     for target, exports in artifact_keys:
         export = rule(f"export {target.format}", exports)
@@ -213,6 +215,15 @@ def shipping_estimates(targets, artifact_keys, bundles, student_rate: float | No
         rows.append(StageEstimate("device", "", None, "not estimated: how fast the device is, it measures"))
     if teacher_latency and teacher_cached:
         rows.append(StageEstimate("teacher latency", "", 0.0, "rule: a cached teacher was timed before"))
+    elif teacher_latency and teacher_ahead:
+        rows.append(
+            StageEstimate(
+                "teacher latency",
+                "",
+                rule("parity"),
+                f"{stated('parity')}: exported beside the student's export; 0 if cached",
+            )
+        )
     elif teacher_latency:
         first = targets[0]
         # Measured 13 s for resnet18 as TFLite beside the student's 25 s: the converter's import is paid.

@@ -170,6 +170,12 @@ def test_the_plan_names_the_stages_after_training_as_the_progress_display_does()
     assert by_label["export (ethos-u55)"].seconds == 2 * by_label["export (pi5)"].seconds
     assert by_label["device"].seconds is None and by_label["parity (pi5)"].seconds > 0
     assert by_label["teacher latency"].seconds > 0
+    # exported beside the student where a fork may be used, its stage is then the timing alone
+    from edgekd.forked_call import can_fork
+    from edgekd.stage_plan import rule
+
+    ahead = by_label["teacher latency"].seconds == rule("parity")
+    assert ahead == can_fork() and ("beside the student" in by_label["teacher latency"].basis) == ahead
     cached = {r.label: r for r in shipping_plan(context, 300.0, teacher_cached=True)}
     assert cached["teacher latency"].seconds == 0.0  # the fit that trained it timed it too
 
