@@ -335,6 +335,11 @@ def retention_sentence(result: FitResult) -> str | None:
             "its accuracy reached the bar; on this few images the two splits can disagree by that much. "
             "More data, or --objective accuracy for a larger student, would settle it."
         )
+    if not search.get("trials"):  # named with --student, or the only candidate: nothing judged it
+        return short + (
+            "no trial measured it before its final training. More --epochs, or --objective accuracy "
+            "for a larger student, would narrow the gap."
+        )
     return short + (
         "the trials judged it against the best trial, not the teacher. More --epochs, or --objective "
         "accuracy for a larger student, would narrow the gap."

@@ -378,7 +378,7 @@ def test_the_finished_students_retention_is_held_against_what_was_asked():
     # 0.8736 / 0.9591 = 91.1 % of the teacher's accuracy.
     plain = retention_sentence(make_result())
     assert plain == "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %)."
-    asked = make_result(search={"objective": "retention", "min_retention": 0.97})
+    asked = make_result(search={"objective": "retention", "min_retention": 0.97, "trials": 6})
     short = retention_sentence(asked)
     assert short.startswith(
         "The student keeps 91.1 % of the teacher's test accuracy (87.36 % against 95.91 %), "
@@ -389,6 +389,11 @@ def test_the_finished_students_retention_is_held_against_what_was_asked():
     confirmed = make_result(search={"objective": "retention", "min_retention": 0.97, "mode": "confirm"})
     short = retention_sentence(confirmed)
     assert f"{asked_for}: the search passed it after its full training" in short
+    assert "best trial" not in short
+    # a student no trial measured (named with --student, or the only feasible one) was judged by none
+    untried = make_result(search={"objective": "retention", "min_retention": 0.97, "trials": 0})
+    short = retention_sentence(untried)
+    assert f"{asked_for}: no trial measured it before its final training" in short
     assert "best trial" not in short
     met = make_result(search={"objective": "retention", "min_retention": 0.9})
     assert retention_sentence(met).endswith("meeting the 90 % asked for (--min-retention).")
