@@ -38,6 +38,16 @@ def test_unknown_target_is_one_line_and_exit_2():
     assert "Traceback" not in result.stderr
 
 
+def test_an_unknown_option_a_user_reaches_for_suggests_the_one_meant(capsys):
+    assert main(["fit", "--out", "somewhere"]) == 2
+    assert "No such option: --out (Possible options: --runs-dir)" in capsys.readouterr().err
+    assert main(["fit", "--dataset=images"]) == 2
+    assert "(Possible options: --data)" in capsys.readouterr().err
+    # export has its own --out, and no --student: click's guess by spelling is left alone
+    assert main(["export", "--model", "x"]) == 2
+    assert "--student" not in capsys.readouterr().err
+
+
 def test_bad_option_value_is_a_usage_error(capsys):
     assert main(["fit", "--epochs", "0"]) == 2
     assert "epochs must be at least 1" in capsys.readouterr().err

@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("Aborted.", err=True)
         return 1
     except typer.TyperException as e:  # usage errors: bad option values, unknown options
+        _suggest_the_option_meant(e)
         e.show()
         return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:  # before or after the command's own code, where Typer does not see it
@@ -124,6 +125,29 @@ def main(argv: list[str] | None = None) -> int:
     if code == 130:  # Typer turns a KeyboardInterrupt in a command into this exit code
         return _interrupted(command, args)
     return code if isinstance(code, int) else 0
+
+
+# Option names users reach for that edgekd spells otherwise, with the option each means: suggested for
+# an unknown option when the command has it. Click's own guess goes by spelling (`fit --out` got
+# "Possible options: --cutmix").
+MEANT = {
+    "--out": "--runs-dir",
+    "--output": "--runs-dir",
+    "--output-dir": "--runs-dir",
+    "--outdir": "--runs-dir",
+    "-o": "--runs-dir",
+    "--model": "--student",
+    "--dataset": "--data",
+    "--data-dir": "--data",
+}
+
+
+def _suggest_the_option_meant(error) -> None:
+    """An unknown option that `MEANT` knows suggests the one meant, where the command has it."""
+    name, ctx = getattr(error, "option_name", None), getattr(error, "ctx", None)
+    meant = MEANT.get((name or "").split("=")[0])
+    if meant is not None and ctx is not None and any(meant in p.opts for p in ctx.command.params):
+        error.possibilities = [meant]
 
 
 def _without_flag_types(command):
