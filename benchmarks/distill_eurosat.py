@@ -167,9 +167,13 @@ def distil(arch: str, loss_specs: list[str], teacher, data, config, cached: bool
     return student, {**summarize(history), "cache_fill_seconds": round(fill_seconds, 1)}
 
 
-def kd_student(data, teacher, config, arch: str = STUDENT_ARCH, augmented_teacher: bool = False):
+def kd_student(
+    data, teacher, config, arch: str = STUDENT_ARCH, augmented_teacher: bool = False, loss=("kd",)
+):
     """The kd-cached row's student, distilled once and kept in the cache (the int8 row and
-    benchmarks/export_eurosat.py start from it)."""
+    benchmarks/export_eurosat.py start from it); with another `loss` (benchmarks/search_eurosat.py's
+    oracle under fit's default, kd + sp), that loss's student, cached beside it. The teacher's logits
+    come from its cache for kd alone: a feature loss runs the teacher on every batch, as fit does."""
     from edgekd._io import write_json_atomic
     from edgekd.checkpoint import ModelInfo, load_model, save_model
     from edgekd.teachers import teacher_cache_key
@@ -180,15 +184,15 @@ def kd_student(data, teacher, config, arch: str = STUDENT_ARCH, augmented_teache
                 "teacher": teacher_cache_key(data, teacher_recipe(augmented_teacher), 0),
                 "recipe": dataclasses.asdict(config),
                 "student": arch,
-                "loss": ["kd"],
+                "loss": list(loss),
             },
             sort_keys=True,
         ).encode()
     ).hexdigest()[:20]
-    path = cache_root() / "students" / f"{arch}-kd-{key}.safetensors"
+    path = cache_root() / "students" / f"{arch}-{'+'.join(loss)}-{key}.safetensors"
     if path.exists():
         return load_model(path)[0], json.loads(path.with_suffix(".json").read_text())
-    student, info = distil(arch, ["kd"], teacher, data, config, cached=True)
+    student, info = distil(arch, list(loss), teacher, data, config, cached=tuple(loss) == ("kd",))
     model_info = ModelInfo(arch, data.preprocessing)
     save_model(path, student, model_info)
     write_json_atomic(path.with_suffix(".json"), info)

@@ -2,14 +2,15 @@
 that full training would, for a fraction of the compute?
 
 The oracle distils every candidate below fully, with `edgekd fit`'s default student recipe
-(`edgekd.fit_recipe.make_train_config`: SGD-Nesterov, one-cycle, 4 replayed views, flips as the teacher
-decides, Hinton KD) for 8 epochs from the cached resnet18 teacher (benchmarks/distill_eurosat.py's
-teacher recipe) on a seeded training subset (6,000 images by default, `--train-images`), 64 px, and
-ranks them by test accuracy. The search ranks the same candidates by successive halving
-(`edgekd.search.select_student`): short distillation runs from the same teacher on seeded subsets,
-the best third going on, the last rung the full recipe's 8 epochs on half the images. Its cost
-is compared with the oracle's in
-training MAC-images (3 x MACs x images x epochs, machine-independent) and in measured seconds.
+(`edgekd.fit_recipe.make_train_config`: SGD-Nesterov, one-cycle, 4 replayed views, flips as the
+teacher decides, and fit's default loss `fit_recipe.default_loss`: Hinton KD with similarity-preserving
+KD beside it at 6,000 images, KD alone on small data) for 8 epochs from the cached resnet18 teacher
+(benchmarks/distill_eurosat.py's teacher recipe) on a seeded training subset (6,000 images by default,
+`--train-images`), 64 px, and ranks them by test accuracy. The search ranks the same candidates by
+successive halving (`edgekd.search.select_student`): short distillation runs from the same teacher on
+seeded subsets, the best third going on, the last rung the full recipe's 8 epochs on half the images.
+Its cost is compared with the oracle's in training MAC-images (3 x MACs x images x epochs,
+machine-independent) and in measured seconds.
 
 The trials do not depend on the target, so the same evidence ranks the candidates feasible for
 pi5 and for ethos-u55 (Vela on the int8 file); the two choices are printed with their constraints.
@@ -20,12 +21,13 @@ feasible on every one of them, as `fit --target pi5 --target ethos-u55` searches
     python benchmarks/search_eurosat.py --oracle-only  # train (and cache) the oracle students only
     python benchmarks/search_eurosat.py --train-images 1000   # search_eurosat-1000img.json
 
-Oracle students are cached (benchmarks/.cache/students), shared with distill_eurosat.py's kd rows.
+Oracle students are cached (benchmarks/.cache/students) by loss, kd's shared with distill_eurosat.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -89,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.catalog import build_model, load_students, student_registry
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
+    from edgekd.fit_config import FitConfig
+    from edgekd.fit_recipe import default_loss
     from edgekd.search import assess
     from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
@@ -99,14 +103,22 @@ def main(argv: list[str] | None = None) -> int:
     data = eurosat(args.train_images)
     teacher = cached_teacher(data)
     config = fit_recipe(data, teacher)
+    loss = default_loss(FitConfig.from_options(epochs=EPOCHS), len(data.train))  # as fit decides it
     registry = student_registry(load_students())
     candidates = [registry.get(name) for name in ORACLE]
 
-    results: dict = {"recipe": {"epochs": EPOCHS, "train_images": len(data.train), "input_size": INPUT_SIZE}}
+    results: dict = {
+        "recipe": {
+            "epochs": EPOCHS,
+            "train_images": len(data.train),
+            "input_size": INPUT_SIZE,
+            "loss": list(loss),
+        }
+    }
     oracle = {}
     for name in ORACLE:
         started = time.perf_counter()
-        student, info = kd_student(data, teacher, config, name)
+        student, info = kd_student(data, teacher, config, name, loss=loss)
         macs = assess([registry.get(name)], [get_target("pi5")], INPUT_SIZE, data.num_classes)[0].macs
         oracle[name] = {
             "test_accuracy": accuracy(*predict(student, data.test)),
@@ -131,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(config.seed)
         return build_model(name, data.num_classes)
 
-    live = evidence(build, teacher, data, config, DistillPlan(), cache_dir=cache_root())
+    plan = dataclasses.replace(DistillPlan(), loss=loss)  # fit's plan for pi5 (no int8: no QAT epochs)
+    live = evidence(build, teacher, data, config, plan, cache_dir=cache_root())
     scores: dict[tuple[str, int, int], object] = {}
 
     first_seconds: dict[tuple[str, int, int], float] = {}
