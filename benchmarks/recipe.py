@@ -382,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         print(summary(), ablation(), sep="\n\n")
         return 0
+    if args.tag and args.tag.startswith("timing"):
+        raise SystemExit(f"--tag {args.tag}: recipe-<dataset>-timing*.json are --timing's; pick another")
     unknown = [r for r in [*args.rows, args.timing_row] if row_spec(r) is None]
     if unknown:
         raise SystemExit(f"unknown rows {unknown}; valid: {', '.join(ROWS)}, each also as <row>-seed<N>")
@@ -441,9 +443,9 @@ def main(argv: list[str] | None = None) -> int:
         edgekd_default=default,
         threads=args.threads,
     )
-    write_json_atomic(out, results)
-    if args.timing:
+    if args.timing:  # its own file: the rows' file is neither rewritten nor pruned of stale rows
         return time_epochs(args, data, teacher, train_x, train_y, results, (config, plan))
+    write_json_atomic(out, results)
     for row_name in args.rows:
         if row_name in results["rows"]:
             print(f"{row_name}: done earlier, skipped")
