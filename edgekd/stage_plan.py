@@ -28,6 +28,7 @@ RULES: dict[str, tuple[float, str]] = {
     "decode": (0.0008, "s/image decoded"),
     "trace": (1.5, "s/candidate traced"),
     "calibration trace": (1.5, "s/profile model traced"),
+    "vela": (20.0, "s/candidate estimated by Vela (int8 export and Vela)"),
     "probe": (4.0, "s/model's rates measured"),
     "teacher load": (5.0, "s to test and trace the teacher"),
     "export tflite": (25.0, "s/TFLite conversion"),

@@ -226,6 +226,36 @@ def test_the_fits_costing_traces_its_uncached_candidates_in_worker_processes(tmp
     assert "(3 of 3, 2 processes)" in row.basis and context.stage_seconds["costing"] > 0
 
 
+def test_the_costing_plan_counts_a_vela_run_per_uncached_candidate_on_an_ethos_target(tmp_path, monkeypatch):
+    """Vela (an int8 export and its compiler, tens of seconds a candidate) was counted 0 s in the
+    plan: a cold ethos-u55 fit's costing took minutes beside a plan of seconds."""
+    from types import SimpleNamespace
+
+    import edgekd.search.constraints as constraints
+    from edgekd.fit_plan import _costing_row
+    from edgekd.stage_plan import rule
+
+    pytest.importorskip("ethosu.vela")
+    monkeypatch.setenv("EDGEKD_CACHE_DIR", str(tmp_path))
+    candidates = [Candidate("lcnet_035"), Candidate("repvgg_a0"), Candidate("mobilenetv3_small_050")]
+    ethos, pi5 = get_target("ethos-u55"), get_target("pi5")
+
+    def context(*targets):
+        data = SimpleNamespace(input_size=96, num_classes=10)
+        return SimpleNamespace(data=data, targets=list(targets), candidates=candidates)
+
+    alone = _costing_row(context(pi5), {})
+    both = _costing_row(context(pi5, ethos), {})
+    assert both.seconds - alone.seconds == pytest.approx(rule("vela", 3))
+    assert "(up to 3)" in both.basis and "Vela" in both.basis and "Vela" not in alone.basis
+    for c in candidates[:2]:  # two estimates already in the cache: one Vela run is left
+        path = constraints._npu_cache_path(c, ethos, 96, 10)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert constraints.npu_cached(candidates[0], ethos, 96, 10)
+    assert "(up to 1)" in _costing_row(context(pi5, ethos), {}).basis
+
+
 @pytest.mark.slow
 def test_vela_estimates_are_cached_by_candidate_and_the_targets_vela_setup(tmp_path, monkeypatch):
     import edgekd.search.constraints as constraints

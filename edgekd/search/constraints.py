@@ -181,21 +181,35 @@ def candidate_on_npu(
     cached on disk by Vela version and the target's Vela configuration: an int8 export and a Vela
     run take tens of seconds per candidate. The estimate is of a randomly initialised network
     anyway (Vela times shapes and weight compression, not accuracy), so a cached one loses nothing."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        vela_version = version("ethos-u-vela")
-    except PackageNotFoundError:  # estimate_on_npu says what to install
+    path = _npu_cache_path(candidate, target, input_size, num_classes)
+    if path is None:  # Vela is not installed: estimate_on_npu says what to install
         return estimate_on_npu(model(), target, input_size)
-    vela = target.vela
-    setting = f"{input_size}|{num_classes}|{vela.accelerator}|{vela.system_config}|{vela.memory_mode}"
-    path = _cache_path(f"vela-{vela_version}", candidate, setting)
     return cached_json(
         path,
         lambda: estimate_on_npu(model(), target, input_size),
         asdict,
         lambda data: NpuEstimate(**{**data, "cpu_fallbacks": tuple(data["cpu_fallbacks"])}),
     )
+
+
+def npu_cached(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> bool:
+    """Whether `candidate_on_npu` would read its estimate from the cache rather than run Vela."""
+    path = _npu_cache_path(candidate, target, input_size, num_classes)
+    return path is not None and path.exists()
+
+
+def _npu_cache_path(candidate: Candidate, target: Target, input_size: int, num_classes: int) -> Path | None:
+    """Where `candidate_on_npu` keeps its estimate: by Vela's version and the target's Vela setup (None
+    where Vela is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        vela_version = version("ethos-u-vela")
+    except PackageNotFoundError:
+        return None
+    vela = target.vela
+    setting = f"{input_size}|{num_classes}|{vela.accelerator}|{vela.system_config}|{vela.memory_mode}"
+    return _cache_path(f"vela-{vela_version}", candidate, setting)
 
 
 def _deployed(candidate: Candidate, num_classes: int) -> nn.Module:
