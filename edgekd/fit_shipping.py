@@ -33,6 +33,9 @@ from edgekd.stage_plan import compared
 log = logging.getLogger(__name__)
 
 STUDENT, POST_TRAINING = "student", "student-ptq"  # the artifacts' stems
+# How long the teacher latency stage waits for the teacher's export beside the student's before it
+# ends it and exports in process (resnet18 took 6 s; a child that hangs must not hang the fit).
+TEACHER_AHEAD_TIMEOUT_S = 600.0
 
 
 def _artifact_key(target) -> tuple[str, str, str]:
@@ -471,7 +474,7 @@ def _ahead_artifact(ahead, target):
         call.cancel()
         return None
     try:
-        return call.result()
+        return call.result(timeout=TEACHER_AHEAD_TIMEOUT_S)
     except ForkedCallError as e:
         log.info("teacher export beside the student's failed (%s); exporting it here", e)
         return None

@@ -4,10 +4,14 @@ teacher for the latency comparison this way while it exports the student (each c
 seconds of one core; on `make fit`'s two cores they now overlap).
 
 Fork, not spawn: the child shares the parent's model without pickling it and starts in milliseconds.
-Hence Linux only (macOS's fork is unsafe with the frameworks torch loads) and never once CUDA is
-initialised in the parent (a forked child cannot use it): `can_fork()` says whether it may be used. The
-child ignores Ctrl-C (the parent is interrupted and ends it), runs one torch thread, and writes nothing
-to the parent's console or log: it logs nothing and its Python output goes to /dev/null.
+Hence Linux only (macOS's fork is unsafe with the frameworks torch loads), never once CUDA is
+initialised in the parent (a forked child cannot use it), and never once the parent has loaded a
+multithreaded runtime the child's work would call into (`FORK_UNSAFE`: JAX, which the TFLite converter
+lowers through, warns that a fork after it started its threads will likely deadlock, and in a test
+process that had converted before, the child did hang there): `can_fork()` says whether it may be used.
+The child ignores Ctrl-C (the parent is interrupted and ends it), runs one torch thread, and writes
+nothing to the parent's console or log: it logs nothing and its Python output goes to /dev/null.
+`result(timeout)` ends a child that has not answered in time.
 
 Example:
     >>> call = ForkedCall(lambda: 6 * 7) if can_fork() else None
@@ -28,9 +32,15 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+# Runtimes whose threads, once started in the parent, make a forked child that calls into them hang:
+# the converters' (JAX, TensorFlow, LiteRT). Loaded at all is taken as started.
+FORK_UNSAFE = ("jax", "tensorflow", "litert_torch", "ai_edge_litert")
+
+
 def can_fork() -> bool:
-    """Whether a `ForkedCall` may run here: on Linux, with CUDA not initialised in this process."""
-    if sys.platform != "linux":
+    """Whether a `ForkedCall` may run here: on Linux, with CUDA not initialised in this process and
+    none of `FORK_UNSAFE` loaded."""
+    if sys.platform != "linux" or any(name in sys.modules for name in FORK_UNSAFE):
         return False
     torch = sys.modules.get("torch")
     return torch is None or not torch.cuda.is_initialized()
@@ -46,9 +56,12 @@ class ForkedCall:
         self._process.start()
         sender.close()  # the child holds the only sending end: its death reads as EOF here
 
-    def result(self) -> Any:
-        """The call's return value. A call that raised, or a child that died first, raises
-        `ForkedCallError` with what is known of why."""
+    def result(self, timeout: float | None = None) -> Any:
+        """The call's return value. A call that raised, a child that died first, or one that has not
+        answered within `timeout` seconds (it is ended) raises `ForkedCallError` saying which."""
+        if timeout is not None and not self._receiver.poll(timeout):
+            self.cancel()
+            raise ForkedCallError(f"the child process had not returned after {timeout:g} s and was ended")
         try:
             status, value = self._receiver.recv()
         except EOFError:
