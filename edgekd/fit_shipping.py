@@ -86,8 +86,8 @@ class ExportStage:
         from edgekd.export.ship import export_for
 
         target = self.target
-        if self.stem == STUDENT and target is context.targets[0]:
-            export_teacher_ahead(context, target)
+        if self.stem == STUDENT:
+            export_teacher_ahead(context)
         if self.stem == STUDENT:
             model, options = (
                 _shipped_model(context, target)[1],
@@ -437,19 +437,25 @@ def _export_teacher(context: FitContext, target, out_dir):
     )
 
 
-def export_teacher_ahead(context: FitContext, target) -> None:
+def export_teacher_ahead(context: FitContext) -> None:
     """Start the teacher's export for `time_teacher` in a forked process (`edgekd.forked_call`) as the
-    student's export for `target` begins: both conversions are single-threaded Python, and on
-    `make fit` (two cores) the teacher's took 6 s after the student's 8-9 s. Nothing starts where the
-    teacher's figures are cached, the teacher is ONNX, or a fork may not be used; where the target
-    `time_teacher` times turns out to be another, or the child fails, it exports in process as before."""
+    first student export begins, in the format of the first target whose runtime runs here (the one
+    `time_teacher` will time, unless its check fails): both conversions are single-threaded Python,
+    and on `make fit` (two cores) the teacher's took 6 s after the student's 8-9 s. Nothing starts
+    where the teacher's figures are cached, the teacher is ONNX, or a fork may not be used; where the
+    target `time_teacher` times turns out to need another file, or the child fails, it exports in
+    process as before."""
     import atexit
     import shutil
     import tempfile
 
     from edgekd.forked_call import ForkedCall, can_fork
+    from edgekd.runtimes import can_run_here
 
     if context.teacher is None or context.teacher_export_ahead is not None or not can_fork():
+        return
+    target = next((t for t in context.targets if can_run_here(t.format)), None)
+    if target is None:
         return
     weights = weights_sha256(context.teacher.model)
     if weights is None or _teacher_latency_path(context, target, weights).is_file():
@@ -470,7 +476,7 @@ def _ahead_artifact(ahead, target):
     if ahead is None:
         return None
     ahead_target, _, call = ahead
-    if ahead_target is not target:
+    if _artifact_key(ahead_target) != _artifact_key(target):
         call.cancel()
         return None
     try:

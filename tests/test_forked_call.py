@@ -60,15 +60,15 @@ def test_the_child_writes_nothing_through_the_parents_python_output_or_log():
     assert logging.getLogger("edgekd").isEnabledFor(logging.CRITICAL)  # the parent's is untouched
 
 
-def test_the_teachers_export_ahead_is_used_for_its_target_and_dropped_for_another(caplog):
-    from types import SimpleNamespace
-
+def test_the_teachers_export_ahead_is_used_for_the_same_file_and_dropped_for_another(caplog):
     from edgekd.fit_shipping import _ahead_artifact
+    from edgekd.targets import get_target
 
-    pi5, pi4 = SimpleNamespace(name="pi5"), SimpleNamespace(name="pi4")
-    assert _ahead_artifact((pi5, "/unused", ForkedCall(lambda: "artifact")), pi5) == "artifact"
+    pi5, pi4, ethos = get_target("pi5"), get_target("pi4"), get_target("ethos-u55")
+    # pi4 ships pi5's file (TFLite fp32): the export made for pi5 is the one pi4 would time
+    assert _ahead_artifact((pi5, "/unused", ForkedCall(lambda: "artifact")), pi4) == "artifact"
     other = ForkedCall(lambda: time.sleep(30))
-    assert _ahead_artifact((pi5, "/unused", other), pi4) is None and not other._process.is_alive()
+    assert _ahead_artifact((pi5, "/unused", other), ethos) is None and not other._process.is_alive()
 
     def fails():
         raise RuntimeError("converter crashed")
