@@ -12,7 +12,7 @@ import hashlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgekd._io import write_json_atomic
 from edgekd.errors import ExportError
@@ -88,7 +88,6 @@ class ExportStage:
         target = self.target
         if self.stem == STUDENT:
             export_teacher_ahead(context)
-        if self.stem == STUDENT:
             model, options = (
                 _shipped_model(context, target)[1],
                 target.format_options.get(target.format),
@@ -393,7 +392,7 @@ def time_teacher(context: FitContext) -> dict[str, Any]:
         return {"note": f"the teacher could not be exported as {fmt} {precision} and timed here: {e}"}
     finally:
         if ahead is not None:
-            shutil.rmtree(ahead[1], ignore_errors=True)
+            shutil.rmtree(ahead.scratch, ignore_errors=True)
     write_json_atomic(cached, record)
     return record
 
@@ -458,14 +457,22 @@ def export_teacher_ahead(context: FitContext) -> None:
     if target is None:
         return
     weights = weights_sha256(context.teacher.model)
-    if weights is None or _teacher_latency_path(context, target, weights).is_file():
+    cached = _teacher_latency_path(context, target, weights) if weights is not None else None
+    if cached is None or cached.is_file():
         return
-    cached = _teacher_latency_path(context, target, weights)
     cached.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=cached.parent))
     atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # an interrupted fit leaves none behind
     call = ForkedCall(lambda: _export_teacher(context, target, scratch))
-    context.teacher_export_ahead = (target, scratch, call)
+    context.teacher_export_ahead = TeacherExportAhead(target, scratch, call)
+
+
+class TeacherExportAhead(NamedTuple):
+    """The teacher's export running beside the student's (`export_teacher_ahead`)."""
+
+    target: Any  # the target whose file format it is exporting
+    scratch: Path  # its output folder, removed once the teacher is timed
+    call: Any  # the edgekd.forked_call.ForkedCall making it
 
 
 def _ahead_artifact(ahead, target):
@@ -475,12 +482,11 @@ def _ahead_artifact(ahead, target):
 
     if ahead is None:
         return None
-    ahead_target, _, call = ahead
-    if _artifact_key(ahead_target) != _artifact_key(target):
-        call.cancel()
+    if _artifact_key(ahead.target) != _artifact_key(target):
+        ahead.call.cancel()
         return None
     try:
-        return call.result(timeout=TEACHER_AHEAD_TIMEOUT_S)
+        return ahead.call.result(timeout=TEACHER_AHEAD_TIMEOUT_S)
     except ForkedCallError as e:
         log.info("teacher export beside the student's failed (%s); exporting it here", e)
         return None
@@ -490,8 +496,8 @@ def _drop(ahead) -> None:
     import shutil
 
     if ahead is not None:
-        ahead[2].cancel()
-        shutil.rmtree(ahead[1], ignore_errors=True)
+        ahead.call.cancel()
+        shutil.rmtree(ahead.scratch, ignore_errors=True)
 
 
 def weights_sha256(model) -> str | None:

@@ -61,20 +61,21 @@ def test_the_child_writes_nothing_through_the_parents_python_output_or_log():
 
 
 def test_the_teachers_export_ahead_is_used_for_the_same_file_and_dropped_for_another(caplog):
+    from edgekd.fit_shipping import TeacherExportAhead as Ahead
     from edgekd.fit_shipping import _ahead_artifact
     from edgekd.targets import get_target
 
     pi5, pi4, ethos = get_target("pi5"), get_target("pi4"), get_target("ethos-u55")
     # pi4 ships pi5's file (TFLite fp32): the export made for pi5 is the one pi4 would time
-    assert _ahead_artifact((pi5, "/unused", ForkedCall(lambda: "artifact")), pi4) == "artifact"
+    assert _ahead_artifact(Ahead(pi5, "/unused", ForkedCall(lambda: "artifact")), pi4) == "artifact"
     other = ForkedCall(lambda: time.sleep(30))
-    assert _ahead_artifact((pi5, "/unused", other), ethos) is None and not other._process.is_alive()
+    assert _ahead_artifact(Ahead(pi5, "/unused", other), ethos) is None and not other._process.is_alive()
 
     def fails():
         raise RuntimeError("converter crashed")
 
     with caplog.at_level(logging.INFO, logger="edgekd.fit_shipping"):
-        assert _ahead_artifact((pi5, "/unused", ForkedCall(fails)), pi5) is None
+        assert _ahead_artifact(Ahead(pi5, "/unused", ForkedCall(fails)), pi5) is None
     assert "converter crashed" in caplog.text and "exporting it here" in caplog.text
 
 
