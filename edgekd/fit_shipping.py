@@ -368,11 +368,13 @@ def time_teacher(context: FitContext) -> dict[str, Any]:
         return {"note": "the teacher is an ONNX model: edgekd exports only PyTorch models"}
     cached = _teacher_latency_path(context, target, weights)
     if cached.is_file():
-        _drop(ahead)
         try:
-            return {**json.loads(cached.read_text()), "cached": str(cached)}
+            record = {**json.loads(cached.read_text()), "cached": str(cached)}
         except (OSError, ValueError):
-            pass  # a damaged entry is measured again and replaced
+            pass  # a damaged entry is measured again and replaced, from the export ahead if any
+        else:
+            _drop(ahead)
+            return record
     context.observer.stage("teacher latency", f"{context.teacher.info.arch} as {fmt} {precision}")
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -493,6 +495,7 @@ def _ahead_artifact(ahead, target):
 
 
 def _drop(ahead) -> None:
+    """End an export ahead that will not be used, and remove its folder."""
     import shutil
 
     if ahead is not None:

@@ -148,12 +148,11 @@ def candidate_costs(
             for name, cost in pool.imap_unordered(_named_cost, jobs, chunksize=1):
                 traced[name] = cost
                 tick()
-    costs = {}
     for c in candidates:
-        costs[c.name] = traced[c.name] if c.name in traced else candidate_cost(c, input_size, num_classes)
-        if c.name not in traced:
+        if c.name not in traced:  # cached, or traced here where no worker was forked
+            traced[c.name] = candidate_cost(c, input_size, num_classes)
             tick()
-    return costs
+    return {c.name: traced[c.name] for c in candidates}
 
 
 def _named_cost(job: tuple[Candidate, int, int]) -> tuple[str, ModelCost]:
