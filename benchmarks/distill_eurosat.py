@@ -77,7 +77,10 @@ def cache_root() -> Path:
 
 
 def eurosat_folder() -> Path:
-    """EuroSAT RGB's ImageFolder (train/valid/test), extracted into the cache once, checksum verified."""
+    """EuroSAT RGB's ImageFolder (train/valid/test), extracted into the cache once, checksum verified;
+    or the folder EDGEKD_EUROSAT_FOLDER names (benchmarks/eurosat_travel.py's copy on another machine)."""
+    if os.environ.get("EDGEKD_EUROSAT_FOLDER"):
+        return Path(os.environ["EDGEKD_EUROSAT_FOLDER"])
     target = cache_root() / "datasets"
     root = target / "eurosat-rgb"
     if not (root / "train").is_dir():
@@ -92,11 +95,14 @@ def eurosat_folder() -> Path:
     return root
 
 
-def eurosat(limit: int | None = None):
-    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once."""
-    from edgekd.data import decode_once, load_image_folder, with_train_subset
+def eurosat(limit: int | None = None, per_class: int | None = None):
+    """EuroSAT RGB extracted into the cache (checksum verified) and decoded once; with `limit`, a seeded
+    random training subset of that many images, with `per_class`, that many of each class."""
+    from edgekd.data import decode_once, load_image_folder, with_train_subset, with_train_subset_per_class
 
     data = decode_once(load_image_folder(eurosat_folder(), INPUT_SIZE), cache_root())
+    if per_class:
+        return with_train_subset_per_class(data, per_class, seed=0)
     return with_train_subset(data, limit, seed=0) if limit else data
 
 
@@ -119,10 +125,14 @@ def student_recipe(epochs: int = EPOCHS):
     )
 
 
-def cached_teacher(data, augmented: bool = False):
+def cached_teacher(data, augmented: bool = False, accelerator: str = "cpu"):
+    """The resnet18 teacher trained on `data` once and cached (on `accelerator`, which is no part of
+    the cache key), on the CPU."""
     from edgekd.teachers import train_cached_teacher
 
-    return train_cached_teacher(data, teacher_recipe(augmented), cache_root(), seed=0).model.eval()
+    return train_cached_teacher(
+        data, teacher_recipe(augmented), cache_root(), seed=0, accelerator=accelerator
+    ).model.eval()
 
 
 def summarize(history) -> dict:

@@ -20,6 +20,8 @@ feasible on every one of them, as `fit --target pi5 --target ethos-u55` searches
     python benchmarks/search_eurosat.py                # writes benchmarks/results/search_eurosat.json
     python benchmarks/search_eurosat.py --oracle-only  # train (and cache) the oracle students only
     python benchmarks/search_eurosat.py --train-images 1000   # search_eurosat-1000img.json
+    python benchmarks/search_eurosat.py --per-class 200       # search_eurosat-200perclass.json
+    python benchmarks/search_eurosat.py --accelerator cuda --targets pi5   # on a GPU machine without Vela
 
 Oracle students are cached (benchmarks/.cache/students) by loss, kd's shared with distill_eurosat.py.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -63,14 +66,24 @@ JOINT_TARGETS = (("pi5", "ethos-u55"), ("pi5", "android-cpu"))
 OUT = ROOT / "benchmarks" / "results" / "search_eurosat.json"
 
 
-def fit_recipe(data, teacher):
+def fit_recipe(data, teacher, epochs: int = EPOCHS, accelerator: str = "auto"):
     """The TrainConfig `edgekd fit` trains its student with by default, for `teacher` on `data`."""
     from edgekd.fit_config import FitConfig
     from edgekd.fit_recipe import make_train_config, view_decision
 
-    fit = FitConfig.from_options(epochs=EPOCHS)
+    fit = FitConfig.from_options(epochs=epochs, accelerator=accelerator)
     views = view_decision(fit, teacher, data)
     return make_train_config(fit, data.input_size, views, train_images=len(data.train))
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,15 +93,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=f"default: {OUT.name}, or one named for --train-images")
     parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="seeded training subset")
     parser.add_argument("--oracle-only", action="store_true", help="distil (and cache) the oracle, then stop")
+    parser.add_argument("--per-class", type=int, help="that many training images of each class instead")
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="the oracle's epochs and the last rung's")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    parser.add_argument(
+        "--accelerator",
+        default="auto",
+        help="where the teacher, oracle and trials train (auto: a GPU if any)",
+    )
+    parser.add_argument(
+        "--targets", nargs="+", default=list(TARGETS), help="targets to choose for (ethos-u55 needs Vela)"
+    )
     args = parser.parse_args(argv)
     if args.out is None:
         suffix = "" if args.train_images == TRAIN_IMAGES else f"-{args.train_images}img"
+        if args.per_class:
+            suffix = f"-{args.per_class}perclass"
+        if args.epochs != EPOCHS:
+            suffix += f"-{args.epochs}ep"
         args.out = OUT.with_name(f"search_eurosat{suffix}.json")
 
     import torch
 
     from edgekd.catalog import build_model, load_students, student_registry
+    from edgekd.distill.accelerator import resolve_accelerator
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.fit_config import FitConfig
@@ -100,20 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.targets import get_target
 
     torch.set_num_threads(args.threads)
-    data = eurosat(args.train_images)
-    teacher = cached_teacher(data)
-    config = fit_recipe(data, teacher)
-    loss = default_loss(FitConfig.from_options(epochs=EPOCHS), len(data.train))  # as fit decides it
+    data = eurosat(args.train_images, per_class=args.per_class)
+    teacher = cached_teacher(data, accelerator=args.accelerator)
+    config = fit_recipe(data, teacher, args.epochs, args.accelerator)
+    loss = default_loss(FitConfig.from_options(epochs=args.epochs), len(data.train))  # as fit decides it
+    device = resolve_accelerator(args.accelerator).device
     registry = student_registry(load_students())
     candidates = [registry.get(name) for name in ORACLE]
 
     results: dict = {
         "recipe": {
-            "epochs": EPOCHS,
+            "epochs": args.epochs,
             "train_images": len(data.train),
+            "per_class": args.per_class,
             "input_size": INPUT_SIZE,
             "loss": list(loss),
-        }
+        },
+        "machine": {
+            "accelerator": str(device),
+            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        },
     }
     oracle = {}
     for name in ORACLE:
@@ -124,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_accuracy": accuracy(*predict(student, data.test)),
             "val_accuracy": info["history"][-1]["val_accuracy"],
             "seconds": sum(m["seconds"] for m in info["history"]) + info["cache_fill_seconds"],
-            "mac_images": TRAINING_MACS_PER_FORWARD_MAC * macs * len(data.train) * EPOCHS,
+            "mac_images": TRAINING_MACS_PER_FORWARD_MAC * macs * len(data.train) * args.epochs,
             "macs": macs,
         }
         print(
@@ -174,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             assessments,
             evaluate,
             budget=Budget(),
-            max_epochs=EPOCHS,
+            max_epochs=args.epochs,
             max_images=len(data.train) // 2,
             target_name=target_name,
             min_images=1000,
@@ -183,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     results["targets"] = {}
-    for target_name in TARGETS:
+    for target_name in args.targets:
         target = get_target(target_name)
         assessments = assess(candidates, [target], INPUT_SIZE, data.num_classes)
         started = time.perf_counter()
@@ -236,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     results["rank_quality"] = rank_quality(results["objectives"]["accuracy"]["search"], oracle)
 
     results["joint"] = {}
-    for names in JOINT_TARGETS:
+    for names in (n for n in JOINT_TARGETS if set(n) <= set(args.targets)):
         joint = assess(candidates, [get_target(n) for n in names], INPUT_SIZE, data.num_classes)
         search = search_over(joint, " and ".join(names))
         chosen = next(j for j in joint if j.candidate.name == search.chosen)
@@ -271,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         "gap_points": 100 * (oracle[best]["test_accuracy"] - oracle[pi5["chosen"]]["test_accuracy"]),
         "mac_image_share": pi5["mac_images"] / sum(o["mac_images"] for o in oracle.values()),
         "seconds_share": pi5["seconds"] / sum(o["seconds"] for o in oracle.values()),
-        "choices_differ": results["targets"]["pi5"]["chosen"]["name"]
-        != results["targets"]["ethos-u55"]["chosen"]["name"],
+        "choices_differ": len({t["chosen"]["name"] for t in results["targets"].values()}) > 1,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

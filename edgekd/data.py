@@ -529,6 +529,43 @@ def with_train_subset(splits: DataSplits, count: int, seed: int = 0) -> DataSpli
     return dataclasses.replace(splits, train=Subset(splits.train, chosen.tolist()), fingerprint=fingerprint)
 
 
+def with_train_subset_per_class(splits: DataSplits, per_class: int, seed: int = 0) -> DataSplits:
+    """The same splits with `per_class` training images of each class (all of a class that has fewer):
+    the first of each class in the seeded order `with_train_subset` draws from, so a per-class subset
+    lies at the front of the same order as a random subset of the same seed."""
+    import dataclasses
+    import hashlib
+
+    from torch.utils.data import Subset
+
+    labels = labels_of(splits.train)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    rank_in_class = np.zeros(len(order), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for position, index in enumerate(order):
+        label = int(labels[index])
+        rank_in_class[position] = seen.get(label, 0)
+        seen[label] = rank_in_class[position] + 1
+    chosen = order[rank_in_class < per_class]
+    fingerprint = hashlib.sha256(
+        f"{splits.fingerprint}|{per_class} train images per class".encode()
+    ).hexdigest()
+    return dataclasses.replace(splits, train=Subset(splits.train, chosen.tolist()), fingerprint=fingerprint)
+
+
+def labels_of(dataset: Dataset) -> np.ndarray:
+    """Every label of `dataset`, read without decoding an image where the dataset holds them apart."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
+    if isinstance(dataset, ImageFileDataset):
+        return np.array([label for _, label in dataset.samples], dtype=np.int64)
+    if isinstance(dataset, DecodedDataset):
+        return np.asarray(dataset.labels, dtype=np.int64)
+    return np.asarray(stack(dataset)[1], dtype=np.int64)
+
+
 def _seeded_choice(population: int, count: int, seed: int) -> np.ndarray:
     """`count` distinct indices below `population` (all of them if fewer), in a seeded random order."""
     return np.random.default_rng(seed).permutation(population)[: min(count, population)]

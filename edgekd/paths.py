@@ -30,6 +30,8 @@ def user_config_dir() -> Path:
 def default_cache_dir() -> Path:
     """`$EDGEKD_CACHE_DIR`, else the platform's user cache dir (`~/.cache/edgekd` on Linux): cached
     teachers, decoded data, analyses and measured rates."""
-    from platformdirs import user_cache_dir
+    if os.environ.get("EDGEKD_CACHE_DIR"):
+        return Path(os.environ["EDGEKD_CACHE_DIR"])
+    from platformdirs import user_cache_dir  # imported only when needed: not every machine has it
 
-    return Path(os.environ.get("EDGEKD_CACHE_DIR") or user_cache_dir("edgekd"))
+    return Path(user_cache_dir("edgekd"))

@@ -305,3 +305,24 @@ def test_shifts_are_on_only_when_the_teacher_answers_the_shifted_views_right():
     asked = decide_views(Column(), data, hflip=True, max_shift=3, default_shift=2)
     assert (asked.hflip, asked.max_shift, asked.checks) == (True, 3, ())
     assert asked.why == "horizontal flips on: as asked; shifts of up to 3 px: as asked"
+
+
+def test_a_per_class_subset_takes_each_classs_first_images_in_the_seeded_order():
+    from edgekd.data import labels_of, with_train_subset_per_class
+
+    digits = load_digits_splits(16)
+    labels = np.asarray([int(y) for _, y in digits.train])  # read image by image: independent of labels_of
+    subset = with_train_subset_per_class(digits, 20, seed=3)
+
+    order = np.random.default_rng(3).permutation(len(labels))
+    for label in range(10):
+        expected = [int(i) for i in order if labels[i] == label][:20]
+        assert sorted(i for i in subset.train.indices if labels[i] == label) == sorted(expected)
+    assert len(subset.train) == 200
+    assert (labels_of(subset.train) == labels[subset.train.indices]).all()
+    assert subset.fingerprint not in (
+        digits.fingerprint,
+        with_train_subset_per_class(digits, 21, 3).fingerprint,
+    )
+    # a class with fewer images than asked for gives all it has
+    assert len(with_train_subset_per_class(digits, 10_000).train) == len(labels)
