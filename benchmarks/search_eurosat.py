@@ -22,6 +22,14 @@ feasible on every one of them, as `fit --target pi5 --target ethos-u55` searches
     python benchmarks/search_eurosat.py --train-images 1000   # search_eurosat-1000img.json
     python benchmarks/search_eurosat.py --per-class 200       # search_eurosat-200perclass.json
     python benchmarks/search_eurosat.py --accelerator cuda --targets pi5   # on a GPU machine without Vela
+    python benchmarks/search_eurosat.py --train-images 1000 --replay   # add fit's small-data retention
+
+On small data (`fit_recipe.is_small_data`: under 3,200 training images) `fit` decides the retention
+objective on full trainings, fastest candidate first (`edgekd.search.confirm`), not by halving. The
+oracle's students are such full trainings (of the 8-epoch recipe; fit's small-data default trains
+longer and ships a weight average), so that search is replayed on them: `retention_confirm` beside the
+halving objectives, its cost the oracle seconds of the candidates it trained. `--replay` adds it to a
+finished run's results from the cached teacher, without training.
 
 Oracle students are cached (benchmarks/.cache/students) by loss, kd's shared with distill_eurosat.py.
 """
@@ -93,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help=f"default: {OUT.name}, or one named for --train-images")
     parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES, help="seeded training subset")
     parser.add_argument("--oracle-only", action="store_true", help="distil (and cache) the oracle, then stop")
+    parser.add_argument(
+        "--replay", action="store_true", help="add fit's small-data retention search to finished results"
+    )
     parser.add_argument("--per-class", type=int, help="that many training images of each class instead")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="the oracle's epochs and the last rung's")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -120,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.fit_config import FitConfig
-    from edgekd.fit_recipe import default_loss
+    from edgekd.fit_recipe import default_loss, is_small_data
     from edgekd.search import assess
     from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
@@ -151,6 +162,15 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
         },
     }
+    if args.replay:
+        results = json.loads(args.out.read_text())
+        pi5 = assess(candidates, [get_target("pi5")], INPUT_SIZE, data.num_classes)
+        results["objectives"]["retention_confirm"] = confirm_replay(
+            results["oracle"], pi5, teacher, data, args.epochs, results["teacher_test_accuracy"]
+        )
+        args.out.write_text(json.dumps(results, indent=2))
+        print_table(results)
+        return 0
     oracle = {}
     for name in ORACLE:
         started = time.perf_counter()
@@ -278,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             **cost(search),
         }
         print(f"objective {objective}: {search.reason}", flush=True)
+    if is_small_data(len(data.train)):
+        results["objectives"]["retention_confirm"] = confirm_replay(
+            oracle, pi5, teacher, data, args.epochs, teacher_test
+        )
     results["rank_quality"] = rank_quality(results["objectives"]["accuracy"]["search"], oracle)
 
     results["joint"] = {}
@@ -322,6 +346,48 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2))
     print_table(results)
     return 0
+
+
+def confirm_replay(oracle: dict, assessments, teacher, data, epochs: int, teacher_test: float) -> dict:
+    """fit's retention search on small data (`edgekd.search.confirm.confirm_student`: full trainings,
+    fastest first, the first whose validation accuracy keeps 97 % of the teacher's, at most 3, else the
+    most accurate of them) replayed on the oracle: a candidate's full training is its oracle student,
+    scored on the same validation images, and costs that student's seconds."""
+    from edgekd.search.confirm import confirm_student, teacher_validation
+    from edgekd.search.evidence import chance_level
+    from edgekd.search.halving import Budget, ValidationScore
+
+    teacher_val, _ = teacher_validation(teacher, data)
+    spent = [0.0]
+
+    def train(name: str):
+        spent[0] += oracle[name]["seconds"]
+        return ValidationScore(oracle[name]["val_accuracy"], len(data.val)), None
+
+    search = confirm_student(
+        assessments,
+        train,
+        teacher_val=teacher_val,
+        epochs=epochs,
+        images=len(data.train),
+        budget=Budget(),
+        target_name="pi5",
+        chance=chance_level(data.val),
+        clock=lambda: spent[0],
+    ).result
+    trained = {t.name for t in search.trials}
+    chosen = search.chosen
+    print(f"retention as fit decides it on small data (replayed on the oracle): {search.reason}", flush=True)
+    return {
+        "search": search.to_json(),
+        "teacher_val_accuracy": teacher_val.accuracy,
+        **judged(chosen, "retention", oracle, assessments, teacher_test),
+        "seconds": spent[0],
+        "seconds_share": spent[0] / sum(o["seconds"] for o in oracle.values()),
+        "wall_seconds_share": None,  # the replay trains nothing: its seconds are the oracle's
+        "mac_image_share": sum(oracle[n]["mac_images"] for n in trained)
+        / sum(o["mac_images"] for o in oracle.values()),
+    }
 
 
 def wall_share(objective: dict) -> str:
