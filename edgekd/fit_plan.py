@@ -165,14 +165,14 @@ def _recipe(config):
 def _probed(context) -> list:
     """The candidates the training plan measures without a time budget: those that may enter the
     search (`plan_fit` measures the same ones, and under a budget perhaps a few more)."""
-    from edgekd.search.confirm import confirmation_count, confirmation_order
+    from edgekd.search.confirm import confirmations
     from edgekd.search.halving import parse_budget
     from edgekd.search.ranking import capacity, entrants, entry_order
 
     feasible = [a for a in context.assessments if a.feasible]
     budget = parse_budget(context.config.search_budget)
     if confirms_in_full(context.config, len(context.data.train), context.plan):
-        return confirmation_order(feasible)[: confirmation_count(budget, len(feasible))]
+        return confirmations(feasible, budget)
     if budget.trials == 0:
         ordered = sorted(feasible, key=capacity, reverse=True)
     else:

@@ -251,7 +251,7 @@ def plan_fit(
     fit's plan of every stage, `edgekd.stage_plan`); `announce` False logs the table at debug level.
     `confirm` (small data, the retention objective, no time budget: `fit_recipe.confirms_in_full`)
     plans the search as full trainings, fastest first (`edgekd.search.confirm`)."""
-    from edgekd.search.confirm import confirmation_count, confirmation_order
+    from edgekd.search.confirm import confirmations
     from edgekd.search.halving import parse_budget, plan_rungs
     from edgekd.search.ranking import capacity, entrants, entry_order, most_capacity
     from edgekd.streaming import is_streamed
@@ -317,11 +317,8 @@ def plan_fit(
     def final_for(names, epochs, rungs) -> dict[str, float]:
         return {n: final_seconds(rates[n], work, recipe(epochs, rungs)) for n in names}
 
-    if confirm:  # as confirm_student trains them: fastest first, up to its cap
-        names = [
-            measured(a)
-            for a in confirmation_order(feasible)[: confirmation_count(user_budget, len(feasible))]
-        ]
+    if confirm:  # as confirm_student trains them: fastest first, up to its cap, then the reference
+        names = [measured(a) for a in confirmations(feasible, user_budget)]
         each = final_for(names, epochs, ())
         first, every = (each[names[0]], sum(each.values())) if names else (0.0, 0.0)
         timing = FitTiming(
@@ -494,7 +491,8 @@ def _table(timing: FitTiming, rates: dict[str, Rates], n_train: int) -> str:
             (
                 "search",
                 f"{_span(low, high)} predicted: full trainings ({timing.epochs} epochs x {n_train} images), "
-                f"fastest first, up to {len(timing.entering)}, until one keeps --min-retention",
+                f"fastest first (the last slot kept for a capable reference), up to "
+                f"{len(timing.entering)}, until one keeps --min-retention",
             )
         )
         rows.append(("final training", "none: the search's full training is the final student"))

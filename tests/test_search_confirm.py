@@ -12,7 +12,13 @@ import json
 import pytest
 
 from edgekd.search import SearchResult
-from edgekd.search.confirm import MAX_CONFIRMATIONS, confirm_student, confirmation_order, keeps
+from edgekd.search.confirm import (
+    MAX_CONFIRMATIONS,
+    confirm_student,
+    confirmation_order,
+    confirmations,
+    keeps,
+)
 from edgekd.search.halving import Budget, ValidationScore, wilson_interval
 from tests.test_search_objectives import point
 
@@ -99,26 +105,58 @@ def test_the_floor_is_judged_on_the_intervals_upper_end_against_the_teachers_val
 
 def test_none_keeping_the_floor_falls_back_to_the_most_accurate_of_at_most_three_and_says_so():
     # each interval ends below the bar (250 of 269 reaches 96.5 % of the teacher's 266 at most)
-    train = trainings({"fastest": 240, "faster": 250, "mid": 248, "slow": 266})
+    train = trainings({"fastest": 240, "faster": 250, "mid": 266, "slow": 248})
     confirmed = confirm(SPACE, train)
-    assert MAX_CONFIRMATIONS == 3 and train.calls == ["fastest", "faster", "mid"]  # slow never trained
+    # the third is the reference, slow (the highest prior; all four have the median MACs), not mid
+    assert MAX_CONFIRMATIONS == 3 and train.calls == ["fastest", "faster", "slow"]
     assert confirmed.result.chosen == "faster" and confirmed.trained == "model of faster"
     reason = confirmed.result.reason
-    assert reason.startswith("Objective retention: each of the 3 fastest candidates fell short of 97 %")
-    assert f"fastest kept {100 * 240 / 266:.1f} %; mid kept {100 * 248 / 266:.1f} %" in reason
+    assert reason.startswith(
+        "Objective retention: each of the 3 candidates trained (the 2 fastest, and slow, the most "
+        "capable by its ImageNet top-1 among the candidates of at most the median MACs) fell short of 97 %"
+    )
+    assert f"fastest kept {100 * 240 / 266:.1f} %; slow kept {100 * 248 / 266:.1f} %" in reason
     assert "falling back to the most accurate of them, faster" in reason
+    assert "fastest first, then the reference" in reason
     assert "3 full trainings" in reason and not confirmed.result.stopped_early
-    tied = confirm(SPACE, trainings({"fastest": 240, "faster": 249, "mid": 249, "slow": 266})).result
+    tied = confirm(SPACE, trainings({"fastest": 240, "faster": 249, "mid": 266, "slow": 249})).result
     assert (
         tied.chosen == "faster"
         and "the most accurate of them (the faster of those tied), faster" in tied.reason
     )
 
 
+def test_the_last_training_is_a_capable_reference_which_is_chosen_when_it_alone_keeps_the_floor():
+    train = trainings({"fastest": 240, "faster": 250, "mid": 266, "slow": 266})
+    result = confirm(SPACE, train).result
+    assert train.calls == ["fastest", "faster", "slow"] and result.chosen == "slow"
+    assert result.reason.startswith(
+        f"Objective retention: the 2 fastest candidates fell short of 97 % of the teacher's validation "
+        f"accuracy after a full training, beyond the noise (fastest kept {100 * 240 / 266:.1f} %; faster "
+        f"kept {100 * 250 / 266:.1f} %); slow, trained next as the most capable by its ImageNet top-1 "
+        "among the candidates of at most the median MACs, keeps it within the noise of 269 validation "
+        "images: it keeps"
+    )
+    # A reference above the median MACs would cost more than a middling full training: the most
+    # capable prior among the rest is taken instead (mid), and a reference already among the fastest
+    # leaves the order as it is.
+    heavy = [SPACE[0], SPACE[1], point("slow", 5.0, 75.0, macs=10**8), SPACE[3]]
+    assert [a.candidate.name for a in confirmations(heavy, Budget())] == ["fastest", "faster", "mid"]
+    capable_fastest = [point("fastest", 0.6, 80.0), SPACE[0], SPACE[2], SPACE[3]]
+    assert [a.candidate.name for a in confirmations(capable_fastest, Budget())] == [
+        "fastest",
+        "faster",
+        "mid",
+    ]
+
+
 def test_a_trial_budget_or_a_spent_search_budget_trains_fewer():
-    train = trainings({"fastest": 240, "faster": 252, "mid": 249, "slow": 266})
-    assert confirm(SPACE, train, budget=Budget(trials=2)).result.chosen == "faster"
-    assert train.calls == ["fastest", "faster"]
+    train = trainings({"fastest": 240, "faster": 266, "mid": 249, "slow": 252})
+    assert confirm(SPACE, train, budget=Budget(trials=2)).result.chosen == "slow"
+    assert train.calls == ["fastest", "slow"]  # the second slot of two is the reference's
+    train = trainings({"fastest": 240, "faster": 266, "mid": 249, "slow": 252})
+    assert confirm(SPACE, train, budget=Budget(trials=1)).result.chosen == "fastest"
+    assert train.calls == ["fastest"]
     ticks = iter(range(0, 1000, 100))  # every reading of the clock is 100 s later
     train = trainings({"fastest": 240, "faster": 252, "mid": 249, "slow": 266})
     result = confirm(SPACE, train, budget=Budget(seconds=150), clock=lambda: next(ticks)).result

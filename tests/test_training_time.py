@@ -138,7 +138,10 @@ def test_full_trainings_are_planned_fastest_first_the_first_alone_to_all_of_them
     assert timing.predicted_search_range == pytest.approx((each[order[0]], sum(each.values())), rel=1e-9)
     # The passing training is the final student: nothing is left to train after the search.
     assert timing.predicted_final == dict.fromkeys(order, 0.0)
-    assert "full trainings (10 epochs x 1259 images), fastest first, up to 3" in timing.table
+    assert (
+        "full trainings (10 epochs x 1259 images), fastest first (the last slot kept for a capable "
+        "reference), up to 3" in timing.table
+    )
     assert "none: the search's full training is the final student" in timing.table
 
 
