@@ -8,7 +8,8 @@ KD beside it at 6,000 images, KD alone on small data) for 8 epochs from the cach
 (benchmarks/distill_eurosat.py's teacher recipe) on a seeded training subset (6,000 images by default,
 `--train-images`), 64 px, and ranks them by test accuracy. The search ranks the same candidates by
 successive halving (`edgekd.search.select_student`): short distillation runs from the same teacher on
-seeded subsets, the best third going on, the last rung the full recipe's 8 epochs on half the images.
+seeded subsets, the best third going on, in the rungs `Budget()` plans within the 8 epochs on half
+the images (at 6,000 images: 2, then 3 epochs on 1,000 images).
 Its cost is compared with the oracle's in training MAC-images (3 x MACs x images x epochs,
 machine-independent) and in measured seconds.
 
@@ -233,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     def search_over(assessments, target_name: str, **objective):
-        """One search over the shared trials: the last rung trains the full 8 epochs on half the
-        images, every trial at least 50 optimizer steps."""
+        """One search over the shared trials: rungs of at most the full epochs on half the images,
+        every trial at least 50 optimizer steps."""
         return select_student(
             assessments,
             evaluate,
