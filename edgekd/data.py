@@ -559,11 +559,8 @@ def labels_of(dataset: Dataset) -> np.ndarray:
 
     if isinstance(dataset, Subset):
         return labels_of(dataset.dataset)[np.asarray(dataset.indices, dtype=np.int64)]
-    if isinstance(dataset, ImageFileDataset):
-        return np.array([label for _, label in dataset.samples], dtype=np.int64)
-    if isinstance(dataset, DecodedDataset):
-        return np.asarray(dataset.labels, dtype=np.int64)
-    return np.asarray(stack(dataset)[1], dtype=np.int64)
+    labels = getattr(dataset, "labels", None)  # image-file and decoded splits hold them apart
+    return np.asarray(stack(dataset)[1] if labels is None else labels, dtype=np.int64)
 
 
 def _seeded_choice(population: int, count: int, seed: int) -> np.ndarray:

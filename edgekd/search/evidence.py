@@ -114,11 +114,9 @@ def chance_level(dataset) -> float:
     labels of `dataset` (the validation split). A trial that cannot beat it has learnt nothing."""
     import numpy as np
 
-    from edgekd.data import stack
+    from edgekd.data import labels_of
 
-    # A decoded split holds its labels apart from the images: no need to read the images for them.
-    labels = getattr(dataset, "labels", None)
-    labels = np.asarray(stack(dataset)[1] if labels is None else labels, dtype=np.int64)
+    labels = labels_of(dataset)  # read without decoding an image where the split holds them apart
     if not len(labels):
         raise ValueError("chance_level needs at least one label")
     return float(np.bincount(labels).max() / len(labels))
