@@ -8,8 +8,11 @@ KD beside it at 6,000 images, KD alone on small data) for 8 epochs from the cach
 (benchmarks/distill_eurosat.py's teacher recipe) on a seeded training subset (6,000 images by default,
 `--train-images`), 64 px, and ranks them by test accuracy. The search ranks the same candidates by
 successive halving (`edgekd.search.select_student`): short distillation runs from the same teacher on
-seeded subsets, the best third going on, in the rungs `Budget()` plans within the 8 epochs on half
-the images (at 6,000 images: 2, then 3 epochs on 1,000 images).
+seeded subsets, the best third going on, in the rungs fit plans for the recipe
+(`edgekd.training_time.search_rungs`: half its epochs on all its images, at least 250 optimizer steps
+a trial; at 6,000 images both rungs are 2 epochs on 4,000 images, so the second reuses the first's
+scores, and at 1,000 images 4 epochs on all of them). `search_eurosat-small-rungs.json` holds the
+6,000-image run of the rungs used before (2, then 3 epochs on 1,000 images).
 Its cost is compared with the oracle's in training MAC-images (3 x MACs x images x epochs,
 machine-independent) and in measured seconds.
 
@@ -132,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     from edgekd.distill.stage import DistillPlan
     from edgekd.distill.trainer import accuracy, predict
     from edgekd.fit_config import FitConfig
-    from edgekd.fit_recipe import default_loss, is_small_data
+    from edgekd.fit_recipe import default_loss, is_small_data, with_batch_size
     from edgekd.search import assess
     from edgekd.search.evidence import chance_level, evidence
     from edgekd.search.halving import TRAINING_MACS_PER_FORWARD_MAC, Budget
     from edgekd.search.select import OBJECTIVES, select_student
     from edgekd.targets import get_target
+    from edgekd.training_time import search_rungs
 
     torch.set_num_threads(args.threads)
     data = eurosat(args.train_images, per_class=args.per_class)
@@ -233,19 +237,19 @@ def main(argv: list[str] | None = None) -> int:
             "mac_image_share": search.mac_images / sum(o["mac_images"] for o in oracle.values()),
         }
 
+    # The rungs fit plans for this recipe (`search_rungs`: half its epochs on all its images, at least
+    # SEARCH_MIN_STEPS optimizer steps a trial).
+    rung_limits = search_rungs(
+        with_batch_size(FitConfig.from_options(epochs=args.epochs), len(data.train)),
+        args.epochs,
+        len(data.train),
+    )
+    results["recipe"]["rungs"] = rung_limits
+
     def search_over(assessments, target_name: str, **objective):
-        """One search over the shared trials: rungs of at most the full epochs on half the images,
-        every trial at least 50 optimizer steps."""
+        """One search over the shared trials, in the rungs fit plans."""
         return select_student(
-            assessments,
-            evaluate,
-            budget=Budget(),
-            max_epochs=args.epochs,
-            max_images=len(data.train) // 2,
-            target_name=target_name,
-            min_images=1000,
-            min_images_seen=50 * config.batch_size,
-            **objective,
+            assessments, evaluate, budget=Budget(), target_name=target_name, **rung_limits, **objective
         )
 
     results["targets"] = {}

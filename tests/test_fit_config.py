@@ -190,12 +190,13 @@ def test_the_final_training_averages_its_weights_on_small_data_only_and_the_tria
 def test_the_search_trains_small_data_long_enough_to_learn():
     from edgekd.training_time import SEARCH_MIN_STEPS, search_rungs
 
-    # 6,000 images at batch 64: a fifth of 15 epochs, as before (the rung images carry the steps).
-    assert search_rungs(FitConfig.from_options(batch_size=64), 15, 6000)["max_epochs"] == 3
-    # 1,259 images at batch 16: raised until the last rung has SEARCH_MIN_STEPS steps ...
-    small = search_rungs(FitConfig.from_options(batch_size=16), 15, 1259)
-    assert small["max_epochs"] * 1259 // 16 >= SEARCH_MIN_STEPS > (small["max_epochs"] - 1) * 1259 // 16
-    assert small["min_images_seen"] == SEARCH_MIN_STEPS * 16
+    # 6,000 images at batch 64: half of 15 epochs, rounded up (the rung images carry the steps).
+    assert search_rungs(FitConfig.from_options(batch_size=64), 15, 6000)["max_epochs"] == 8
+    # 200 images at batch 16: half of 30 epochs is 187 steps, raised until a rung can have
+    # SEARCH_MIN_STEPS ...
+    small = search_rungs(FitConfig.from_options(batch_size=16), 30, 200)
+    assert small["max_epochs"] * 200 // 16 >= SEARCH_MIN_STEPS > (small["max_epochs"] - 1) * 200 // 16
+    assert small["max_epochs"] == 20 and small["min_images_seen"] == SEARCH_MIN_STEPS * 16
     # ... never past the fit's own epochs, and --search-epochs rules.
     assert search_rungs(FitConfig.from_options(batch_size=64), 5, 1259)["max_epochs"] == 5
     assert search_rungs(FitConfig.from_options(batch_size=16, search_epochs=1), 15, 1259)["max_epochs"] == 1

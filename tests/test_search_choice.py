@@ -52,10 +52,12 @@ def test_pareto_front_matches_brute_force_on_random_sets():
 def test_plan_rungs_shrinks_by_eta_and_stops_before_the_lone_winners_full_budget():
     rungs = plan_rungs(10, eta=3, max_epochs=8, max_images=6000, min_images=64)
     # The rung of the lone winner (1 candidate, 8 epochs on 6000 images) is the final training, not a
-    # trial: the deciding rung is the last, a third of the full budget.
+    # trial: the deciding rung is the last, a third of the full budget, each earlier one a third of the
+    # next, spent on as many distinct images as there are before epochs are added.
     assert [r.candidates for r in rungs] == [10, 4, 2]
-    assert (rungs[-1].epochs, rungs[-1].images) == (3, 2000)
-    assert [r.images for r in rungs] == [222, 667, 2000]
+    assert [(r.epochs, r.images) for r in rungs] == [(1, 1778), (1, 5333), (3, 5333)]
+    shares = [r.epochs * r.images / (8 * 6000) for r in rungs]
+    assert shares == pytest.approx([1 / 27, 1 / 9, 1 / 3], rel=1e-3)
     assert all(a.epochs <= b.epochs and a.images <= b.images for a, b in itertools.pairwise(rungs))
     assert plan_rungs(1, max_epochs=4, max_images=100) == [RungPlan(1, 4, 100)]
 

@@ -30,8 +30,9 @@ def joint(name, macs, **on):
 
 def test_a_floor_on_images_seen_lengthens_short_rungs_but_not_past_the_last():
     rungs = plan_rungs(8, eta=3, max_epochs=8, max_images=3000, min_images=1000, min_images_seen=3200)
-    # rung 0: 3000/9 -> 1000 images (floor), 8/9 -> 1 epoch, raised to ceil(3200/1000) = 4
-    assert [(r.candidates, r.epochs, r.images) for r in rungs] == [(8, 4, 1000), (3, 4, 1000)]
+    # rung 0: 8 x 3000 / 9 = 2,667 images seen, raised to the floor's 3,200: 2 epochs on 1,600 images;
+    # rung 1: 8 x 3000 / 3 = 8,000 seen, 3 epochs on 2,667 images (as many distinct images as fit)
+    assert [(r.candidates, r.epochs, r.images) for r in rungs] == [(8, 2, 1600), (3, 3, 2667)]
     tiny = plan_rungs(4, eta=3, max_epochs=3, max_images=500, min_images=1000, min_images_seen=10**6)
     assert {(r.epochs, r.images) for r in tiny} == {(3, 500)}  # capped at the last rung's budget
 
@@ -74,10 +75,11 @@ def test_the_winner_is_the_best_of_the_last_rung_and_the_record_round_trips(tmp_
         point("too-slow", 50.0, 1.0, 10**6, ["predicted 50.0 ms > budget 10 ms"]),
     ]
 
-    # c leads the first rung (100 images), b overtakes with more data: later rungs decide
+    # c leads the first rung (1 epoch on 400 images), b overtakes with more data (2 epochs on 600):
+    # later rungs decide
     def evaluate(name, rung):
         base = {"a": 0.50, "b": 0.60, "c": 0.65, "d": 0.55}[name]
-        return base + (0.1 if name == "b" and rung.images >= 300 else 0.0)
+        return base + (0.1 if name == "b" and rung.images >= 500 else 0.0)
 
     result = select_student(
         assessments, evaluate, budget=Budget(), max_epochs=4, max_images=900, target_name="pi5"

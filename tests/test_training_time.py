@@ -94,25 +94,24 @@ def test_predicted_seconds_are_rungs_times_measured_rates(rates_cache, teacher, 
     rates, teacher_rate = _rates([FAST, OTHER_FAST], teacher, rates_cache)
     train, val = len(digits.train), len(digits.val)
     assert (train, val) == (1259, 269)
-    # One rung: 2 candidates x 2 epochs x 1000 images (SEARCH_MIN_IMAGES; --search-epochs 2, as
-    # SEARCH_MIN_STEPS of 64 would need more, capped at the full budget's). The lone winner's rung
-    # (1 x 2 x all 1259) is not run: the final training is that run.
-    assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, 1000)]
+    # One rung: 2 candidates x 2 epochs on all 1,259 images (--search-epochs 2, as SEARCH_MIN_STEPS of
+    # 64 would need more, capped at the full budget's; distinct images are spent before epochs). The
+    # lone winner's rung (1 x 2 x all 1259) is not run: the final training is that run.
+    assert [(r.candidates, r.epochs, r.images) for r in timing.rungs] == [(2, 2, train)]
 
     def trial(name, epochs, images):
         r = rates[name]
         return epochs * images / r.train + epochs * val / r.evaluate + val / teacher_rate
 
-    first = trial(FAST, 2, 1000) + trial(OTHER_FAST, 2, 1000)
-    assert timing.predicted_search == pytest.approx(first + DRAWS * 1000 / teacher_rate, rel=1e-9)
+    first = trial(FAST, 2, train) + trial(OTHER_FAST, 2, train)
+    assert timing.predicted_search == pytest.approx(first + DRAWS * train / teacher_rate, rel=1e-9)
     assert timing.predicted_search_range == pytest.approx((timing.predicted_search,) * 2)
-    # No rung ran on all the images, so the final training fills its own cache entry.
-    fill = DRAWS * train / teacher_rate
-    final = {n: trial(n, 10, train) + fill for n in (FAST, OTHER_FAST)}
+    # The rung ran on all the images, so the final training reads the cache entry it filled.
+    final = {n: trial(n, 10, train) for n in (FAST, OTHER_FAST)}
     assert timing.predicted_final == pytest.approx(final)
     assert timing.entering == (FAST, OTHER_FAST) or timing.entering == (OTHER_FAST, FAST)
     assert timing.search_budget == "2" and timing.epochs == 10  # no time budget: nothing changes
-    assert "training plan:" in timing.table and "2x2x1000 (" in timing.table
+    assert "training plan:" in timing.table and "2x2x1259 (" in timing.table
 
 
 def test_full_trainings_are_planned_fastest_first_the_first_alone_to_all_of_them(
@@ -294,4 +293,4 @@ def test_the_plan_made_once_the_given_teacher_is_loaded_fills_the_rows_that_wait
     assert filled[0] is rows[0] and filled[3] is rows[3]
     assert filled[1].seconds == pytest.approx(timing.predicted_search)
     assert filled[2].seconds == pytest.approx(statistics.fmean(timing.predicted_final.values()))
-    assert "2x2x1000" in filled[1].basis and not training_rows_open(filled)
+    assert "2x2x1259" in filled[1].basis and not training_rows_open(filled)

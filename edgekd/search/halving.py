@@ -24,7 +24,7 @@ oracle's cost can be compared on machines of different speed.
 Example:
     >>> rungs = plan_rungs(9, eta=3, max_epochs=9, max_images=900)
     >>> [(r.candidates, r.epochs, r.images) for r in rungs]
-    [(9, 1, 100), (3, 3, 300)]
+    [(9, 1, 900), (3, 3, 900)]
 """
 
 from __future__ import annotations
@@ -189,13 +189,17 @@ def plan_rungs(
 ) -> list[RungPlan]:
     """Rungs from `candidates` down to the one that keeps a single candidate, each keeping ceil(n /
     eta): rung r, counted back from the lone winner's (which is planned but not returned: the final
-    distillation is that run), trains for max_epochs / eta^r epochs (at least 1) on max_images / eta^r
-    images (at least `min_images`), so every rung costs about the same in total. A single candidate
-    gets one rung at the full budget: it has nothing to be compared with, but its score still shows
-    whether the budget lifts it above chance.
-    `min_images_seen` (epochs x images) raises a rung's epochs, up to `max_epochs`, so that no rung
-    is too short to learn anything: a fresh network scores at chance after a few dozen steps, and a
-    rung of chance scores ranks nothing."""
+    distillation is that run), lets each candidate see max_epochs x max_images / eta^r images, so
+    every rung costs about the same in total. They are spent on as many distinct images as there are
+    (up to `max_images`, at least `min_images`), epochs making up the rest: on EuroSAT at 6,000 images,
+    3 epochs on 1,000 images ranked mobilenetv3_large_075 above ghostnet_100 (57.9 % against 54.5 %)
+    and full trainings the other way round (82.5 % against 83.7 % test), while 2 epochs on 3,000
+    images already agreed with them (66.4 % against 73.6 %). A single candidate gets one rung at the
+    full budget: it has nothing to be compared with, but its score still shows whether the budget lifts
+    it above chance.
+    `min_images_seen` (epochs x images) raises a rung's budget, up to `max_epochs` epochs, so that no
+    rung is too short to learn anything: a fresh network scores at chance after a few dozen steps, and
+    a rung of chance scores ranks nothing."""
     if candidates < 1 or eta < 2 or max_epochs < 1 or max_images < 1:
         raise ValueError(f"need candidates >= 1, eta >= 2, positive budgets: {candidates}, {eta}")
     counts = [candidates]
@@ -204,9 +208,10 @@ def plan_rungs(
     last = len(counts) - 1
     rungs = []
     for r, n in enumerate(counts):
-        images = min(max_images, max(min_images, round(max_images / eta ** (last - r))))
-        epochs = max(1, round(max_epochs / eta ** (last - r)), math.ceil(min_images_seen / images))
-        rungs.append(RungPlan(candidates=n, epochs=min(epochs, max_epochs), images=images))
+        seen = max(min_images_seen, max_epochs * max_images / eta ** (last - r))
+        epochs = min(max_epochs, max(1, math.ceil(seen / max_images)))
+        images = min(max_images, max(min_images, round(seen / epochs)))
+        rungs.append(RungPlan(candidates=n, epochs=epochs, images=images))
     return rungs[:-1] if len(rungs) > 1 else rungs
 
 

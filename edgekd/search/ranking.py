@@ -2,10 +2,15 @@
 `entrants`), and how each rung's trials are ranked by the user's objective (`rank_rung`).
 
 The objectives (`OBJECTIVES`), each a rule for ranking one rung's trials:
-- `retention`: the fastest candidates whose score keeps `min_retention` of the rung's best score
-  (the upper end of the score's 95 % interval reaches min_retention x best) go first, by latency; the
-  rest follow by score. A short trial cannot reach the teacher's full accuracy, so a candidate is
-  held against the best of its own rung, trained on the same budget.
+- `retention`: the fastest candidates shown to keep `min_retention` of the rung's best score (the
+  lower end of the score's 95 % interval reaches min_retention x best; the best itself always keeps
+  it) go first, by latency; the rest follow by score. A short trial cannot reach the teacher's full
+  accuracy, so a candidate is held against the best of its own rung, trained on the same budget.
+  Shown, not merely not ruled out: on EuroSAT at 6,000 images the rule "the top of the interval
+  reaches the bar" let tf_mobilenetv3_small_minimal_100 through (72.0 %, CI 70.6-73.3 %, against 97 %
+  of ghostnet_100's 75.6 %), and its full training kept 94.3 % of the teacher's test accuracy where
+  ghostnet_100 kept 97.7 % (benchmarks/results/search_eurosat.json). The best is a safe fallback
+  already scored, so asking for proof costs speed only when the evidence cannot give it.
 - `latency`: the fastest candidates whose score is clearly above chance (the lower end of its
   interval above the largest class's share of the validation labels), then the rest by score.
 - `accuracy`: by score. Scores whose 95 % intervals overlap are tied (the overlap rule, stricter
@@ -184,7 +189,7 @@ def has_intervals(trials: Sequence[Trial]) -> bool:
 def passes_bar(objective: str, trial: Trial, best: float, min_retention: float, chance: float | None) -> bool:
     """Whether `trial` meets the objective's bar in its rung (`best`: the rung's best score)."""
     if objective == "retention":
-        return trial.interval[1] >= min_retention * best
+        return trial.score >= best or trial.interval[0] >= min_retention * best
     return chance is None or trial.interval[0] > chance  # latency: clearly above chance
 
 

@@ -42,6 +42,7 @@ from edgekd.search.ranking import (
     prior_key,
     prior_per_latency,
     rank_rung,
+    speed_key,
     tie_group,
 )
 
@@ -265,15 +266,17 @@ def _reason(halving, by_name, objective: str, min_retention: float, chance, sear
             )
     if objective == "retention" and mine.name == best.name:
         return (
-            f"Objective retention: {mine.name} is both the fastest candidate that keeps "
+            f"Objective retention: {mine.name} is both the fastest candidate shown to keep "
             f"{100 * min_retention:g} % of the best and the best itself in {rung}: validation accuracy "
-            f"{evidence_phrase(mine)}{tail}"
+            f"{evidence_phrase(mine)}{_not_shown(trials, by_name, mine, min_retention * best.score)}{tail}"
         )
     if objective == "retention":
         return (
-            f"Objective retention: {mine.name} is the fastest candidate whose validation accuracy "
-            f"({evidence_phrase(mine)}) stays within {100 * min_retention:g} % of the best in rung {d + 1} "
-            f"({best.name}, {_pct(best.score)}; {_budget_phrase(best)}){tail}"
+            f"Objective retention: {mine.name} is the fastest candidate shown to keep "
+            f"{100 * min_retention:g} % of the best in rung {d + 1} ({best.name}, {_pct(best.score)}; "
+            f"{_budget_phrase(best)}): its validation accuracy ({evidence_phrase(mine)}) reaches "
+            f"{_pct(min_retention * best.score)} even at the low end of its interval"
+            f"{_not_shown(trials, by_name, mine, min_retention * best.score)}{tail}"
         )
     if objective == "latency":
         above = (
@@ -286,6 +289,17 @@ def _reason(halving, by_name, objective: str, min_retention: float, chance, sear
             f"({evidence_phrase(mine)}) is {above} in {rung}{tail}"
         )
     return "Objective accuracy: " + _accuracy_words(trials, mine, by_name, rung, tail)
+
+
+def _not_shown(trials, by_name, mine: Trial, bar: float) -> str:
+    """The faster candidates the retention bar turned down, the closest to it named: how near a faster
+    student came, for a reader who would trade a little accuracy for speed."""
+    faster = [t for t in trials if speed_key(by_name[t.name]) < speed_key(by_name[mine.name])]
+    if not faster:
+        return ""
+    closest = max(faster, key=lambda t: t.interval[0])
+    others = f" and {len(faster) - 1} more" if len(faster) > 1 else ""
+    return f"; faster, not shown to keep {_pct(bar)}: {closest.name} ({evidence_phrase(closest)}){others}"
 
 
 def _accuracy_words(trials, mine: Trial, by_name, rung: str, tail: str) -> str:
