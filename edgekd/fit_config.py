@@ -124,7 +124,7 @@ class FitConfig:
     min_retention: float = 0.97
     # The full trial budget the search's rungs are sized from (successive halving's lone winner would
     # train this long; the final training is that run, so the deciding rung gets a third of it).
-    search_epochs: int | None = None  # default: a fifth of `epochs`
+    search_epochs: int | None = None  # default: half of `epochs`
     search_images: int | None = None  # default: all of the training images
     # wall clock for the whole fit (20m, 1.5h), split between search and final training by their
     # measured cost (edgekd.training_time); None: no limit

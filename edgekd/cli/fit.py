@@ -185,7 +185,8 @@ def fit(
             show_default="retention",
             rich_help_panel=SEARCH,
             help="What the student search chooses for: retention (the fastest student whose trial "
-            "accuracy stays within --min-retention of the best trial's, error bars included), accuracy "
+            "accuracy is shown to keep --min-retention of the best trial's: the low end of its 95 % interval "
+            "reaches it), accuracy "
             "(the most accurate; near-ties go to the faster) or latency (the fastest that learns clearly "
             "more than guessing the largest class).",
         ),
@@ -204,9 +205,9 @@ def fit(
         int | None,
         typer.Option(
             metavar="N",
-            show_default="a fifth of --epochs",
+            show_default="half of --epochs",
             rich_help_panel=SEARCH,
-            help="Epochs of the search's full trial budget; its deciding rung trains a third as long.",
+            help="Epochs of the search's full trial budget; its deciding rung sees a third as many images.",
         ),
     ] = None,
     search_images: Annotated[
