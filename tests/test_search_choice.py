@@ -60,6 +60,9 @@ def test_plan_rungs_shrinks_by_eta_and_stops_before_the_lone_winners_full_budget
     assert shares == pytest.approx([1 / 27, 1 / 9, 1 / 3], rel=1e-3)
     assert all(a.epochs <= b.epochs and a.images <= b.images for a, b in itertools.pairwise(rungs))
     assert plan_rungs(1, max_epochs=4, max_images=100) == [RungPlan(1, 4, 100)]
+    # A rung that needs a second epoch keeps the images of the rung before, not a smaller subset.
+    grown = plan_rungs(4, eta=3, max_epochs=4, max_images=4000, min_images=1000, min_images_seen=4000)
+    assert [(r.epochs, r.images) for r in grown] == [(1, 4000), (2, 4000)]
 
 
 def test_successive_halving_keeps_the_best_and_accounts_for_every_trial():

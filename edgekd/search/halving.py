@@ -206,11 +206,14 @@ def plan_rungs(
     while counts[-1] > 1:
         counts.append(math.ceil(counts[-1] / eta))
     last = len(counts) - 1
-    rungs = []
+    rungs: list[RungPlan] = []
     for r, n in enumerate(counts):
         seen = max(min_images_seen, max_epochs * max_images / eta ** (last - r))
         epochs = min(max_epochs, max(1, math.ceil(seen / max_images)))
-        images = min(max_images, max(min_images, round(seen / epochs)))
+        # Never fewer distinct images than the rung before: a second epoch would otherwise shrink the
+        # subset (4,000 images at 1 epoch, then 2 epochs on 2,667) and a later rung see less of the data.
+        fewest = max(min_images, rungs[-1].images if rungs else 0)
+        images = min(max_images, max(fewest, round(seen / epochs)))
         rungs.append(RungPlan(candidates=n, epochs=epochs, images=images))
     return rungs[:-1] if len(rungs) > 1 else rungs
 
