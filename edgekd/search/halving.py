@@ -192,9 +192,10 @@ def plan_rungs(
     distillation is that run), lets each candidate see max_epochs x max_images / eta^r images, so
     every rung costs about the same in total. They are spent on as many distinct images as there are
     (up to `max_images`, at least `min_images`), epochs making up the rest: on EuroSAT at 6,000 images,
-    3 epochs on 1,000 images ranked mobilenetv3_large_075 above ghostnet_100 (57.9 % against 54.5 %)
-    and full trainings the other way round (82.5 % against 83.7 % test), while 2 epochs on 3,000
-    images already agreed with them (66.4 % against 73.6 %). A single candidate gets one rung at the
+    3 epochs on 1,000 images ranked mobilenetv3_large_075 above ghostnet_100 (57.9 % against 54.5 %,
+    benchmarks/results/search_eurosat-small-rungs.json) and full trainings the other way round (82.5 %
+    against 83.7 % test), while 2 epochs on 3,000 images already agreed with them (66.4 % against
+    73.6 %, benchmarks/results/search_rungs_probe.json). A single candidate gets one rung at the
     full budget: it has nothing to be compared with, but its score still shows whether the budget lifts
     it above chance.
     `min_images_seen` (epochs x images) raises a rung's budget, up to `max_epochs` epochs, so that no
